@@ -1,0 +1,58 @@
+#include "common/postgres.h"
+
+#include <pqxx/pqxx>
+
+#include "gtest/gtest.h"
+
+namespace wake::common {
+namespace {
+
+TEST(PostgresStatusTest, MapsExceptionClasses) {
+  EXPECT_EQ(StatusFromException(pqxx::broken_connection("gone")).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusFromException(pqxx::in_doubt_error("?")).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusFromException(pqxx::serialization_failure("retry")).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(StatusFromException(pqxx::deadlock_detected("dl")).code(),
+            absl::StatusCode::kAborted);
+  EXPECT_EQ(StatusFromException(pqxx::unique_violation("dup", "", "23505")).code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(StatusFromException(pqxx::check_violation("chk", "", "23514")).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(StatusFromException(pqxx::sql_error("shutdown", "", "57P01")).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusFromException(pqxx::sql_error("conn", "", "08006")).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusFromException(pqxx::sql_error("weird", "", "XX000")).code(),
+            absl::StatusCode::kInternal);
+  EXPECT_EQ(StatusFromException(std::runtime_error("other")).code(),
+            absl::StatusCode::kInternal);
+}
+
+TEST(PostgresStatusTest, KeepsOnlyTheFirstLineOfTheMessage) {
+  const absl::Status status =
+      StatusFromException(pqxx::broken_connection("could not connect\nDETAIL: more\n"));
+  EXPECT_EQ(status.message(), "database unavailable: could not connect");
+}
+
+TEST(ConnectionStringTest, ValidatesWithoutConnecting) {
+  EXPECT_TRUE(ValidateConnectionString("database-url", "postgresql://u@127.0.0.1:5/db").ok());
+  EXPECT_TRUE(ValidateConnectionString("database-url", "host=127.0.0.1 port=5 dbname=x").ok());
+  const absl::Status empty = ValidateConnectionString("database-url", "");
+  EXPECT_EQ(empty.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(empty.message().find("--database-url"), absl::string_view::npos);
+  const absl::Status bad = ValidateConnectionString("database-url", "host=x bogus_key=1");
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("--database-url"), absl::string_view::npos);
+}
+
+TEST(ConnectionStringTest, RedactsPasswords) {
+  EXPECT_EQ(RedactConnectionString("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
+  EXPECT_EQ(RedactConnectionString("host=h password=secret dbname=x"),
+            "host=h password=*** dbname=x");
+  EXPECT_EQ(RedactConnectionString("postgresql://u@h/db"), "postgresql://u@h/db");
+}
+
+}  // namespace
+}  // namespace wake::common
