@@ -1,0 +1,31 @@
+// Starts a gRPC server the way both services need it: the given services plus
+// the standard health service and server reflection (so grpcurl and ghz work
+// without proto files).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+
+namespace wake::common {
+
+struct StartedServer {
+  std::unique_ptr<grpc::Server> server;
+  // The bound address, with the real port when the flag asked for port 0.
+  std::string address;
+};
+
+// Binds `listen_address` (host:port, insecure) and starts serving. Health
+// starts NOT_SERVING for "" and every name in `health_names`.
+absl::StatusOr<StartedServer> StartGrpcServer(const std::string& listen_address,
+                                              const std::vector<grpc::Service*>& services,
+                                              const std::vector<std::string>& health_names);
+
+// Sets the health status of "" and every name in `health_names`.
+void SetServing(grpc::Server& server, const std::vector<std::string>& health_names,
+                bool serving);
+
+}  // namespace wake::common

@@ -1,0 +1,118 @@
+#include "registry-service/registry_config.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/postgres.h"
+
+namespace wake::registry {
+namespace {
+
+common::ConfigParser Parser() {
+  return common::ConfigParser(
+      "registry-service",
+      {
+          {"listen", "WAKE_REGISTRY_LISTEN", "127.0.0.1:50051", "gRPC listen address host:port"},
+          {"database-url", "DATABASE_URL", "", "PostgreSQL connection string (required)"},
+          {"sync", "WAKE_SYNC", "postgres",
+           "sync source of the registration collection: postgres (logical replication) or "
+           "electric (Electric shape API)"},
+          {"electric-url", "ELECTRIC_URL", "", "Electric base URL, required with --sync=electric"},
+          {"electric-secret", "ELECTRIC_SECRET", "", "Electric API secret (optional)"},
+          {"tenant", "WAKE_TENANT", "", "serve only this tenant (default: all tenants)"},
+          {"startup-timeout", "WAKE_STARTUP_TIMEOUT", "60s",
+           "give up starting if the database or sync is not ready by then"},
+          {"write-confirm-timeout", "WAKE_WRITE_CONFIRM_TIMEOUT", "2s",
+           "how long a write waits for the sync stream to show its txid"},
+          {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
+           "how long in-flight calls may finish after SIGTERM"},
+          {"db-pool-size", "WAKE_DB_POOL_SIZE", "16", "PostgreSQL connections for requests"},
+          {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error"},
+      });
+}
+
+}  // namespace
+
+std::string RegistryUsage() { return Parser().Usage(); }
+
+absl::StatusOr<RegistryConfig> ParseRegistryConfig(const std::vector<std::string>& args,
+                                                   const common::EnvLookup& env) {
+  absl::StatusOr<common::ConfigValues> values = Parser().Parse(args, env);
+  if (!values.ok()) return values.status();
+  RegistryConfig config;
+  config.help_requested = values->help_requested();
+  if (config.help_requested) return config;
+
+  config.listen_address = values->GetString("listen");
+  if (absl::Status s = common::ValidateListenAddress("listen", config.listen_address); !s.ok()) {
+    return s;
+  }
+  config.database_url = values->GetString("database-url");
+  if (absl::Status s = common::ValidateConnectionString("database-url", config.database_url);
+      !s.ok()) {
+    return s;
+  }
+  const std::string& sync = values->GetString("sync");
+  if (sync == "postgres") {
+    config.sync = SyncSourceKind::kPostgres;
+  } else if (sync == "electric") {
+    config.sync = SyncSourceKind::kElectric;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sync: \"", sync, "\" is not a sync source (postgres or electric)"));
+  }
+  config.electric_url = values->GetString("electric-url");
+  config.electric_secret = values->GetString("electric-secret");
+  if (config.sync == SyncSourceKind::kElectric) {
+    if (config.electric_url.empty()) {
+      return absl::InvalidArgumentError(
+          "--electric-url: required with --sync=electric (e.g. http://127.0.0.1:3000)");
+    }
+    if (!absl::StartsWith(config.electric_url, "http://") &&
+        !absl::StartsWith(config.electric_url, "https://")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--electric-url: \"", config.electric_url, "\" must start with http(s)://"));
+    }
+  }
+  config.tenant = values->GetString("tenant");
+
+  auto duration = [&](const std::string& name, absl::Duration min, absl::Duration max,
+                      absl::Duration* out) -> absl::Status {
+    absl::StatusOr<absl::Duration> d = values->GetDuration(name);
+    if (!d.ok()) return d.status();
+    if (*d < min || *d > max) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be between ",
+                                                     absl::FormatDuration(min), " and ",
+                                                     absl::FormatDuration(max)));
+    }
+    *out = *d;
+    return absl::OkStatus();
+  };
+  if (auto s = duration("startup-timeout", absl::Seconds(1), absl::Hours(1),
+                        &config.startup_timeout);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = duration("write-confirm-timeout", absl::Milliseconds(10), absl::Minutes(1),
+                        &config.write_confirm_timeout);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = duration("shutdown-grace", absl::ZeroDuration(), absl::Minutes(10),
+                        &config.shutdown_grace);
+      !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<int64_t> pool = values->GetInt("db-pool-size");
+  if (!pool.ok()) return pool.status();
+  if (*pool < 1 || *pool > 512) {
+    return absl::InvalidArgumentError("--db-pool-size: must be between 1 and 512");
+  }
+  config.db_pool_size = static_cast<int>(*pool);
+  if (!common::ParseLogLevel(values->GetString("log-level"), &config.log_level)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--log-level: \"", values->GetString("log-level"), "\" is not debug, info, warn or error"));
+  }
+  return config;
+}
+
+}  // namespace wake::registry

@@ -1,0 +1,34 @@
+// Configuration of runtime-service: flags with environment fallbacks.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "common/logging.h"
+
+namespace wake::runtime {
+
+struct RuntimeConfig {
+  std::string listen_address;
+  // host:port of registry-service.
+  std::string registry_address;
+  // Identity of this runtime replica (recorded with its claims).
+  std::string runtime_id;
+  // Lease of a claim; runners heartbeat to extend it.
+  absl::Duration lease;
+  // How long to wait before retrying a failed claim or reconnect (initial).
+  absl::Duration retry_initial;
+  absl::Duration shutdown_grace;
+  common::LogLevel log_level = common::LogLevel::kInfo;
+  bool help_requested = false;
+};
+
+absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::vector<std::string>& args,
+                                                 const common::EnvLookup& env);
+
+std::string RuntimeUsage();
+
+}  // namespace wake::runtime

@@ -1,0 +1,54 @@
+#include "runtime-service/runtime_config.h"
+
+#include <map>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
+
+namespace wake::runtime {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using ::wake::testing::StatusIs;
+
+common::EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+TEST(RuntimeConfigTest, Defaults) {
+  auto config = ParseRuntimeConfig({}, Env({}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->listen_address, "127.0.0.1:50052");
+  EXPECT_EQ(config->registry_address, "127.0.0.1:50051");
+  EXPECT_EQ(config->lease, absl::Seconds(30));
+  EXPECT_FALSE(config->runtime_id.empty());
+}
+
+TEST(RuntimeConfigTest, EnvironmentFallbacks) {
+  auto config = ParseRuntimeConfig(
+      {}, Env({{"WAKE_REGISTRY_ADDR", "127.0.0.1:7001"}, {"WAKE_LEASE", "5s"},
+               {"WAKE_RUNTIME_ID", "rt-a"}}));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->registry_address, "127.0.0.1:7001");
+  EXPECT_EQ(config->lease, absl::Seconds(5));
+  EXPECT_EQ(config->runtime_id, "rt-a");
+}
+
+TEST(RuntimeConfigTest, BadValuesAreNamed) {
+  EXPECT_THAT(ParseRuntimeConfig({"--registry=nohost"}, Env({})),
+              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--registry")));
+  EXPECT_THAT(ParseRuntimeConfig({"--lease=100ms"}, Env({})),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--lease")));
+  EXPECT_THAT(ParseRuntimeConfig({}, Env({{"WAKE_LEASE", "forever"}})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--lease (from env WAKE_LEASE)")));
+}
+
+}  // namespace
+}  // namespace wake::runtime

@@ -1,0 +1,114 @@
+# Shared shell helpers for run.sh, test.sh and the load test. Source it.
+# shellcheck shell=bash
+
+WAKE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Debian packages the build, the product and the tests need.
+WAKE_DEBIAN_PACKAGES=(
+  bazel-bootstrap g++ make
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  libabsl-dev libpqxx-dev libpq-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libcurl4-openssl-dev nlohmann-json3-dev
+  postgresql-15 postgresql-client-15
+  curl ca-certificates procps
+)
+
+log() { printf '[wakeline] %s\n' "$*" >&2; }
+die() { printf '[wakeline] error: %s\n' "$*" >&2; exit 1; }
+
+# Installs whatever of WAKE_DEBIAN_PACKAGES is missing (needs root or sudo).
+install_debian_packages() {
+  local missing=()
+  local pkg
+  for pkg in "${WAKE_DEBIAN_PACKAGES[@]}" "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+pg_bin_dir() {
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$dir" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  echo "$dir"
+}
+
+# PostgreSQL refuses to run as root: as root, run its tools as 'postgres'.
+as_pg_user() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# First free loopback TCP port at or above $1.
+free_port() {
+  local port=$1
+  while port_in_use "$port"; do port=$((port + 1)); done
+  echo "$port"
+}
+
+# init_cluster DIR: a fresh cluster with logical replication on, owned by the
+# user that will run it; trust auth on loopback only.
+init_cluster() {
+  local dir=$1 bin
+  bin=$(pg_bin_dir)
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+  chmod 700 "$dir"
+  as_pg_user "$bin/initdb" -D "$dir" -U postgres --auth=trust --encoding=UTF8 --no-locale >/dev/null
+  cat >>"$dir/postgresql.conf" <<CONF
+
+# --- wakeline ---
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+wal_level = logical
+max_wal_senders = 64
+max_replication_slots = 64
+max_connections = 400
+shared_buffers = 512MB
+synchronous_commit = on
+log_min_messages = warning
+log_line_prefix = '%m [%p] '
+CONF
+}
+
+# start_cluster DIR PORT: starts and waits until it accepts connections.
+start_cluster() {
+  local dir=$1 port=$2 bin
+  bin=$(pg_bin_dir)
+  as_pg_user "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -o "-p $port" -w -t 60 start >/dev/null ||
+    { cat "$dir/server.log" >&2; die "PostgreSQL did not start (log above)"; }
+}
+
+stop_cluster() {
+  local dir=$1 bin
+  bin=$(pg_bin_dir)
+  [ -f "$dir/postmaster.pid" ] || return 0
+  as_pg_user "$bin/pg_ctl" -D "$dir" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+}
+
+# A directory the 'postgres' user can reach (when we are root).
+pg_can_use_dir() {
+  [ "$(id -u)" != 0 ] && return 0
+  local parent
+  parent=$(dirname "$1")
+  mkdir -p "$parent"
+  runuser -u postgres -- test -x "$parent" 2>/dev/null
+}
+
+bazel_cmd() { (cd "$WAKE_ROOT" && bazel "$@"); }

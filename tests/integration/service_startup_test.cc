@@ -1,0 +1,149 @@
+// Both binaries start, serve health and reflection, stop cleanly on SIGTERM,
+// apply migrations idempotently, and refuse bad configuration with one clear
+// line and a non-zero exit.
+#include <signal.h>
+
+#include <pqxx/pqxx>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "registry-service/migrations.h"
+#include "tests/support/service_process.h"
+#include "tests/support/status_matchers.h"
+#include "tests/support/test_database.h"
+
+namespace wake::testing {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kRegistryBinary[] = "registry-service/registry-service";
+constexpr char kRuntimeBinary[] = "runtime-service/runtime-service";
+
+// Everything migrations define, in a stable order, to compare before/after.
+constexpr char kSchemaQuery[] =
+    "SELECT table_name || '.' || column_name || ':' || data_type || ':' || "
+    "coalesce(column_default, '') FROM information_schema.columns "
+    "WHERE table_schema = 'public' ORDER BY 1";
+constexpr char kIndexQuery[] =
+    "SELECT indexname || ':' || indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1";
+
+class ServiceStartupTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = TestDatabase::Create();
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+  }
+
+  std::unique_ptr<TestDatabase> db_;
+};
+
+TEST_F(ServiceStartupTest, RegistryServesHealthAndStopsOnSigterm) {
+  auto registry = StartRegistry(db_->url());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  EXPECT_THAT(CheckHealth(registry->address, ""), IsOkAndHolds(std::string("SERVING")));
+  EXPECT_THAT(CheckHealth(registry->address, "wake.v1.WakeRegistry"),
+              IsOkAndHolds(std::string("SERVING")));
+
+  registry->process->Signal(SIGTERM);
+  EXPECT_EQ(registry->process->WaitForExit(absl::Seconds(30)), std::optional<int>(0));
+  EXPECT_THAT(registry->process->ReadLog(), HasSubstr("event=stopped"));
+}
+
+TEST_F(ServiceStartupTest, MigrationsAreAppliedOnceAndRerunningChangesNothing) {
+  {
+    auto registry = StartRegistry(db_->url());
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    EXPECT_THAT(registry->process->ReadLog(), HasSubstr("event=migrations_done applied=1"));
+    registry->process->Signal(SIGTERM);
+    ASSERT_EQ(registry->process->WaitForExit(absl::Seconds(30)), std::optional<int>(0));
+  }
+  const std::string columns = db_->QueryRows(kSchemaQuery);
+  const std::string indexes = db_->QueryRows(kIndexQuery);
+  const std::string versions = db_->QueryRows("SELECT version, name FROM schema_migrations");
+  EXPECT_THAT(columns, HasSubstr("wake_registrations.condition:jsonb"));
+  EXPECT_THAT(indexes, HasSubstr("wakes_event_key"));
+  EXPECT_EQ(db_->QueryValue("SELECT relreplident FROM pg_class WHERE relname = "
+                            "'wake_registrations'"),
+            "f");
+
+  // A second start, and a direct second run, apply nothing and change nothing.
+  auto registry = StartRegistry(db_->url());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  EXPECT_THAT(registry->process->ReadLog(), HasSubstr("event=migrations_done applied=0"));
+  pqxx::connection connection(db_->url());
+  EXPECT_THAT(registry::ApplyMigrations(connection), IsOkAndHolds(0));
+  EXPECT_EQ(db_->QueryRows(kSchemaQuery), columns);
+  EXPECT_EQ(db_->QueryRows(kIndexQuery), indexes);
+  EXPECT_EQ(db_->QueryRows("SELECT version, name FROM schema_migrations"), versions);
+}
+
+TEST_F(ServiceStartupTest, ConcurrentStartsMigrateOnce) {
+  auto a = StartRegistry(db_->url());
+  auto b = StartRegistry(db_->url());
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM schema_migrations"),
+            std::to_string(registry::Migrations().size()));
+}
+
+TEST_F(ServiceStartupTest, BadFlagsExitNonZeroWithOneClearLine) {
+  struct Case {
+    std::vector<std::string> args;
+    std::map<std::string, std::optional<std::string>> env;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {{"--sync=bogus", "--database-url=" + db_->url()}, {}, "--sync: \"bogus\""},
+      {{"--no-such-flag"}, {}, "unknown flag --no-such-flag"},
+      {{}, {{"DATABASE_URL", std::nullopt}}, "--database-url: required"},
+      {{"--database-url=" + db_->url(), "--startup-timeout=never"}, {}, "--startup-timeout"},
+  };
+  for (const Case& c : cases) {
+    auto process = Subprocess::Start(RunfilePath(kRegistryBinary), c.args, c.env);
+    ASSERT_TRUE(process.ok()) << process.status();
+    EXPECT_EQ((*process)->WaitForExit(absl::Seconds(30)), std::optional<int>(2)) << c.expected;
+    const std::string log = (*process)->ReadLog();
+    EXPECT_THAT(log, HasSubstr("registry-service: " + c.expected));
+    EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 1) << log;
+  }
+  auto runtime = Subprocess::Start(RunfilePath(kRuntimeBinary), {"--lease=forever"});
+  ASSERT_TRUE(runtime.ok());
+  EXPECT_EQ((*runtime)->WaitForExit(absl::Seconds(30)), std::optional<int>(2));
+  EXPECT_THAT((*runtime)->ReadLog(), HasSubstr("runtime-service: --lease"));
+}
+
+TEST_F(ServiceStartupTest, UnreachableDatabaseFailsStartupWithinTheTimeout) {
+  // Port 1 on loopback: nothing listens there.
+  auto process = Subprocess::Start(
+      RunfilePath(kRegistryBinary),
+      {"--listen=127.0.0.1:0", "--database-url=postgresql://postgres@127.0.0.1:1/none",
+       "--startup-timeout=2s"});
+  ASSERT_TRUE(process.ok());
+  // Before giving up it reports NOT_SERVING rather than pretending to be ready.
+  auto listening = (*process)->WaitForLog("event=listening", absl::Seconds(30));
+  ASSERT_TRUE(listening.ok()) << listening.status();
+  EXPECT_THAT(CheckHealth(LogValue(*listening, "address"), ""),
+              IsOkAndHolds(std::string("NOT_SERVING")));
+  EXPECT_EQ((*process)->WaitForExit(absl::Seconds(30)), std::optional<int>(1));
+  const std::string log = (*process)->ReadLog();
+  EXPECT_THAT(log, HasSubstr("event=startup_failed"));
+  EXPECT_THAT(log, HasSubstr("could not connect to PostgreSQL"));
+  EXPECT_THAT(log, Not(HasSubstr("event=serving")));
+}
+
+TEST_F(ServiceStartupTest, RuntimeServesHealthAndStopsOnSigterm) {
+  auto registry = StartRegistry(db_->url());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  auto runtime = StartRuntime(registry->address);
+  ASSERT_TRUE(runtime.ok()) << runtime.status();
+  EXPECT_THAT(CheckHealth(runtime->address, "wake.v1.WakeRuntime"),
+              IsOkAndHolds(std::string("SERVING")));
+  runtime->process->Signal(SIGTERM);
+  EXPECT_EQ(runtime->process->WaitForExit(absl::Seconds(30)), std::optional<int>(0));
+}
+
+}  // namespace
+}  // namespace wake::testing
