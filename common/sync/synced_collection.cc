@@ -1,0 +1,414 @@
+#include "common/sync/synced_collection.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace wake::sync {
+namespace {
+
+// Enough to cover the window between a commit reaching the stream and its
+// writer asking for it, many times over.
+constexpr size_t kSeenTxidCapacity = 1 << 16;
+
+bool MatchesFilters(const Registration& row, const std::string& source_url,
+                    const std::string& subscriber_url) {
+  return (source_url.empty() || row.source_url == source_url) &&
+         (subscriber_url.empty() || row.subscriber_url == subscriber_url);
+}
+
+}  // namespace
+
+RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_(time) {}
+
+RegistrationCollection::~RegistrationCollection() = default;
+
+std::string RegistrationCollection::IndexKey(const std::string& tenant, const std::string& url) {
+  return absl::StrCat(tenant.size(), ":", tenant, url);
+}
+
+void RegistrationCollection::Insert(Table& table, RowPtr row) {
+  const int64_t id = row->id;
+  table.by_source[IndexKey(row->tenant_id, row->source_url)].insert(id);
+  table.by_subscriber[IndexKey(row->tenant_id, row->subscriber_url)].insert(id);
+  table.by_id[id] = std::move(row);
+}
+
+void RegistrationCollection::Erase(Table& table, int64_t id) {
+  auto it = table.by_id.find(id);
+  if (it == table.by_id.end()) return;
+  const Registration& row = *it->second;
+  auto drop = [id](absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>>& index,
+                   const std::string& key) {
+    auto entry = index.find(key);
+    if (entry == index.end()) return;
+    entry->second.erase(id);
+    if (entry->second.empty()) index.erase(entry);
+  };
+  drop(table.by_source, IndexKey(row.tenant_id, row.source_url));
+  drop(table.by_subscriber, IndexKey(row.tenant_id, row.subscriber_url));
+  table.by_id.erase(it);
+}
+
+void RegistrationCollection::Apply(Table& table, const RowChange& change,
+                                   const std::vector<int64_t>& txids,
+                                   std::vector<CollectionEvent>* events) {
+  if (change.table == SyncTable::kWakes) {
+    if (!change.wake.has_value()) return;
+    const WakeRow& wake = *change.wake;
+    if (change.op == ChangeOp::kDelete || !wake.pending) {
+      table.pending_wakes.erase(wake.id);
+      return;
+    }
+    const bool was_pending = table.pending_wakes.count(wake.id) > 0;
+    table.pending_wakes[wake.id] = wake;
+    if (!was_pending && events != nullptr) {
+      CollectionEvent event;
+      event.kind = CollectionEvent::Kind::kWakeAvailable;
+      event.wake = wake;
+      event.txids = txids;
+      events->push_back(std::move(event));
+    }
+    return;
+  }
+  if (!change.registration.has_value()) return;
+  const Registration& row = *change.registration;
+  auto existing = table.by_id.find(row.id);
+  if (change.op == ChangeOp::kDelete) {
+    if (existing == table.by_id.end()) return;
+    if (events != nullptr) {
+      CollectionEvent event;
+      event.kind = CollectionEvent::Kind::kExit;
+      event.row = *existing->second;
+      event.txids = txids;
+      events->push_back(std::move(event));
+    }
+    Erase(table, row.id);
+    return;
+  }
+  CollectionEvent event;
+  event.txids = txids;
+  event.row = row;
+  if (existing != table.by_id.end()) {
+    if (*existing->second == row) return;
+    event.kind = CollectionEvent::Kind::kUpdate;
+    event.old_row = *existing->second;
+    Erase(table, row.id);
+  } else {
+    event.kind = CollectionEvent::Kind::kEnter;
+  }
+  Insert(table, std::make_shared<const Registration>(row));
+  if (events != nullptr) events->push_back(std::move(event));
+}
+
+void RegistrationCollection::OnReset() {
+  absl::MutexLock lock(&mu_);
+  staged_ = std::make_unique<Table>();
+}
+
+void RegistrationCollection::OnBatch(SyncBatch batch) {
+  std::vector<CollectionEvent> events;
+  {
+    absl::MutexLock lock(&mu_);
+    if (staged_ != nullptr) {
+      // Building a snapshot: no events until it is swapped in.
+      for (const RowChange& change : batch.changes) Apply(*staged_, change, batch.txids, nullptr);
+    } else {
+      for (const RowChange& change : batch.changes) Apply(table_, change, batch.txids, &events);
+    }
+    NoteTxidsLocked(batch.txids);
+  }
+  Notify(events);
+}
+
+void RegistrationCollection::OnUpToDate() {
+  std::vector<CollectionEvent> events;
+  {
+    absl::MutexLock lock(&mu_);
+    if (staged_ != nullptr) {
+      // Diff the old view against the new snapshot, then swap.
+      for (const auto& [id, row] : table_.by_id) {
+        auto fresh = staged_->by_id.find(id);
+        CollectionEvent event;
+        if (fresh == staged_->by_id.end()) {
+          event.kind = CollectionEvent::Kind::kExit;
+          event.row = *row;
+          events.push_back(std::move(event));
+        } else if (!(*fresh->second == *row)) {
+          event.kind = CollectionEvent::Kind::kUpdate;
+          event.row = *fresh->second;
+          event.old_row = *row;
+          events.push_back(std::move(event));
+        }
+      }
+      for (const auto& [id, row] : staged_->by_id) {
+        if (table_.by_id.count(id) > 0) continue;
+        CollectionEvent event;
+        event.kind = CollectionEvent::Kind::kEnter;
+        event.row = *row;
+        events.push_back(std::move(event));
+      }
+      for (const auto& [id, wake] : staged_->pending_wakes) {
+        if (table_.pending_wakes.count(id) > 0) continue;
+        CollectionEvent event;
+        event.kind = CollectionEvent::Kind::kWakeAvailable;
+        event.wake = wake;
+        events.push_back(std::move(event));
+      }
+      table_ = std::move(*staged_);
+      staged_.reset();
+      // The snapshot holds every committed write: committed mutations are done.
+      for (auto it = mutations_.begin(); it != mutations_.end();) {
+        it = it->second.committed ? mutations_.erase(it) : std::next(it);
+      }
+    }
+    up_to_date_ = true;
+    events.push_back(CollectionEvent{CollectionEvent::Kind::kUpToDate, {}, {}, {}, {}});
+  }
+  Notify(events);
+}
+
+void RegistrationCollection::OnDisconnected(const absl::Status& why) {
+  common::LogWarn("sync_disconnected", {{"error", std::string(why.message())}});
+}
+
+void RegistrationCollection::NoteTxidsLocked(const std::vector<int64_t>& txids) {
+  for (int64_t txid : txids) {
+    if (!seen_txids_.insert(txid).second) continue;
+    seen_order_.push_back(txid);
+    if (seen_order_.size() > kSeenTxidCapacity) {
+      seen_txids_.erase(seen_order_.front());
+      seen_order_.pop_front();
+    }
+  }
+  if (txids.empty() || mutations_.empty()) return;
+  // Confirmed mutations give way to the synced rows.
+  for (auto it = mutations_.begin(); it != mutations_.end();) {
+    const bool confirmed = it->second.committed && seen_txids_.count(it->second.txid) > 0;
+    it = confirmed ? mutations_.erase(it) : std::next(it);
+  }
+}
+
+void RegistrationCollection::Notify(const std::vector<CollectionEvent>& events) {
+  if (events.empty()) return;
+  absl::MutexLock lock(&listeners_mu_);
+  for (const CollectionEvent& event : events) {
+    for (const auto& [handle, listener] : listeners_) listener(event);
+  }
+}
+
+bool RegistrationCollection::HiddenLocked(int64_t id) const {
+  for (const auto& [mid, mutation] : mutations_) {
+    if (mutation.kind == Mutation::Kind::kDelete &&
+        std::find(mutation.ids.begin(), mutation.ids.end(), id) != mutation.ids.end()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t RegistrationCollection::ForEachBySource(
+    const std::string& tenant, const std::string& source_url,
+    const std::function<void(const Registration&)>& fn) {
+  absl::ReaderMutexLock lock(&mu_);
+  size_t visited = 0;
+  absl::flat_hash_set<int64_t> overlaid;
+  for (const auto& [mid, mutation] : mutations_) {
+    if (mutation.kind != Mutation::Kind::kUpsert || mutation.row.id == 0) continue;
+    if (mutation.row.tenant_id != tenant || mutation.row.source_url != source_url) continue;
+    if (HiddenLocked(mutation.row.id) || !overlaid.insert(mutation.row.id).second) continue;
+    fn(mutation.row);
+    ++visited;
+  }
+  auto it = table_.by_source.find(IndexKey(tenant, source_url));
+  if (it == table_.by_source.end()) return visited;
+  for (int64_t id : it->second) {
+    if (overlaid.count(id) > 0 || (!mutations_.empty() && HiddenLocked(id))) continue;
+    fn(*table_.by_id.at(id));
+    ++visited;
+  }
+  return visited;
+}
+
+std::vector<Registration> RegistrationCollection::BySource(const std::string& tenant,
+                                                           const std::string& source_url) {
+  std::vector<Registration> rows;
+  ForEachBySource(tenant, source_url, [&rows](const Registration& row) { rows.push_back(row); });
+  std::sort(rows.begin(), rows.end(),
+            [](const Registration& a, const Registration& b) { return a.id < b.id; });
+  return rows;
+}
+
+std::vector<Registration> RegistrationCollection::BySubscriber(const std::string& tenant,
+                                                               const std::string& subscriber_url) {
+  return List(tenant, "", subscriber_url, 0, SIZE_MAX);
+}
+
+std::optional<Registration> RegistrationCollection::Get(int64_t id) {
+  absl::ReaderMutexLock lock(&mu_);
+  if (HiddenLocked(id)) return std::nullopt;
+  for (const auto& [mid, mutation] : mutations_) {
+    if (mutation.kind == Mutation::Kind::kUpsert && mutation.row.id == id) return mutation.row;
+  }
+  auto it = table_.by_id.find(id);
+  if (it == table_.by_id.end()) return std::nullopt;
+  return *it->second;
+}
+
+std::vector<Registration> RegistrationCollection::List(const std::string& tenant,
+                                                       const std::string& source_url,
+                                                       const std::string& subscriber_url,
+                                                       int64_t after_id, size_t limit) {
+  std::map<int64_t, Registration> rows;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    auto consider = [&](const Registration& row) {
+      if (row.id <= after_id || row.tenant_id != tenant) return;
+      if (!MatchesFilters(row, source_url, subscriber_url) || HiddenLocked(row.id)) return;
+      rows.emplace(row.id, row);
+    };
+    for (const auto& [mid, mutation] : mutations_) {
+      if (mutation.kind == Mutation::Kind::kUpsert && mutation.row.id != 0) consider(mutation.row);
+    }
+    auto consider_id = [&](int64_t id) {
+      if (rows.count(id) == 0) consider(*table_.by_id.at(id));
+    };
+    if (!source_url.empty() || !subscriber_url.empty()) {
+      // Use the narrower index; the other filter is checked per row.
+      const auto& index = !source_url.empty() ? table_.by_source : table_.by_subscriber;
+      auto it = index.find(IndexKey(tenant, !source_url.empty() ? source_url : subscriber_url));
+      if (it != index.end()) {
+        for (int64_t id : it->second) consider_id(id);
+      }
+    } else {
+      for (const auto& [id, row] : table_.by_id) consider_id(id);
+    }
+  }
+  std::vector<Registration> out;
+  for (auto& [id, row] : rows) {
+    if (out.size() >= limit) break;
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+std::vector<Registration> RegistrationCollection::Snapshot(
+    const std::optional<std::string>& tenant) {
+  std::vector<Registration> rows;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    for (const auto& [id, row] : table_.by_id) {
+      if (!tenant.has_value() || row->tenant_id == *tenant) rows.push_back(*row);
+    }
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](const Registration& a, const Registration& b) { return a.id < b.id; });
+  return rows;
+}
+
+std::vector<WakeRow> RegistrationCollection::PendingWakes(
+    const std::optional<std::string>& tenant) {
+  std::vector<WakeRow> wakes;
+  absl::ReaderMutexLock lock(&mu_);
+  for (const auto& [id, wake] : table_.pending_wakes) {
+    if (!tenant.has_value() || wake.tenant_id == *tenant) wakes.push_back(wake);
+  }
+  return wakes;
+}
+
+size_t RegistrationCollection::size() {
+  absl::ReaderMutexLock lock(&mu_);
+  return table_.by_id.size();
+}
+
+bool RegistrationCollection::up_to_date() {
+  absl::ReaderMutexLock lock(&mu_);
+  return up_to_date_;
+}
+
+RegistrationCollection::MutationId RegistrationCollection::BeginUpsert(const Registration& row) {
+  absl::MutexLock lock(&mu_);
+  const MutationId id = next_mutation_++;
+  Mutation mutation;
+  mutation.kind = Mutation::Kind::kUpsert;
+  mutation.row = row;
+  mutations_.emplace(id, std::move(mutation));
+  return id;
+}
+
+RegistrationCollection::MutationId RegistrationCollection::BeginDelete(
+    const std::vector<int64_t>& ids) {
+  absl::MutexLock lock(&mu_);
+  const MutationId id = next_mutation_++;
+  Mutation mutation;
+  mutation.kind = Mutation::Kind::kDelete;
+  mutation.ids = ids;
+  mutations_.emplace(id, std::move(mutation));
+  return id;
+}
+
+void RegistrationCollection::Commit(MutationId id, const std::optional<Registration>& row,
+                                    int64_t txid) {
+  absl::MutexLock lock(&mu_);
+  auto it = mutations_.find(id);
+  if (it == mutations_.end()) return;
+  if (txid == 0 || seen_txids_.count(txid) > 0) {
+    // Nothing was written, or the stream already showed it.
+    mutations_.erase(it);
+    return;
+  }
+  it->second.committed = true;
+  it->second.txid = txid;
+  if (row.has_value()) it->second.row = *row;
+}
+
+void RegistrationCollection::Rollback(MutationId id) {
+  absl::MutexLock lock(&mu_);
+  mutations_.erase(id);
+}
+
+bool RegistrationCollection::TxidSeen(int64_t txid) {
+  absl::ReaderMutexLock lock(&mu_);
+  return seen_txids_.count(txid) > 0;
+}
+
+bool RegistrationCollection::AwaitTxid(int64_t txid, absl::Duration timeout) {
+  auto expired = std::make_shared<bool>(false);
+  common::TimerPtr timer = time_.CreateTimer([this, expired] {
+    absl::MutexLock lock(&mu_);
+    *expired = true;
+  });
+  bool seen;
+  {
+    absl::MutexLock lock(&mu_);
+    if (seen_txids_.count(txid) > 0) return true;
+    timer->Enable(timeout);
+    auto done = [this, txid, &expired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return *expired || seen_txids_.count(txid) > 0;
+    };
+    mu_.Await(absl::Condition(&done));
+    seen = seen_txids_.count(txid) > 0;
+  }
+  timer.reset();  // Outside the lock: disarming may wait for a running callback.
+  return seen;
+}
+
+int RegistrationCollection::AddListener(Listener listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  const int handle = next_listener_++;
+  listeners_.emplace(handle, std::move(listener));
+  return handle;
+}
+
+void RegistrationCollection::RemoveListener(int handle) {
+  absl::MutexLock lock(&listeners_mu_);
+  listeners_.erase(handle);
+}
+
+size_t RegistrationCollection::PendingMutations() {
+  absl::ReaderMutexLock lock(&mu_);
+  return mutations_.size();
+}
+
+}  // namespace wake::sync

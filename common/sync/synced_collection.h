@@ -1,0 +1,157 @@
+// The registry's in-memory view of `wake_registrations` (and of which streams
+// have pending wakes), filled and kept current only by a SyncSource.
+//
+// * Rows are keyed by id and indexed by (tenant, source_url) and
+//   (tenant, subscriber_url), so evaluation costs O(matches), not a scan.
+// * Writes are optimistic: a mutation is visible at once, held until the sync
+//   stream shows its transaction id, and rolled back if the write fails.
+// * Listeners see enter / update / exit of rows and wake-available events, in
+//   commit order; they drive timeout timers and SubscribeChanges.
+// * A reset (first sync, must-refetch, resync after reconnect) is applied as
+//   one diff when the new snapshot is up to date, so readers never see a
+//   half-loaded collection.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/sync/registration.h"
+#include "common/sync/sync_source.h"
+#include "common/time_source.h"
+
+namespace wake::sync {
+
+struct CollectionEvent {
+  enum class Kind {
+    kEnter,          // A registration appeared.
+    kUpdate,         // A registration changed (old_row holds the previous version).
+    kExit,           // A registration went away (row holds the last version).
+    kWakeAvailable,  // A wake became pending for wake.stream.
+    kUpToDate,       // Everything committed so far has been applied.
+  };
+  Kind kind = Kind::kEnter;
+  Registration row;
+  Registration old_row;
+  WakeRow wake;
+  // Transaction ids of the batch that caused the event (empty for snapshots
+  // and optimistic changes).
+  std::vector<int64_t> txids;
+};
+
+class RegistrationCollection final : public SyncObserver {
+ public:
+  using Listener = std::function<void(const CollectionEvent&)>;
+  using MutationId = uint64_t;
+
+  explicit RegistrationCollection(common::TimeSource& time);
+  ~RegistrationCollection() override;
+
+  // --- SyncObserver (called by the sync source's thread) ---
+  void OnReset() override;
+  void OnBatch(SyncBatch batch) override;
+  void OnUpToDate() override;
+  void OnDisconnected(const absl::Status& why) override;
+
+  // --- Reads: synced rows overlaid with optimistic mutations ---
+
+  // Registrations of `tenant` watching `source_url` (only rows with an id).
+  std::vector<Registration> BySource(const std::string& tenant, const std::string& source_url);
+  // Calls `fn` for each such registration without copying; `fn` must not
+  // call back into the collection. Returns how many were visited.
+  size_t ForEachBySource(const std::string& tenant, const std::string& source_url,
+                         const std::function<void(const Registration&)>& fn);
+  std::vector<Registration> BySubscriber(const std::string& tenant,
+                                         const std::string& subscriber_url);
+  std::optional<Registration> Get(int64_t id);
+  // Rows of `tenant` with id > after_id, ordered by id, optionally filtered.
+  std::vector<Registration> List(const std::string& tenant, const std::string& source_url,
+                                 const std::string& subscriber_url, int64_t after_id,
+                                 size_t limit);
+  // Every row of `tenant` (or all tenants when `tenant` is nullopt).
+  std::vector<Registration> Snapshot(const std::optional<std::string>& tenant);
+  // Pending wakes of `tenant` (or all tenants), ordered by id.
+  std::vector<WakeRow> PendingWakes(const std::optional<std::string>& tenant);
+  size_t size();
+  bool up_to_date();
+
+  // --- Optimistic mutations ---
+
+  // Makes `row` visible at once (keyed by its identity; id may still be 0).
+  MutationId BeginUpsert(const Registration& row);
+  // Hides the rows with these ids at once (one intent, however many rows).
+  MutationId BeginDelete(const std::vector<int64_t>& ids);
+  // The write committed: `row` (upserts) is the stored row, `txid` its
+  // transaction (0 when nothing was written, which ends the mutation). The
+  // mutation stays visible until the sync stream shows `txid`.
+  void Commit(MutationId id, const std::optional<Registration>& row, int64_t txid);
+  // The write failed: undo the mutation.
+  void Rollback(MutationId id);
+  // Blocks until the sync stream has shown `txid` (true) or `timeout` of the
+  // time source passed (false; the write is then accepted as committed and
+  // its mutation stays visible until the txid shows or a reset).
+  bool AwaitTxid(int64_t txid, absl::Duration timeout);
+  bool TxidSeen(int64_t txid);
+
+  // --- Listeners ---
+  int AddListener(Listener listener);
+  void RemoveListener(int handle);
+
+  // Number of optimistic mutations not yet confirmed (for tests and health).
+  size_t PendingMutations();
+
+ private:
+  struct Mutation {
+    enum class Kind { kUpsert, kDelete } kind;
+    Registration row;              // kUpsert.
+    std::vector<int64_t> ids;      // kDelete.
+    int64_t txid = 0;              // Set by Commit.
+    bool committed = false;
+  };
+  using RowPtr = std::shared_ptr<const Registration>;
+  struct Table {
+    absl::flat_hash_map<int64_t, RowPtr> by_id;
+    absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>> by_source;
+    absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>> by_subscriber;
+    std::map<int64_t, WakeRow> pending_wakes;
+  };
+
+  static std::string IndexKey(const std::string& tenant, const std::string& url);
+  static void Insert(Table& table, RowPtr row);
+  static void Erase(Table& table, int64_t id);
+  // Applies one change to `table`, appending the resulting events.
+  static void Apply(Table& table, const RowChange& change, const std::vector<int64_t>& txids,
+                    std::vector<CollectionEvent>* events);
+
+  bool HiddenLocked(int64_t id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void NoteTxidsLocked(const std::vector<int64_t>& txids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Notify(const std::vector<CollectionEvent>& events);
+
+  common::TimeSource& time_;
+
+  absl::Mutex mu_;
+  Table table_ ABSL_GUARDED_BY(mu_);
+  // During a reset, the new snapshot is built here and swapped in at up-to-date.
+  std::unique_ptr<Table> staged_ ABSL_GUARDED_BY(mu_);
+  bool up_to_date_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<MutationId, Mutation> mutations_ ABSL_GUARDED_BY(mu_);
+  MutationId next_mutation_ ABSL_GUARDED_BY(mu_) = 1;
+  // Recently seen txids (the stream may show a txid before the writer asks).
+  absl::flat_hash_set<int64_t> seen_txids_ ABSL_GUARDED_BY(mu_);
+  std::deque<int64_t> seen_order_ ABSL_GUARDED_BY(mu_);
+
+  absl::Mutex listeners_mu_;
+  std::map<int, Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  int next_listener_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+};
+
+}  // namespace wake::sync

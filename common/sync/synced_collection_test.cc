@@ -1,0 +1,230 @@
+#include "common/sync/synced_collection.h"
+
+#include <thread>
+
+#include "common/simulated_time_source.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace wake::sync {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+Registration Row(int64_t id, std::string tenant, std::string subscriber, std::string source) {
+  Registration row;
+  row.id = id;
+  row.tenant_id = std::move(tenant);
+  row.subscriber_url = std::move(subscriber);
+  row.source_url = std::move(source);
+  return row;
+}
+
+RowChange Change(ChangeOp op, const Registration& row) {
+  RowChange change;
+  change.op = op;
+  change.registration = row;
+  return change;
+}
+
+RowChange WakeChange(ChangeOp op, int64_t id, std::string stream, bool pending) {
+  RowChange change;
+  change.table = SyncTable::kWakes;
+  change.op = op;
+  change.wake = WakeRow{id, "t", std::move(stream), 1, pending};
+  return change;
+}
+
+std::vector<int64_t> Ids(const std::vector<Registration>& rows) {
+  std::vector<int64_t> ids;
+  for (const auto& row : rows) ids.push_back(row.id);
+  return ids;
+}
+
+class SyncedCollectionTest : public ::testing::Test {
+ protected:
+  SyncedCollectionTest() : collection_(time_) {
+    collection_.AddListener([this](const CollectionEvent& event) { events_.push_back(event); });
+  }
+
+  void Load(std::vector<Registration> rows) {
+    collection_.OnReset();
+    SyncBatch batch;
+    for (const auto& row : rows) batch.changes.push_back(Change(ChangeOp::kInsert, row));
+    collection_.OnBatch(std::move(batch));
+    collection_.OnUpToDate();
+  }
+
+  void Commit(std::vector<RowChange> changes, int64_t txid) {
+    SyncBatch batch;
+    batch.changes = std::move(changes);
+    batch.txids = {txid};
+    collection_.OnBatch(std::move(batch));
+  }
+
+  std::vector<CollectionEvent::Kind> Kinds() {
+    std::vector<CollectionEvent::Kind> kinds;
+    for (const auto& event : events_) kinds.push_back(event.kind);
+    return kinds;
+  }
+
+  common::SimulatedTimeSource time_;
+  RegistrationCollection collection_;
+  std::vector<CollectionEvent> events_;
+};
+
+TEST_F(SyncedCollectionTest, NotUpToDateUntilTheFirstSnapshotCompletes) {
+  EXPECT_FALSE(collection_.up_to_date());
+  collection_.OnReset();
+  SyncBatch batch;
+  batch.changes.push_back(Change(ChangeOp::kInsert, Row(1, "t", "/p", "/c")));
+  collection_.OnBatch(batch);
+  // Half-loaded snapshots are never visible.
+  EXPECT_EQ(collection_.size(), 0u);
+  EXPECT_FALSE(collection_.up_to_date());
+  collection_.OnUpToDate();
+  EXPECT_TRUE(collection_.up_to_date());
+  EXPECT_EQ(collection_.size(), 1u);
+}
+
+TEST_F(SyncedCollectionTest, IndexesBySourceAndSubscriberPerTenant) {
+  Load({Row(1, "t", "/p1", "/c"), Row(2, "t", "/p2", "/c"), Row(3, "u", "/p1", "/c"),
+        Row(4, "t", "/p1", "/other")});
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(1, 2));
+  EXPECT_THAT(Ids(collection_.BySource("u", "/c")), ElementsAre(3));
+  EXPECT_THAT(Ids(collection_.BySource("v", "/c")), IsEmpty());
+  EXPECT_THAT(Ids(collection_.BySubscriber("t", "/p1")), ElementsAre(1, 4));
+  EXPECT_THAT(Ids(collection_.List("t", "", "", 0, 10)), ElementsAre(1, 2, 4));
+  EXPECT_THAT(Ids(collection_.List("t", "", "", 1, 1)), ElementsAre(2));
+  EXPECT_THAT(Ids(collection_.List("t", "/c", "/p2", 0, 10)), ElementsAre(2));
+}
+
+TEST_F(SyncedCollectionTest, LiveChangesEmitEnterUpdateExitWithTxids) {
+  Load({});
+  events_.clear();
+  Registration row = Row(7, "t", "/p", "/c");
+  Commit({Change(ChangeOp::kInsert, row)}, 100);
+  row.timeout_consumed = true;
+  Commit({Change(ChangeOp::kUpdate, row)}, 101);
+  Commit({Change(ChangeOp::kDelete, row)}, 102);
+  ASSERT_THAT(Kinds(), ElementsAre(CollectionEvent::Kind::kEnter, CollectionEvent::Kind::kUpdate,
+                                   CollectionEvent::Kind::kExit));
+  EXPECT_THAT(events_[0].txids, ElementsAre(100));
+  EXPECT_FALSE(events_[1].old_row.timeout_consumed);
+  EXPECT_TRUE(events_[1].row.timeout_consumed);
+  EXPECT_EQ(collection_.size(), 0u);
+  EXPECT_TRUE(collection_.TxidSeen(101));
+}
+
+TEST_F(SyncedCollectionTest, ResetIsAppliedAsOneDiff) {
+  Registration changed = Row(2, "t", "/p", "/c");
+  Load({Row(1, "t", "/p", "/c"), changed, Row(3, "t", "/p", "/c")});
+  events_.clear();
+  changed.one_shot = true;
+  Load({changed, Row(3, "t", "/p", "/c"), Row(4, "t", "/p", "/c")});
+  EXPECT_THAT(Kinds(), ElementsAre(CollectionEvent::Kind::kExit, CollectionEvent::Kind::kUpdate,
+                                   CollectionEvent::Kind::kEnter,
+                                   CollectionEvent::Kind::kUpToDate));
+  EXPECT_EQ(events_[0].row.id, 1);
+  EXPECT_EQ(events_[2].row.id, 4);
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(2, 3, 4));
+}
+
+TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
+  Load({});
+  events_.clear();
+  Commit({WakeChange(ChangeOp::kInsert, 1, "/p", true)}, 5);
+  Commit({WakeChange(ChangeOp::kUpdate, 1, "/p", false)}, 6);  // Claimed.
+  EXPECT_THAT(collection_.PendingWakes(std::nullopt), IsEmpty());
+  Commit({WakeChange(ChangeOp::kUpdate, 1, "/p", true)}, 7);   // Released.
+  Commit({WakeChange(ChangeOp::kDelete, 1, "/p", false)}, 8);  // Acked.
+  EXPECT_THAT(Kinds(), ElementsAre(CollectionEvent::Kind::kWakeAvailable,
+                                   CollectionEvent::Kind::kWakeAvailable));
+  EXPECT_EQ(events_[0].wake.stream, "/p");
+  EXPECT_THAT(collection_.PendingWakes(std::nullopt), IsEmpty());
+}
+
+TEST_F(SyncedCollectionTest, OptimisticUpsertIsVisibleUntilItsTxidShows) {
+  Load({});
+  Registration row = Row(0, "t", "/p", "/c");
+  const auto mutation = collection_.BeginUpsert(row);
+  // Without an id it cannot be matched yet.
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), IsEmpty());
+  row.id = 9;
+  collection_.Commit(mutation, row, 500);
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(9));
+  EXPECT_EQ(collection_.PendingMutations(), 1u);
+  Commit({Change(ChangeOp::kInsert, row)}, 500);
+  EXPECT_EQ(collection_.PendingMutations(), 0u);
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(9));
+}
+
+TEST_F(SyncedCollectionTest, FailedWriteRollsBack) {
+  Load({Row(1, "t", "/p", "/c")});
+  const auto upsert = collection_.BeginUpsert(Row(0, "t", "/p", "/c"));
+  const auto removal = collection_.BeginDelete({1});
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), IsEmpty());
+  collection_.Rollback(removal);
+  collection_.Rollback(upsert);
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(1));
+  EXPECT_EQ(collection_.PendingMutations(), 0u);
+}
+
+TEST_F(SyncedCollectionTest, OptimisticDeleteHidesRowsUntilConfirmed) {
+  Load({Row(1, "t", "/p", "/c"), Row(2, "t", "/p", "/c")});
+  const auto removal = collection_.BeginDelete({1, 2});
+  collection_.Commit(removal, std::nullopt, 77);
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), IsEmpty());
+  EXPECT_FALSE(collection_.Get(1).has_value());
+  Commit({Change(ChangeOp::kDelete, Row(1, "t", "/p", "/c")),
+          Change(ChangeOp::kDelete, Row(2, "t", "/p", "/c"))},
+         77);
+  EXPECT_EQ(collection_.PendingMutations(), 0u);
+  EXPECT_EQ(collection_.size(), 0u);
+}
+
+TEST_F(SyncedCollectionTest, TxidSeenBeforeCommitEndsTheMutationAtOnce) {
+  Load({});
+  Registration row = Row(3, "t", "/p", "/c");
+  const auto mutation = collection_.BeginUpsert(row);
+  Commit({Change(ChangeOp::kInsert, row)}, 42);  // The stream beat the writer.
+  collection_.Commit(mutation, row, 42);
+  EXPECT_EQ(collection_.PendingMutations(), 0u);
+  EXPECT_TRUE(collection_.AwaitTxid(42, absl::Seconds(1)));
+}
+
+TEST_F(SyncedCollectionTest, AwaitTxidReturnsWhenTheTxidShows) {
+  Load({});
+  bool seen = false;
+  std::thread waiter([&] { seen = collection_.AwaitTxid(88, absl::Seconds(2)); });
+  // Wait until the waiter has armed its timer (a condition, not a clock).
+  while (time_.ArmedTimers() == 0) std::this_thread::yield();
+  Commit({Change(ChangeOp::kInsert, Row(1, "t", "/p", "/c"))}, 88);
+  waiter.join();
+  EXPECT_TRUE(seen);
+}
+
+TEST_F(SyncedCollectionTest, AwaitTxidGivesUpAfterTheBoundedWait) {
+  Load({});
+  bool seen = true;
+  std::thread waiter([&] { seen = collection_.AwaitTxid(99, absl::Seconds(2)); });
+  while (time_.ArmedTimers() == 0) std::this_thread::yield();
+  time_.Advance(absl::Seconds(2));
+  waiter.join();
+  EXPECT_FALSE(seen);
+}
+
+TEST_F(SyncedCollectionTest, ResetDropsCommittedMutationsButKeepsInFlightOnes) {
+  Load({});
+  const auto in_flight = collection_.BeginUpsert(Row(0, "t", "/p", "/c"));
+  const auto committed = collection_.BeginUpsert(Row(0, "t", "/q", "/c"));
+  collection_.Commit(committed, Row(5, "t", "/q", "/c"), 12);
+  Load({Row(5, "t", "/q", "/c")});
+  EXPECT_EQ(collection_.PendingMutations(), 1u);
+  collection_.Rollback(in_flight);
+  EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(5));
+}
+
+}  // namespace
+}  // namespace wake::sync
