@@ -116,8 +116,12 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> ConnectWithRetry(
                                              last.message()));
 }
 
-PgPool::PgPool(std::string url, int size, absl::Duration acquire_timeout)
-    : url_(std::move(url)), acquire_timeout_(acquire_timeout), available_(size) {}
+PgPool::PgPool(std::string url, int size, absl::Duration acquire_timeout,
+               std::function<void(pqxx::connection&)> on_connect)
+    : url_(std::move(url)),
+      acquire_timeout_(acquire_timeout),
+      on_connect_(std::move(on_connect)),
+      available_(size) {}
 
 PgPool::~PgPool() = default;
 
@@ -137,7 +141,9 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PgPool::Take() {
     }
   }
   try {
-    return std::make_unique<pqxx::connection>(url_);
+    auto connection = std::make_unique<pqxx::connection>(url_);
+    if (on_connect_) on_connect_(*connection);
+    return connection;
   } catch (const std::exception& e) {
     absl::MutexLock lock(&mu_);
     ++available_;

@@ -39,7 +39,9 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> ConnectWithRetry(
 // A fixed-size pool of connections, made lazily and remade after failures.
 class PgPool {
  public:
-  PgPool(std::string url, int size, absl::Duration acquire_timeout = absl::Seconds(5));
+  // `on_connect` runs on every new connection (e.g. to prepare statements).
+  PgPool(std::string url, int size, absl::Duration acquire_timeout = absl::Seconds(5),
+         std::function<void(pqxx::connection&)> on_connect = nullptr);
   ~PgPool();
 
   // Runs `fn` with a connection. Exceptions are mapped with
@@ -55,6 +57,7 @@ class PgPool {
 
   const std::string url_;
   const absl::Duration acquire_timeout_;
+  const std::function<void(pqxx::connection&)> on_connect_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
   int available_ ABSL_GUARDED_BY(mu_);  // Idle plus not-yet-made connections.

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS wakes (
 
 CREATE INDEX IF NOT EXISTS wakes_tenant_stream_idx ON wakes (tenant_id, stream, id);
 
+CREATE INDEX IF NOT EXISTS wakes_claim_token_idx ON wakes (claim_token)
+  WHERE claim_token IS NOT NULL;
+
 -- One live claim per (tenant, stream), arbitrated by the primary key.
 CREATE TABLE IF NOT EXISTS stream_claims (
   tenant_id        text        NOT NULL,
@@ -64,6 +67,9 @@ CREATE TABLE IF NOT EXISTS stream_claims (
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS stream_claims_token_key ON stream_claims (claim_token);
+
+-- The lease sweeper looks for expired claims.
+CREATE INDEX IF NOT EXISTS stream_claims_lease_idx ON stream_claims (lease_expires_at);
 
 -- The embedded sync source (logical replication) follows these tables.
 DO $$

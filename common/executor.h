@@ -1,0 +1,51 @@
+// Where deferred work runs. Domain code posts work instead of starting
+// threads; production uses a thread pool, tests a manual queue they drain.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+
+namespace wake::common {
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  // Runs `work` later, on some other stack than the caller's.
+  virtual void Post(std::function<void()> work) = 0;
+};
+
+// A fixed pool of threads; the destructor finishes queued work first.
+class ThreadPoolExecutor final : public Executor {
+ public:
+  explicit ThreadPoolExecutor(int threads);
+  ~ThreadPoolExecutor() override;
+  void Post(std::function<void()> work) override;
+
+ private:
+  void Loop();
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+// Queues work until the test calls RunAll() (tests only).
+class ManualExecutor final : public Executor {
+ public:
+  void Post(std::function<void()> work) override;
+  // Runs queued work, including work posted while running; returns how much ran.
+  int RunAll();
+  size_t queued();
+
+ private:
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace wake::common

@@ -1,0 +1,100 @@
+// Turns source events into durable wakes (DESIGN.md section 4, matching
+// rules): matches registrations from the synced collection, buffers debounced
+// matches, fires timeouts that follow the collection, and persists wakes with
+// one-shot deletion and timeout consumption in the same statement.
+//
+// Requests are assumed validated (see validation.h) with the tenant filled in.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/executor.h"
+#include "common/sync/synced_collection.h"
+#include "common/time_source.h"
+#include "registry-service/wake_store.h"
+#include "wake/v1/registry.pb.h"
+
+namespace wake::registry {
+
+struct EvaluationResult {
+  std::vector<v1::Wake> wakes;
+  int32_t debounced = 0;
+};
+
+// What a registration is matched against.
+struct SourceEvent {
+  bool run_finished = false;  // EvaluateRunFinished (else EvaluateChange).
+  std::string collection;
+  sync::ChangeOp op = sync::ChangeOp::kUpdate;
+};
+
+// The matching rule of one registration, without side effects.
+bool Matches(const sync::Registration& registration, const SourceEvent& event);
+
+// "<offset>" when given, else "<op>:<key>" (op in lower case).
+std::string SourceEventKey(const std::string& offset, sync::ChangeOp op, const std::string& key);
+
+class Evaluator {
+ public:
+  // Deferred work (debounce and timeout wakes) runs on `executor`, never on
+  // the timer thread. Listens to `collection` until destroyed.
+  Evaluator(sync::RegistrationCollection& collection, WakeStore& store, common::TimeSource& time,
+            common::Executor& executor);
+  ~Evaluator();
+
+  absl::StatusOr<EvaluationResult> EvaluateRunFinished(
+      const v1::EvaluateRunFinishedRequest& request);
+  absl::StatusOr<EvaluationResult> EvaluateChange(const v1::EvaluateChangeRequest& request);
+
+  // For tests and health.
+  size_t ArmedTimeouts();
+  size_t DebounceBuffers();
+
+ private:
+  struct Buffer {
+    sync::Registration registration;
+    std::vector<v1::WakeChange> changes;
+    v1::RunStatus last_status = v1::RUN_STATUS_UNSPECIFIED;
+    std::string first_key;
+    std::set<std::string> keys;
+    common::MonotonicTime deadline;
+  };
+  struct Timeout {
+    sync::Registration registration;
+    absl::Time deadline;
+  };
+
+  absl::StatusOr<EvaluationResult> Evaluate(const std::string& tenant,
+                                            const std::string& source_url,
+                                            const SourceEvent& event, const std::string& event_key,
+                                            const v1::WakeChange& change,
+                                            v1::RunStatus run_status);
+  WakeDraft DraftFor(const sync::Registration& registration, std::string event_key,
+                     std::vector<v1::WakeChange> changes, v1::RunStatus run_status) const;
+  void OnCollectionEvent(const sync::CollectionEvent& event);
+  void ProcessDue();
+  void RearmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  sync::RegistrationCollection& collection_;
+  WakeStore& store_;
+  common::TimeSource& time_;
+  common::Executor& executor_;
+  int listener_ = 0;
+
+  absl::Mutex mu_;
+  std::map<int64_t, Buffer> buffers_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, Timeout> timeouts_ ABSL_GUARDED_BY(mu_);
+  // Debounce and timeout wakes whose persistence failed, retried at the time.
+  common::MonotonicTime retry_at_ ABSL_GUARDED_BY(mu_);
+  bool process_posted_ ABSL_GUARDED_BY(mu_) = false;
+  common::TimerPtr timer_;
+};
+
+}  // namespace wake::registry

@@ -1,0 +1,384 @@
+#include "registry-service/evaluator.h"
+
+#include "common/simulated_time_source.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/mocks/registry/mocks.h"
+#include "tests/support/status_matchers.h"
+
+namespace wake::registry {
+namespace {
+
+using ::testing::_;
+using ::testing::ElementsAre;
+using ::testing::Field;
+using ::testing::IsEmpty;
+using ::testing::Return;
+using ::testing::SizeIs;
+using ::testing::StrictMock;
+using ::wake::testing::StatusIs;
+
+sync::Registration RunFinished(int64_t id, std::string subscriber, std::string source = "/child") {
+  sync::Registration row;
+  row.id = id;
+  row.tenant_id = "t";
+  row.subscriber_url = std::move(subscriber);
+  row.source_url = std::move(source);
+  return row;
+}
+
+sync::Registration OnChange(int64_t id, std::vector<std::string> collections,
+                            std::vector<sync::ChangeOp> ops) {
+  sync::Registration row = RunFinished(id, "/parent");
+  row.condition.kind = sync::ConditionKind::kChange;
+  row.condition.collections = std::move(collections);
+  row.condition.ops = std::move(ops);
+  sync::Canonicalize(row.condition);
+  return row;
+}
+
+// Echoes drafts back as persisted wakes with ids 1000+.
+absl::StatusOr<PersistResult> Persisted(const std::vector<WakeDraft>& drafts) {
+  PersistResult result;
+  int64_t id = 1000;
+  for (const WakeDraft& draft : drafts) {
+    v1::Wake wake;
+    wake.set_id(id++);
+    wake.set_tenant_id(draft.tenant_id);
+    wake.set_stream(draft.stream);
+    wake.set_registration_id(draft.registration_id);
+    wake.set_source_event_key(draft.source_event_key);
+    *wake.mutable_message() = draft.message;
+    wake.set_run_finished_status(draft.run_finished_status);
+    result.wakes.push_back(wake);
+  }
+  result.txid = 7;
+  return result;
+}
+
+v1::EvaluateRunFinishedRequest RunFinishedRequest(std::string source = "/child",
+                                                  std::string tenant = "t") {
+  v1::EvaluateRunFinishedRequest request;
+  request.set_tenant_id(std::move(tenant));
+  request.set_source_url(std::move(source));
+  request.set_run_key("run-1");
+  request.set_status(v1::COMPLETED);
+  request.mutable_value()->set_string_value("done");
+  return request;
+}
+
+v1::EvaluateChangeRequest ChangeRequest(std::string collection, v1::Op op, std::string key) {
+  v1::EvaluateChangeRequest request;
+  request.set_tenant_id("t");
+  request.set_source_url("/child");
+  request.set_collection(std::move(collection));
+  request.set_op(op);
+  request.set_key(std::move(key));
+  return request;
+}
+
+class EvaluatorTest : public ::testing::Test {
+ protected:
+  EvaluatorTest() : collection_(time_) {}
+
+  void Load(std::vector<sync::Registration> rows) {
+    collection_.OnReset();
+    sync::SyncBatch batch;
+    for (auto& row : rows) {
+      if (row.created_at == absl::Time()) row.created_at = time_.SystemNow();
+      sync::RowChange change;
+      change.registration = row;
+      batch.changes.push_back(change);
+    }
+    collection_.OnBatch(batch);
+    collection_.OnUpToDate();
+    evaluator_ = std::make_unique<Evaluator>(collection_, store_, time_, executor_);
+  }
+
+  void Sync(sync::ChangeOp op, const sync::Registration& row) {
+    sync::SyncBatch batch;
+    sync::RowChange change;
+    change.op = op;
+    change.registration = row;
+    batch.changes.push_back(change);
+    batch.txids = {next_txid_++};
+    collection_.OnBatch(batch);
+  }
+
+  // Advances simulated time and runs the deferred work it triggered.
+  void Advance(absl::Duration d) {
+    time_.Advance(d);
+    executor_.RunAll();
+  }
+
+  common::SimulatedTimeSource time_;
+  common::ManualExecutor executor_;
+  sync::RegistrationCollection collection_;
+  StrictMock<MockWakeStore> store_;
+  std::unique_ptr<Evaluator> evaluator_;
+  int64_t next_txid_ = 100;
+};
+
+TEST(MatchesTest, RunFinishedOnlyMatchesRunFinishedEvents) {
+  const sync::Registration row = RunFinished(1, "/p");
+  EXPECT_TRUE(Matches(row, SourceEvent{true, "runs", sync::ChangeOp::kUpdate}));
+  EXPECT_FALSE(Matches(row, SourceEvent{false, "runs", sync::ChangeOp::kUpdate}));
+}
+
+TEST(MatchesTest, ChangeFiltersByCollectionAndOp) {
+  using Op = sync::ChangeOp;
+  struct Case {
+    std::vector<std::string> collections;
+    std::vector<Op> ops;
+    std::string collection;
+    Op op;
+    bool matches;
+  };
+  const std::vector<Case> cases = {
+      {{}, {}, "anything", Op::kDelete, true},
+      {{"inbox"}, {}, "inbox", Op::kInsert, true},
+      {{"inbox"}, {}, "runs", Op::kInsert, false},
+      {{}, {Op::kInsert}, "inbox", Op::kInsert, true},
+      {{}, {Op::kInsert}, "inbox", Op::kUpdate, false},
+      {{"a", "b"}, {Op::kUpdate, Op::kDelete}, "b", Op::kDelete, true},
+      {{"a", "b"}, {Op::kUpdate, Op::kDelete}, "c", Op::kDelete, false},
+      {{"a", "b"}, {Op::kUpdate, Op::kDelete}, "a", Op::kInsert, false},
+  };
+  for (const Case& c : cases) {
+    const sync::Registration row = OnChange(1, c.collections, c.ops);
+    EXPECT_EQ(Matches(row, SourceEvent{false, c.collection, c.op}), c.matches)
+        << c.collection << " " << static_cast<int>(c.op);
+    // A change registration never matches a run-finished evaluation.
+    EXPECT_FALSE(Matches(row, SourceEvent{true, "runs", Op::kUpdate}));
+  }
+}
+
+TEST(MatchesTest, SourceEventKeyIsOffsetElseOpAndKey) {
+  EXPECT_EQ(SourceEventKey("0_12", sync::ChangeOp::kUpdate, "k"), "0_12");
+  EXPECT_EQ(SourceEventKey("", sync::ChangeOp::kUpdate, "k"), "update:k");
+  EXPECT_EQ(SourceEventKey("", sync::ChangeOp::kInsert, "m7"), "insert:m7");
+}
+
+TEST_F(EvaluatorTest, RunFinishedPersistsOneWakePerMatch) {
+  Load({RunFinished(1, "/p1"), RunFinished(2, "/p2"), RunFinished(3, "/p3", "/other"),
+        OnChange(4, {"runs"}, {})});
+  EXPECT_CALL(store_, PersistWakes(SizeIs(2)))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_EQ(drafts[0].stream, "/p1");
+        EXPECT_EQ(drafts[0].registration_id, 1);
+        EXPECT_EQ(drafts[0].source_event_key, "update:run-1");
+        EXPECT_EQ(drafts[0].run_finished_status, v1::COMPLETED);
+        EXPECT_EQ(drafts[0].message.source(), "/child");
+        EXPECT_FALSE(drafts[0].message.timeout());
+        const v1::WakeChange& change = drafts[0].message.changes(0);
+        EXPECT_EQ(change.collection(), "runs");
+        EXPECT_EQ(change.kind(), v1::UPDATE);
+        EXPECT_EQ(change.key(), "run-1");
+        EXPECT_EQ(change.value().string_value(), "done");
+        EXPECT_FALSE(drafts[0].delete_registration);
+        EXPECT_FALSE(drafts[0].consume_timeout);
+        EXPECT_EQ(drafts[1].stream, "/p2");
+        return Persisted(drafts);
+      });
+  auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(result->wakes, SizeIs(2));
+  EXPECT_EQ(result->debounced, 0);
+}
+
+TEST_F(EvaluatorTest, NoMatchTouchesNoStore) {
+  Load({RunFinished(1, "/p1")});
+  auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest("/nobody"));
+  ASSERT_TRUE(result.ok());
+  EXPECT_THAT(result->wakes, IsEmpty());
+}
+
+TEST_F(EvaluatorTest, TenantsAreIsolated) {
+  Load({RunFinished(1, "/p1")});
+  auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest("/child", "other-tenant"));
+  ASSERT_TRUE(result.ok());
+  EXPECT_THAT(result->wakes, IsEmpty());
+}
+
+TEST_F(EvaluatorTest, OneShotTimeoutAndIncludeResponseShapeTheDraft) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.one_shot = true;
+  row.timeout_ms = 60000;
+  row.include_response = false;
+  Load({row});
+  EXPECT_CALL(store_, PersistWakes(ElementsAre(AllOf(
+                          Field(&WakeDraft::delete_registration, true),
+                          Field(&WakeDraft::consume_timeout, true),
+                          Field(&WakeDraft::require_timeout_unconsumed, false),
+                          Field(&WakeDraft::include_response, false)))))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_FALSE(drafts[0].message.changes(0).has_value());
+        return Persisted(drafts);
+      });
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+}
+
+TEST_F(EvaluatorTest, ChangeCarriesValuesAndInboxFields) {
+  Load({OnChange(1, {"inbox"}, {sync::ChangeOp::kInsert})});
+  v1::EvaluateChangeRequest request = ChangeRequest("inbox", v1::INSERT, "m1");
+  request.set_offset("0_42");
+  request.mutable_value()->set_number_value(3);
+  request.mutable_inbox()->set_from("/agent/a");
+  request.mutable_inbox()->set_message_type("text");
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_EQ(drafts[0].source_event_key, "0_42");
+        const v1::WakeChange& change = drafts[0].message.changes(0);
+        EXPECT_EQ(change.kind(), v1::INSERT);
+        EXPECT_EQ(change.value().number_value(), 3);
+        EXPECT_EQ(change.inbox().from(), "/agent/a");
+        EXPECT_EQ(change.inbox().message_type(), "text");
+        EXPECT_EQ(drafts[0].run_finished_status, v1::RUN_STATUS_UNSPECIFIED);
+        return Persisted(drafts);
+      });
+  ASSERT_TRUE(evaluator_->EvaluateChange(request).ok());
+  // An update of the same collection does not match the insert-only filter.
+  auto none = evaluator_->EvaluateChange(ChangeRequest("inbox", v1::UPDATE, "m1"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_THAT(none->wakes, IsEmpty());
+}
+
+TEST_F(EvaluatorTest, InboxFieldsOnlyTravelForTheInboxCollection) {
+  Load({OnChange(1, {}, {})});
+  v1::EvaluateChangeRequest request = ChangeRequest("notes", v1::UPDATE, "n1");
+  request.mutable_inbox()->set_from("/agent/a");
+  request.mutable_old_value()->set_bool_value(true);
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_FALSE(drafts[0].message.changes(0).has_inbox());
+        EXPECT_TRUE(drafts[0].message.changes(0).old_value().bool_value());
+        return Persisted(drafts);
+      });
+  ASSERT_TRUE(evaluator_->EvaluateChange(request).ok());
+}
+
+TEST_F(EvaluatorTest, StoreFailureIsReturned) {
+  Load({RunFinished(1, "/p1")});
+  EXPECT_CALL(store_, PersistWakes(_)).WillOnce(Return(absl::UnavailableError("db down")));
+  EXPECT_THAT(evaluator_->EvaluateRunFinished(RunFinishedRequest()),
+              StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr("db down")));
+}
+
+TEST_F(EvaluatorTest, DebounceCoalescesMatchesWithTheLastStatus) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 1000;
+  Load({row});
+  auto first = evaluator_->EvaluateRunFinished(RunFinishedRequest());
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->debounced, 1);
+  EXPECT_THAT(first->wakes, IsEmpty());
+  Advance(absl::Milliseconds(600));
+  v1::EvaluateRunFinishedRequest second = RunFinishedRequest();
+  second.set_run_key("run-2");
+  second.set_status(v1::FAILED);
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(second).ok());
+  // The same event again is not buffered twice.
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(second).ok());
+  // The timer restarted with the second match: nothing at 1000 ms.
+  Advance(absl::Milliseconds(600));
+  EXPECT_EQ(evaluator_->DebounceBuffers(), 1u);
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_EQ(drafts[0].source_event_key, "debounce:update:run-1");
+        EXPECT_EQ(drafts[0].run_finished_status, v1::FAILED);
+        EXPECT_EQ(drafts[0].message.changes_size(), 2);
+        EXPECT_EQ(drafts[0].message.changes(0).key(), "run-1");
+        EXPECT_EQ(drafts[0].message.changes(1).key(), "run-2");
+        return Persisted(drafts);
+      });
+  Advance(absl::Milliseconds(400));
+  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
+}
+
+TEST_F(EvaluatorTest, FailedDebouncedWakeIsRetriedNotLost) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 100;
+  Load({row});
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .WillOnce(Return(absl::UnavailableError("db down")))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_EQ(drafts[0].message.changes_size(), 1);
+        return Persisted(drafts);
+      });
+  Advance(absl::Milliseconds(100));
+  EXPECT_EQ(evaluator_->DebounceBuffers(), 1u);
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
+}
+
+TEST_F(EvaluatorTest, TimeoutFiresOnceWhenNothingMatched) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.timeout_ms = 5000;
+  Load({row});
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 1u);
+  Advance(absl::Milliseconds(4999));
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        EXPECT_TRUE(drafts[0].message.timeout());
+        EXPECT_THAT(drafts[0].message.changes(), IsEmpty());
+        EXPECT_EQ(drafts[0].message.source(), "/child");
+        EXPECT_EQ(drafts[0].source_event_key, "timeout");
+        EXPECT_TRUE(drafts[0].require_timeout_unconsumed);
+        return Persisted(drafts);
+      });
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
+  // The row now shows timeout_consumed; nothing fires again.
+  row.timeout_consumed = true;
+  Sync(sync::ChangeOp::kUpdate, row);
+  Advance(absl::Hours(1));
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
+}
+
+TEST_F(EvaluatorTest, EarlyEventConsumesTheTimeout) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.timeout_ms = 5000;
+  Load({row});
+  EXPECT_CALL(store_, PersistWakes(ElementsAre(Field(&WakeDraft::consume_timeout, true))))
+      .WillOnce(Persisted);
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+  // The store marked it consumed; the sync stream shows that and disarms.
+  row.timeout_consumed = true;
+  Sync(sync::ChangeOp::kUpdate, row);
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
+  Advance(absl::Seconds(10));  // StrictMock: a timeout wake would fail here.
+}
+
+TEST_F(EvaluatorTest, TimeoutsFollowTheCollection) {
+  Load({});
+  sync::Registration row = RunFinished(1, "/p1");
+  row.timeout_ms = 1000;
+  row.created_at = time_.SystemNow();
+  Sync(sync::ChangeOp::kInsert, row);
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 1u);
+  Sync(sync::ChangeOp::kDelete, row);
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
+  Advance(absl::Seconds(5));
+  // A row whose deadline already passed (e.g. after a restart) fires at once.
+  sync::Registration late = RunFinished(2, "/p2");
+  late.timeout_ms = 1000;
+  late.created_at = time_.SystemNow() - absl::Seconds(10);
+  EXPECT_CALL(store_, PersistWakes(ElementsAre(Field(&WakeDraft::registration_id, 2))))
+      .WillOnce(Persisted);
+  Sync(sync::ChangeOp::kInsert, late);
+  Advance(absl::ZeroDuration());
+}
+
+TEST_F(EvaluatorTest, UnregisteringDropsBufferedMatches) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 1000;
+  Load({row});
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+  Sync(sync::ChangeOp::kDelete, row);
+  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
+  Advance(absl::Seconds(5));  // StrictMock: no wake.
+}
+
+}  // namespace
+}  // namespace wake::registry

@@ -1,0 +1,127 @@
+// The registry's durable store: registrations, wakes and stream claims in
+// PostgreSQL. Every method is one transaction; every write returns its
+// transaction id (xid8) so callers can wait for the sync stream to show it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/sync/registration.h"
+#include "wake/v1/registry.pb.h"
+
+namespace wake::registry {
+
+struct UpsertResult {
+  sync::Registration row;
+  bool created = false;
+  int64_t txid = 0;  // 0 when the row already existed (nothing written).
+};
+
+struct UnregisterSelector {
+  enum class Kind { kSubscriberManifest, kSubscriber, kSource, kSubscriberSource };
+  Kind kind = Kind::kSubscriber;
+  std::string tenant_id;
+  std::string subscriber_url;
+  std::string source_url;
+  std::string manifest_key;
+};
+
+struct DeleteResult {
+  std::vector<int64_t> ids;
+  int64_t txid = 0;
+};
+
+// A wake to persist, with what must happen to its registration in the same
+// transaction.
+struct WakeDraft {
+  std::string tenant_id;
+  std::string stream;
+  int64_t registration_id = 0;
+  std::string source_event_key;
+  v1::WakeMessage message;
+  v1::RunStatus run_finished_status = v1::RUN_STATUS_UNSPECIFIED;
+  bool include_response = true;
+  // One-shot: delete the registration; if it is already gone, no wake.
+  bool delete_registration = false;
+  // The registration has a timeout: mark it consumed.
+  bool consume_timeout = false;
+  // A timeout wake: only if the timeout was not consumed yet.
+  bool require_timeout_unconsumed = false;
+};
+
+struct PersistResult {
+  // Wakes inserted by this call (duplicates of earlier ones are skipped).
+  std::vector<v1::Wake> wakes;
+  int64_t txid = 0;
+};
+
+struct ClaimResult {
+  v1::ClaimStatus status = v1::CLAIM_STATUS_UNSPECIFIED;
+  std::string claim_token;
+  std::vector<v1::Wake> wakes;  // Ordered by id.
+  absl::Time lease_expires_at;
+};
+
+struct AckResult {
+  int64_t acked = 0;
+  bool more_pending = false;
+};
+
+struct ClaimKey {
+  std::string tenant_id;
+  std::string stream;
+  std::string claim_token;
+};
+
+struct ExtendResult {
+  ClaimKey claim;
+  bool extended = false;
+  absl::Time lease_expires_at;
+};
+
+class WakeStore {
+ public:
+  virtual ~WakeStore() = default;
+
+  // Inserts `row` (id and created_at ignored) or returns the identical
+  // existing one. UNAVAILABLE when the database is unreachable.
+  virtual absl::StatusOr<UpsertResult> UpsertRegistration(const sync::Registration& row) = 0;
+
+  virtual absl::StatusOr<DeleteResult> DeleteRegistrations(const UnregisterSelector& selector) = 0;
+
+  // Persists the drafts in one transaction (idempotent per tenant,
+  // registration and source event key).
+  virtual absl::StatusOr<PersistResult> PersistWakes(const std::vector<WakeDraft>& drafts) = 0;
+
+  // Claims every pending wake of the stream (and wakes of an expired claim).
+  virtual absl::StatusOr<ClaimResult> ClaimWakes(const std::string& tenant_id,
+                                                 const std::string& stream,
+                                                 const std::string& runner_id,
+                                                 const std::string& session_id,
+                                                 absl::Duration lease) = 0;
+
+  // Deletes the acked wakes of a live claim and ends it; the claim's other
+  // wakes become pending. FAILED_PRECONDITION when the claim is not live.
+  virtual absl::StatusOr<AckResult> AckWakes(const ClaimKey& claim,
+                                             const std::vector<int64_t>& wake_ids) = 0;
+
+  virtual absl::StatusOr<std::vector<ExtendResult>> ExtendClaims(
+      const std::vector<ClaimKey>& claims, absl::Duration lease) = 0;
+
+  // Ends the claim; returns how many wakes are pending again.
+  // FAILED_PRECONDITION when the claim is not live.
+  virtual absl::StatusOr<int64_t> ReleaseClaim(const ClaimKey& claim) = 0;
+
+  // Ends every claim whose lease has expired; its wakes become pending.
+  // Returns how many claims were ended.
+  virtual absl::StatusOr<int64_t> ReleaseExpiredClaims() = 0;
+};
+
+using WakeStorePtr = std::unique_ptr<WakeStore>;
+
+}  // namespace wake::registry

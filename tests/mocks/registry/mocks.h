@@ -1,0 +1,29 @@
+// gMock mocks of the registry's interfaces.
+#pragma once
+
+#include "gmock/gmock.h"
+#include "registry-service/wake_store.h"
+
+namespace wake::registry {
+
+class MockWakeStore : public WakeStore {
+ public:
+  MOCK_METHOD(absl::StatusOr<UpsertResult>, UpsertRegistration, (const sync::Registration&),
+              (override));
+  MOCK_METHOD(absl::StatusOr<DeleteResult>, DeleteRegistrations, (const UnregisterSelector&),
+              (override));
+  MOCK_METHOD(absl::StatusOr<PersistResult>, PersistWakes, (const std::vector<WakeDraft>&),
+              (override));
+  MOCK_METHOD(absl::StatusOr<ClaimResult>, ClaimWakes,
+              (const std::string&, const std::string&, const std::string&, const std::string&,
+               absl::Duration),
+              (override));
+  MOCK_METHOD(absl::StatusOr<AckResult>, AckWakes, (const ClaimKey&, const std::vector<int64_t>&),
+              (override));
+  MOCK_METHOD(absl::StatusOr<std::vector<ExtendResult>>, ExtendClaims,
+              (const std::vector<ClaimKey>&, absl::Duration), (override));
+  MOCK_METHOD(absl::StatusOr<int64_t>, ReleaseClaim, (const ClaimKey&), (override));
+  MOCK_METHOD(absl::StatusOr<int64_t>, ReleaseExpiredClaims, (), (override));
+};
+
+}  // namespace wake::registry
