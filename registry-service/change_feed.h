@@ -1,0 +1,81 @@
+// The registry's change log for SubscribeChanges: every registration change
+// and wake-available event of the synced collection, numbered in commit order
+// and kept in a bounded ring. Subscribers read from it by sequence number, so
+// a slow subscriber costs nothing but its cursor; one that falls out of the
+// ring is told to refetch.
+//
+// Offsets are "<epoch>_<seq>": the epoch is random per process, so an offset
+// from another replica or an earlier run is recognised and answered with
+// MUST_REFETCH instead of being misread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "common/sync/synced_collection.h"
+#include "wake/v1/registry.pb.h"
+
+namespace wake::registry {
+
+struct FeedEntry {
+  uint64_t seq = 0;
+  std::string tenant_id;
+  v1::ChangeEvent event;  // Offset filled in.
+};
+
+class ChangeFeed {
+ public:
+  // Follows `collection` until destroyed; keeps the last `capacity` entries.
+  ChangeFeed(sync::RegistrationCollection& collection, size_t capacity = 1 << 16,
+             std::string epoch = "");
+  ~ChangeFeed();
+
+  const std::string& epoch() const { return epoch_; }
+  // Sequence number of the newest entry (0 when none yet).
+  uint64_t head();
+  std::string Offset(uint64_t seq) const;
+  // Parses an offset of this feed into its sequence number. False when it is
+  // malformed or from another epoch.
+  bool ParseOffset(const std::string& offset, uint64_t* seq) const;
+
+  enum class ReadStatus { kOk, kGone };
+  // Appends up to `max` entries with seq > after to `out`. kGone when entries
+  // after `after` have already left the ring.
+  ReadStatus Read(uint64_t after, size_t max, std::vector<std::shared_ptr<const FeedEntry>>* out);
+
+  // Called (from the sync thread) after entries are appended. The callback
+  // must not call Watch/Unwatch.
+  int Watch(std::function<void()> callback);
+  // After it returns, the callback is not running and will not run.
+  void Unwatch(int handle);
+
+  // For tests: appends an event directly.
+  void AppendForTest(const sync::CollectionEvent& event) { OnCollectionEvent(event); }
+
+ private:
+  void OnCollectionEvent(const sync::CollectionEvent& event);
+
+  sync::RegistrationCollection& collection_;
+  const size_t capacity_;
+  const std::string epoch_;
+  int listener_ = 0;
+
+  absl::Mutex mu_;
+  std::deque<std::shared_ptr<const FeedEntry>> ring_ ABSL_GUARDED_BY(mu_);
+  uint64_t head_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex watchers_mu_;
+  std::map<int, std::function<void()>> watchers_ ABSL_GUARDED_BY(watchers_mu_);
+  int next_watcher_ ABSL_GUARDED_BY(watchers_mu_) = 1;
+};
+
+// The ChangeEvent for a collection event (nullopt for kinds the feed skips).
+std::optional<v1::ChangeEvent> ToChangeEvent(const sync::CollectionEvent& event);
+
+}  // namespace wake::registry

@@ -1,0 +1,259 @@
+#include "registry-service/registry_core.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/status_util.h"
+#include "registry-service/conversions.h"
+
+namespace wake::registry {
+namespace {
+
+bool Strong(v1::Consistency consistency) { return consistency != v1::LOCAL; }
+
+}  // namespace
+
+RegistryCore::RegistryCore(sync::RegistrationCollection& collection, sync::SyncSource& sync,
+                           WakeStore& store, Evaluator& evaluator, common::TimeSource& time,
+                           common::Executor& executor, RegistryOptions options)
+    : collection_(collection),
+      sync_(sync),
+      store_(store),
+      evaluator_(evaluator),
+      time_(time),
+      executor_(executor),
+      options_(std::move(options)) {
+  if (options_.sweep_interval > absl::ZeroDuration()) {
+    sweep_timer_ = time_.CreateTimer([this] {
+      absl::MutexLock lock(&mu_);
+      if (sweeping_ || stopping_) return;
+      sweeping_ = true;
+      executor_.Post([this] { Sweep(); });
+    });
+    sweep_timer_->Enable(options_.sweep_interval);
+  }
+}
+
+RegistryCore::~RegistryCore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (sweep_timer_ != nullptr) sweep_timer_->Disable();
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !sweeping_; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+void RegistryCore::Sweep() {
+  absl::StatusOr<int64_t> ended = store_.ReleaseExpiredClaims();
+  if (!ended.ok()) {
+    common::LogWarn("claim_sweep_failed", {{"error", std::string(ended.status().message())}});
+  } else if (*ended > 0) {
+    common::LogInfo("expired_claims_released", {{"claims", *ended}});
+  }
+  absl::MutexLock lock(&mu_);
+  sweeping_ = false;
+  if (!stopping_) sweep_timer_->Enable(options_.sweep_interval);
+}
+
+absl::Status RegistryCore::CheckTenant(const std::string& tenant) const {
+  if (options_.tenant.has_value() && tenant != *options_.tenant) {
+    return common::InvalidField("tenant_id",
+                                absl::StrCat("this registry serves only tenant \"",
+                                             *options_.tenant, "\""));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RegistryCore::Barrier() {
+  absl::Status status = sync_.Barrier(options_.barrier_timeout);
+  if (!status.ok() && status.code() != absl::StatusCode::kUnavailable) {
+    return absl::UnavailableError(absl::StrCat("read barrier failed: ", status.message()));
+  }
+  return status;
+}
+
+bool RegistryCore::NoCandidates(const std::string& tenant, const std::string& source_url) {
+  return collection_.ForEachBySource(tenant, source_url, [](const sync::Registration&) {}) == 0;
+}
+
+absl::StatusOr<v1::RegisterWakeResponse> RegistryCore::RegisterWake(
+    const v1::RegisterWakeRequest& request) {
+  const sync::Registration row = FromRequest(request);
+  const auto mutation = collection_.BeginUpsert(row);
+  absl::StatusOr<UpsertResult> result = store_.UpsertRegistration(row);
+  if (!result.ok()) {
+    collection_.Rollback(mutation);
+    return result.status();
+  }
+  collection_.Commit(mutation, result->row, result->txid);
+  v1::RegisterWakeResponse response;
+  bool confirmed = true;
+  if (result->txid != 0) {
+    confirmed = collection_.AwaitTxid(result->txid, options_.write_confirm_timeout);
+  } else if (!collection_.Get(result->row.id).has_value()) {
+    // It existed already but this replica has not seen it yet: catch up.
+    confirmed = Barrier().ok();
+  }
+  if (!confirmed) {
+    common::LogWarn("write_unconfirmed", {{"txid", result->txid},
+                                          {"registration_id", result->row.id}});
+  }
+  ToProto(result->row, response.mutable_registration());
+  response.set_created(result->created);
+  response.set_txid(result->txid);
+  response.set_confirmed(confirmed);
+  return response;
+}
+
+absl::StatusOr<v1::UnregisterWakesResponse> RegistryCore::UnregisterWakes(
+    const v1::UnregisterWakesRequest& request) {
+  UnregisterSelector selector;
+  selector.tenant_id = request.tenant_id();
+  std::vector<sync::Registration> visible;
+  switch (request.selector_case()) {
+    case v1::UnregisterWakesRequest::kSubscriberManifest:
+      selector.kind = UnregisterSelector::Kind::kSubscriberManifest;
+      selector.subscriber_url = request.subscriber_manifest().subscriber_url();
+      selector.manifest_key = request.subscriber_manifest().manifest_key();
+      visible = collection_.BySubscriber(selector.tenant_id, selector.subscriber_url);
+      break;
+    case v1::UnregisterWakesRequest::kSubscriber:
+      selector.kind = UnregisterSelector::Kind::kSubscriber;
+      selector.subscriber_url = request.subscriber().subscriber_url();
+      visible = collection_.BySubscriber(selector.tenant_id, selector.subscriber_url);
+      break;
+    case v1::UnregisterWakesRequest::kSource:
+      selector.kind = UnregisterSelector::Kind::kSource;
+      selector.source_url = request.source().source_url();
+      visible = collection_.BySource(selector.tenant_id, selector.source_url);
+      break;
+    case v1::UnregisterWakesRequest::kSubscriberSource:
+      selector.kind = UnregisterSelector::Kind::kSubscriberSource;
+      selector.subscriber_url = request.subscriber_source().subscriber_url();
+      selector.source_url = request.subscriber_source().source_url();
+      visible = collection_.BySubscriber(selector.tenant_id, selector.subscriber_url);
+      break;
+    case v1::UnregisterWakesRequest::SELECTOR_NOT_SET:
+      return common::InvalidField("selector", "required");
+  }
+  // Hide what this replica can already see, as one intent.
+  std::vector<int64_t> ids;
+  for (const sync::Registration& row : visible) {
+    if (!selector.manifest_key.empty() && row.manifest_key != selector.manifest_key) continue;
+    if (!selector.source_url.empty() && row.source_url != selector.source_url) continue;
+    ids.push_back(row.id);
+  }
+  const auto mutation = collection_.BeginDelete(ids);
+  absl::StatusOr<DeleteResult> result = store_.DeleteRegistrations(selector);
+  if (!result.ok()) {
+    collection_.Rollback(mutation);
+    return result.status();
+  }
+  collection_.Commit(mutation, std::nullopt, result->txid);
+  if (result->txid != 0) collection_.AwaitTxid(result->txid, options_.write_confirm_timeout);
+  v1::UnregisterWakesResponse response;
+  response.set_removed(static_cast<int64_t>(result->ids.size()));
+  response.set_txid(result->txid);
+  return response;
+}
+
+absl::StatusOr<v1::EvaluateRunFinishedResponse> RegistryCore::EvaluateRunFinished(
+    const v1::EvaluateRunFinishedRequest& request) {
+  if (Strong(request.consistency())) {
+    if (absl::Status s = Barrier(); !s.ok()) return s;
+  }
+  absl::StatusOr<EvaluationResult> result = evaluator_.EvaluateRunFinished(request);
+  if (!result.ok()) return result.status();
+  v1::EvaluateRunFinishedResponse response;
+  for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
+  response.set_debounced(result->debounced);
+  return response;
+}
+
+absl::StatusOr<v1::EvaluateChangeResponse> RegistryCore::EvaluateChange(
+    const v1::EvaluateChangeRequest& request) {
+  if (Strong(request.consistency())) {
+    if (absl::Status s = Barrier(); !s.ok()) return s;
+  }
+  absl::StatusOr<EvaluationResult> result = evaluator_.EvaluateChange(request);
+  if (!result.ok()) return result.status();
+  v1::EvaluateChangeResponse response;
+  for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
+  response.set_debounced(result->debounced);
+  return response;
+}
+
+absl::StatusOr<v1::ListRegistrationsResponse> RegistryCore::ListRegistrations(
+    const v1::ListRegistrationsRequest& request, int64_t after_id) {
+  if (Strong(request.consistency())) {
+    if (absl::Status s = Barrier(); !s.ok()) return s;
+  }
+  const size_t page = static_cast<size_t>(request.page_size());
+  std::vector<sync::Registration> rows = collection_.List(
+      request.tenant_id(), request.source_url(), request.subscriber_url(), after_id, page + 1);
+  v1::ListRegistrationsResponse response;
+  for (size_t i = 0; i < rows.size() && i < page; ++i) {
+    ToProto(rows[i], response.add_registrations());
+  }
+  if (rows.size() > page) response.set_next_page_token(absl::StrCat(rows[page - 1].id));
+  return response;
+}
+
+absl::StatusOr<v1::ClaimWakesResponse> RegistryCore::ClaimWakes(
+    const v1::ClaimWakesRequest& request, absl::Duration lease) {
+  absl::StatusOr<ClaimResult> result = store_.ClaimWakes(
+      request.tenant_id(), request.stream(), request.runner_id(), request.session_id(), lease);
+  if (!result.ok()) return result.status();
+  v1::ClaimWakesResponse response;
+  response.set_status(result->status);
+  if (result->status == v1::CLAIMED) {
+    response.set_claim_token(result->claim_token);
+    for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
+    ToProto(result->lease_expires_at, response.mutable_lease_expires_at());
+  }
+  return response;
+}
+
+absl::StatusOr<v1::AckWakesResponse> RegistryCore::AckWakes(const v1::AckWakesRequest& request) {
+  std::vector<int64_t> ids(request.wake_ids().begin(), request.wake_ids().end());
+  absl::StatusOr<AckResult> result =
+      store_.AckWakes(ClaimKey{request.tenant_id(), request.stream(), request.claim_token()}, ids);
+  if (!result.ok()) return result.status();
+  v1::AckWakesResponse response;
+  response.set_acked(result->acked);
+  response.set_more_pending(result->more_pending);
+  return response;
+}
+
+absl::StatusOr<v1::ExtendClaimsResponse> RegistryCore::ExtendClaims(
+    const v1::ExtendClaimsRequest& request, absl::Duration lease) {
+  std::vector<ClaimKey> claims;
+  for (const v1::ClaimRef& claim : request.claims()) {
+    claims.push_back(ClaimKey{claim.tenant_id(), claim.stream(), claim.claim_token()});
+  }
+  absl::StatusOr<std::vector<ExtendResult>> results = store_.ExtendClaims(claims, lease);
+  if (!results.ok()) return results.status();
+  v1::ExtendClaimsResponse response;
+  for (const ExtendResult& result : *results) {
+    v1::ExtendedClaim* out = response.add_claims();
+    out->mutable_claim()->set_tenant_id(result.claim.tenant_id);
+    out->mutable_claim()->set_stream(result.claim.stream);
+    out->mutable_claim()->set_claim_token(result.claim.claim_token);
+    out->set_extended(result.extended);
+    if (result.extended) ToProto(result.lease_expires_at, out->mutable_lease_expires_at());
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ReleaseClaimResponse> RegistryCore::ReleaseClaim(
+    const v1::ReleaseClaimRequest& request) {
+  absl::StatusOr<int64_t> released = store_.ReleaseClaim(
+      ClaimKey{request.tenant_id(), request.stream(), request.claim_token()});
+  if (!released.ok()) return released.status();
+  v1::ReleaseClaimResponse response;
+  response.set_released(*released);
+  return response;
+}
+
+}  // namespace wake::registry

@@ -1,0 +1,83 @@
+// The registry's operations behind wake.v1.WakeRegistry, free of gRPC:
+// optimistic writes confirmed by txid, the read barrier, evaluation, paged
+// reads, claims, and the sweeper that returns wakes of expired leases.
+//
+// Requests are validated (validation.h) before they reach this class.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/executor.h"
+#include "common/sync/sync_source.h"
+#include "common/sync/synced_collection.h"
+#include "common/time_source.h"
+#include "registry-service/evaluator.h"
+#include "registry-service/wake_store.h"
+#include "wake/v1/registry.pb.h"
+
+namespace wake::registry {
+
+struct RegistryOptions {
+  // How long a write waits for the sync stream to show its txid.
+  absl::Duration write_confirm_timeout = absl::Seconds(2);
+  // How long the read barrier may take before the request is UNAVAILABLE.
+  absl::Duration barrier_timeout = absl::Seconds(5);
+  // How often expired claims are returned to pending (0 = never).
+  absl::Duration sweep_interval = absl::Seconds(1);
+  // When set, the only tenant this registry serves.
+  std::optional<std::string> tenant;
+};
+
+class RegistryCore {
+ public:
+  RegistryCore(sync::RegistrationCollection& collection, sync::SyncSource& sync,
+               WakeStore& store, Evaluator& evaluator, common::TimeSource& time,
+               common::Executor& executor, RegistryOptions options);
+  ~RegistryCore();
+
+  // INVALID_ARGUMENT when this registry is scoped to another tenant.
+  absl::Status CheckTenant(const std::string& tenant) const;
+
+  absl::StatusOr<v1::RegisterWakeResponse> RegisterWake(const v1::RegisterWakeRequest& request);
+  absl::StatusOr<v1::UnregisterWakesResponse> UnregisterWakes(
+      const v1::UnregisterWakesRequest& request);
+  absl::StatusOr<v1::EvaluateRunFinishedResponse> EvaluateRunFinished(
+      const v1::EvaluateRunFinishedRequest& request);
+  absl::StatusOr<v1::EvaluateChangeResponse> EvaluateChange(
+      const v1::EvaluateChangeRequest& request);
+  absl::StatusOr<v1::ListRegistrationsResponse> ListRegistrations(
+      const v1::ListRegistrationsRequest& request, int64_t after_id);
+  absl::StatusOr<v1::ClaimWakesResponse> ClaimWakes(const v1::ClaimWakesRequest& request,
+                                                    absl::Duration lease);
+  absl::StatusOr<v1::AckWakesResponse> AckWakes(const v1::AckWakesRequest& request);
+  absl::StatusOr<v1::ExtendClaimsResponse> ExtendClaims(const v1::ExtendClaimsRequest& request,
+                                                        absl::Duration lease);
+  absl::StatusOr<v1::ReleaseClaimResponse> ReleaseClaim(const v1::ReleaseClaimRequest& request);
+
+  // True when a LOCAL evaluation of (tenant, source) cannot match anything,
+  // so it can be answered without leaving the calling thread.
+  bool NoCandidates(const std::string& tenant, const std::string& source_url);
+
+  // The read barrier (STRONG consistency).
+  absl::Status Barrier();
+
+ private:
+  void Sweep();
+
+  sync::RegistrationCollection& collection_;
+  sync::SyncSource& sync_;
+  WakeStore& store_;
+  Evaluator& evaluator_;
+  common::TimeSource& time_;
+  common::Executor& executor_;
+  const RegistryOptions options_;
+  common::TimerPtr sweep_timer_;
+  absl::Mutex mu_;
+  bool sweeping_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace wake::registry

@@ -1,0 +1,152 @@
+#include "registry-service/registry_core.h"
+
+#include "common/simulated_time_source.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/mocks/registry/mocks.h"
+#include "tests/mocks/sync/mocks.h"
+#include "tests/support/status_matchers.h"
+
+namespace wake::registry {
+namespace {
+
+using ::testing::_;
+using ::testing::Field;
+using ::testing::HasSubstr;
+using ::testing::Return;
+using ::testing::StrictMock;
+using ::wake::testing::StatusIs;
+
+class RegistryCoreTest : public ::testing::Test {
+ protected:
+  RegistryCoreTest()
+      : collection_(time_), evaluator_(collection_, store_, time_, executor_) {
+    collection_.OnReset();
+    collection_.OnUpToDate();
+    RegistryOptions options;
+    options.sweep_interval = absl::Seconds(1);
+    options.write_confirm_timeout = absl::Seconds(2);
+    core_ = std::make_unique<RegistryCore>(collection_, sync_, store_, evaluator_, time_,
+                                           executor_, options);
+  }
+
+  v1::RegisterWakeRequest Register() {
+    v1::RegisterWakeRequest request;
+    request.set_tenant_id("t");
+    request.set_subscriber_url("/p");
+    request.set_source_url("/c");
+    request.mutable_condition()->mutable_run_finished();
+    return request;
+  }
+
+  void SyncInsert(const sync::Registration& row, int64_t txid) {
+    sync::SyncBatch batch;
+    sync::RowChange change;
+    change.registration = row;
+    batch.changes.push_back(change);
+    batch.txids = {txid};
+    collection_.OnBatch(batch);
+  }
+
+  common::SimulatedTimeSource time_;
+  common::ManualExecutor executor_;
+  sync::RegistrationCollection collection_;
+  StrictMock<MockWakeStore> store_;
+  StrictMock<sync::MockSyncSource> sync_;
+  Evaluator evaluator_;
+  std::unique_ptr<RegistryCore> core_;
+};
+
+TEST_F(RegistryCoreTest, RegisterReturnsOnceTheTxidIsSynced) {
+  sync::Registration stored;
+  stored.id = 11;
+  stored.tenant_id = "t";
+  stored.subscriber_url = "/p";
+  stored.source_url = "/c";
+  EXPECT_CALL(store_, UpsertRegistration(Field(&sync::Registration::subscriber_url, "/p")))
+      .WillOnce([&](const sync::Registration&) {
+        // The stream shows the commit before the writer returns, as it often does.
+        SyncInsert(stored, 900);
+        return UpsertResult{stored, true, 900};
+      });
+  auto response = core_->RegisterWake(Register());
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_TRUE(response->created());
+  EXPECT_TRUE(response->confirmed());
+  EXPECT_EQ(response->txid(), 900);
+  EXPECT_EQ(response->registration().id(), 11);
+  EXPECT_EQ(collection_.PendingMutations(), 0u);
+}
+
+TEST_F(RegistryCoreTest, FailedRegisterRollsBackAndWritesNothing) {
+  EXPECT_CALL(store_, UpsertRegistration(_))
+      .WillOnce(Return(absl::UnavailableError("database unavailable: gone")));
+  EXPECT_THAT(core_->RegisterWake(Register()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("gone")));
+  EXPECT_EQ(collection_.PendingMutations(), 0u);
+  EXPECT_EQ(collection_.size(), 0u);
+}
+
+TEST_F(RegistryCoreTest, StrongEvaluationPassesTheBarrierFirst) {
+  v1::EvaluateRunFinishedRequest request;
+  request.set_tenant_id("t");
+  request.set_source_url("/c");
+  request.set_run_key("r");
+  request.set_status(v1::COMPLETED);
+  EXPECT_CALL(sync_, Barrier(_)).WillOnce(Return(absl::UnavailableError("sync down")));
+  EXPECT_THAT(core_->EvaluateRunFinished(request),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("sync down")));
+  request.set_consistency(v1::LOCAL);  // No barrier call expected.
+  auto response = core_->EvaluateRunFinished(request);
+  ASSERT_TRUE(response.ok());
+  EXPECT_EQ(response->wakes_size(), 0);
+}
+
+TEST_F(RegistryCoreTest, TenantScopedRegistryRejectsOtherTenants) {
+  RegistryOptions options;
+  options.tenant = "acme";
+  options.sweep_interval = absl::ZeroDuration();
+  RegistryCore scoped(collection_, sync_, store_, evaluator_, time_, executor_, options);
+  EXPECT_TRUE(scoped.CheckTenant("acme").ok());
+  EXPECT_THAT(scoped.CheckTenant("other"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tenant_id")));
+}
+
+TEST_F(RegistryCoreTest, SweeperReleasesExpiredClaimsPeriodically) {
+  EXPECT_CALL(store_, ReleaseExpiredClaims()).WillOnce(Return(2)).WillOnce(Return(0));
+  time_.Advance(absl::Seconds(1));
+  executor_.RunAll();
+  time_.Advance(absl::Seconds(1));
+  executor_.RunAll();
+}
+
+TEST_F(RegistryCoreTest, UnregisterHidesRowsAtOnceAndReportsTheCount) {
+  sync::Registration row;
+  row.id = 3;
+  row.tenant_id = "t";
+  row.subscriber_url = "/p";
+  row.source_url = "/c";
+  SyncInsert(row, 1);
+  v1::UnregisterWakesRequest request;
+  request.set_tenant_id("t");
+  request.mutable_subscriber()->set_subscriber_url("/p");
+  EXPECT_CALL(store_, DeleteRegistrations(Field(&UnregisterSelector::kind,
+                                                UnregisterSelector::Kind::kSubscriber)))
+      .WillOnce([&](const UnregisterSelector&) {
+        sync::SyncBatch batch;
+        sync::RowChange change;
+        change.op = sync::ChangeOp::kDelete;
+        change.registration = row;
+        batch.changes.push_back(change);
+        batch.txids = {2};
+        collection_.OnBatch(batch);
+        return DeleteResult{{3}, 2};
+      });
+  auto response = core_->UnregisterWakes(request);
+  ASSERT_TRUE(response.ok());
+  EXPECT_EQ(response->removed(), 1);
+  EXPECT_EQ(collection_.size(), 0u);
+}
+
+}  // namespace
+}  // namespace wake::registry

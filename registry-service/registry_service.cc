@@ -1,0 +1,353 @@
+#include "registry-service/registry_service.h"
+
+#include <deque>
+#include <set>
+
+#include "absl/synchronization/mutex.h"
+#include "common/status_util.h"
+#include "registry-service/conversions.h"
+#include "registry-service/validation.h"
+
+namespace wake::registry {
+namespace {
+
+const absl::Status& Starting() {
+  static const absl::Status* const kStarting =
+      new absl::Status(absl::UnavailableError("registry is starting; retry shortly"));
+  return *kStarting;
+}
+
+v1::ChangeEvent Control(v1::ControlKind kind, const std::string& offset) {
+  v1::ChangeEvent event;
+  event.set_offset(offset);
+  event.set_control(kind);
+  return event;
+}
+
+// Streams one subscriber: snapshot (for "-1"), then the feed from its cursor,
+// with UP_TO_DATE whenever it has caught up. Writes one event at a time;
+// the feed pokes it when new entries arrive.
+class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
+ public:
+  SubscribeReactor(ChangeFeed& feed, sync::RegistrationCollection& collection,
+                   const v1::SubscribeChangesRequest& request)
+      : feed_(feed) {
+    all_tenants_ = request.all_tenants();
+    tenant_ = request.tenant_id();
+    for (int kind : request.kinds()) kinds_.insert(kind);
+    const std::string& from = request.from_offset();
+    absl::MutexLock lock(&mu_);
+    if (from.empty() || from == "-1") {
+      // Head first, then the snapshot: anything in between is sent twice,
+      // never missed (consumers apply events idempotently by id).
+      cursor_ = feed_.head();
+      const std::string offset = feed_.Offset(cursor_);
+      const std::optional<std::string> tenant =
+          all_tenants_ ? std::nullopt : std::optional<std::string>(tenant_);
+      if (Wants(v1::ChangeEvent::REGISTRATION)) {
+        for (const sync::Registration& row : collection.Snapshot(tenant)) {
+          v1::ChangeEvent event;
+          event.set_offset(offset);
+          event.mutable_registration()->set_op(v1::INSERT);
+          ToProto(row, event.mutable_registration()->mutable_registration());
+          queue_.push_back(std::move(event));
+        }
+      }
+      if (Wants(v1::ChangeEvent::WAKE)) {
+        for (const sync::WakeRow& wake : collection.PendingWakes(tenant)) {
+          v1::ChangeEvent event;
+          event.set_offset(offset);
+          v1::WakeAvailable* available = event.mutable_wake();
+          available->set_tenant_id(wake.tenant_id);
+          available->set_stream(wake.stream);
+          available->set_wake_id(wake.id);
+          available->set_registration_id(wake.registration_id);
+          queue_.push_back(std::move(event));
+        }
+      }
+      queue_.push_back(Control(v1::UP_TO_DATE, offset));
+    } else if (from == "now") {
+      cursor_ = feed_.head();
+      queue_.push_back(Control(v1::UP_TO_DATE, feed_.Offset(cursor_)));
+    } else if (!feed_.ParseOffset(from, &cursor_) || cursor_ > feed_.head()) {
+      queue_.push_back(Control(v1::MUST_REFETCH, from));
+      finish_when_drained_ = true;
+    }
+    watch_ = feed_.Watch([this] { Pump(); });
+  }
+
+  void Start() { Pump(); }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        FinishLocked(grpc::Status::OK);
+        return;
+      }
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    feed_.Unwatch(watch_);
+    delete this;
+  }
+
+ private:
+  bool Wants(int kind) const { return kinds_.empty() || kinds_.count(kind) > 0; }
+
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  void RefillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    std::vector<std::shared_ptr<const FeedEntry>> entries;
+    while (queue_.empty()) {
+      entries.clear();
+      if (feed_.Read(cursor_, 256, &entries) == ChangeFeed::ReadStatus::kGone) {
+        // Fell out of the ring: the subscriber must start over.
+        queue_.push_back(Control(v1::MUST_REFETCH, feed_.Offset(cursor_)));
+        finish_when_drained_ = true;
+        return;
+      }
+      if (entries.empty()) break;
+      for (const auto& entry : entries) {
+        cursor_ = entry->seq;
+        if (!all_tenants_ && entry->tenant_id != tenant_) continue;
+        const int kind = entry->event.has_registration() ? v1::ChangeEvent::REGISTRATION
+                                                         : v1::ChangeEvent::WAKE;
+        if (!Wants(kind)) continue;
+        queue_.push_back(entry->event);
+      }
+      behind_ = true;
+    }
+    if (queue_.empty() && behind_ && Wants(v1::ChangeEvent::CONTROL)) {
+      queue_.push_back(Control(v1::UP_TO_DATE, feed_.Offset(cursor_)));
+      behind_ = false;
+    }
+  }
+
+  void Pump() {
+    absl::MutexLock lock(&mu_);
+    if (writing_ || finished_) return;
+    if (queue_.empty()) {
+      if (finish_when_drained_) {
+        FinishLocked(grpc::Status::OK);
+        return;
+      }
+      RefillLocked();
+    }
+    if (queue_.empty()) return;  // Idle until the feed pokes us.
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  ChangeFeed& feed_;
+  bool all_tenants_ = false;
+  std::string tenant_;
+  std::set<int> kinds_;
+  int watch_ = 0;
+
+  absl::Mutex mu_;
+  std::deque<v1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
+  v1::ChangeEvent current_ ABSL_GUARDED_BY(mu_);
+  uint64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_when_drained_ ABSL_GUARDED_BY(mu_) = false;
+  bool behind_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class RejectReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
+ public:
+  explicit RejectReactor(const absl::Status& status) { Finish(common::ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+RegistryServiceImpl::RegistryServiceImpl(common::Executor& executor) : executor_(executor) {}
+
+void RegistryServiceImpl::Attach(RegistryCore* core, ChangeFeed* feed,
+                                 sync::RegistrationCollection* collection) {
+  feed_.store(feed);
+  collection_.store(collection);
+  core_.store(core);
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::Reject(grpc::CallbackServerContext* context,
+                                                      const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(common::ToGrpcStatus(status));
+  return reactor;
+}
+
+template <typename Response, typename Work>
+grpc::ServerUnaryReactor* RegistryServiceImpl::Offload(grpc::CallbackServerContext* context,
+                                                       Response* response, Work work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  executor_.Post([reactor, response, work = std::move(work)]() mutable {
+    absl::StatusOr<Response> result = work();
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(common::ToGrpcStatus(result.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(
+    grpc::CallbackServerContext* context, const v1::RegisterWakeRequest* request,
+    v1::RegisterWakeResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::RegisterWakeRequest valid = *request;
+  if (absl::Status s = ValidateRegisterWake(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response,
+                 [core, valid = std::move(valid)] { return core->RegisterWake(valid); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
+    grpc::CallbackServerContext* context, const v1::UnregisterWakesRequest* request,
+    v1::UnregisterWakesResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::UnregisterWakesRequest valid = *request;
+  if (absl::Status s = ValidateUnregisterWakes(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response,
+                 [core, valid = std::move(valid)] { return core->UnregisterWakes(valid); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
+    grpc::CallbackServerContext* context, const v1::EvaluateRunFinishedRequest* request,
+    v1::EvaluateRunFinishedResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::EvaluateRunFinishedRequest valid = *request;
+  if (absl::Status s = ValidateEvaluateRunFinished(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  if (valid.consistency() == v1::LOCAL && core->NoCandidates(valid.tenant_id(), valid.source_url())) {
+    // Nothing can match: answer on this thread.
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  return Offload(context, response,
+                 [core, valid = std::move(valid)] { return core->EvaluateRunFinished(valid); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
+    grpc::CallbackServerContext* context, const v1::EvaluateChangeRequest* request,
+    v1::EvaluateChangeResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::EvaluateChangeRequest valid = *request;
+  if (absl::Status s = ValidateEvaluateChange(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  if (valid.consistency() == v1::LOCAL && core->NoCandidates(valid.tenant_id(), valid.source_url())) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  return Offload(context, response,
+                 [core, valid = std::move(valid)] { return core->EvaluateChange(valid); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
+    grpc::CallbackServerContext* context, const v1::ListRegistrationsRequest* request,
+    v1::ListRegistrationsResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::ListRegistrationsRequest valid = *request;
+  int64_t after_id = 0;
+  if (absl::Status s = ValidateListRegistrations(valid, &after_id); !s.ok()) {
+    return Reject(context, s);
+  }
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response, [core, valid = std::move(valid), after_id] {
+    return core->ListRegistrations(valid, after_id);
+  });
+}
+
+grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryServiceImpl::SubscribeChanges(
+    grpc::CallbackServerContext* /*context*/, const v1::SubscribeChangesRequest* request) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return new RejectReactor(Starting());
+  v1::SubscribeChangesRequest valid = *request;
+  if (absl::Status s = ValidateSubscribeChanges(valid); !s.ok()) return new RejectReactor(s);
+  if (!valid.all_tenants()) {
+    if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) {
+      return new RejectReactor(s);
+    }
+  }
+  auto* reactor = new SubscribeReactor(*feed_.load(), *collection_.load(), valid);
+  reactor->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerContext* context,
+                                                          const v1::ClaimWakesRequest* request,
+                                                          v1::ClaimWakesResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::ClaimWakesRequest valid = *request;
+  absl::Duration lease;
+  if (absl::Status s = ValidateClaimWakes(valid, &lease); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response, [core, valid = std::move(valid), lease] {
+    return core->ClaimWakes(valid, lease);
+  });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::AckWakes(grpc::CallbackServerContext* context,
+                                                        const v1::AckWakesRequest* request,
+                                                        v1::AckWakesResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::AckWakesRequest valid = *request;
+  if (absl::Status s = ValidateAckWakes(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response,
+                 [core, valid = std::move(valid)] { return core->AckWakes(valid); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(
+    grpc::CallbackServerContext* context, const v1::ExtendClaimsRequest* request,
+    v1::ExtendClaimsResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::ExtendClaimsRequest valid = *request;
+  absl::Duration lease;
+  if (absl::Status s = ValidateExtendClaims(valid, &lease); !s.ok()) return Reject(context, s);
+  for (const v1::ClaimRef& claim : valid.claims()) {
+    if (absl::Status s = core->CheckTenant(claim.tenant_id()); !s.ok()) return Reject(context, s);
+  }
+  return Offload(context, response, [core, valid = std::move(valid), lease] {
+    return core->ExtendClaims(valid, lease);
+  });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::ReleaseClaim(
+    grpc::CallbackServerContext* context, const v1::ReleaseClaimRequest* request,
+    v1::ReleaseClaimResponse* response) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::ReleaseClaimRequest valid = *request;
+  if (absl::Status s = ValidateReleaseClaim(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response,
+                 [core, valid = std::move(valid)] { return core->ReleaseClaim(valid); });
+}
+
+}  // namespace wake::registry

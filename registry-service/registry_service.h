@@ -1,0 +1,67 @@
+// The gRPC adapter of wake.v1.WakeRegistry (callback API): validates and
+// converts requests, runs blocking work on an executor, maps statuses.
+// Until Attach() is called (startup), every RPC answers UNAVAILABLE.
+#pragma once
+
+#include <atomic>
+
+#include "common/executor.h"
+#include "common/sync/synced_collection.h"
+#include "registry-service/change_feed.h"
+#include "registry-service/registry_core.h"
+#include "wake/v1/registry.grpc.pb.h"
+
+namespace wake::registry {
+
+class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
+ public:
+  // `executor` runs the blocking part of each call (database, barrier).
+  explicit RegistryServiceImpl(common::Executor& executor);
+
+  // Makes the service live. The objects must outlive the server.
+  void Attach(RegistryCore* core, ChangeFeed* feed, sync::RegistrationCollection* collection);
+
+  grpc::ServerUnaryReactor* RegisterWake(grpc::CallbackServerContext* context,
+                                         const v1::RegisterWakeRequest* request,
+                                         v1::RegisterWakeResponse* response) override;
+  grpc::ServerUnaryReactor* UnregisterWakes(grpc::CallbackServerContext* context,
+                                            const v1::UnregisterWakesRequest* request,
+                                            v1::UnregisterWakesResponse* response) override;
+  grpc::ServerUnaryReactor* EvaluateRunFinished(grpc::CallbackServerContext* context,
+                                                const v1::EvaluateRunFinishedRequest* request,
+                                                v1::EvaluateRunFinishedResponse* response) override;
+  grpc::ServerUnaryReactor* EvaluateChange(grpc::CallbackServerContext* context,
+                                           const v1::EvaluateChangeRequest* request,
+                                           v1::EvaluateChangeResponse* response) override;
+  grpc::ServerUnaryReactor* ListRegistrations(grpc::CallbackServerContext* context,
+                                              const v1::ListRegistrationsRequest* request,
+                                              v1::ListRegistrationsResponse* response) override;
+  grpc::ServerWriteReactor<v1::ChangeEvent>* SubscribeChanges(
+      grpc::CallbackServerContext* context, const v1::SubscribeChangesRequest* request) override;
+  grpc::ServerUnaryReactor* ClaimWakes(grpc::CallbackServerContext* context,
+                                       const v1::ClaimWakesRequest* request,
+                                       v1::ClaimWakesResponse* response) override;
+  grpc::ServerUnaryReactor* AckWakes(grpc::CallbackServerContext* context,
+                                     const v1::AckWakesRequest* request,
+                                     v1::AckWakesResponse* response) override;
+  grpc::ServerUnaryReactor* ExtendClaims(grpc::CallbackServerContext* context,
+                                         const v1::ExtendClaimsRequest* request,
+                                         v1::ExtendClaimsResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseClaim(grpc::CallbackServerContext* context,
+                                         const v1::ReleaseClaimRequest* request,
+                                         v1::ReleaseClaimResponse* response) override;
+
+ private:
+  template <typename Response, typename Work>
+  grpc::ServerUnaryReactor* Offload(grpc::CallbackServerContext* context, Response* response,
+                                    Work work);
+  static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
+                                          const absl::Status& status);
+
+  common::Executor& executor_;
+  std::atomic<RegistryCore*> core_{nullptr};
+  std::atomic<ChangeFeed*> feed_{nullptr};
+  std::atomic<sync::RegistrationCollection*> collection_{nullptr};
+};
+
+}  // namespace wake::registry
