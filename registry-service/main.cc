@@ -6,19 +6,31 @@
 
 #include <pqxx/pqxx>
 
+#include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/postgres.h"
 #include "common/real_time_source.h"
 #include "common/shutdown.h"
-#include "wake/v1/registry.grpc.pb.h"
+#include "common/sync/synced_collection.h"
+#include "registry-service/change_feed.h"
+#include "registry-service/evaluator.h"
 #include "registry-service/migrations.h"
+#include "registry-service/postgres_wake_store.h"
 #include "registry-service/registry_config.h"
+#include "registry-service/registry_core.h"
+#include "registry-service/registry_service.h"
+#include "registry-service/sync_factory.h"
 
 namespace wake::registry {
 namespace {
 
 const std::vector<std::string> kHealthNames = {"wake.v1.WakeRegistry"};
+
+// Threads that run the blocking part of RPCs (database round trips, barrier
+// waits); more than the pool's connections so waits on the barrier do not
+// hold up database work.
+constexpr int kRpcThreads = 64;
 
 int Fail(const char* what, const absl::Status& status) {
   common::LogError(what, {{"error", std::string(status.message())}});
@@ -41,24 +53,58 @@ int Run(int argc, char** argv) {
   common::SetLogLevel(config->log_level);
 
   common::RealTimeSource time;
-  wake::v1::WakeRegistry::Service registry_service;  // RPCs arrive with their issues.
+  auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(kRpcThreads);
+  RegistryServiceImpl service(*rpc_executor);
   absl::StatusOr<common::StartedServer> server =
-      common::StartGrpcServer(config->listen_address, {&registry_service}, kHealthNames);
+      common::StartGrpcServer(config->listen_address, {&service}, kHealthNames);
   if (!server.ok()) return Fail("listen_failed", server.status());
   common::LogInfo("listening", {{"address", server->address}});
+  auto stop_server = [&] {
+    server->server->Shutdown(std::chrono::system_clock::now() +
+                             absl::ToChronoMilliseconds(config->shutdown_grace));
+  };
 
-  absl::StatusOr<std::unique_ptr<pqxx::connection>> connection = common::ConnectWithRetry(
-      config->database_url, time, config->startup_timeout, [&] { return shutdown.Requested(); });
-  if (!connection.ok()) {
-    server->server->Shutdown();
-    return Fail("startup_failed", connection.status());
+  {
+    absl::StatusOr<std::unique_ptr<pqxx::connection>> connection = common::ConnectWithRetry(
+        config->database_url, time, config->startup_timeout, [&] { return shutdown.Requested(); });
+    if (!connection.ok()) {
+      stop_server();
+      return Fail("startup_failed", connection.status());
+    }
+    absl::StatusOr<int> applied = ApplyMigrations(**connection);
+    if (!applied.ok()) {
+      stop_server();
+      return Fail("migrations_failed", applied.status());
+    }
+    common::LogInfo("migrations_done", {{"applied", *applied}});
   }
-  absl::StatusOr<int> applied = ApplyMigrations(**connection);
-  if (!applied.ok()) {
-    server->server->Shutdown();
-    return Fail("migrations_failed", applied.status());
+
+  PostgresWakeStore store(config->database_url, config->db_pool_size);
+  sync::RegistrationCollection collection(time);
+  ChangeFeed feed(collection);
+  absl::StatusOr<sync::SyncSourcePtr> source = MakeSyncSource(*config, time);
+  if (!source.ok()) {
+    stop_server();
+    return Fail("startup_failed", source.status());
   }
-  common::LogInfo("migrations_done", {{"applied", *applied}});
+  if (absl::Status started = (*source)->Start(collection, config->startup_timeout);
+      !started.ok()) {
+    stop_server();
+    return Fail("sync_failed", started);
+  }
+  common::LogInfo("sync_up_to_date", {{"registrations", collection.size()},
+                                      {"sync", config->sync == SyncSourceKind::kPostgres
+                                                   ? "postgres"
+                                                   : "electric"}});
+
+  auto deferred_executor = std::make_unique<common::ThreadPoolExecutor>(2);
+  auto evaluator = std::make_unique<Evaluator>(collection, store, time, *deferred_executor);
+  RegistryOptions options;
+  options.write_confirm_timeout = config->write_confirm_timeout;
+  if (!config->tenant.empty()) options.tenant = config->tenant;
+  auto core = std::make_unique<RegistryCore>(collection, **source, store, *evaluator, time,
+                                             *deferred_executor, options);
+  service.Attach(core.get(), &feed, &collection);
 
   common::SetServing(*server->server, kHealthNames, true);
   common::LogInfo("serving", {{"address", server->address}});
@@ -66,8 +112,12 @@ int Run(int argc, char** argv) {
   shutdown.Wait();
   common::LogInfo("shutting_down", {{"signal", shutdown.signal()}});
   common::SetServing(*server->server, kHealthNames, false);
-  server->server->Shutdown(std::chrono::system_clock::now() +
-                           absl::ToChronoMilliseconds(config->shutdown_grace));
+  stop_server();
+  rpc_executor.reset();  // Finishes calls already handed to it.
+  (*source)->Stop();
+  core.reset();
+  evaluator.reset();
+  deferred_executor.reset();
   common::LogInfo("stopped");
   return 0;
 }

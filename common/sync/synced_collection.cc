@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 
@@ -24,14 +25,15 @@ RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_
 
 RegistrationCollection::~RegistrationCollection() = default;
 
-std::string RegistrationCollection::IndexKey(const std::string& tenant, const std::string& url) {
-  return absl::StrCat(tenant.size(), ":", tenant, url);
+uint64_t RegistrationCollection::IndexKey(const std::string& tenant, const std::string& url) {
+  return absl::Hash<std::pair<absl::string_view, absl::string_view>>()(
+      std::make_pair(absl::string_view(tenant), absl::string_view(url)));
 }
 
 void RegistrationCollection::Insert(Table& table, RowPtr row) {
   const int64_t id = row->id;
-  table.by_source[IndexKey(row->tenant_id, row->source_url)].insert(id);
-  table.by_subscriber[IndexKey(row->tenant_id, row->subscriber_url)].insert(id);
+  table.by_source[IndexKey(row->tenant_id, row->source_url)].push_back(id);
+  table.by_subscriber[IndexKey(row->tenant_id, row->subscriber_url)].push_back(id);
   table.by_id[id] = std::move(row);
 }
 
@@ -39,12 +41,12 @@ void RegistrationCollection::Erase(Table& table, int64_t id) {
   auto it = table.by_id.find(id);
   if (it == table.by_id.end()) return;
   const Registration& row = *it->second;
-  auto drop = [id](absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>>& index,
-                   const std::string& key) {
+  auto drop = [id](Index& index, uint64_t key) {
     auto entry = index.find(key);
     if (entry == index.end()) return;
-    entry->second.erase(id);
-    if (entry->second.empty()) index.erase(entry);
+    IdList& ids = entry->second;
+    ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+    if (ids.empty()) index.erase(entry);
   };
   drop(table.by_source, IndexKey(row.tenant_id, row.source_url));
   drop(table.by_subscriber, IndexKey(row.tenant_id, row.subscriber_url));
@@ -127,26 +129,35 @@ void RegistrationCollection::OnUpToDate() {
   {
     absl::MutexLock lock(&mu_);
     if (staged_ != nullptr) {
-      // Diff the old view against the new snapshot, then swap.
-      for (const auto& [id, row] : table_.by_id) {
+      // Diff the old view against the new snapshot (in id order), then swap.
+      std::vector<int64_t> old_ids;
+      old_ids.reserve(table_.by_id.size());
+      for (const auto& entry : table_.by_id) old_ids.push_back(entry.first);
+      std::sort(old_ids.begin(), old_ids.end());
+      for (int64_t id : old_ids) {
+        const Registration& row = *table_.by_id.at(id);
         auto fresh = staged_->by_id.find(id);
         CollectionEvent event;
         if (fresh == staged_->by_id.end()) {
           event.kind = CollectionEvent::Kind::kExit;
-          event.row = *row;
+          event.row = row;
           events.push_back(std::move(event));
-        } else if (!(*fresh->second == *row)) {
+        } else if (!(*fresh->second == row)) {
           event.kind = CollectionEvent::Kind::kUpdate;
           event.row = *fresh->second;
-          event.old_row = *row;
+          event.old_row = row;
           events.push_back(std::move(event));
         }
       }
-      for (const auto& [id, row] : staged_->by_id) {
-        if (table_.by_id.count(id) > 0) continue;
+      std::vector<int64_t> new_ids;
+      for (const auto& entry : staged_->by_id) {
+        if (table_.by_id.count(entry.first) == 0) new_ids.push_back(entry.first);
+      }
+      std::sort(new_ids.begin(), new_ids.end());
+      for (int64_t id : new_ids) {
         CollectionEvent event;
         event.kind = CollectionEvent::Kind::kEnter;
-        event.row = *row;
+        event.row = *staged_->by_id.at(id);
         events.push_back(std::move(event));
       }
       for (const auto& [id, wake] : staged_->pending_wakes) {
@@ -225,7 +236,9 @@ size_t RegistrationCollection::ForEachBySource(
   if (it == table_.by_source.end()) return visited;
   for (int64_t id : it->second) {
     if (overlaid.count(id) > 0 || (!mutations_.empty() && HiddenLocked(id))) continue;
-    fn(*table_.by_id.at(id));
+    const Registration& row = *table_.by_id.at(id);
+    if (row.tenant_id != tenant || row.source_url != source_url) continue;  // Hash collision.
+    fn(row);
     ++visited;
   }
   return visited;

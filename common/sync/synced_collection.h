@@ -23,6 +23,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/sync/registration.h"
@@ -118,14 +119,20 @@ class RegistrationCollection final : public SyncObserver {
     bool committed = false;
   };
   using RowPtr = std::shared_ptr<const Registration>;
+  // Keyed by a hash of (tenant, url) rather than the strings themselves to
+  // keep memory per row small; readers re-check the row's own fields, so a
+  // collision costs a comparison, never a wrong match. Most keys hold one or a
+  // few ids: an inline vector is far smaller than a set.
+  using IdList = absl::InlinedVector<int64_t, 1>;
+  using Index = absl::flat_hash_map<uint64_t, IdList>;
   struct Table {
     absl::flat_hash_map<int64_t, RowPtr> by_id;
-    absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>> by_source;
-    absl::flat_hash_map<std::string, absl::flat_hash_set<int64_t>> by_subscriber;
+    Index by_source;
+    Index by_subscriber;
     std::map<int64_t, WakeRow> pending_wakes;
   };
 
-  static std::string IndexKey(const std::string& tenant, const std::string& url);
+  static uint64_t IndexKey(const std::string& tenant, const std::string& url);
   static void Insert(Table& table, RowPtr row);
   static void Erase(Table& table, int64_t id);
   // Applies one change to `table`, appending the resulting events.
