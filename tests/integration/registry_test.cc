@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/private_cluster.h"
 #include "tests/support/service_process.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_database.h"
@@ -388,6 +389,47 @@ TEST_F(RegistryTest, OneShotEvaluatedConcurrentlyOnTwoReplicasWakesExactlyOnce) 
   }
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), std::to_string(kRounds));
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"), "0");
+}
+
+TEST(RegistryRestartTest, SurvivesAPostgresRestartAndResyncs) {
+  auto cluster = PrivateCluster::Create();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto registry = StartRegistry((*cluster)->url());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  Registry client(registry->address);
+  v1::RegisterWakeResponse before;
+  ASSERT_TRUE(client.Register(OnRunFinished("/p/before", "/c/before"), &before).ok());
+
+  ASSERT_TRUE((*cluster)->Stop().ok());
+  // While the database is down: UNAVAILABLE, never a crash.
+  v1::RegisterWakeResponse refused;
+  grpc::Status down = client.Register(OnRunFinished("/p/down", "/c/down"), &refused);
+  EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
+  EXPECT_TRUE(registry->process->Running());
+  ASSERT_TRUE((*cluster)->Start().ok());
+
+  // Writes work again and the synced view catches up: a registration made
+  // after the restart is matched by a strong evaluation.
+  v1::RegisterWakeResponse after;
+  grpc::Status status;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  do {
+    status = client.Register(OnRunFinished("/p/after", "/c/after"), &after);
+    if (status.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  } while (absl::Now() < deadline);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  for (const char* child : {"/c/before", "/c/after"}) {
+    v1::EvaluateRunFinishedResponse evaluated;
+    do {
+      status = client.RunFinished(Finished(child, "r"), &evaluated);
+      if (status.ok()) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    } while (absl::Now() < deadline);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_THAT(evaluated.wakes(), SizeIs(1)) << child;
+  }
+  EXPECT_THAT(registry->process->ReadLog(), HasSubstr("sync_disconnected"));
 }
 
 }  // namespace
