@@ -487,6 +487,13 @@ TEST_F(PostgresSyncSourceTest, StartFailsClearlyWithoutThePublication) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("stopped")));
 }
 
+TEST_F(PostgresSyncSourceTest, StartFailsWhenThePublicationLacksOurTables) {
+  db_->QueryValue("ALTER PUBLICATION wakeline_sync DROP TABLE wakes");
+  EXPECT_THAT(MakeSource().Start(observer_, kWait),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("must include the tables wake_registrations and wakes")));
+}
+
 TEST_F(PostgresSyncSourceTest, StartFailsWithTheCauseWhenTheServerIsUnreachable) {
   // A port nobody listens on (the test cluster's port plus nothing bound).
   source_ = std::make_unique<PostgresSyncSource>(
@@ -497,6 +504,17 @@ TEST_F(PostgresSyncSourceTest, StartFailsWithTheCauseWhenTheServerIsUnreachable)
                                         HasSubstr("cannot connect"))));
   const RecordingObserver::State state = observer_.Snapshot();
   EXPECT_EQ(state.up_to_date_count, 0);
+}
+
+TEST_F(PostgresSyncSourceTest, StartRejectsBadOptions) {
+  PostgresSyncSourceOptions options = FastOptions();
+  options.status_interval = absl::ZeroDuration();
+  EXPECT_THAT(MakeSource(options).Start(observer_, kWait),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("status_interval")));
+  options = FastOptions();
+  options.slot_prefix = "Bad-Prefix";
+  EXPECT_THAT(MakeSource(options).Start(observer_, kWait),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("slot prefix")));
 }
 
 TEST_F(PostgresSyncSourceTest, StartRejectsABadUrlAndSecondStart) {

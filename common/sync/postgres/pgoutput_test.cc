@@ -211,8 +211,9 @@ TEST(PgOutputTest, RejectsTruncatedAndMalformedMessagesNamingTheField) {
 
 TEST(PgOutputTest, ParsesXLogDataAndKeepalive) {
   const std::string payload = Bytes().U8('C').U8(0).Int(1, 8).Int(2, 8).I64(3).str();
-  absl::StatusOr<CopyMessage> w =
-      ParseCopyMessage(Bytes().U8('w').Int(0x10, 8).Int(0x20, 8).I64(123).Raw(payload).str());
+  // The payload points into the frame, which must outlive it.
+  const std::string frame = Bytes().U8('w').Int(0x10, 8).Int(0x20, 8).I64(123).Raw(payload).str();
+  absl::StatusOr<CopyMessage> w = ParseCopyMessage(frame);
   ASSERT_TRUE(w.ok()) << w.status();
   const auto& xlog = std::get<XLogData>(*w);
   EXPECT_EQ(xlog.wal_start, 0x10u);

@@ -153,7 +153,10 @@ class PostgresSyncSource::Session {
         absl::StrCat("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '", publication,
                      "'), current_setting('wal_level'), "
                      "(SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = "
-                     "current_user)"),
+                     "current_user), "
+                     "(SELECT count(*) FROM pg_publication_tables WHERE pubname = '",
+                     publication, "' AND tablename IN ('", kRegistrationsTable, "', '",
+                     kWakesTable, "'))"),
         StepDeadline());
     if (!checks.ok()) return checks.status();
     const PGresult* row = checks->back().get();
@@ -161,6 +164,11 @@ class PostgresSyncSource::Session {
       return absl::InvalidArgumentError(absl::StrCat(
           "publication \"", publication,
           "\" does not exist in this database (the registry's migrations create it)"));
+    }
+    if (Value(row, 0, 3) != "2") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("publication \"", publication, "\" must include the tables ",
+                       kRegistrationsTable, " and ", kWakesTable));
     }
     if (Value(row, 0, 1) != "logical") {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -649,6 +657,17 @@ absl::Status PostgresSyncSource::Start(SyncObserver& observer, absl::Duration st
     return absl::InvalidArgumentError(
         absl::StrCat("postgres sync: slot prefix \"", options_.slot_prefix,
                      "\" must match [a-z0-9_]+ and be at most 40 characters"));
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, absl::Duration>{"backoff_initial", options_.backoff_initial},
+        {"backoff_max", options_.backoff_max},
+        {"connect_timeout", options_.connect_timeout},
+        {"status_interval", options_.status_interval},
+        {"barrier_repoll_interval", options_.barrier_repoll_interval}}) {
+    if (value <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("postgres sync: option ", name, " must be positive"));
+    }
   }
   {
     absl::MutexLock lock(&mu_);
