@@ -178,7 +178,8 @@ TEST(PgOutputTest, DecodesTruncateOriginTypeAndMessage) {
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(std::get<Origin>(*o).name, "node_a");
 
-  absl::StatusOr<Message> y = DecodeMessage(Bytes().U8('Y').I32(3802).Str("pg_catalog").Str("jsonb").str());
+  absl::StatusOr<Message> y =
+      DecodeMessage(Bytes().U8('Y').I32(3802).Str("pg_catalog").Str("jsonb").str());
   ASSERT_TRUE(y.ok()) << y.status();
   EXPECT_EQ(std::get<Type>(*y).name, "jsonb");
 
@@ -248,8 +249,10 @@ TEST(PgOutputTest, ParsesAndFormatsLsn) {
   EXPECT_THAT(ParseLsn("FFFFFFFF/FFFFFFFF"), IsOkAndHolds(~0ULL));
   EXPECT_EQ(FormatLsn(0x16B374D848ULL), "16/B374D848");
   EXPECT_EQ(FormatLsn(0), "0/0");
-  for (const char* bad : {"", "/", "1/", "/1", "12", "1/2/3", "G/1", "-1/1", "1/+1", "123456789/1"}) {
-    EXPECT_THAT(ParseLsn(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an LSN")))
+  for (const char* bad :
+       {"", "/", "1/", "/1", "12", "1/2/3", "G/1", "-1/1", "1/+1", "123456789/1"}) {
+    EXPECT_THAT(ParseLsn(bad),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an LSN")))
         << bad;
   }
 }

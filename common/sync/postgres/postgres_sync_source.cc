@@ -257,9 +257,10 @@ class PostgresSyncSource::Session {
                            std::make_move_iterator(rows.begin() + end));
       observer_.OnBatch(std::move(batch));
     }
-    common::LogInfo("pg_sync_snapshot", {{"slot", slot},
-                                         {"rows", rows.size()},
-                                         {"consistent_point", pgoutput::FormatLsn(*consistent_point)}});
+    common::LogInfo("pg_sync_snapshot",
+                    {{"slot", slot},
+                     {"rows", rows.size()},
+                     {"consistent_point", pgoutput::FormatLsn(*consistent_point)}});
 
     absl::StatusOr<std::vector<PgResultPtr>> started = repl_.Exec(
         absl::StrCat("START_REPLICATION SLOT ", slot, " LOGICAL ",
@@ -794,7 +795,8 @@ void PostgresSyncSource::Run() {
       absl::MutexLock lock(&mu_);
       last_error_ = status;
       if (IsConfigError(status) && !up_to_date_once_) {
-        config_error_ = absl::InvalidArgumentError(absl::StrCat("postgres sync: ", status.message()));
+        config_error_ =
+            absl::InvalidArgumentError(absl::StrCat("postgres sync: ", status.message()));
         give_up = true;
       }
     }
@@ -837,7 +839,8 @@ absl::StatusOr<Lsn> PostgresSyncSource::QueryFlushLsn(MonotonicTime deadline) {
       return s;
     }
   }
-  absl::StatusOr<std::vector<PgResultPtr>> results = query_conn_->ExecPrepared(kStatement, deadline);
+  absl::StatusOr<std::vector<PgResultPtr>> results =
+      query_conn_->ExecPrepared(kStatement, deadline);
   if (!results.ok()) {
     query_conn_.reset();
     return results.status();

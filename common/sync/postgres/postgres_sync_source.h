@@ -68,7 +68,9 @@ class PostgresSyncSource final : public SyncSource {
   // arrived before it was sent, then a wait until the stream has delivered
   // that position (asking the walsender for its position when needed).
   // Only transactions whose commit record is flushed count as committed: the
-  // default synchronous_commit=on guarantees that when COMMIT returns.
+  // default synchronous_commit=on guarantees that when COMMIT returns. (Rare:
+  // a flush position inside a WAL record, left by a background page flush,
+  // is only reached once more WAL is flushed.)
   // UNAVAILABLE on timeout (naming why: disconnected, or behind), or after
   // Stop(); FAILED_PRECONDITION before Start().
   absl::Status Barrier(absl::Duration timeout) override;

@@ -59,8 +59,10 @@ TEST(RowsTest, ParsesIsoTimestamptz) {
               IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7) + absl::Microseconds(123456)));
   EXPECT_THAT(ParseTimestamptz("2026-03-04 05:06:07.5+00"),
               IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7) + absl::Milliseconds(500)));
-  EXPECT_THAT(ParseTimestamptz("2026-03-04 10:36:07+05:30"), IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7)));
-  EXPECT_THAT(ParseTimestamptz("2026-03-04 01:36:07-03:30"), IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7)));
+  EXPECT_THAT(ParseTimestamptz("2026-03-04 10:36:07+05:30"),
+              IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7)));
+  EXPECT_THAT(ParseTimestamptz("2026-03-04 01:36:07-03:30"),
+              IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7)));
   EXPECT_THAT(ParseTimestamptz("1900-01-01 00:00:00-00:17:30"),
               IsOkAndHolds(Utc(1900, 1, 1, 0, 17, 30)));
   EXPECT_THAT(ParseTimestamptz("0044-03-15 12:00:00+00 BC"),
@@ -121,7 +123,8 @@ TEST(RowsTest, UnchangedToastComesFromTheOldRow) {
   new_row[8] = T("t");
   Tuple old_row = RegistrationRow();
   old_row[3] = T("/a/very/long/source");
-  absl::StatusOr<Registration> r = DecodeRegistration(layout, new_row, &old_row, RowNeed::kComplete);
+  absl::StatusOr<Registration> r =
+      DecodeRegistration(layout, new_row, &old_row, RowNeed::kComplete);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->source_url, "/a/very/long/source");
   EXPECT_TRUE(r->timeout_consumed);
