@@ -193,13 +193,6 @@ bool ElectricSyncSource::CaughtUpLocked(uint64_t lsn) const {
   return true;
 }
 
-bool ElectricSyncSource::AllSyncedLocked() const {
-  for (const Progress& p : progress_) {
-    if (!p.synced) return false;
-  }
-  return true;
-}
-
 bool ElectricSyncSource::Pause(absl::Duration delay) {
   // A timer rather than TimeSource::SleepFor, so Stop() can cut it short.
   auto fired = std::make_shared<bool>(false);
@@ -296,24 +289,27 @@ bool ElectricSyncSource::Deliver(size_t index, uint64_t epoch, SyncBatch batch,
   if (!batch.changes.empty() || !batch.txids.empty()) observer_->OnBatch(std::move(batch));
   if (!response.up_to_date) return true;
 
-  bool all_synced;
+  // Progress (what Barrier() waits for) moves only after OnUpToDate returned:
+  // after a reset the observer swaps in the new snapshot at that call.
+  bool others_synced = true;
   {
     absl::MutexLock lock(&mu_);
     if (epoch_ != epoch) return true;  // A reset began meanwhile; its snapshot follows.
-    Progress& progress = progress_[index];
-    progress.synced = true;
-    if (response.global_last_seen_lsn.has_value()) {
-      progress.lsn = std::max(progress.lsn, *response.global_last_seen_lsn);
+    for (size_t i = 0; i < progress_.size(); ++i) {
+      if (i != index && !progress_[i].synced) others_synced = false;
     }
-    all_synced = AllSyncedLocked();
   }
-  if (all_synced) {
-    observer_->OnUpToDate();
-    absl::MutexLock lock(&mu_);
-    if (!up_to_date_once_) {
-      common::LogInfo("electric_sync_up_to_date", {{"url", config_.url}});
-    }
+  if (others_synced) observer_->OnUpToDate();
+  absl::MutexLock lock(&mu_);
+  if (epoch_ != epoch) return true;
+  Progress& progress = progress_[index];
+  progress.synced = true;
+  if (response.global_last_seen_lsn.has_value()) {
+    progress.lsn = std::max(progress.lsn, *response.global_last_seen_lsn);
+  }
+  if (others_synced && !up_to_date_once_) {
     up_to_date_once_ = true;
+    common::LogInfo("electric_sync_up_to_date", {{"url", config_.url}});
   }
   return true;
 }
@@ -345,9 +341,12 @@ void ElectricSyncSource::RunShape(size_t index) {
     };
     absl::StatusOr<ShapeResponse> response = shape.client->Fetch(position, live, should_abort);
 
-    absl::StatusOr<SyncBatch> batch;
-    if (response.ok() && !response->must_refetch) batch = ToBatch(shape, *response);
-    const absl::Status failure = !response.ok() ? response.status() : batch.status();
+    absl::Status failure = response.status();
+    absl::StatusOr<SyncBatch> batch = SyncBatch{};
+    if (failure.ok() && !response->must_refetch) {
+      batch = ToBatch(shape, *response);
+      failure = batch.status();
+    }
     if (absl::IsCancelled(failure)) continue;  // Stop, reset or barrier: decide again.
     if (!failure.ok()) {
       if (absl::IsInvalidArgument(failure)) {

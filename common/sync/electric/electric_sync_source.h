@@ -113,7 +113,6 @@ class ElectricSyncSource final : public SyncSource {
 
   bool BarrierWantedLocked(size_t index) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool CaughtUpLocked(uint64_t lsn) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool AllSyncedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WakeShapes();
 
   const ElectricSyncConfig config_;
