@@ -86,12 +86,14 @@ absl::Status ElectricSyncSource::Start(SyncObserver& observer, absl::Duration st
   {
     absl::MutexLock lock(&mu_);
     auto settled = [this, &timed_out]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return up_to_date_once_ || !fatal_.ok() || *timed_out;
+      return up_to_date_once_ || !fatal_.ok() || stopping_ || *timed_out;
     };
     mu_.Await(absl::Condition(&settled));
     if (!up_to_date_once_) {
       if (!fatal_.ok()) {
         result = fatal_;
+      } else if (stopping_) {
+        result = absl::UnavailableError("electric sync: stopped while starting");
       } else {
         result = absl::UnavailableError(absl::StrCat(
             "electric sync: shapes at ", config_.url, " not up-to-date within ",
