@@ -100,6 +100,7 @@ absl::Duration RegistryFollowerImpl::RunOnce() {
   if (refetch) context->TryCancel();
   const grpc::Status status = reader->Finish();
   absl::Duration delay;
+  std::string why;
   {
     absl::MutexLock lock(&mu_);
     context_ = nullptr;
@@ -110,6 +111,7 @@ absl::Duration RegistryFollowerImpl::RunOnce() {
       status_.last_error = status.ok() ? "registry closed the change stream"
                                        : common::FromGrpcStatus(status).ToString();
       delay = stopping_ ? absl::ZeroDuration() : backoff_.Next();
+      why = status_.last_error;
     }
   }
   SetUpToDate(false);
@@ -117,7 +119,7 @@ absl::Duration RegistryFollowerImpl::RunOnce() {
     common::LogWarn("registry_must_refetch", {{"resubscribe_from", "-1"}});
   } else {
     common::LogWarn("registry_stream_ended",
-                    {{"error", common::FromGrpcStatus(status)}, {"retry_in", absl::FormatDuration(delay)}});
+                    {{"error", why}, {"retry_in", absl::FormatDuration(delay)}});
   }
   return delay;
 }
