@@ -29,7 +29,7 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
         absl::MutexLock lock(&mu_);
         if (reactor_ == nullptr || closing_ || cancelled_) return false;
         queue_.push_back(claim);
-        if (!writing_) {
+        if (started_ && !writing_) {
           writing_ = true;
           to_write = &queue_.front();
         }
@@ -40,27 +40,37 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
       return true;
     }
 
-    void Close(const absl::Status& status) override {
-      ClaimStreamReactor* reactor = nullptr;
-      grpc::Status finish;
+    void Close(const absl::Status& status) override { End(status, /*now=*/false); }
+
+    // Ends the stream before it started (bad request, Connect refused).
+    void Fail(const absl::Status& status) { End(status, /*now=*/true); }
+
+    // Sends the initial metadata (telling the runner its session is
+    // registered), then the claims queued meanwhile. The metadata takes the
+    // write slot so no write can overtake it.
+    void Start() {
+      ClaimStreamReactor* reactor;
       {
         absl::MutexLock lock(&mu_);
-        if (reactor_ == nullptr || closing_) return;
-        closing_ = true;
-        if (!cancelled_) finish_status_ = common::ToGrpcStatus(status);
-        reactor = TakeFinishLocked();
-        finish = finish_status_;
+        // A Close() that came first still lets the queued claims out.
+        if (reactor_ == nullptr || cancelled_) return;
+        started_ = true;
+        writing_ = true;
+        reactor = reactor_;
       }
-      if (reactor != nullptr) reactor->Finish(finish);
+      reactor->StartSendInitialMetadata();
     }
 
-    void WriteDone(bool ok) {
+    void MetadataDone(bool ok) { OpDone(ok, /*wrote_claim=*/false); }
+    void WriteDone(bool ok) { OpDone(ok, /*wrote_claim=*/true); }
+
+    void OpDone(bool ok, bool wrote_claim) {
       const v1::WakeClaim* to_write = nullptr;
       ClaimStreamReactor* reactor;
       grpc::Status finish;
       {
         absl::MutexLock lock(&mu_);
-        queue_.pop_front();
+        if (wrote_claim) queue_.pop_front();
         if (!ok) cancelled_ = true;
         reactor = reactor_;
         if (!cancelled_ && !queue_.empty()) {
@@ -95,12 +105,26 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
     }
 
    private:
-    // The reactor to call Finish on, once: when closing or cancelled and no
-    // write is outstanding.
-    ClaimStreamReactor* TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      if (finished_ || writing_ || !(closing_ || cancelled_) || reactor_ == nullptr) {
-        return nullptr;
+    void End(const absl::Status& status, bool now) {
+      ClaimStreamReactor* reactor = nullptr;
+      grpc::Status finish;
+      {
+        absl::MutexLock lock(&mu_);
+        if (reactor_ == nullptr || closing_) return;
+        closing_ = true;
+        if (now) started_ = true;  // Start() will not come.
+        if (!cancelled_) finish_status_ = common::ToGrpcStatus(status);
+        reactor = TakeFinishLocked();
+        finish = finish_status_;
       }
+      if (reactor != nullptr) reactor->Finish(finish);
+    }
+
+    // The reactor to call Finish on, once: when cancelled, or when closing
+    // and every queued claim is out; never while an operation is outstanding.
+    ClaimStreamReactor* TakeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (finished_ || writing_ || reactor_ == nullptr) return nullptr;
+      if (!cancelled_ && !(closing_ && started_ && queue_.empty())) return nullptr;
       finished_ = true;
       return reactor_;
     }
@@ -109,6 +133,8 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
     ClaimStreamReactor* reactor_ ABSL_GUARDED_BY(mu_);
     // Claims waiting to be written; the front one is being written.
     std::deque<v1::WakeClaim> queue_ ABSL_GUARDED_BY(mu_);
+    bool started_ ABSL_GUARDED_BY(mu_) = false;
+    // A write (or the initial metadata) is outstanding.
     bool writing_ ABSL_GUARDED_BY(mu_) = false;
     bool closing_ ABSL_GUARDED_BY(mu_) = false;
     bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -116,21 +142,25 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
     grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
   };
 
-  ClaimStreamReactor(ClaimScheduler& scheduler, const v1::StreamWakeClaimsRequest& request)
+  ClaimStreamReactor(ClaimScheduler& scheduler, grpc::CallbackServerContext* context,
+                     const v1::StreamWakeClaimsRequest& request)
       : scheduler_(scheduler), sink_(std::make_shared<Sink>(this)) {
     absl::StatusOr<RunnerSpec> spec = ToRunnerSpec(request);
     if (!spec.ok()) {
-      sink_->Close(spec.status());
+      sink_->Fail(spec.status());
       return;
     }
     absl::StatusOr<SessionId> session = scheduler_.Connect(*spec, sink_);
     if (!session.ok()) {
-      sink_->Close(session.status());
+      sink_->Fail(session.status());
       return;
     }
     session_ = *session;
+    context->AddInitialMetadata(std::string(kSessionMetadataKey), spec->session_id);
+    sink_->Start();
   }
 
+  void OnSendInitialMetadataDone(bool ok) override { sink_->MetadataDone(ok); }
   void OnWriteDone(bool ok) override { sink_->WriteDone(ok); }
   void OnCancel() override { sink_->Cancelled(); }
   void OnDone() override {
@@ -152,8 +182,8 @@ WakeRuntimeService::WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollow
     : scheduler_(scheduler), follower_(follower) {}
 
 grpc::ServerWriteReactor<v1::WakeClaim>* WakeRuntimeService::StreamWakeClaims(
-    grpc::CallbackServerContext* /*context*/, const v1::StreamWakeClaimsRequest* request) {
-  return new ClaimStreamReactor(scheduler_, *request);
+    grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) {
+  return new ClaimStreamReactor(scheduler_, context, *request);
 }
 
 grpc::ServerUnaryReactor* WakeRuntimeService::AckClaim(grpc::CallbackServerContext* context,

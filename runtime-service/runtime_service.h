@@ -9,6 +9,10 @@
 
 namespace wake::runtime {
 
+// StreamWakeClaims sends this initial metadata (the session id) once the
+// session is registered, so a runner can wait for it before relying on it.
+inline constexpr char kSessionMetadataKey[] = "wake-session-id";
+
 class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
  public:
   // The references must outlive the server this service is registered with.

@@ -93,6 +93,12 @@ TEST_F(WakeRuntimeServiceTest, StreamWakeClaimsDeliversClaimsUntilTheRunnerLeave
   ASSERT_TRUE(connected.WaitForNotificationWithTimeout(kWait));
   EXPECT_TRUE(sink->Send(ClaimFor("tok-1")));
   EXPECT_TRUE(sink->Send(ClaimFor("tok-2")));
+  // The session id arrives first, as initial metadata, once it is registered.
+  reader->WaitForInitialMetadata();
+  const auto& metadata = context.GetServerInitialMetadata();
+  auto session = metadata.find(kSessionMetadataKey);
+  ASSERT_NE(session, metadata.end());
+  EXPECT_EQ(std::string(session->second.data(), session->second.size()), "s1");
   v1::WakeClaim claim;
   ASSERT_TRUE(reader->Read(&claim));
   EXPECT_EQ(claim.claim_token(), "tok-1");
@@ -138,6 +144,7 @@ TEST_F(WakeRuntimeServiceTest, ConnectRefusedByTheSchedulerEndsTheStream) {
   v1::WakeClaim claim;
   EXPECT_FALSE(reader->Read(&claim));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(context.GetServerInitialMetadata().count(kSessionMetadataKey), 0u);
 }
 
 TEST_F(WakeRuntimeServiceTest, AckClaimConvertsAndMapsTheStatus) {
