@@ -109,7 +109,8 @@ TEST_F(RuntimeComponentTest, RestartedRunnerSupersedesItsOldSessionAndGetsTheCla
   EXPECT_CALL(registry_, ClaimWakes(_, _, _))
       .WillOnce(DoAll(SetArgPointee<2>(Claimed("tok-1", "/p")), Return(grpc::Status::OK)))
       .WillOnce(DoAll(SetArgPointee<2>(Claimed("tok-2", "/p")), Return(grpc::Status::OK)));
-  EXPECT_CALL(registry_, ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-1"), _))
+  EXPECT_CALL(registry_,
+              ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-1"), _))
       .WillOnce(Return(grpc::Status::OK));
   scheduler_->Trigger("acme", "/p");
   ASSERT_TRUE(old_session->NextClaim(kWait).ok());
@@ -138,7 +139,8 @@ TEST_F(RuntimeComponentTest, RestartedRunnerSupersedesItsOldSessionAndGetsTheCla
   EXPECT_EQ(beat->extended(), 1);
 
   // The runner goes away: its claim is released.
-  EXPECT_CALL(registry_, ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-2"), _))
+  EXPECT_CALL(registry_,
+              ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-2"), _))
       .WillOnce(Return(grpc::Status::OK));
   v1::ClaimWakesResponse nothing;
   nothing.set_status(v1::NOTHING_PENDING);

@@ -59,7 +59,9 @@ class FakeRegistry final : public v1::WakeRegistry::Service {
       if (request->from_offset() == "-1") {
         next = log_.size();
         for (const auto& [stream, wakes] : pending_) {
-          for (const v1::Wake& wake : wakes) snapshot.push_back(WakeEvent(wake, OffsetBefore(next)));
+          for (const v1::Wake& wake : wakes) {
+            snapshot.push_back(WakeEvent(wake, OffsetBefore(next)));
+          }
         }
       } else {
         next = std::stoul(request->from_offset()) + 1;

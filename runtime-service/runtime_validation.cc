@@ -32,7 +32,8 @@ absl::StatusOr<std::string> Tenant(const std::string& tenant_id) {
 void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   const int64_t seconds = absl::ToUnixSeconds(t);
   out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(seconds))));
+  out->set_nanos(
+      static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(seconds))));
 }
 
 }  // namespace
@@ -44,7 +45,8 @@ absl::StatusOr<RunnerSpec> ToRunnerSpec(const v1::StreamWakeClaimsRequest& reque
   absl::StatusOr<std::string> tenant = Tenant(request.tenant_id());
   if (!tenant.ok()) return tenant.status();
   if (request.stream_prefixes_size() > kMaxPrefixes) {
-    return common::InvalidField("stream_prefixes", absl::StrCat("at most ", kMaxPrefixes, " entries"));
+    return common::InvalidField("stream_prefixes",
+                                absl::StrCat("at most ", kMaxPrefixes, " entries"));
   }
   for (int i = 0; i < request.stream_prefixes_size(); ++i) {
     const std::string field = absl::StrCat("stream_prefixes[", i, "]");
@@ -52,8 +54,9 @@ absl::StatusOr<RunnerSpec> ToRunnerSpec(const v1::StreamWakeClaimsRequest& reque
   }
   if (request.max_in_flight() < 0 || request.max_in_flight() > kMaxMaxInFlight) {
     return common::InvalidField(
-        "max_in_flight", absl::StrCat("must be between 0 (default ", kDefaultMaxInFlight,
-                                      ") and ", kMaxMaxInFlight, ", got ", request.max_in_flight()));
+        "max_in_flight",
+        absl::StrCat("must be between 0 (default ", kDefaultMaxInFlight, ") and ", kMaxMaxInFlight,
+                     ", got ", request.max_in_flight()));
   }
   spec.runner_id = request.runner_id();
   spec.session_id = request.session_id();

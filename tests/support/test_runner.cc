@@ -70,7 +70,8 @@ absl::StatusOr<v1::WakeClaim> TestRunner::NextClaim(absl::Duration timeout) {
     return !unread_.empty() || closed_.has_value();
   };
   if (!mu_.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
-    return absl::DeadlineExceededError(absl::StrCat("no claim within ", absl::FormatDuration(timeout)));
+    return absl::DeadlineExceededError(
+        absl::StrCat("no claim within ", absl::FormatDuration(timeout)));
   }
   if (unread_.empty()) {
     return closed_->ok() ? absl::UnavailableError("stream closed") : *closed_;
