@@ -1,19 +1,47 @@
 // runtime-service: wires the registry client, claim scheduler and runner API
 // together. Everything else lives in libraries that tests exercise directly.
+#include <atomic>
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/grpc_server.h"
 #include "common/logging.h"
+#include "common/real_time_source.h"
 #include "common/shutdown.h"
+#include "grpcpp/grpcpp.h"
+#include "runtime-service/claim_scheduler_impl.h"
+#include "runtime-service/registry_follower_impl.h"
 #include "runtime-service/runtime_config.h"
-#include "wake/v1/runtime.grpc.pb.h"
+#include "runtime-service/runtime_service.h"
+#include "runtime-service/thread_pool_executor.h"
+#include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
 namespace {
 
 const std::vector<std::string> kHealthNames = {"wake.v1.WakeRuntime"};
+
+// Threads for blocking registry calls; the real stub uses the callback API,
+// so these only matter for stubs without one.
+constexpr int kExecutorThreads = 4;
+
+std::shared_ptr<grpc::Channel> RegistryChannel(const RuntimeConfig& config) {
+  grpc::ChannelArguments args;
+  // Notice a dead registry on the long-lived change stream, and come back
+  // quickly once it is up again (gRPC's default reconnect backoff reaches 2m).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(config.retry_initial)));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(config.retry_initial)));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  return grpc::CreateCustomChannel(config.registry_address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
 
 int Run(int argc, char** argv) {
   common::ShutdownSignal shutdown;  // First: the signal mask must reach every thread.
@@ -30,24 +58,63 @@ int Run(int argc, char** argv) {
   common::SetLogService("runtime");
   common::SetLogLevel(config->log_level);
 
-  wake::v1::WakeRuntime::Service runtime_service;  // RPCs arrive with their issue.
+  common::RealTimeSource time;
+  ThreadPoolExecutor executor(kExecutorThreads);
+  std::unique_ptr<v1::WakeRegistry::Stub> registry =
+      v1::WakeRegistry::NewStub(RegistryChannel(*config));
+
+  SchedulerOptions scheduler_options;
+  scheduler_options.runtime_id = config->runtime_id;
+  scheduler_options.lease = config->lease;
+  scheduler_options.retry_initial = config->retry_initial;
+  ClaimSchedulerImpl scheduler(*registry, time, executor, scheduler_options);
+
+  // Health follows the change stream: SERVING only while it is up to date.
+  std::atomic<grpc::Server*> server_for_health{nullptr};
+  std::string address;
+  FollowerOptions follower_options;
+  follower_options.retry_initial = config->retry_initial;
+  follower_options.on_up_to_date_changed = [&server_for_health, &address](bool up_to_date) {
+    grpc::Server* server = server_for_health.load();
+    if (server == nullptr) return;
+    common::SetServing(*server, kHealthNames, up_to_date);
+    common::LogInfo(up_to_date ? "serving" : "not_serving", {{"address", address}});
+  };
+  RegistryFollowerImpl follower(*registry, scheduler, time, follower_options);
+
+  WakeRuntimeService runtime_service(scheduler, follower);
   absl::StatusOr<common::StartedServer> server =
       common::StartGrpcServer(config->listen_address, {&runtime_service}, kHealthNames);
   if (!server.ok()) {
     common::LogError("listen_failed", {{"error", std::string(server.status().message())}});
     return 1;
   }
+  address = server->address;
+  server_for_health.store(server->server.get());
   common::LogInfo("listening", {{"address", server->address},
                                 {"registry", config->registry_address},
                                 {"runtime_id", config->runtime_id}});
-  common::SetServing(*server->server, kHealthNames, true);
-  common::LogInfo("serving", {{"address", server->address}});
+  std::thread follower_thread([&follower] { follower.Run(); });
 
   shutdown.Wait();
   common::LogInfo("shutting_down", {{"signal", shutdown.signal()}});
+  server_for_health.store(nullptr);
   common::SetServing(*server->server, kHealthNames, false);
-  server->server->Shutdown(std::chrono::system_clock::now() +
-                           absl::ToChronoMilliseconds(config->shutdown_grace));
+  follower.Stop();
+  follower_thread.join();
+
+  // Finish or release: no new claims or runners; claims no runner holds go
+  // back now; runners get half the grace to ack theirs; the rest go back.
+  scheduler.BeginShutdown();
+  const absl::Duration grace = config->shutdown_grace;
+  if (!scheduler.AwaitRunnersDone(grace / 2)) {
+    common::LogWarn("releasing_unacked_claims");
+  }
+  scheduler.ReleaseAll();
+  if (!scheduler.AwaitSettled(grace / 2)) {
+    common::LogWarn("claims_not_released", {{"note", "their leases will expire"}});
+  }
+  server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   common::LogInfo("stopped");
   return 0;
 }

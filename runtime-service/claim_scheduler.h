@@ -1,0 +1,109 @@
+// The per-stream claim scheduler and the runner sessions it feeds.
+//
+// For every (tenant, stream) the scheduler runs idle -> claiming ->
+// dispatched -> idle. A trigger for a stream that is claiming or dispatched
+// is queued; any number of queued triggers coalesce into exactly one
+// follow-up claim, and streams waiting for a claim are served in the order
+// their first queued trigger arrived. A claim takes every pending wake of the
+// stream (ClaimWakes) and goes to one connected runner of the tenant (round
+// robin among those whose prefixes match and who have capacity), or is held,
+// its lease kept alive, until one can take it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "runtime-service/claim_sink.h"
+#include "runtime-service/trigger_sink.h"
+
+namespace wake::runtime {
+
+// A connected runner session (validated by the gRPC adapter).
+struct RunnerSpec {
+  std::string runner_id;
+  std::string session_id;
+  std::string tenant_id;  // Never empty ("default").
+  std::vector<std::string> stream_prefixes;  // Empty = every stream.
+  int max_in_flight = 16;
+};
+
+struct AckRequest {
+  std::string runner_id;
+  std::string session_id;
+  std::string tenant_id;  // Never empty.
+  std::string stream;
+  std::string claim_token;
+  std::vector<int64_t> wake_ids;  // Empty = every wake of the claim.
+};
+
+struct AckResult {
+  int64_t acked = 0;
+  // A follow-up claim for the stream is already queued.
+  bool more_pending = false;
+};
+
+struct HeartbeatResult {
+  int extended = 0;
+  // Earliest new lease expiry among the extended claims.
+  std::optional<absl::Time> lease_expires_at;
+};
+
+struct SchedulerCounters {
+  int64_t claims_succeeded = 0;
+  int64_t claims_skipped = 0;
+  int64_t claims_failed = 0;
+  int64_t claims_dispatched = 0;
+  int64_t claims_acked = 0;
+  int64_t claims_released = 0;
+};
+
+struct SchedulerHealth {
+  int connected_runners = 0;
+  int active_claims = 0;
+  int queued_streams = 0;
+  SchedulerCounters counters;
+  std::string last_error;
+};
+
+using SessionId = uint64_t;
+
+class ClaimScheduler : public TriggerSink {
+ public:
+  template <typename T>
+  using Callback = std::function<void(absl::StatusOr<T>)>;
+
+  // Connects a runner session; claims are sent to `sink` until Disconnect.
+  // A session of the same runner that is still connected is superseded: its
+  // sink is closed (ABORTED) and its claims are released for redelivery.
+  // UNAVAILABLE while shutting down.
+  virtual absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) = 0;
+
+  // The session's stream closed: its claims are released (ReleaseClaim) and
+  // the streams queued for redelivery. Unknown ids are ignored.
+  virtual void Disconnect(SessionId session) = 0;
+
+  // Finishes a claim through AckWakes; `done` runs once, maybe on another
+  // thread. FAILED_PRECONDITION when the claim belongs to another session;
+  // the registry's status when AckWakes fails. A claim this runtime does not
+  // know (it expired here, or came from an earlier runtime process) is
+  // forwarded to the registry, which checks the token.
+  virtual void Ack(const AckRequest& request, Callback<AckResult> done) = 0;
+
+  // Extends the leases of the session's claims (ExtendClaims). A session
+  // that is not the runner's current one fails with FAILED_PRECONDITION and
+  // changes nothing; it never holds up the current session's heartbeats.
+  virtual void Heartbeat(const std::string& runner_id, const std::string& session_id,
+                         Callback<HeartbeatResult> done) = 0;
+
+  virtual SchedulerHealth Health() = 0;
+};
+
+using ClaimSchedulerPtr = std::unique_ptr<ClaimScheduler>;
+
+}  // namespace wake::runtime

@@ -1,0 +1,759 @@
+#include "runtime-service/claim_scheduler_impl.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace wake::runtime {
+namespace {
+
+google::protobuf::Duration ToProto(absl::Duration d) {
+  google::protobuf::Duration out;
+  out.set_seconds(absl::IDivDuration(d, absl::Seconds(1), &d));
+  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+  return out;
+}
+
+absl::Time FromProto(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+// The registry no longer knows the claim: acking or releasing it again
+// cannot succeed, so the claim is over for this runtime.
+bool ClaimIsGone(const absl::Status& status) {
+  return absl::IsNotFound(status) || absl::IsFailedPrecondition(status) ||
+         absl::IsAborted(status) || absl::IsPermissionDenied(status);
+}
+
+}  // namespace
+
+ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry,
+                                       common::TimeSource& time, Executor& executor,
+                                       SchedulerOptions options)
+    : time_(time),
+      options_(std::move(options)),
+      retry_timer_(time.CreateTimer([this] { OnRetryTimer(); })),
+      lease_timer_(time.CreateTimer([this] { OnLeaseTimer(); })),
+      calls_(registry, executor, time, options_.rpc_timeout) {
+  lease_timer_->Enable(options_.lease / 3);
+}
+
+ClaimSchedulerImpl::~ClaimSchedulerImpl() {
+  absl::MutexLock lock(&mu_);
+  stopping_ = true;
+}
+
+void ClaimSchedulerImpl::Run(Effects& fx) {
+  for (std::function<void()>& effect : fx) effect();
+}
+
+// ---------------------------------------------------------------------------
+// Triggers and the per-stream state machine
+// ---------------------------------------------------------------------------
+
+void ClaimSchedulerImpl::Trigger(const std::string& tenant_id, const std::string& stream) {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    TriggerLocked(Key(tenant_id.empty() ? "default" : tenant_id, stream), fx);
+  }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::TriggerLocked(const Key& key, Effects& fx) {
+  if (stopping_) return;
+  StreamState& state = streams_[key];
+  QueueLocked(state);
+  if (state.phase == Phase::kIdle) ready_.emplace(state.queued_seq, key);
+  PumpLocked(fx);
+}
+
+void ClaimSchedulerImpl::QueueLocked(StreamState& state) {
+  // Coalesce: a stream already queued keeps its place.
+  if (state.queued) return;
+  state.queued = true;
+  state.queued_seq = next_seq_++;
+}
+
+void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
+  while (!stopping_ && claims_in_flight_ < options_.max_concurrent_claims && !ready_.empty()) {
+    const Key key = ready_.begin()->second;
+    ready_.erase(ready_.begin());
+    StreamState& state = streams_[key];
+    CancelRetryLocked(key, state);
+    state.queued = false;
+    state.attempt_seq = state.queued_seq;
+    state.phase = Phase::kClaiming;
+    ++claims_in_flight_;
+    v1::ClaimWakesRequest request;
+    request.set_tenant_id(key.first);
+    request.set_stream(key.second);
+    request.set_runner_id(options_.runtime_id);
+    *request.mutable_lease() = ToProto(options_.lease);
+    fx.push_back([this, key, request = std::move(request)]() mutable {
+      calls_.ClaimWakes(std::move(request), [this, key](absl::StatusOr<v1::ClaimWakesResponse> r) {
+        OnClaimed(key, std::move(r));
+      });
+    });
+  }
+}
+
+void ClaimSchedulerImpl::GoIdleLocked(const Key& key, StreamState& state) {
+  state.phase = Phase::kIdle;
+  if (state.claim.has_value()) {
+    state.claim.reset();
+    --active_claims_;
+  }
+  if (state.queued && !stopping_) ready_.emplace(state.queued_seq, key);
+}
+
+void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
+  auto it = streams_.find(key);
+  if (it == streams_.end()) return;
+  const StreamState& state = it->second;
+  if (state.phase == Phase::kIdle && !state.retry_at.has_value() &&
+      (!state.queued || stopping_)) {
+    if (state.queued) ready_.erase({state.queued_seq, key});
+    streams_.erase(it);
+  }
+}
+
+void ClaimSchedulerImpl::ScheduleRetryLocked(const Key& key, StreamState& state,
+                                             common::MonotonicTime at) {
+  CancelRetryLocked(key, state);
+  state.retry_at = at;
+  retries_.emplace(at, key);
+  ArmRetryTimerLocked();
+}
+
+void ClaimSchedulerImpl::CancelRetryLocked(const Key& key, StreamState& state) {
+  if (!state.retry_at.has_value()) return;
+  retries_.erase({*state.retry_at, key});
+  state.retry_at.reset();
+}
+
+void ClaimSchedulerImpl::ArmRetryTimerLocked() {
+  // Enable() only re-arms (it never waits for a running callback), so it is
+  // safe under mu_. A stale firing finds nothing due and re-arms.
+  if (retries_.empty()) return;
+  retry_timer_->Enable(common::ToAbsl(retries_.begin()->first - time_.MonotonicNow()));
+}
+
+void ClaimSchedulerImpl::OnRetryTimer() {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    const common::MonotonicTime now = time_.MonotonicNow();
+    while (!retries_.empty() && retries_.begin()->first <= now) {
+      const Key key = retries_.begin()->second;
+      retries_.erase(retries_.begin());
+      StreamState& state = streams_[key];
+      state.retry_at.reset();
+      if (state.phase == Phase::kBackoff) {
+        // The failed attempt's trigger is still queued with its old place.
+        GoIdleLocked(key, state);
+      } else if (state.phase == Phase::kIdle) {
+        // ALREADY_CLAIMED earlier: look again in case that claim lapsed.
+        QueueLocked(state);
+        ready_.emplace(state.queued_seq, key);
+      }
+    }
+    PumpLocked(fx);
+    ArmRetryTimerLocked();
+  }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::OnClaimed(const Key& key,
+                                   absl::StatusOr<v1::ClaimWakesResponse> result) {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    --claims_in_flight_;
+    StreamState& state = streams_[key];
+    absl::Status failure;
+    if (!result.ok()) {
+      failure = result.status();
+    } else if (result->status() == v1::CLAIMED && result->wakes().empty()) {
+      // Broken invariant on the registry side; give the claim back.
+      failure = absl::InternalError("ClaimWakes: CLAIMED with no wakes");
+      v1::ReleaseClaimRequest release;
+      release.set_tenant_id(key.first);
+      release.set_stream(key.second);
+      release.set_claim_token(result->claim_token());
+      fx.push_back([this, release = std::move(release)]() mutable {
+        calls_.ReleaseClaim(std::move(release), [](absl::StatusOr<v1::ReleaseClaimResponse>) {});
+      });
+    } else if (result->status() != v1::CLAIMED && result->status() != v1::NOTHING_PENDING &&
+               result->status() != v1::ALREADY_CLAIMED) {
+      failure = absl::InternalError(
+          absl::StrCat("ClaimWakes: unknown claim status ", static_cast<int>(result->status())));
+    }
+
+    if (!failure.ok()) {
+      ++counters_.claims_failed;
+      RecordErrorLocked(absl::StrCat("claim ", key.first, "/", key.second), failure);
+      if (stopping_) {
+        GoIdleLocked(key, state);
+      } else {
+        if (!state.backoff) {
+          state.backoff =
+              std::make_unique<common::Backoff>(options_.retry_initial, options_.retry_max);
+        }
+        // The retry serves the failed attempt's trigger, in its old place.
+        state.queued = true;
+        state.queued_seq = state.attempt_seq;
+        state.phase = Phase::kBackoff;
+        ScheduleRetryLocked(key, state,
+                            time_.MonotonicNow() + common::ToChrono(state.backoff->Next()));
+      }
+    } else if (result->status() == v1::CLAIMED) {
+      ++counters_.claims_succeeded;
+      state.backoff.reset();
+      Claim claim;
+      claim.message.set_claim_token(result->claim_token());
+      claim.message.set_tenant_id(key.first);
+      claim.message.set_stream(key.second);
+      *claim.message.mutable_wakes() = std::move(*result->mutable_wakes());
+      *claim.message.mutable_lease_expires_at() = result->lease_expires_at();
+      claim.lease_deadline = time_.MonotonicNow() + common::ToChrono(options_.lease);
+      state.claim = std::move(claim);
+      ++active_claims_;
+      if (stopping_) {
+        ReleaseLocked(key, state, fx);
+      } else {
+        HoldLocked(key, state);
+        DispatchHeldLocked(fx);
+      }
+    } else {
+      // NOTHING_PENDING, or another replica holds the stream. That holder's
+      // ack (more_pending) or lease expiry makes the wakes available again,
+      // but look again after one lease anyway so nothing can be stranded.
+      ++counters_.claims_skipped;
+      state.backoff.reset();
+      GoIdleLocked(key, state);
+      if (result->status() == v1::ALREADY_CLAIMED && !stopping_ && !state.queued) {
+        ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
+      }
+    }
+    MaybeForgetLocked(key);
+    PumpLocked(fx);
+  }
+  Run(fx);
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch to runners
+// ---------------------------------------------------------------------------
+
+void ClaimSchedulerImpl::HoldLocked(const Key& key, StreamState& state) {
+  state.phase = Phase::kHeld;
+  state.claim->session = 0;
+  state.claim->held_seq = next_seq_++;
+  held_.emplace(state.claim->held_seq, key);
+}
+
+void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
+  if (sessions_.empty()) return;
+  for (auto it = held_.begin(); it != held_.end();) {
+    const Key key = it->second;
+    SessionId id = 0;
+    Session* session = PickRunnerLocked(key, &id);
+    if (session == nullptr) {
+      ++it;
+      continue;
+    }
+    it = held_.erase(it);
+    StreamState& state = streams_[key];
+    state.phase = Phase::kDelivered;
+    state.claim->session = id;
+    ++delivered_claims_;
+    session->claims.insert(key);
+    ++counters_.claims_dispatched;
+    fx.push_back([sink = session->sink, message = state.claim->message] {
+      // A closed stream is followed by its Disconnect, which releases this claim.
+      sink->Send(message);
+    });
+  }
+}
+
+ClaimSchedulerImpl::Session* ClaimSchedulerImpl::PickRunnerLocked(const Key& key, SessionId* id) {
+  auto ring_it = rings_.find(key.first);
+  if (ring_it == rings_.end()) return nullptr;
+  TenantRing& ring = ring_it->second;
+  const size_t n = ring.sessions.size();
+  for (size_t i = 0; i < n; ++i) {
+    const size_t index = (ring.next + i) % n;
+    Session& session = sessions_.at(ring.sessions[index]);
+    if (static_cast<int>(session.claims.size()) >= session.spec.max_in_flight) continue;
+    const std::vector<std::string>& prefixes = session.spec.stream_prefixes;
+    if (!prefixes.empty() &&
+        std::none_of(prefixes.begin(), prefixes.end(), [&key](const std::string& prefix) {
+          return absl::StartsWith(key.second, prefix);
+        })) {
+      continue;
+    }
+    ring.next = (index + 1) % n;
+    *id = ring.sessions[index];
+    return &session;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, ClaimSinkPtr sink) {
+  Effects fx;
+  SessionId id;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("runtime is shutting down");
+    id = next_session_++;
+    if (auto it = current_session_.find(spec.runner_id); it != current_session_.end()) {
+      const SessionId old = it->second;
+      ClaimSinkPtr old_sink = sessions_.at(old).sink;
+      const absl::Status superseded = absl::AbortedError(absl::StrCat(
+          "session_id: session \"", sessions_.at(old).spec.session_id, "\" of runner \"",
+          spec.runner_id, "\" was superseded by session \"", spec.session_id, "\""));
+      fx.push_back([old_sink, superseded] { old_sink->Close(superseded); });
+      RemoveSessionLocked(old, fx);
+    }
+    Session& session = sessions_[id];
+    session.spec = spec;
+    session.sink = std::move(sink);
+    current_session_[spec.runner_id] = id;
+    rings_[spec.tenant_id].sessions.push_back(id);
+    common::LogInfo("runner_connected", {{"runner_id", spec.runner_id},
+                                         {"session_id", spec.session_id},
+                                         {"tenant_id", spec.tenant_id},
+                                         {"max_in_flight", spec.max_in_flight}});
+    DispatchHeldLocked(fx);
+  }
+  Run(fx);
+  return id;
+}
+
+void ClaimSchedulerImpl::Disconnect(SessionId session) {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = sessions_.find(session);
+    if (it == sessions_.end()) return;
+    common::LogInfo("runner_disconnected", {{"runner_id", it->second.spec.runner_id},
+                                            {"session_id", it->second.spec.session_id},
+                                            {"claims", it->second.claims.size()}});
+    RemoveSessionLocked(session, fx);
+  }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::RemoveSessionLocked(SessionId id, Effects& fx) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Session& session = it->second;
+  if (auto cur = current_session_.find(session.spec.runner_id);
+      cur != current_session_.end() && cur->second == id) {
+    current_session_.erase(cur);
+  }
+  if (auto ring_it = rings_.find(session.spec.tenant_id); ring_it != rings_.end()) {
+    TenantRing& ring = ring_it->second;
+    auto pos = std::find(ring.sessions.begin(), ring.sessions.end(), id);
+    if (pos != ring.sessions.end()) {
+      const size_t index = pos - ring.sessions.begin();
+      ring.sessions.erase(pos);
+      if (index < ring.next) --ring.next;
+      if (ring.next >= ring.sessions.size()) ring.next = 0;
+    }
+    if (ring.sessions.empty()) rings_.erase(ring_it);
+  }
+  const absl::flat_hash_set<Key> claims = std::move(session.claims);
+  sessions_.erase(it);
+  for (const Key& key : claims) {
+    StreamState& state = streams_[key];
+    // A claim being acked stays with its AckWakes; its completion finds the
+    // session gone.
+    if (state.phase == Phase::kDelivered) ReleaseLocked(key, state, fx);
+  }
+}
+
+void ClaimSchedulerImpl::DetachClaimLocked(const Key& key, StreamState& state) {
+  if (!state.claim.has_value()) return;
+  if (state.phase == Phase::kHeld) held_.erase({state.claim->held_seq, key});
+  if (state.claim->session != 0) {
+    --delivered_claims_;
+    if (auto it = sessions_.find(state.claim->session); it != sessions_.end()) {
+      it->second.claims.erase(key);
+    }
+    state.claim->session = 0;
+  }
+}
+
+void ClaimSchedulerImpl::ReleaseLocked(const Key& key, StreamState& state, Effects& fx) {
+  DetachClaimLocked(key, state);
+  state.phase = Phase::kReleasing;
+  ++releases_in_flight_;
+  v1::ReleaseClaimRequest request;
+  request.set_tenant_id(key.first);
+  request.set_stream(key.second);
+  request.set_claim_token(state.claim->message.claim_token());
+  fx.push_back([this, key, request = std::move(request)]() mutable {
+    std::string token = request.claim_token();
+    calls_.ReleaseClaim(std::move(request),
+                        [this, key, token](absl::StatusOr<v1::ReleaseClaimResponse> r) {
+                          OnReleased(key, token, std::move(r));
+                        });
+  });
+}
+
+void ClaimSchedulerImpl::OnReleased(const Key& key, const std::string& token,
+                                    absl::StatusOr<v1::ReleaseClaimResponse> result) {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    --releases_in_flight_;
+    StreamState& state = streams_[key];
+    if (state.phase != Phase::kReleasing || !state.claim.has_value() ||
+        state.claim->message.claim_token() != token) {
+      MaybeForgetLocked(key);
+      return;
+    }
+    if (result.ok() || ClaimIsGone(result.status())) {
+      if (result.ok()) ++counters_.claims_released;
+      // Redeliver: the released wakes are pending again; claim them anew.
+      QueueLocked(state);
+      GoIdleLocked(key, state);
+    } else {
+      RecordErrorLocked(absl::StrCat("release ", key.first, "/", key.second), result.status());
+      if (stopping_) {
+        // Its lease runs out by itself.
+        GoIdleLocked(key, state);
+      } else {
+        // The claim is still ours: hand it to another runner as it is.
+        HoldLocked(key, state);
+        DispatchHeldLocked(fx);
+      }
+    }
+    MaybeForgetLocked(key);
+    PumpLocked(fx);
+  }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::DropClaimLocked(const Key& key, StreamState& state, Effects& fx) {
+  common::LogWarn("claim_lost", {{"tenant_id", key.first},
+                                 {"stream", key.second},
+                                 {"claim_token", state.claim->message.claim_token()}});
+  DetachClaimLocked(key, state);
+  QueueLocked(state);
+  GoIdleLocked(key, state);
+  DispatchHeldLocked(fx);
+}
+
+// ---------------------------------------------------------------------------
+// Acks
+// ---------------------------------------------------------------------------
+
+void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done) {
+  Effects fx;
+  absl::Status rejected;
+  const Key key(request.tenant_id, request.stream);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = streams_.find(key);
+    const bool known = it != streams_.end() && it->second.claim.has_value() &&
+                       it->second.claim->message.claim_token() == request.claim_token;
+    v1::AckWakesRequest ack;
+    ack.set_tenant_id(request.tenant_id);
+    ack.set_stream(request.stream);
+    ack.set_claim_token(request.claim_token);
+    for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
+    if (known) {
+      StreamState& state = it->second;
+      auto session = sessions_.find(state.claim->session);
+      if (state.phase == Phase::kAcking) {
+        rejected = absl::FailedPreconditionError(
+            "claim_token: an ack of this claim is already in progress");
+      } else if (state.phase != Phase::kDelivered || session == sessions_.end() ||
+                 session->second.spec.runner_id != request.runner_id ||
+                 session->second.spec.session_id != request.session_id) {
+        rejected = absl::FailedPreconditionError(
+            "claim_token: the claim is not held by this runner session");
+      } else {
+        state.phase = Phase::kAcking;
+        fx.push_back([this, key, ack = std::move(ack), done = std::move(done)]() mutable {
+          std::string token = ack.claim_token();
+          calls_.AckWakes(std::move(ack), [this, key, token, done = std::move(done)](
+                                              absl::StatusOr<v1::AckWakesResponse> r) mutable {
+            OnAcked(key, token, std::move(r), std::move(done));
+          });
+        });
+      }
+    } else {
+      // Not ours (any more): the registry checks the token. If the ack lands,
+      // follow its more_pending like any other.
+      fx.push_back([this, key, ack = std::move(ack), done = std::move(done)]() mutable {
+        calls_.AckWakes(std::move(ack), [this, key, done = std::move(done)](
+                                            absl::StatusOr<v1::AckWakesResponse> r) {
+          if (!r.ok()) {
+            done(r.status());
+            return;
+          }
+          Effects fx;
+          {
+            absl::MutexLock lock(&mu_);
+            ++counters_.claims_acked;
+            if (r->more_pending()) TriggerLocked(key, fx);
+          }
+          Run(fx);
+          done(AckResult{r->acked(), r->more_pending()});
+        });
+      });
+    }
+  }
+  if (!rejected.ok()) {
+    done(rejected);
+    return;
+  }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::OnAcked(const Key& key, const std::string& token,
+                                 absl::StatusOr<v1::AckWakesResponse> result,
+                                 Callback<AckResult> done) {
+  Effects fx;
+  absl::StatusOr<AckResult> reply;
+  {
+    absl::MutexLock lock(&mu_);
+    StreamState& state = streams_[key];
+    if (state.phase != Phase::kAcking || !state.claim.has_value() ||
+        state.claim->message.claim_token() != token) {
+      reply = absl::InternalError("claim changed while its ack was in flight");
+    } else if (result.ok()) {
+      ++counters_.claims_acked;
+      DetachClaimLocked(key, state);
+      if (result->more_pending()) QueueLocked(state);
+      GoIdleLocked(key, state);
+      DispatchHeldLocked(fx);  // The runner has room again.
+      reply = AckResult{result->acked(), result->more_pending() && !stopping_};
+    } else if (ClaimIsGone(result.status())) {
+      RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
+      DropClaimLocked(key, state, fx);
+      reply = result.status();
+    } else {
+      // Transient: the claim is still held; the runner may ack again.
+      RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
+      if (sessions_.contains(state.claim->session)) {
+        state.phase = Phase::kDelivered;
+      } else {
+        ReleaseLocked(key, state, fx);
+      }
+      reply = result.status();
+    }
+    MaybeForgetLocked(key);
+    PumpLocked(fx);
+  }
+  Run(fx);
+  done(std::move(reply));
+}
+
+// ---------------------------------------------------------------------------
+// Leases
+// ---------------------------------------------------------------------------
+
+void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::string& session_id,
+                                   Callback<HeartbeatResult> done) {
+  v1::ExtendClaimsRequest request;
+  absl::Status rejected;
+  common::MonotonicTime sent_at;
+  {
+    absl::MutexLock lock(&mu_);
+    auto current = current_session_.find(runner_id);
+    if (current == current_session_.end()) {
+      rejected = absl::FailedPreconditionError(
+          absl::StrCat("session_id: runner \"", runner_id, "\" has no connected session"));
+    } else if (const Session& session = sessions_.at(current->second);
+               session.spec.session_id != session_id) {
+      // An older (or unknown) session: never touches the current one's leases.
+      rejected = absl::FailedPreconditionError(
+          absl::StrCat("session_id: \"", session_id, "\" is not the current session of runner \"",
+                       runner_id, "\""));
+    } else {
+      for (const Key& key : session.claims) {
+        const Claim& claim = *streams_.at(key).claim;
+        v1::ClaimRef* ref = request.add_claims();
+        ref->set_tenant_id(key.first);
+        ref->set_stream(key.second);
+        ref->set_claim_token(claim.message.claim_token());
+      }
+      *request.mutable_lease() = ToProto(options_.lease);
+      sent_at = time_.MonotonicNow();
+    }
+  }
+  if (!rejected.ok()) {
+    done(rejected);
+    return;
+  }
+  if (request.claims().empty()) {
+    done(HeartbeatResult{});
+    return;
+  }
+  calls_.ExtendClaims(std::move(request),
+                      [this, sent_at, done = std::move(done)](
+                          absl::StatusOr<v1::ExtendClaimsResponse> r) mutable {
+                        OnExtended(sent_at, std::move(r), std::move(done));
+                      });
+}
+
+void ClaimSchedulerImpl::OnExtended(common::MonotonicTime sent_at,
+                                    absl::StatusOr<v1::ExtendClaimsResponse> result,
+                                    Callback<HeartbeatResult> done) {
+  Effects fx;
+  absl::StatusOr<HeartbeatResult> reply;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!result.ok()) {
+      RecordErrorLocked("extend claims", result.status());
+      reply = result.status();
+    } else {
+      HeartbeatResult out;
+      for (const v1::ExtendedClaim& extended : result->claims()) {
+        const Key key(extended.claim().tenant_id(), extended.claim().stream());
+        auto it = streams_.find(key);
+        if (it == streams_.end()) continue;
+        StreamState& state = it->second;
+        if (!state.claim.has_value() ||
+            state.claim->message.claim_token() != extended.claim().claim_token()) {
+          continue;
+        }
+        if (extended.extended()) {
+          ++out.extended;
+          state.claim->lease_deadline = sent_at + common::ToChrono(options_.lease);
+          *state.claim->message.mutable_lease_expires_at() = extended.lease_expires_at();
+          const absl::Time expires = FromProto(extended.lease_expires_at());
+          if (!out.lease_expires_at.has_value() || expires < *out.lease_expires_at) {
+            out.lease_expires_at = expires;
+          }
+        } else if (state.phase == Phase::kHeld || state.phase == Phase::kDelivered) {
+          DropClaimLocked(key, state, fx);
+          MaybeForgetLocked(key);
+        }
+      }
+      reply = out;
+    }
+    PumpLocked(fx);
+  }
+  Run(fx);
+  if (done) done(std::move(reply));
+}
+
+void ClaimSchedulerImpl::OnLeaseTimer() {
+  Effects fx;
+  std::vector<v1::ExtendClaimsRequest> requests;
+  common::MonotonicTime now;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    now = time_.MonotonicNow();
+    std::vector<Key> lost;
+    for (auto& [key, state] : streams_) {
+      if (!state.claim.has_value()) continue;
+      if (state.phase != Phase::kHeld && state.phase != Phase::kDelivered) continue;
+      if (state.claim->lease_deadline <= now) {
+        lost.push_back(key);
+        continue;
+      }
+      // Runners heartbeat their own claims; the runtime keeps the rest alive.
+      if (state.phase != Phase::kHeld) continue;
+      if (requests.empty() ||
+          requests.back().claims_size() >= options_.max_claims_per_extend) {
+        requests.emplace_back();
+        *requests.back().mutable_lease() = ToProto(options_.lease);
+      }
+      v1::ClaimRef* ref = requests.back().add_claims();
+      ref->set_tenant_id(key.first);
+      ref->set_stream(key.second);
+      ref->set_claim_token(state.claim->message.claim_token());
+    }
+    for (const Key& key : lost) {
+      DropClaimLocked(key, streams_.at(key), fx);
+      MaybeForgetLocked(key);
+    }
+    PumpLocked(fx);
+    lease_timer_->Enable(options_.lease / 3);
+  }
+  Run(fx);
+  for (v1::ExtendClaimsRequest& request : requests) {
+    calls_.ExtendClaims(std::move(request),
+                        [this, now](absl::StatusOr<v1::ExtendClaimsResponse> r) {
+                          OnExtended(now, std::move(r), nullptr);
+                        });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Health and shutdown
+// ---------------------------------------------------------------------------
+
+void ClaimSchedulerImpl::RecordErrorLocked(const std::string& what, const absl::Status& status) {
+  last_error_ = absl::StrCat(what, ": ", status.ToString());
+  common::LogWarn("registry_call_failed", {{"what", what}, {"error", status}});
+}
+
+SchedulerHealth ClaimSchedulerImpl::Health() {
+  absl::MutexLock lock(&mu_);
+  SchedulerHealth health;
+  health.connected_runners = static_cast<int>(sessions_.size());
+  health.active_claims = active_claims_;
+  for (const auto& [key, state] : streams_) {
+    if (state.queued) ++health.queued_streams;
+  }
+  health.counters = counters_;
+  health.last_error = last_error_;
+  return health;
+}
+
+void ClaimSchedulerImpl::BeginShutdown() {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    ready_.clear();
+    std::vector<Key> held;
+    for (const auto& [seq, key] : held_) held.push_back(key);
+    for (const Key& key : held) ReleaseLocked(key, streams_.at(key), fx);
+  }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::ReleaseAll() {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<Key> delivered;
+    for (const auto& [key, state] : streams_) {
+      if (state.phase == Phase::kDelivered || state.phase == Phase::kHeld) {
+        delivered.push_back(key);
+      }
+    }
+    for (const Key& key : delivered) ReleaseLocked(key, streams_.at(key), fx);
+  }
+  Run(fx);
+}
+
+bool ClaimSchedulerImpl::AwaitSettled(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return active_claims_ == 0 && claims_in_flight_ == 0 && releases_in_flight_ == 0;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&settled), timeout);
+}
+
+bool ClaimSchedulerImpl::AwaitRunnersDone(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return delivered_claims_ == 0; };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+}
+
+}  // namespace wake::runtime

@@ -1,0 +1,193 @@
+// ClaimScheduler over the registry's claim RPCs (wake.v1.WakeRegistry).
+//
+// All state sits behind one mutex. Every entry point changes state under the
+// lock and collects what must happen outside it (registry calls, sends to
+// runners) as effects, run after unlocking, so completions may re-enter the
+// scheduler from any thread, including inline from a synchronous mock.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "common/backoff.h"
+#include "common/time_source.h"
+#include "runtime-service/claim_scheduler.h"
+#include "runtime-service/executor.h"
+#include "runtime-service/registry_calls.h"
+#include "wake/v1/registry.grpc.pb.h"
+
+namespace wake::runtime {
+
+struct SchedulerOptions {
+  // Recorded by the registry as the holder of the claims this runtime takes.
+  std::string runtime_id = "runtime";
+  // Lease asked for on ClaimWakes and ExtendClaims. Claims that wait for a
+  // runner are extended every lease/3; ALREADY_CLAIMED is retried after one
+  // lease, when the other holder's claim has been acked or has expired.
+  absl::Duration lease = absl::Seconds(30);
+  // Backoff of failed ClaimWakes calls.
+  absl::Duration retry_initial = absl::Milliseconds(100);
+  absl::Duration retry_max = absl::Seconds(30);
+  // Deadline of every registry call.
+  absl::Duration rpc_timeout = absl::Seconds(10);
+  // ClaimWakes calls in flight at once; further streams wait their turn.
+  int max_concurrent_claims = 64;
+  // Claims per ExtendClaims call made for claims that wait for a runner.
+  int max_claims_per_extend = 500;
+};
+
+class ClaimSchedulerImpl final : public ClaimScheduler {
+ public:
+  // `registry`, `time` and `executor` must outlive this object.
+  ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry, common::TimeSource& time,
+                     Executor& executor, SchedulerOptions options);
+  ~ClaimSchedulerImpl() override;
+
+  void Trigger(const std::string& tenant_id, const std::string& stream) override;
+  absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) override;
+  void Disconnect(SessionId session) override;
+  void Ack(const AckRequest& request, Callback<AckResult> done) override;
+  void Heartbeat(const std::string& runner_id, const std::string& session_id,
+                 Callback<HeartbeatResult> done) override;
+  SchedulerHealth Health() override;
+
+  // Graceful shutdown, in this order: BeginShutdown() stops claiming and
+  // connecting and releases the claims no runner holds; runners may still
+  // ack what they hold; ReleaseAll() releases the rest; AwaitSettled() waits
+  // (real time) until no claim is held and no claim/release call is in
+  // flight. Returns false on timeout.
+  void BeginShutdown();
+  void ReleaseAll();
+  bool AwaitSettled(absl::Duration timeout);
+  // Blocks (real time) until no claim is delivered to a runner or being
+  // acked, or `timeout` passed: gives runners a chance to finish on SIGTERM.
+  bool AwaitRunnersDone(absl::Duration timeout);
+
+ private:
+  using Key = std::pair<std::string, std::string>;  // (tenant_id, stream)
+  using Effects = std::vector<std::function<void()>>;
+
+  enum class Phase {
+    kIdle,       // No claim; may wait in ready_ for its turn to claim.
+    kClaiming,   // ClaimWakes in flight.
+    kBackoff,    // ClaimWakes failed; retried when retry_at passes.
+    kHeld,       // Claimed, waiting in held_ for a runner with capacity.
+    kDelivered,  // Sent to a runner session.
+    kAcking,     // AckWakes in flight.
+    kReleasing,  // ReleaseClaim in flight.
+  };
+
+  struct Claim {
+    v1::WakeClaim message;
+    // Local, monotonic view of the lease: past it the claim is considered lost.
+    common::MonotonicTime lease_deadline;
+    SessionId session = 0;  // Holder while kDelivered / kAcking.
+    uint64_t held_seq = 0;  // Position in held_ while kHeld.
+  };
+
+  struct StreamState {
+    Phase phase = Phase::kIdle;
+    // A trigger is waiting for the next claim; `queued_seq` orders it among
+    // the other waiting streams by the arrival of its first trigger.
+    bool queued = false;
+    uint64_t queued_seq = 0;
+    // Sequence of the trigger the current claim attempt serves (kept when a
+    // failed attempt is retried, so the retry keeps its place).
+    uint64_t attempt_seq = 0;
+    std::optional<Claim> claim;
+    std::unique_ptr<common::Backoff> backoff;  // While ClaimWakes fails.
+    std::optional<common::MonotonicTime> retry_at;
+  };
+
+  struct Session {
+    RunnerSpec spec;
+    ClaimSinkPtr sink;
+    absl::flat_hash_set<Key> claims;  // kDelivered / kAcking claims it holds.
+  };
+
+  struct TenantRing {
+    std::vector<SessionId> sessions;
+    size_t next = 0;  // Round-robin cursor.
+  };
+
+  void TriggerLocked(const Key& key, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void QueueLocked(StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PumpLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GoIdleLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeForgetLocked(const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ScheduleRetryLocked(const Key& key, StreamState& state, common::MonotonicTime at)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelRetryLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmRetryTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Session* PickRunnerLocked(const Key& key, SessionId* id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Detaches the claim from its session or from held_ (not from the stream).
+  void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The claim ended without an ack (lease lost, claim gone): claim the stream
+  // again so its wakes are redelivered.
+  void DropClaimLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RecordErrorLocked(const std::string& what, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void OnClaimed(const Key& key, absl::StatusOr<v1::ClaimWakesResponse> result);
+  void OnAcked(const Key& key, const std::string& token,
+               absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
+  void OnReleased(const Key& key, const std::string& token,
+                  absl::StatusOr<v1::ReleaseClaimResponse> result);
+  // Applies an ExtendClaims answer; `done` (heartbeats only) gets the result.
+  void OnExtended(common::MonotonicTime sent_at, absl::StatusOr<v1::ExtendClaimsResponse> result,
+                  Callback<HeartbeatResult> done);
+  void OnRetryTimer();
+  void OnLeaseTimer();
+
+  static void Run(Effects& fx);
+
+  common::TimeSource& time_;
+  const SchedulerOptions options_;
+
+  absl::Mutex mu_;
+  absl::node_hash_map<Key, StreamState> streams_ ABSL_GUARDED_BY(mu_);
+  // Idle streams with a queued trigger, by trigger arrival.
+  std::set<std::pair<uint64_t, Key>> ready_ ABSL_GUARDED_BY(mu_);
+  // Claims waiting for a runner, in the order they were claimed.
+  std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<common::MonotonicTime, Key>> retries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<SessionId, Session> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, SessionId> current_session_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, TenantRing> rings_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  SessionId next_session_ ABSL_GUARDED_BY(mu_) = 1;
+  int claims_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int releases_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int active_claims_ ABSL_GUARDED_BY(mu_) = 0;
+  // Claims delivered to a runner (kDelivered or kAcking).
+  int delivered_claims_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+
+  // Timers before calls_: calls_ is destroyed first and waits for running
+  // completions, which may still touch the timers.
+  common::TimerPtr retry_timer_;
+  common::TimerPtr lease_timer_;
+  RegistryCalls calls_;
+};
+
+}  // namespace wake::runtime

@@ -1,0 +1,627 @@
+#include "runtime-service/claim_scheduler_impl.h"
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/simulated_time_source.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/mocks/runtime/manual_executor.h"
+#include "tests/support/status_matchers.h"
+#include "wake/v1/registry_mock.grpc.pb.h"
+
+namespace wake::runtime {
+namespace {
+
+using ::testing::_;
+using ::testing::AllOf;
+using ::testing::DoAll;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::InSequence;
+using ::testing::Property;
+using ::testing::Return;
+using ::testing::SetArgPointee;
+using ::testing::StrictMock;
+using ::wake::testing::IsOkAndHolds;
+using ::wake::testing::StatusIs;
+
+constexpr char kTenant[] = "acme";
+constexpr absl::Duration kLease = absl::Seconds(30);
+
+// Records what the scheduler sends to one runner session.
+class RecordingSink : public ClaimSink {
+ public:
+  bool Send(const v1::WakeClaim& claim) override {
+    claims.push_back(claim);
+    return true;
+  }
+  void Close(const absl::Status& status) override { closed = status; }
+
+  std::vector<std::string> Tokens() const {
+    std::vector<std::string> tokens;
+    for (const v1::WakeClaim& claim : claims) tokens.push_back(claim.claim_token());
+    return tokens;
+  }
+
+  std::vector<v1::WakeClaim> claims;
+  std::optional<absl::Status> closed;
+};
+
+std::vector<int64_t> WakeIds(const v1::WakeClaim& claim) {
+  std::vector<int64_t> ids;
+  for (const v1::Wake& wake : claim.wakes()) ids.push_back(wake.id());
+  return ids;
+}
+
+v1::ClaimWakesResponse Claimed(const std::string& token, const std::string& stream,
+                               std::vector<int64_t> wake_ids) {
+  v1::ClaimWakesResponse response;
+  response.set_status(v1::CLAIMED);
+  response.set_claim_token(token);
+  for (int64_t id : wake_ids) {
+    v1::Wake* wake = response.add_wakes();
+    wake->set_id(id);
+    wake->set_tenant_id(kTenant);
+    wake->set_stream(stream);
+  }
+  response.mutable_lease_expires_at()->set_seconds(1767225630);
+  return response;
+}
+
+v1::ClaimWakesResponse WithStatus(v1::ClaimStatus status) {
+  v1::ClaimWakesResponse response;
+  response.set_status(status);
+  return response;
+}
+
+v1::AckWakesResponse Acked(int64_t acked, bool more_pending) {
+  v1::AckWakesResponse response;
+  response.set_acked(acked);
+  response.set_more_pending(more_pending);
+  return response;
+}
+
+auto ClaimOf(const std::string& stream) {
+  return AllOf(Property(&v1::ClaimWakesRequest::tenant_id, kTenant),
+               Property(&v1::ClaimWakesRequest::stream, stream),
+               Property(&v1::ClaimWakesRequest::runner_id, "rt-1"));
+}
+
+template <typename Request>
+auto TokenIs(const std::string& token) {
+  return Property(&Request::claim_token, token);
+}
+
+auto Replies(const v1::ClaimWakesResponse& response) {
+  return DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK));
+}
+auto Replies(const v1::AckWakesResponse& response) {
+  return DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK));
+}
+auto Replies(const v1::ExtendClaimsResponse& response) {
+  return DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK));
+}
+auto Released(int64_t count) {
+  v1::ReleaseClaimResponse response;
+  response.set_released(count);
+  return DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK));
+}
+
+v1::ExtendClaimsResponse Extended(const std::string& stream, const std::string& token,
+                                  bool extended) {
+  v1::ExtendClaimsResponse response;
+  v1::ExtendedClaim* claim = response.add_claims();
+  claim->mutable_claim()->set_tenant_id(kTenant);
+  claim->mutable_claim()->set_stream(stream);
+  claim->mutable_claim()->set_claim_token(token);
+  claim->set_extended(extended);
+  claim->mutable_lease_expires_at()->set_seconds(1767225700);
+  return response;
+}
+
+// The result a scheduler callback delivered, if it ran.
+template <typename T>
+struct Captured {
+  ClaimScheduler::Callback<T> Callback() {
+    return [this](absl::StatusOr<T> r) { result = std::move(r); };
+  }
+  std::optional<absl::StatusOr<T>> result;
+};
+
+class ClaimSchedulerTest : public ::testing::Test {
+ protected:
+  static SchedulerOptions Options(int max_concurrent_claims = 64) {
+    SchedulerOptions options;
+    options.runtime_id = "rt-1";
+    options.lease = kLease;
+    options.retry_initial = absl::Milliseconds(100);
+    options.retry_max = absl::Seconds(1);
+    options.max_concurrent_claims = max_concurrent_claims;
+    return options;
+  }
+
+  void MakeScheduler(SchedulerOptions options) {
+    scheduler_ = std::make_unique<ClaimSchedulerImpl>(registry_, time_, executor_, options);
+  }
+
+  void SetUp() override { MakeScheduler(Options()); }
+
+  void TearDown() override {
+    // Every test ends quiescent: nothing left in flight against the registry.
+    EXPECT_EQ(executor_.pending(), 0u);
+    scheduler_.reset();
+  }
+
+  std::shared_ptr<RecordingSink> ConnectRunner(const std::string& runner_id,
+                                               const std::string& session_id,
+                                               int max_in_flight = 16,
+                                               std::vector<std::string> prefixes = {}) {
+    auto sink = std::make_shared<RecordingSink>();
+    RunnerSpec spec;
+    spec.runner_id = runner_id;
+    spec.session_id = session_id;
+    spec.tenant_id = kTenant;
+    spec.max_in_flight = max_in_flight;
+    spec.stream_prefixes = std::move(prefixes);
+    absl::StatusOr<SessionId> id = scheduler_->Connect(spec, sink);
+    EXPECT_TRUE(id.ok()) << id.status();
+    sessions_[runner_id + "/" + session_id] = id.value_or(0);
+    return sink;
+  }
+
+  AckRequest AckOf(const std::string& runner_id, const std::string& session_id,
+                   const v1::WakeClaim& claim) {
+    AckRequest ack;
+    ack.runner_id = runner_id;
+    ack.session_id = session_id;
+    ack.tenant_id = claim.tenant_id();
+    ack.stream = claim.stream();
+    ack.claim_token = claim.claim_token();
+    return ack;
+  }
+
+  StrictMock<v1::MockWakeRegistryStub> registry_;
+  common::SimulatedTimeSource time_;
+  ManualExecutor executor_;
+  std::unique_ptr<ClaimSchedulerImpl> scheduler_;
+  std::map<std::string, SessionId> sessions_;
+};
+
+TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/parent/1"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/parent/1", {1})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(1, false)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/parent/1"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/parent/1", {2, 3, 4})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+        .WillOnce(Replies(Acked(3, false)));
+  }
+
+  scheduler_->Trigger(kTenant, "/parent/1");
+  ASSERT_EQ(executor_.pending(), 1u);  // The first claim is in flight...
+  scheduler_->Trigger(kTenant, "/parent/1");
+  scheduler_->Trigger(kTenant, "/parent/1");
+  scheduler_->Trigger(kTenant, "/parent/1");
+  EXPECT_EQ(executor_.pending(), 1u);  // ...and the others wait behind it, coalesced.
+  EXPECT_EQ(scheduler_->Health().queued_streams, 1);
+
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_EQ(executor_.pending(), 0u);  // Dispatched: the follow-up waits for the ack.
+
+  Captured<AckResult> ack1;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack1.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(*ack1.result, IsOkAndHolds(::testing::Field(&AckResult::acked, 1)));
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  EXPECT_THAT(WakeIds(sink->claims[0]), ElementsAre(1));
+  EXPECT_THAT(WakeIds(sink->claims[1]), ElementsAre(2, 3, 4));
+
+  Captured<AckResult> ack2;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), ack2.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack2.result->ok());
+
+  const SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.counters.claims_succeeded, 2);
+  EXPECT_EQ(health.counters.claims_dispatched, 2);
+  EXPECT_EQ(health.counters.claims_acked, 2);
+  EXPECT_EQ(health.queued_streams, 0);
+  EXPECT_EQ(health.active_claims, 0);
+}
+
+TEST_F(ClaimSchedulerTest, NewerTriggerNeverJumpsAheadOfAQueuedOne) {
+  MakeScheduler(Options(/*max_concurrent_claims=*/1));
+  std::vector<std::string> order;
+  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
+      .Times(4)
+      .WillRepeatedly([&order](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                               v1::ClaimWakesResponse* response) {
+        order.push_back(request.stream());
+        response->set_status(v1::NOTHING_PENDING);
+        return grpc::Status::OK;
+      });
+
+  scheduler_->Trigger(kTenant, "/a");  // Claimed at once (the only slot).
+  scheduler_->Trigger(kTenant, "/b");  // Waits for the slot.
+  scheduler_->Trigger(kTenant, "/a");  // Waits behind /a's claim, but before /c.
+  scheduler_->Trigger(kTenant, "/c");
+  scheduler_->Trigger(kTenant, "/b");  // Coalesces with the queued /b; does not move it.
+  EXPECT_EQ(scheduler_->Health().queued_streams, 3);
+
+  executor_.RunAll();
+  EXPECT_THAT(order, ElementsAre("/a", "/b", "/a", "/c"));
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 4);
+}
+
+TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+    EXPECT_CALL(registry_, AckWakes(_,
+                                    AllOf(TokenIs<v1::AckWakesRequest>("tok-1"),
+                                          Property(&v1::AckWakesRequest::wake_ids_size, 0)),
+                                    _))
+        .WillOnce(Replies(Acked(2, true)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {3})));
+  }
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunOne();  // AckWakes only: the new claim is already on its way.
+  ASSERT_TRUE(ack.result.has_value());
+  ASSERT_TRUE(ack.result->ok());
+  EXPECT_TRUE((*ack.result)->more_pending);
+  EXPECT_EQ((*ack.result)->acked, 2);
+  EXPECT_EQ(executor_.pending(), 1u);
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+
+  // Leave nothing behind: the second claim goes back at shutdown.
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-2"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+
+  EXPECT_TRUE(sink->claims.empty());
+  const SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.counters.claims_skipped, 1);
+  EXPECT_EQ(health.counters.claims_succeeded, 0);
+  EXPECT_EQ(health.queued_streams, 0);
+  EXPECT_EQ(health.active_claims, 0);
+  // Nothing is retried: StrictMock fails on any further call.
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.pending(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, AlreadyClaimedElsewhereIsRetriedAfterALease) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(WithStatus(v1::ALREADY_CLAIMED)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 1);
+
+  time_.Advance(kLease - absl::Milliseconds(1));
+  EXPECT_EQ(executor_.pending(), 0u);
+  time_.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(executor_.pending(), 1u);
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, FailedClaimIsRetriedWithBackoffAndCounted) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Return(grpc::Status(grpc::StatusCode::UNAVAILABLE, "registry down")));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.counters.claims_failed, 1);
+  EXPECT_THAT(health.last_error, HasSubstr("registry down"));
+  EXPECT_EQ(health.queued_streams, 1);  // The trigger is kept, not dropped.
+
+  scheduler_->Trigger(kTenant, "/p");  // Coalesces with the pending retry.
+  EXPECT_EQ(executor_.pending(), 0u);
+  time_.Advance(absl::Milliseconds(100));  // The first backoff is at most retry_initial.
+  EXPECT_EQ(executor_.pending(), 1u);
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
+  auto old_sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})))
+      .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  ASSERT_THAT(old_sink->Tokens(), ElementsAre("tok-1"));
+
+  // The old session heartbeats; its ExtendClaims is still in flight when the
+  // runner restarts with a new session.
+  EXPECT_CALL(registry_, ExtendClaims(_, Property(&v1::ExtendClaimsRequest::claims_size, 1), _))
+      .WillOnce(Replies(Extended("/p", "tok-1", false)));
+  Captured<HeartbeatResult> old_beat;
+  scheduler_->Heartbeat("runner-a", "s1", old_beat.Callback());
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+      .WillOnce(Released(1));
+  auto new_sink = ConnectRunner("runner-a", "s2");
+  ASSERT_TRUE(old_sink->closed.has_value());
+  EXPECT_THAT(*old_sink->closed, StatusIs(absl::StatusCode::kAborted, HasSubstr("superseded")));
+  executor_.RunAll();  // Old heartbeat lands, tok-1 released and claimed anew for s2.
+  EXPECT_TRUE(old_beat.result->ok());
+  ASSERT_THAT(new_sink->Tokens(), ElementsAre("tok-2"));
+
+  // Later heartbeats of the old session are refused and touch nothing...
+  Captured<HeartbeatResult> stale;
+  scheduler_->Heartbeat("runner-a", "s1", stale.Callback());
+  EXPECT_THAT(*stale.result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("session_id")));
+  EXPECT_EQ(executor_.pending(), 0u);
+
+  // ...while the current session's heartbeat extends its claim.
+  EXPECT_CALL(registry_,
+              ExtendClaims(_,
+                           Property(&v1::ExtendClaimsRequest::claims,
+                                    ElementsAre(Property(&v1::ClaimRef::claim_token, "tok-2"))),
+                           _))
+      .WillOnce(Replies(Extended("/p", "tok-2", true)));
+  Captured<HeartbeatResult> beat;
+  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(beat.result->ok());
+  EXPECT_EQ((*beat.result)->extended, 1);
+  EXPECT_EQ((*beat.result)->lease_expires_at, absl::FromUnixSeconds(1767225700));
+
+  // An old heartbeat never stops the current session's lease from being
+  // kept: its claim survives a lease period of (new) heartbeats.
+  time_.Advance(kLease / 2);
+  EXPECT_CALL(registry_, ExtendClaims(_, _, _)).WillOnce(Replies(Extended("/p", "tok-2", true)));
+  scheduler_->Heartbeat("runner-a", "s1", stale.Callback());
+  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  executor_.RunAll();
+  time_.Advance(kLease / 2 + absl::Seconds(1));
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+  EXPECT_EQ(executor_.pending(), 0u);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s2", new_sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  ConnectRunner("runner-b", "s9");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s9", sink->claims[0]), ack.Callback());
+  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition,
+                                    HasSubstr("claim_token")));
+  EXPECT_EQ(executor_.pending(), 0u);
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, AckOfAClaimThisRuntimeDoesNotKnowGoesToTheRegistry) {
+  // E.g. a claim delivered by an earlier runtime process.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-old"), _))
+      .WillOnce(Replies(Acked(2, true)));
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  AckRequest request;
+  request.runner_id = "runner-a";
+  request.session_id = "s1";
+  request.tenant_id = kTenant;
+  request.stream = "/p";
+  request.claim_token = "tok-old";
+  Captured<AckResult> ack;
+  scheduler_->Ack(request, ack.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result->ok());
+  EXPECT_TRUE((*ack.result)->more_pending);
+}
+
+TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
+  auto sink_a = ConnectRunner("runner-a", "s1");
+  auto sink_b = ConnectRunner("runner-b", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+    EXPECT_CALL(registry_, ReleaseClaim(_,
+                                        AllOf(TokenIs<v1::ReleaseClaimRequest>("tok-1"),
+                                              Property(&v1::ReleaseClaimRequest::stream, "/p")),
+                                        _))
+        .WillOnce(Released(2));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1, 2})));
+  }
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  ASSERT_THAT(sink_a->Tokens(), ElementsAre("tok-1"));  // Round robin starts with a.
+
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok-2"));
+  EXPECT_THAT(WakeIds(sink_b->claims[0]), ElementsAre(1, 2));
+  const SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.counters.claims_released, 1);
+  EXPECT_EQ(health.connected_runners, 1);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(2, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink_b->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, WithoutRunnersTheClaimIsHeldKeptAliveAndDeliveredOnConnect) {
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+
+  // The runtime extends the lease of a claim no runner holds.
+  EXPECT_CALL(registry_,
+              ExtendClaims(_,
+                           Property(&v1::ExtendClaimsRequest::claims,
+                                    ElementsAre(Property(&v1::ClaimRef::claim_token, "tok-1"))),
+                           _))
+      .Times(3)
+      .WillRepeatedly(Replies(Extended("/p", "tok-1", true)));
+  for (int i = 0; i < 3; ++i) {
+    time_.Advance(kLease / 3);
+    executor_.RunAll();
+  }
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);  // Past one lease, still ours.
+
+  auto sink = ConnectRunner("runner-a", "s1");
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_EQ(sink->claims[0].lease_expires_at().seconds(), 1767225700);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ExtendClaims(_, _, _))
+        .WillOnce(Replies(Extended("/p", "tok-1", false)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+  time_.Advance(kLease / 3);
+  executor_.RunAll();
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-2"));
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-2"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
+  auto sink_a = ConnectRunner("runner-a", "s1", /*max_in_flight=*/1, {"/a/"});
+  auto sink_b = ConnectRunner("runner-b", "s1", /*max_in_flight=*/2);
+  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
+      .WillRepeatedly([](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                         v1::ClaimWakesResponse* response) {
+        *response = Claimed("tok" + request.stream(), request.stream(), {1});
+        return grpc::Status::OK;
+      });
+  for (const char* stream : {"/a/1", "/a/2", "/b/1", "/a/3"}) {
+    scheduler_->Trigger(kTenant, stream);
+    executor_.RunAll();
+  }
+  EXPECT_THAT(sink_a->Tokens(), ElementsAre("tok/a/1"));
+  EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok/a/2", "tok/b/1"));
+  EXPECT_EQ(scheduler_->Health().active_claims, 4);  // /a/3 waits for room.
+
+  EXPECT_CALL(registry_, AckWakes(_, _, _)).WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink_a->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(sink_a->Tokens(), ElementsAre("tok/a/1", "tok/a/3"));
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, _, _)).Times(3).WillRepeatedly(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+}
+
+TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p");
+  executor_.RunAll();
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->Trigger(kTenant, "/q");  // Ignored: no new claims.
+  executor_.RunAll();
+  EXPECT_TRUE(scheduler_->AwaitSettled(absl::ZeroDuration()));
+  EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);
+
+  RunnerSpec spec;
+  spec.runner_id = "runner-a";
+  spec.session_id = "s1";
+  spec.tenant_id = kTenant;
+  EXPECT_THAT(scheduler_->Connect(spec, std::make_shared<RecordingSink>()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+}
+
+}  // namespace
+}  // namespace wake::runtime

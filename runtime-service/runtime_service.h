@@ -1,0 +1,38 @@
+// The gRPC adapter of wake.v1.WakeRuntime (callback API): converts protos,
+// calls the ClaimScheduler, maps absl::Status to grpc::Status.
+#pragma once
+
+#include "grpcpp/grpcpp.h"
+#include "runtime-service/claim_scheduler.h"
+#include "runtime-service/registry_follower.h"
+#include "wake/v1/runtime.grpc.pb.h"
+
+namespace wake::runtime {
+
+// StreamWakeClaims sends this initial metadata (the session id) once the
+// session is registered, so a runner can wait for it before relying on it.
+inline constexpr char kSessionMetadataKey[] = "wake-session-id";
+
+class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
+ public:
+  // The references must outlive the server this service is registered with.
+  WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower);
+
+  grpc::ServerWriteReactor<v1::WakeClaim>* StreamWakeClaims(
+      grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) override;
+  grpc::ServerUnaryReactor* AckClaim(grpc::CallbackServerContext* context,
+                                     const v1::AckClaimRequest* request,
+                                     v1::AckClaimResponse* response) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* context,
+                                      const v1::HeartbeatRequest* request,
+                                      v1::HeartbeatResponse* response) override;
+  grpc::ServerUnaryReactor* GetHealth(grpc::CallbackServerContext* context,
+                                      const v1::GetHealthRequest* request,
+                                      v1::GetHealthResponse* response) override;
+
+ private:
+  ClaimScheduler& scheduler_;
+  RegistryFollower& follower_;
+};
+
+}  // namespace wake::runtime

@@ -1,0 +1,19 @@
+// Where wake-available events go: "stream S of tenant T may have pending
+// wakes, claim them". Implemented by the claim scheduler, fed by the registry
+// follower.
+#pragma once
+
+#include <string>
+
+namespace wake::runtime {
+
+class TriggerSink {
+ public:
+  virtual ~TriggerSink() = default;
+
+  // Never blocks on the registry and never drops a trigger: if the stream is
+  // busy the trigger is queued (coalesced with others queued for it).
+  virtual void Trigger(const std::string& tenant_id, const std::string& stream) = 0;
+};
+
+}  // namespace wake::runtime

@@ -1,0 +1,15 @@
+#include "tests/mocks/runtime/mocks.h"
+
+namespace wake::runtime {
+
+// Out of line so every test does not compile the mock machinery again.
+MockTriggerSink::MockTriggerSink() = default;
+MockTriggerSink::~MockTriggerSink() = default;
+MockClaimSink::MockClaimSink() = default;
+MockClaimSink::~MockClaimSink() = default;
+MockClaimScheduler::MockClaimScheduler() = default;
+MockClaimScheduler::~MockClaimScheduler() = default;
+MockRegistryFollower::MockRegistryFollower() = default;
+MockRegistryFollower::~MockRegistryFollower() = default;
+
+}  // namespace wake::runtime
