@@ -56,7 +56,9 @@ ensure_go() {
   local cache="$WAKE_ROOT/.wakeline/go-toolchain"
   local module="golang.org/toolchain@v0.0.1-$WAKE_GO_TOOLCHAIN.linux-$(dpkg --print-architecture)"
   local dir
-  dir=$(GOMODCACHE="$cache" GOFLAGS=-modcacherw GO111MODULE=on \
+  mkdir -p "$cache"
+  # From a directory outside any module: an old Go cannot parse newer go.mod files.
+  dir=$(cd "$cache" && GOMODCACHE="$cache" GOFLAGS=-modcacherw GO111MODULE=on \
     go mod download -json "$module" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -n "$dir" ] && [ -f "$dir/bin/go" ] || die "could not fetch $module from the Go module proxy"
   # Module zips carry no executable bits.
