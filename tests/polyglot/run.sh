@@ -22,10 +22,19 @@ done
 
 install_debian_packages
 STACK_DIR=$(mktemp -d /tmp/wakeline-polyglot.XXXXXX)
+PASSED=0
+FAILED=0
+REPORTED=0
 cleanup() {
   stack_stop
   rm -rf "$STACK_DIR"
+  # Stopped before the tests finished (build, stubs or services failed): the
+  # suites that did not report count as failed.
+  if [ "$REPORTED" = 0 ]; then
+    echo "polyglot: $PASSED passed, $((FAILED + ${#languages[@]} - SUITES_DONE)) failed"
+  fi
 }
+SUITES_DONE=0
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -33,8 +42,6 @@ stack_build
 bash clients/generate.sh "${languages[@]}"
 stack_start
 
-PASSED=0
-FAILED=0
 # count SUITE PASSED FAILED STATUS: adds one suite's counts; a suite that failed
 # without reporting a failed test (build error, crash) counts as one failure.
 count() {
@@ -47,6 +54,7 @@ count() {
   log "$suite: $passed passed, $failed failed"
   PASSED=$((PASSED + passed))
   FAILED=$((FAILED + failed))
+  SUITES_DONE=$((SUITES_DONE + 1))
 }
 
 run_python() {
@@ -86,5 +94,6 @@ if [ "$FAILED" -ne 0 ]; then
     tail -n 15 "$STACK_DIR/$service.log" >&2 || true
   done
 fi
+REPORTED=1
 echo "polyglot: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
