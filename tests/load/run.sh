@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Load test with ghz (through server reflection: no proto files) against the
+# embedded default, compared with pgbench running the same SQL on the same
+# database. Prints one table (rps, p50, p95, p99, errors) and the ratio rows;
+# exits non-zero when any row had errors (ratios are reported, not enforced).
+#
+#   bash tests/load/run.sh            full run: bazel -c opt, 10 s per row
+#   bash tests/load/run.sh --smoke    CI: default build, 1 s per row
+# Options: --seconds N (per row), --concurrency N, --out DIR (reports; default
+# .wakeline/load/<time>), --registry ADDR --database-url URL (use running
+# services instead of starting a throwaway stack; their data stays).
+set -euo pipefail
+source "$(dirname "$0")/../../scripts/lib.sh"
+source "$WAKE_ROOT/scripts/toolchains.sh"
+source "$WAKE_ROOT/scripts/stack.sh"
+cd "$WAKE_ROOT"
+
+GHZ_VERSION="v0.121.0"
+SMOKE=0
+SECONDS_PER_ROW=""
+CONCURRENCY=16
+OUT=""
+REGISTRY_ADDR=""
+EXTERNAL_DATABASE_URL=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --seconds) SECONDS_PER_ROW=$2; shift ;;
+    --concurrency) CONCURRENCY=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --registry) REGISTRY_ADDR=$2; shift ;;
+    --database-url) EXTERNAL_DATABASE_URL=$2; shift ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+if [ "$SMOKE" = 1 ]; then
+  SECONDS_PER_ROW=${SECONDS_PER_ROW:-1}
+  SEED_REGISTRATIONS=500
+else
+  SECONDS_PER_ROW=${SECONDS_PER_ROW:-10}
+  SEED_REGISTRATIONS=10000
+fi
+[ -n "$REGISTRY_ADDR" ] && [ -z "$EXTERNAL_DATABASE_URL" ] && die "--registry needs --database-url (for pgbench)"
+OUT=${OUT:-$WAKE_ROOT/.wakeline/load/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+
+install_debian_packages
+ensure_python
+go_tool ghz "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
+GHZ="$WAKE_TOOLS_BIN/ghz"
+PGBENCH="$(pg_bin_dir)/pgbench"
+
+STACK_DIR=$(mktemp -d /tmp/wakeline-load.XXXXXX)
+cleanup() {
+  stack_stop
+  rm -rf "$STACK_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -n "$REGISTRY_ADDR" ]; then
+  export WAKE_REGISTRY_ADDR="$REGISTRY_ADDR" DATABASE_URL="$EXTERNAL_DATABASE_URL"
+else
+  if [ "$SMOKE" = 1 ]; then stack_build; else stack_build -c opt; fi
+  STACK_LOG_LEVEL=warn stack_start
+fi
+RUN_ID=$(date +%s)-$$  # keeps rows distinct when the database is reused
+
+# ghz_call NAME METHOD DATA [ghz flags...]: one ghz run writing $OUT/NAME.json.
+ghz_call() {
+  local name=$1 method=$2 data=$3
+  shift 3
+  "$GHZ" --insecure --call "$method" -d "$data" -c "$CONCURRENCY" --connections=1 \
+    --duration-stop=ignore -O json -o "$OUT/$name.json" "$@" "$WAKE_REGISTRY_ADDR" ||
+    die "ghz failed for $name ($method)"
+}
+
+# row NAME METHOD NOTE DATA [ghz flags...]: a timed table row. Server streams
+# (--stream-call-count) end by client cancellation; the summary knows that.
+row() {
+  local name=$1 method=$2 note=$3 data=$4 kind=ghz
+  shift 4
+  case "$*" in *--stream-call-count*) kind=ghz-stream ;; esac
+  log "row $name: $method for ${SECONDS_PER_ROW}s ($note)"
+  ghz_call "$name" "$method" "$data" -z "${SECONDS_PER_ROW}s" "$@"
+  printf '%s\t%s\t%s.json\t%s\n' "$name" "$kind" "$name" "$note" >>"$OUT/rows.tsv"
+}
+
+# seed NAME COUNT DATA: COUNT RegisterWake calls, which must all succeed.
+seed() {
+  local name=$1 count=$2 data=$3
+  ghz_call "seed_$name" wake.v1.WakeRegistry/RegisterWake "$data" -n "$count"
+  python3 - "$OUT/seed_$name.json" "$count" <<'PY' || die "seeding $1 failed"
+import json, sys
+report = json.load(open(sys.argv[1]))
+codes = report.get("statusCodeDistribution") or {}
+if codes.get("OK", 0) != int(sys.argv[2]):
+    sys.exit(f"seed {sys.argv[1]}: {codes}")
+PY
+  rm -f "$OUT/seed_$name.json"
+}
+
+# pgbench_row NAME NOTE SQL: pgbench -M prepared with the same concurrency.
+pgbench_row() {
+  local name=$1 note=$2 sql=$3 threads
+  threads=$((CONCURRENCY < 2 ? CONCURRENCY : 2))
+  printf '%s\n' "$sql" >"$OUT/$name.sql"
+  log "row $name: pgbench for ${SECONDS_PER_ROW}s ($note)"
+  "$PGBENCH" -d "$DATABASE_URL" -n -M prepared -c "$CONCURRENCY" -j "$threads" \
+    -T "$SECONDS_PER_ROW" -f "$OUT/$name.sql" -l --log-prefix="$OUT/$name.log" \
+    >"$OUT/$name.pgbench.txt" 2>&1 || { cat "$OUT/$name.pgbench.txt" >&2; die "pgbench failed for $name"; }
+  printf '%s\tpgbench\t%s.pgbench.txt\t%s\n' "$name" "$name" "$note" >>"$OUT/rows.tsv"
+}
+
+: >"$OUT/rows.tsv"
+RUN_FINISHED='"condition":{"run_finished":{}}'
+log "seeding: $SEED_REGISTRATIONS registrations, plus 1 and 5 on the evaluated sources, 100 in tenant load-sub"
+seed bulk "$SEED_REGISTRATIONS" \
+  "{\"subscriber_url\":\"/load/seed/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/seed/$RUN_ID/child-{{.RequestNumber}}\",$RUN_FINISHED}"
+seed one 1 "{\"subscriber_url\":\"/load/one/$RUN_ID/parent\",\"source_url\":\"/load/one/$RUN_ID/child\",$RUN_FINISHED}"
+seed many 5 "{\"subscriber_url\":\"/load/many/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/many/$RUN_ID/child\",$RUN_FINISHED}"
+seed sub 100 "{\"tenant_id\":\"load-sub-$RUN_ID\",\"subscriber_url\":\"/load/sub/parent-{{.RequestNumber}}\",\"source_url\":\"/load/sub/child\",$RUN_FINISHED}"
+
+# grpc++'s built-in health service links no descriptor for grpc/health/v1, so
+# reflection may not resolve it; then (only then) ghz gets the proto file.
+HEALTH_FLAGS=()
+probe=$("$GHZ" --insecure --call grpc.health.v1.Health/Check -n 1 -O json -o /dev/null \
+  -d '{"service":"wake.v1.WakeRegistry"}' "$WAKE_REGISTRY_ADDR" 2>&1 || true)
+if grep -q "Symbol not found" <<<"$probe"; then
+  log "warning: reflection does not resolve grpc.health.v1.Health; using tests/support/grpc/health/v1/health.proto"
+  HEALTH_FLAGS=(--proto "$WAKE_ROOT/tests/support/grpc/health/v1/health.proto")
+fi
+row health_check grpc.health.v1.Health/Check "baseline: standard health service" \
+  '{"service":"wake.v1.WakeRegistry"}' "${HEALTH_FLAGS[@]}"
+row register_wake wake.v1.WakeRegistry/RegisterWake "distinct row per call" \
+  "{\"subscriber_url\":\"/load/reg/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/reg/$RUN_ID/child-{{.RequestNumber}}\",$RUN_FINISHED}"
+pgbench_row pgbench_upsert "the RegisterWake upsert, prepared" "\
+\\set n random(1, 2000000000)
+INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, condition, debounce_ms,
+  timeout_ms, one_shot, include_response, manifest_key)
+VALUES ('default', '/load/pgbench/$RUN_ID/parent-' || :client_id::text || '-' || :n::text,
+  '/load/pgbench/$RUN_ID/child-' || :n::text, '{\"on\":\"runFinished\"}'::jsonb, 0, 0, false, true, '')
+ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, debounce_ms, timeout_ms, condition,
+  manifest_key) DO NOTHING
+RETURNING id, tenant_id, subscriber_url, source_url, condition::text, debounce_ms, timeout_ms,
+  one_shot, timeout_consumed, include_response, manifest_key,
+  (extract(epoch from created_at) * 1000000)::bigint, pg_current_xact_id()::text::bigint;"
+row eval_0_local wake.v1.WakeRegistry/EvaluateRunFinished "0 matches, consistency LOCAL" \
+  "{\"source_url\":\"/load/none/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\",\"consistency\":\"LOCAL\"}"
+row eval_0_default wake.v1.WakeRegistry/EvaluateRunFinished "0 matches, default consistency" \
+  "{\"source_url\":\"/load/none/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
+row eval_1_default wake.v1.WakeRegistry/EvaluateRunFinished "1 match (1 wake per call), default" \
+  "{\"source_url\":\"/load/one/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
+# (pgbench reads \`:name\` as a variable even inside quotes: the key's colon is chr(58).)
+pgbench_row pgbench_wake_insert "single-row insert into wakes, prepared" "\
+\\set n random(1, 2000000000)
+INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, message,
+  run_finished_status, include_response)
+VALUES ('default', '/load/pgbench/$RUN_ID/parent', :n::bigint,
+  'update' || chr(58) || 'r' || :client_id::text || '-' || :n::text,
+  '{\"source\":\"/load/pgbench/$RUN_ID/child\",\"changes\":[{\"collection\":\"runs\",\"kind\":\"UPDATE\",\"key\":\"r1\"}]}'::jsonb,
+  'COMPLETED', true)
+ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING
+RETURNING id, (extract(epoch from created_at) * 1000000)::bigint, pg_current_xact_id()::text::bigint;"
+row eval_5_default wake.v1.WakeRegistry/EvaluateRunFinished "5 matches (5 wakes per call), default" \
+  "{\"source_url\":\"/load/many/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
+row list_registrations wake.v1.WakeRegistry/ListRegistrations "first page of 100, default tenant" \
+  '{"page_size":100}'
+row subscribe_changes wake.v1.WakeRegistry/SubscribeChanges "stream: snapshot of 100 registrations" \
+  "{\"tenant_id\":\"load-sub-$RUN_ID\",\"from_offset\":\"-1\",\"kinds\":[\"REGISTRATION\"]}" \
+  --stream-call-count=100 --timeout=10s
+
+python3 "$WAKE_ROOT/tests/load/summarize.py" "$OUT" "$CONCURRENCY" | tee "$OUT/summary.txt"
