@@ -36,6 +36,9 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     tenant_ = request.tenant_id();
     for (int kind : request.kinds()) kinds_.insert(kind);
     const std::string& from = request.from_offset();
+    {
+    // Never hold mu_ while calling Watch: the feed calls Pump (which takes
+    // mu_) with its watcher lock held.
     absl::MutexLock lock(&mu_);
     if (from.empty() || from == "-1") {
       // Head first, then the snapshot: anything in between is sent twice,
@@ -72,6 +75,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     } else if (!feed_.ParseOffset(from, &cursor_) || cursor_ > feed_.head()) {
       queue_.push_back(Control(v1::MUST_REFETCH, from));
       finish_when_drained_ = true;
+    }
     }
     watch_ = feed_.Watch([this] { Pump(); });
   }

@@ -1,15 +1,49 @@
 #include "registry-service/sync_factory.h"
 
+#include <memory>
+
+#include "common/postgres.h"
+#include "common/sync/electric/electric_sync_source.h"
+#include "common/sync/electric/postgres_lsn.h"
+#include "common/sync/postgres/postgres_sync_source.h"
+
 namespace wake::registry {
+namespace {
+
+// The Electric source reads the database's WAL position for its read
+// barrier; this owns the small pool that serves those reads.
+class ElectricWithLsnPool final : public sync::SyncSource {
+ public:
+  ElectricWithLsnPool(const RegistryConfig& config, common::TimeSource& time)
+      : pool_(config.database_url, 2) {
+    sync::ElectricSyncConfig electric;
+    electric.url = config.electric_url;
+    electric.secret = config.electric_secret;
+    electric.tenant = config.tenant;
+    source_ = std::make_unique<sync::ElectricSyncSource>(electric, time,
+                                                         sync::MakePostgresLsnProvider(pool_));
+  }
+
+  absl::Status Start(sync::SyncObserver& observer, absl::Duration timeout) override {
+    return source_->Start(observer, timeout);
+  }
+  absl::Status Barrier(absl::Duration timeout) override { return source_->Barrier(timeout); }
+  void Stop() override { source_->Stop(); }
+
+ private:
+  common::PgPool pool_;
+  std::unique_ptr<sync::ElectricSyncSource> source_;
+};
+
+}  // namespace
 
 absl::StatusOr<sync::SyncSourcePtr> MakeSyncSource(const RegistryConfig& config,
                                                    common::TimeSource& time) {
-  (void)time;
   switch (config.sync) {
     case SyncSourceKind::kPostgres:
-      return absl::UnimplementedError("--sync=postgres: not built yet");
+      return std::make_unique<sync::PostgresSyncSource>(config.database_url, time);
     case SyncSourceKind::kElectric:
-      return absl::UnimplementedError("--sync=electric: not built yet");
+      return std::make_unique<ElectricWithLsnPool>(config, time);
   }
   return absl::InvalidArgumentError("--sync: unknown source");
 }

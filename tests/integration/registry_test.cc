@@ -237,7 +237,8 @@ TEST_F(RegistryTest, SubscribeChangesSnapshotThenLiveAndResumeFromAnOffset) {
     ASSERT_EQ(event.control(), v1::UP_TO_DATE);
     // Live: a new registration arrives with its txid.
     v1::RegisterWakeResponse second;
-    ASSERT_TRUE(client_->Register(OnRunFinished("/p/b", "/c/b"), &second).ok());
+    grpc::Status registered = client_->Register(OnRunFinished("/p/b", "/c/b"), &second);
+    ASSERT_TRUE(registered.ok()) << registered.error_code() << " " << registered.error_message();
     ASSERT_TRUE(reader->Read(&event));
     ASSERT_TRUE(event.has_registration());
     EXPECT_EQ(event.registration().op(), v1::INSERT);
