@@ -1,6 +1,7 @@
 #include "common/grpc_server.h"
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 
@@ -10,6 +11,9 @@ absl::StatusOr<StartedServer> StartGrpcServer(const std::string& listen_address,
                                               const std::vector<grpc::Service*>& services,
                                               const std::vector<std::string>& health_names) {
   grpc::EnableDefaultHealthCheckService(true);
+  // The built-in health service carries no protobuf descriptor; touching ours
+  // keeps it linked and in the generated pool, where reflection finds it.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;

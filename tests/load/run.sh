@@ -124,17 +124,10 @@ seed one 1 "{\"subscriber_url\":\"/load/one/$RUN_ID/parent\",\"source_url\":\"/l
 seed many 5 "{\"subscriber_url\":\"/load/many/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/many/$RUN_ID/child\",$RUN_FINISHED}"
 seed sub 100 "{\"tenant_id\":\"load-sub-$RUN_ID\",\"subscriber_url\":\"/load/sub/parent-{{.RequestNumber}}\",\"source_url\":\"/load/sub/child\",$RUN_FINISHED}"
 
-# grpc++'s built-in health service links no descriptor for grpc/health/v1, so
-# reflection may not resolve it; then (only then) ghz gets the proto file.
-HEALTH_FLAGS=()
-probe=$("$GHZ" --insecure --call grpc.health.v1.Health/Check -n 1 -O json -o /dev/null \
-  -d '{"service":"wake.v1.WakeRegistry"}' "$WAKE_REGISTRY_ADDR" 2>&1 || true)
-if grep -q "Symbol not found" <<<"$probe"; then
-  log "warning: reflection does not resolve grpc.health.v1.Health; using tests/support/grpc/health/v1/health.proto"
-  HEALTH_FLAGS=(--proto "$WAKE_ROOT/tests/support/grpc/health/v1/health.proto")
-fi
+# Health/Check resolves through reflection too: common/grpc_server links the
+# grpc.health.v1 descriptor (proto/grpc/health/v1/health.proto).
 row health_check grpc.health.v1.Health/Check "baseline: standard health service" \
-  '{"service":"wake.v1.WakeRegistry"}' "${HEALTH_FLAGS[@]}"
+  '{"service":"wake.v1.WakeRegistry"}'
 row register_wake wake.v1.WakeRegistry/RegisterWake "distinct row per call" \
   "{\"subscriber_url\":\"/load/reg/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/reg/$RUN_ID/child-{{.RequestNumber}}\",$RUN_FINISHED}"
 pgbench_row pgbench_upsert "the RegisterWake upsert, prepared" "\
