@@ -119,8 +119,9 @@ std::string FormatLogLine(LogLevel level, absl::string_view service, absl::strin
   return line;
 }
 
-void Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
-  if (!LogEnabled(level)) return;
+namespace {
+
+void Write(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
   std::string service;
   {
     absl::MutexLock lock(&g_mu);
@@ -132,6 +133,16 @@ void Log(LogLevel level, absl::string_view event, std::initializer_list<LogField
   // One fwrite per line: stdio locks the stream, so lines never interleave.
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
+}
+
+}  // namespace
+
+void Log(LogLevel level, absl::string_view event, std::initializer_list<LogField> fields) {
+  if (LogEnabled(level)) Write(level, event, fields);
+}
+
+void LogLifecycle(absl::string_view event, std::initializer_list<LogField> fields) {
+  Write(LogLevel::kInfo, event, fields);
 }
 
 }  // namespace wake::common

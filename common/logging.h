@@ -43,6 +43,10 @@ inline void LogDebug(absl::string_view event, std::initializer_list<LogField> fi
 inline void LogInfo(absl::string_view event, std::initializer_list<LogField> fields = {}) {
   Log(LogLevel::kInfo, event, fields);
 }
+// Process lifecycle (listening, serving, shutting_down, stopped): printed at
+// level info whatever --log-level says, so supervisors and scripts that wait
+// for `event=serving` work at every level.
+void LogLifecycle(absl::string_view event, std::initializer_list<LogField> fields = {});
 inline void LogWarn(absl::string_view event, std::initializer_list<LogField> fields = {}) {
   Log(LogLevel::kWarn, event, fields);
 }

@@ -58,7 +58,7 @@ int Run(int argc, char** argv) {
   absl::StatusOr<common::StartedServer> server =
       common::StartGrpcServer(config->listen_address, {&service}, kHealthNames);
   if (!server.ok()) return Fail("listen_failed", server.status());
-  common::LogInfo("listening", {{"address", server->address}});
+  common::LogLifecycle("listening", {{"address", server->address}});
   auto stop_server = [&] {
     server->server->Shutdown(std::chrono::system_clock::now() +
                              absl::ToChronoMilliseconds(config->shutdown_grace));
@@ -107,10 +107,10 @@ int Run(int argc, char** argv) {
   service.Attach(core.get(), &feed, &collection);
 
   common::SetServing(*server->server, kHealthNames, true);
-  common::LogInfo("serving", {{"address", server->address}});
+  common::LogLifecycle("serving", {{"address", server->address}});
 
   shutdown.Wait();
-  common::LogInfo("shutting_down", {{"signal", shutdown.signal()}});
+  common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
   common::SetServing(*server->server, kHealthNames, false);
   stop_server();
   rpc_executor.reset();  // Finishes calls already handed to it.
@@ -118,7 +118,7 @@ int Run(int argc, char** argv) {
   core.reset();
   evaluator.reset();
   deferred_executor.reset();
-  common::LogInfo("stopped");
+  common::LogLifecycle("stopped");
   return 0;
 }
 

@@ -26,7 +26,7 @@ common::ConfigParser Parser() {
           {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
            "how long in-flight calls may finish after SIGTERM"},
           {"db-pool-size", "WAKE_DB_POOL_SIZE", "16", "PostgreSQL connections for requests"},
-          {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error"},
+          {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error (lifecycle lines always print)"},
       });
 }
 

@@ -78,7 +78,7 @@ int Run(int argc, char** argv) {
     grpc::Server* server = server_for_health.load();
     if (server == nullptr) return;
     common::SetServing(*server, kHealthNames, up_to_date);
-    common::LogInfo(up_to_date ? "serving" : "not_serving", {{"address", address}});
+    common::LogLifecycle(up_to_date ? "serving" : "not_serving", {{"address", address}});
   };
   RegistryFollowerImpl follower(*registry, scheduler, time, follower_options);
 
@@ -91,13 +91,13 @@ int Run(int argc, char** argv) {
   }
   address = server->address;
   server_for_health.store(server->server.get());
-  common::LogInfo("listening", {{"address", server->address},
+  common::LogLifecycle("listening", {{"address", server->address},
                                 {"registry", config->registry_address},
                                 {"runtime_id", config->runtime_id}});
   std::thread follower_thread([&follower] { follower.Run(); });
 
   shutdown.Wait();
-  common::LogInfo("shutting_down", {{"signal", shutdown.signal()}});
+  common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
   server_for_health.store(nullptr);
   common::SetServing(*server->server, kHealthNames, false);
   follower.Stop();
@@ -115,7 +115,7 @@ int Run(int argc, char** argv) {
     common::LogWarn("claims_not_released", {{"note", "their leases will expire"}});
   }
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  common::LogInfo("stopped");
+  common::LogLifecycle("stopped");
   return 0;
 }
 

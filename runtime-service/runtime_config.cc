@@ -26,7 +26,7 @@ common::ConfigParser Parser() {
            "first delay before retrying a failed claim or registry reconnect"},
           {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
            "how long in-flight calls may finish after SIGTERM"},
-          {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error"},
+          {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error (lifecycle lines always print)"},
       });
 }
 

@@ -52,6 +52,19 @@ TEST_F(ServiceStartupTest, RegistryServesHealthAndStopsOnSigterm) {
   EXPECT_THAT(registry->process->ReadLog(), HasSubstr("event=stopped"));
 }
 
+// Scripts wait for `event=serving`; a quiet log level must not hide it (nor
+// the stop line), while ordinary info lines stay hidden.
+TEST_F(ServiceStartupTest, WarnLogLevelStillPrintsLifecycleLines) {
+  auto registry = StartRegistry(db_->url(), {"--log-level=warn"});
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  registry->process->Signal(SIGTERM);
+  EXPECT_EQ(registry->process->WaitForExit(absl::Seconds(30)), std::optional<int>(0));
+  const std::string log = registry->process->ReadLog();
+  EXPECT_THAT(log, HasSubstr("event=serving"));
+  EXPECT_THAT(log, HasSubstr("event=stopped"));
+  EXPECT_THAT(log, Not(HasSubstr("event=migrations_done")));
+}
+
 TEST_F(ServiceStartupTest, MigrationsAreAppliedOnceAndRerunningChangesNothing) {
   {
     auto registry = StartRegistry(db_->url());
