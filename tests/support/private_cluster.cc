@@ -33,7 +33,9 @@ std::string PgBin() {
 
 std::string AsPgUser(const std::string& command) {
   if (geteuid() != 0) return command;
-  return absl::StrCat("runuser -u postgres -- ", command);
+  // By absolute path: test actions run with Bazel's fixed PATH, without sbin.
+  const char* runuser = access("/usr/sbin/runuser", X_OK) == 0 ? "/usr/sbin/runuser" : "/sbin/runuser";
+  return absl::StrCat(runuser, " -u postgres -- ", command);
 }
 
 }  // namespace
