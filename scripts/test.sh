@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: installs missing Debian packages, starts a throwaway
-# PostgreSQL cluster (removed afterwards), then `bazel test //...` (unit,
-# integration and end-to-end tests; benchmarks are only built).
-# Extra arguments go to bazel test, e.g. --config=asan or a target pattern.
+# PostgreSQL cluster (removed afterwards), then
+#   1. `bazel test //...`: unit, integration and end-to-end tests (benchmarks
+#      are only built);
+#   2. tests/polyglot/run.sh: the Python, Go and TypeScript clients against the
+#      real binaries;
+#   3. tests/load/run.sh --smoke: every ghz load row for a second, so the load
+#      suite cannot rot.
+# Ends with one summary line per suite and fails if any suite failed.
+# Extra arguments go to bazel test (e.g. --config=asan or a target pattern);
+# with any, only the bazel suite runs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$WAKE_ROOT"
@@ -25,7 +32,8 @@ WAKE_PG_BIN=$(pg_bin_dir)
 log "throwaway PostgreSQL at $DATABASE_URL"
 
 targets=("$@")
-[ "${#targets[@]}" -eq 0 ] && targets=(//...)
+all_suites=0
+[ "${#targets[@]}" -eq 0 ] && targets=(//...) && all_suites=1
 set +e
 bazel test --test_summary=short "${targets[@]}" 2>&1 | tee "$PG_DIR/bazel-test.log"
 status=${PIPESTATUS[0]}
@@ -33,5 +41,26 @@ set -e
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$PG_DIR/bazel-test.log" || true)
 failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' \
   "$PG_DIR/bazel-test.log" || true)
-echo "bazel: $passed passed, $failed failed"
+summary=("bazel: $passed passed, $failed failed")
+if [ "$all_suites" = 1 ]; then
+  # The other suites start their own stack; this cluster is no longer needed.
+  stop_cluster "$PG_DIR/data"
+  set +e
+  bash tests/polyglot/run.sh 2>&1 | tee "$PG_DIR/polyglot.log"
+  polyglot_status=${PIPESTATUS[0]}
+  bash tests/load/run.sh --smoke --out "$PG_DIR/load" 2>&1 | tee "$PG_DIR/load.log"
+  load_status=${PIPESTATUS[0]}
+  set -e
+  polyglot_line=$(grep -E '^polyglot: ' "$PG_DIR/polyglot.log" | tail -n 1 || true)
+  summary+=("${polyglot_line:-polyglot: did not report (exit $polyglot_status)}")
+  [ "$polyglot_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$polyglot_status
+  if [ "$load_status" -eq 0 ]; then
+    summary+=("load smoke: passed (every ghz row ran without errors)")
+  else
+    summary+=("load smoke: FAILED (exit $load_status)")
+    [ "$status" -eq 0 ] && status=$load_status
+  fi
+fi
+echo
+printf '%s\n' "${summary[@]}"
 exit "$status"
