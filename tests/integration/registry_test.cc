@@ -1,6 +1,7 @@
 // registry-service end to end: the real binary, real PostgreSQL, real gRPC.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -193,6 +194,81 @@ TEST_F(RegistryTest, ChangeMatchingTenantsListingAndUnregister) {
   list.set_tenant_id("");
   ASSERT_TRUE(client_->List(list, &listed).ok());
   EXPECT_THAT(listed.registrations(), SizeIs(0));
+}
+
+// Every row of `tenant` as "subscriber source manifest", sorted.
+std::vector<std::string> Rows(Registry& client, const std::string& tenant) {
+  std::vector<std::string> rows;
+  v1::ListRegistrationsRequest list;
+  list.set_tenant_id(tenant);
+  list.set_page_size(1000);
+  v1::ListRegistrationsResponse listed;
+  EXPECT_TRUE(client.List(list, &listed).ok());
+  for (const v1::Registration& row : listed.registrations()) {
+    rows.push_back(absl::StrCat(row.subscriber_url(), " ", row.source_url(), " ",
+                                row.manifest_key()));
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+TEST_F(RegistryTest, EachUnregisterIntentRemovesExactlyItsRowsInItsTenant) {
+  // Subscribers /s/a and /s/b, sources /c/1 and /c/2, each pair with and
+  // without a manifest key; the same eight rows again in tenant "acme".
+  for (const char* tenant : {"default", "acme"}) {
+    for (const std::string& subscriber : std::vector<std::string>{"a", "b"}) {
+      for (const char* source : {"1", "2"}) {
+        for (const std::string& manifest : {std::string(), "m" + subscriber}) {
+          v1::RegisterWakeRequest request =
+              OnRunFinished("/s/" + subscriber, absl::StrCat("/c/", source));
+          request.set_tenant_id(tenant);
+          request.set_manifest_key(manifest);
+          v1::RegisterWakeResponse response;
+          ASSERT_TRUE(client_->Register(request, &response).ok());
+        }
+      }
+    }
+  }
+  const std::vector<std::string> acme = Rows(*client_, "acme");
+  ASSERT_THAT(acme, SizeIs(8));
+
+  auto unregister = [&](const v1::UnregisterWakesRequest& request) {
+    v1::UnregisterWakesResponse response;
+    grpc::Status status = client_->Unregister(request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.removed();
+  };
+  v1::UnregisterWakesRequest by_manifest;
+  by_manifest.mutable_subscriber_manifest()->set_subscriber_url("/s/a");
+  by_manifest.mutable_subscriber_manifest()->set_manifest_key("ma");
+  EXPECT_EQ(unregister(by_manifest), 2);
+  EXPECT_THAT(Rows(*client_, ""),
+              ::testing::ElementsAre("/s/a /c/1 ", "/s/a /c/2 ", "/s/b /c/1 ", "/s/b /c/1 mb",
+                                     "/s/b /c/2 ", "/s/b /c/2 mb"));
+
+  v1::UnregisterWakesRequest by_pair;
+  by_pair.mutable_subscriber_source()->set_subscriber_url("/s/b");
+  by_pair.mutable_subscriber_source()->set_source_url("/c/1");
+  EXPECT_EQ(unregister(by_pair), 2);
+  EXPECT_THAT(Rows(*client_, ""),
+              ::testing::ElementsAre("/s/a /c/1 ", "/s/a /c/2 ", "/s/b /c/2 ", "/s/b /c/2 mb"));
+
+  v1::UnregisterWakesRequest by_source;
+  by_source.mutable_source()->set_source_url("/c/2");
+  EXPECT_EQ(unregister(by_source), 3);
+  EXPECT_THAT(Rows(*client_, ""), ::testing::ElementsAre("/s/a /c/1 "));
+
+  v1::UnregisterWakesRequest by_subscriber;
+  by_subscriber.mutable_subscriber()->set_subscriber_url("/s/a");
+  EXPECT_EQ(unregister(by_subscriber), 1);
+  EXPECT_THAT(Rows(*client_, ""), SizeIs(0));
+  EXPECT_EQ(unregister(by_subscriber), 0);  // Nothing left: nothing removed, no error.
+
+  // Gone at once for evaluation; the other tenant kept all eight.
+  v1::EvaluateRunFinishedResponse evaluated;
+  ASSERT_TRUE(client_->RunFinished(Finished("/c/1", "run-1"), &evaluated).ok());
+  EXPECT_THAT(evaluated.wakes(), SizeIs(0));
+  EXPECT_EQ(Rows(*client_, "acme"), acme);
 }
 
 TEST_F(RegistryTest, ListPagesThroughEveryRegistration) {
