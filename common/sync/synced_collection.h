@@ -2,7 +2,8 @@
 // have pending wakes), filled and kept current only by a SyncSource.
 //
 // * Rows are keyed by id and indexed by (tenant, source_url) and
-//   (tenant, subscriber_url), so evaluation costs O(matches), not a scan.
+//   (tenant, subscriber_url), so evaluation costs O(matches), not a scan; a
+//   per-tenant id order makes a page of List() cost O(page), not O(rows).
 // * Writes are optimistic: a mutation is visible at once, held until the sync
 //   stream shows its transaction id, and rolled back if the write fails.
 // * Listeners see enter / update / exit of rows and wake-available events, in
@@ -21,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
@@ -74,7 +76,10 @@ class RegistrationCollection final : public SyncObserver {
   std::vector<Registration> BySubscriber(const std::string& tenant,
                                          const std::string& subscriber_url);
   std::optional<Registration> Get(int64_t id);
-  // Rows of `tenant` with id > after_id, ordered by id, optionally filtered.
+  // The first `limit` rows of `tenant` with id > after_id, ordered by id,
+  // optionally filtered by source and/or subscriber. Costs O(limit) (plus the
+  // pending mutations) whatever the collection's size: unfiltered pages walk
+  // the tenant's id order, filtered ones the smaller index list.
   std::vector<Registration> List(const std::string& tenant, const std::string& source_url,
                                  const std::string& subscriber_url, int64_t after_id,
                                  size_t limit);
@@ -122,13 +127,16 @@ class RegistrationCollection final : public SyncObserver {
   // Keyed by a hash of (tenant, url) rather than the strings themselves to
   // keep memory per row small; readers re-check the row's own fields, so a
   // collision costs a comparison, never a wrong match. Most keys hold one or a
-  // few ids: an inline vector is far smaller than a set.
+  // few ids: an inline vector is far smaller than a set. Kept sorted, so a
+  // filtered page starts with a binary search.
   using IdList = absl::InlinedVector<int64_t, 1>;
   using Index = absl::flat_hash_map<uint64_t, IdList>;
   struct Table {
     absl::flat_hash_map<int64_t, RowPtr> by_id;
     Index by_source;
     Index by_subscriber;
+    // Ids of each tenant in order: unfiltered pages.
+    absl::flat_hash_map<std::string, absl::btree_set<int64_t>> by_tenant;
     std::map<int64_t, WakeRow> pending_wakes;
   };
 
@@ -140,6 +148,10 @@ class RegistrationCollection final : public SyncObserver {
                     std::vector<CollectionEvent>* events);
 
   bool HiddenLocked(int64_t id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Every mutation leaves mutations_ through here (keeps hidden_ids_ right).
+  using MutationMap = std::map<MutationId, Mutation>;
+  MutationMap::iterator EraseMutationLocked(MutationMap::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteTxidsLocked(const std::vector<int64_t>& txids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(const std::vector<CollectionEvent>& events);
 
@@ -150,7 +162,10 @@ class RegistrationCollection final : public SyncObserver {
   // During a reset, the new snapshot is built here and swapped in at up-to-date.
   std::unique_ptr<Table> staged_ ABSL_GUARDED_BY(mu_);
   bool up_to_date_ ABSL_GUARDED_BY(mu_) = false;
-  std::map<MutationId, Mutation> mutations_ ABSL_GUARDED_BY(mu_);
+  MutationMap mutations_ ABSL_GUARDED_BY(mu_);
+  // Ids hidden by pending delete mutations, with how many hide each: reads
+  // check one hash lookup per row instead of every mutation.
+  absl::flat_hash_map<int64_t, int> hidden_ids_ ABSL_GUARDED_BY(mu_);
   MutationId next_mutation_ ABSL_GUARDED_BY(mu_) = 1;
   // Recently seen txids (the stream may show a txid before the writer asks).
   absl::flat_hash_set<int64_t> seen_txids_ ABSL_GUARDED_BY(mu_);
