@@ -21,7 +21,9 @@ bool MatchesFilters(const Registration& row, const std::string& source_url,
 
 }  // namespace
 
-RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_(time) {}
+RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_(time) {
+  wait_timer_ = time_.CreateTimer([this] { OnWaitTimer(); });
+}
 
 RegistrationCollection::~RegistrationCollection() = default;
 
@@ -198,6 +200,8 @@ void RegistrationCollection::OnDisconnected(const absl::Status& why) {
 }
 
 void RegistrationCollection::NoteTxidsLocked(const std::vector<int64_t>& txids) {
+  if (txids.empty()) return;
+  absl::MutexLock lock(&txid_mu_);  // Wakes the waiters of these txids.
   for (int64_t txid : txids) {
     if (!seen_txids_.insert(txid).second) continue;
     seen_order_.push_back(txid);
@@ -206,10 +210,9 @@ void RegistrationCollection::NoteTxidsLocked(const std::vector<int64_t>& txids) 
       seen_order_.pop_front();
     }
   }
-  if (txids.empty() || mutations_.empty()) return;
   // Confirmed mutations give way to the synced rows.
   for (auto it = mutations_.begin(); it != mutations_.end();) {
-    const bool confirmed = it->second.committed && seen_txids_.count(it->second.txid) > 0;
+    const bool confirmed = it->second.committed && SeenLocked(it->second.txid);
     it = confirmed ? EraseMutationLocked(it) : std::next(it);
   }
 }
@@ -412,7 +415,12 @@ void RegistrationCollection::Commit(MutationId id, const std::optional<Registrat
   absl::MutexLock lock(&mu_);
   auto it = mutations_.find(id);
   if (it == mutations_.end()) return;
-  if (txid == 0 || seen_txids_.count(txid) > 0) {
+  bool seen;
+  {
+    absl::MutexLock txid_lock(&txid_mu_);
+    seen = SeenLocked(txid);
+  }
+  if (txid == 0 || seen) {
     // Nothing was written, or the stream already showed it.
     EraseMutationLocked(it);
     return;
@@ -428,29 +436,39 @@ void RegistrationCollection::Rollback(MutationId id) {
 }
 
 bool RegistrationCollection::TxidSeen(int64_t txid) {
-  absl::ReaderMutexLock lock(&mu_);
-  return seen_txids_.count(txid) > 0;
+  absl::MutexLock lock(&txid_mu_);
+  return SeenLocked(txid);
 }
 
 bool RegistrationCollection::AwaitTxid(int64_t txid, absl::Duration timeout) {
-  auto expired = std::make_shared<bool>(false);
-  common::TimerPtr timer = time_.CreateTimer([this, expired] {
-    absl::MutexLock lock(&mu_);
-    *expired = true;
-  });
-  bool seen;
-  {
-    absl::MutexLock lock(&mu_);
-    if (seen_txids_.count(txid) > 0) return true;
-    timer->Enable(timeout);
-    auto done = [this, txid, &expired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return *expired || seen_txids_.count(txid) > 0;
-    };
-    mu_.Await(absl::Condition(&done));
-    seen = seen_txids_.count(txid) > 0;
+  absl::MutexLock lock(&txid_mu_);
+  if (SeenLocked(txid)) return true;
+  const common::MonotonicTime deadline = time_.MonotonicNow() + common::ToChrono(timeout);
+  auto waiting = wait_deadlines_.insert(deadline);
+  if (deadline < wait_timer_at_) {
+    // Usually armed already for an earlier waiter: deadlines only grow.
+    wait_timer_at_ = deadline;
+    wait_timer_->Enable(timeout);
   }
-  timer.reset();  // Outside the lock: disarming may wait for a running callback.
-  return seen;
+  auto done = [this, txid, deadline]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(txid_mu_) {
+    return SeenLocked(txid) || waits_expired_up_to_ >= deadline;
+  };
+  txid_mu_.Await(absl::Condition(&done));
+  // The timer stays armed: firing for nobody is cheaper than re-arming.
+  wait_deadlines_.erase(waiting);
+  return SeenLocked(txid);
+}
+
+void RegistrationCollection::OnWaitTimer() {
+  absl::MutexLock lock(&txid_mu_);
+  const common::MonotonicTime now = time_.MonotonicNow();
+  waits_expired_up_to_ = std::max(waits_expired_up_to_, now);
+  wait_timer_at_ = common::MonotonicTime::max();
+  auto next = wait_deadlines_.upper_bound(now);
+  if (next != wait_deadlines_.end()) {
+    wait_timer_at_ = *next;
+    wait_timer_->Enable(common::ToAbsl(*next - now));
+  }
 }
 
 int RegistrationCollection::AddListener(Listener listener) {

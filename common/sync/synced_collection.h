@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -104,7 +105,9 @@ class RegistrationCollection final : public SyncObserver {
   void Rollback(MutationId id);
   // Blocks until the sync stream has shown `txid` (true) or `timeout` of the
   // time source passed (false; the write is then accepted as committed and
-  // its mutation stays visible until the txid shows or a reset).
+  // its mutation stays visible until the txid shows or a reset). Waiters sit
+  // on their own mutex (readers of the collection never re-check them) and
+  // share one timer.
   bool AwaitTxid(int64_t txid, absl::Duration timeout);
   bool TxidSeen(int64_t txid);
 
@@ -153,6 +156,10 @@ class RegistrationCollection final : public SyncObserver {
   MutationMap::iterator EraseMutationLocked(MutationMap::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteTxidsLocked(const std::vector<int64_t>& txids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SeenLocked(int64_t txid) const ABSL_SHARED_LOCKS_REQUIRED(txid_mu_) {
+    return seen_txids_.contains(txid);
+  }
+  void OnWaitTimer();
   void Notify(const std::vector<CollectionEvent>& events);
 
   common::TimeSource& time_;
@@ -168,12 +175,22 @@ class RegistrationCollection final : public SyncObserver {
   absl::flat_hash_map<int64_t, int> hidden_ids_ ABSL_GUARDED_BY(mu_);
   MutationId next_mutation_ ABSL_GUARDED_BY(mu_) = 1;
   // Recently seen txids (the stream may show a txid before the writer asks).
-  absl::flat_hash_set<int64_t> seen_txids_ ABSL_GUARDED_BY(mu_);
-  std::deque<int64_t> seen_order_ ABSL_GUARDED_BY(mu_);
+  // Lock order: mu_ before txid_mu_.
+  absl::Mutex txid_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  absl::flat_hash_set<int64_t> seen_txids_ ABSL_GUARDED_BY(txid_mu_);
+  std::deque<int64_t> seen_order_ ABSL_GUARDED_BY(txid_mu_);
+  // Deadlines of AwaitTxid callers, the one timer armed for the earliest, and
+  // the time it last fired (every deadline up to it has passed).
+  std::multiset<common::MonotonicTime> wait_deadlines_ ABSL_GUARDED_BY(txid_mu_);
+  common::MonotonicTime wait_timer_at_ ABSL_GUARDED_BY(txid_mu_) = common::MonotonicTime::max();
+  common::MonotonicTime waits_expired_up_to_ ABSL_GUARDED_BY(txid_mu_);
 
   absl::Mutex listeners_mu_;
   std::map<int, Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
   int next_listener_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+
+  // Last: destroyed (and so disarmed) first.
+  common::TimerPtr wait_timer_;
 };
 
 }  // namespace wake::sync
