@@ -241,8 +241,10 @@ void Evaluator::RearmLocked() {
   }
   if (next.has_value()) {
     timer_->Enable(std::max(*next, absl::ZeroDuration()));
-  } else {
+    timer_maybe_armed_ = true;
+  } else if (timer_maybe_armed_) {
     timer_->Disable();
+    timer_maybe_armed_ = false;
   }
 }
 

@@ -110,6 +110,9 @@ class Evaluator {
       ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<absl::Time, int64_t>> timeout_deadlines_ ABSL_GUARDED_BY(mu_);
   bool process_posted_ ABSL_GUARDED_BY(mu_) = false;
+  // False only when timer_ is surely disarmed: most rows have no deadline,
+  // and disarming an idle timer on each of them costs the timer's lock.
+  bool timer_maybe_armed_ ABSL_GUARDED_BY(mu_) = true;
   common::TimerPtr timer_;
 };
 
