@@ -107,7 +107,9 @@ void Prepare(pqxx::connection& c) {
   // Group commit: many callers' upserts in one statement (one transaction).
   // Input: a JSON array of rows, each with its position "n". Rows another
   // transaction committed after this statement's snapshot conflict without
-  // being returned; the caller runs those alone.
+  // being returned; the caller runs those alone. Rows go in in key order, so
+  // two batches racing for the same new rows wait on each other in one
+  // order and cannot deadlock.
   c.prepare("insert_registrations",
             absl::StrCat(
                 "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
@@ -118,7 +120,7 @@ void Prepare(pqxx::connection& c) {
                 "source_url, condition, debounce_ms, timeout_ms, one_shot, include_response, "
                 "manifest_key) SELECT tenant_id, subscriber_url, source_url, condition, "
                 "debounce_ms, timeout_ms, one_shot, include_response, manifest_key FROM input "
-                "ORDER BY n ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, "
+                "ORDER BY ", kIdentity, " ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, "
                 "debounce_ms, timeout_ms, condition, manifest_key) DO NOTHING RETURNING *), "
                 "created AS (SELECT i.n, r.* FROM input i JOIN inserted r USING (", kIdentity,
                 ")) "
@@ -137,7 +139,7 @@ void Prepare(pqxx::connection& c) {
                 "source_event_key, message, run_finished_status, include_response) "
                 "SELECT tenant_id, stream, registration_id, source_event_key, message, "
                 "run_finished_status, include_response FROM input "
-                "ORDER BY registration_id, source_event_key, n "
+                "ORDER BY tenant_id, registration_id, source_event_key, n "
                 "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
                 "RETURNING id, tenant_id, registration_id, source_event_key, created_at) "
                 "SELECT i.n, r.id, (extract(epoch from r.created_at) * 1000000)::bigint, ",
