@@ -2,15 +2,20 @@
 // evaluator matches against the synced collection, and what the collection
 // costs in memory. Run by hand:
 //   bazel run -c opt //registry-service:evaluation_benchmark
-// Prints one row per case; compare rows within one run.
+// Prints one row per case (the best of three alternating rounds); compare
+// rows within one run.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/executor.h"
 #include "common/real_time_source.h"
 #include "common/sync/synced_collection.h"
@@ -108,6 +113,9 @@ void Row(const std::string& name, double value, const std::string& unit) {
 }
 
 int Main() {
+  // As registry-service runs (see main.cc): no deadlock detection, whose
+  // per-lock graph lookup would otherwise be most of a 0-match evaluation.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   common::RealTimeSource time;
   common::ManualExecutor executor;
   NullStore store;
@@ -121,18 +129,50 @@ int Main() {
     Row("resident memory growth per 100k registrations",
         static_cast<double>(after - before) / (1024.0 * 1024.0), "MiB");
   }
+  // Both sizes loaded at once and measured in alternating rounds, keeping
+  // each case's best round: a burst of load from elsewhere on the machine
+  // then cannot fall on one size only.
+  struct Loaded {
+    std::string name;
+    std::unique_ptr<sync::RegistrationCollection> collection;
+    std::unique_ptr<Evaluator> evaluator;
+  };
+  std::vector<Loaded> sizes;
   for (int total : {1000, 100000}) {
-    sync::RegistrationCollection collection(time);
-    Load(collection, total, 100);
-    Evaluator evaluator(collection, store, time, executor);
-    const std::string n = total == 1000 ? "1k" : "100k";
-    Row(absl::StrCat("evaluate, 0 matches, ", n, " registrations"),
-        EvaluationsPerSecond(evaluator, "/agents/nobody", 2000000), "evals/s");
-    Row(absl::StrCat("evaluate, 1 match, ", n, " registrations"),
-        EvaluationsPerSecond(evaluator, "/agents/child-500", 300000), "evals/s");
-    Row(absl::StrCat("evaluate, 100 matches, ", n, " registrations"),
-        EvaluationsPerSecond(evaluator, "/agents/hot", 5000), "evals/s");
+    Loaded loaded;
+    loaded.name = total == 1000 ? "1k" : "100k";
+    loaded.collection = std::make_unique<sync::RegistrationCollection>(time);
+    Load(*loaded.collection, total, 100);
+    loaded.evaluator = std::make_unique<Evaluator>(*loaded.collection, store, time, executor);
+    sizes.push_back(std::move(loaded));
   }
+  struct Case {
+    std::string label;
+    std::string source;
+    int iterations;
+  };
+  const std::vector<Case> cases = {{"0 matches", "/agents/nobody", 2000000},
+                                   {"1 match", "/agents/child-500", 300000},
+                                   {"100 matches", "/agents/hot", 5000}};
+  constexpr int kRounds = 3;
+  std::vector<std::vector<double>> best(cases.size(), std::vector<double>(sizes.size(), 0));
+  for (int round = 0; round < kRounds; ++round) {
+    for (size_t c = 0; c < cases.size(); ++c) {
+      for (size_t z = 0; z < sizes.size(); ++z) {
+        best[c][z] = std::max(best[c][z], EvaluationsPerSecond(*sizes[z].evaluator,
+                                                               cases[c].source,
+                                                               cases[c].iterations));
+      }
+    }
+  }
+  for (size_t z = 0; z < sizes.size(); ++z) {
+    for (size_t c = 0; c < cases.size(); ++c) {
+      Row(absl::StrCat("evaluate, ", cases[c].label, ", ", sizes[z].name, " registrations"),
+          best[c][z], "evals/s");
+    }
+  }
+  const double flat = best[0][1] / best[0][0];
+  Row("evaluate, 0 matches: 100k as % of 1k (best of 3 rounds)", 100.0 * flat, "%");
   return 0;
 }
 

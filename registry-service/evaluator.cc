@@ -41,11 +41,15 @@ Evaluator::Evaluator(sync::RegistrationCollection& collection, WakeStore& store,
     executor_.Post([this] { ProcessDue(); });
   });
   // Registrations already present (and every later change) arm timeouts.
-  for (const sync::Registration& row : collection_.Snapshot(std::nullopt)) {
-    sync::CollectionEvent event;
-    event.kind = sync::CollectionEvent::Kind::kEnter;
-    event.row = row;
-    OnCollectionEvent(event);
+  {
+    absl::MutexLock lock(&mu_);
+    for (const sync::Registration& row : collection_.Snapshot(std::nullopt)) {
+      sync::CollectionEvent event;
+      event.kind = sync::CollectionEvent::Kind::kEnter;
+      event.row = row;
+      ApplyRowLocked(event);
+    }
+    RearmLocked();
   }
   listener_ = collection_.AddListener(
       [this](const sync::CollectionEvent& event) { OnCollectionEvent(event); });
@@ -66,14 +70,17 @@ absl::StatusOr<EvaluationResult> Evaluator::EvaluateRunFinished(
   event.run_finished = true;
   event.collection = "runs";
   event.op = sync::ChangeOp::kUpdate;
+  // Most events match nothing: build the wake's parts only for a match.
+  const std::vector<sync::Registration> matched =
+      Match(request.tenant_id(), request.source_url(), event);
+  if (matched.empty()) return EvaluationResult();
   v1::WakeChange change;
   change.set_collection("runs");
   change.set_kind(v1::UPDATE);
   change.set_key(request.run_key());
   if (request.has_value()) *change.mutable_value() = request.value();
-  return Evaluate(request.tenant_id(), request.source_url(), event,
-                  SourceEventKey(request.offset(), event.op, request.run_key()), change,
-                  request.status());
+  return Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.run_key()),
+                 change, request.status());
 }
 
 absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
@@ -81,6 +88,9 @@ absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
   SourceEvent event;
   event.collection = request.collection();
   event.op = static_cast<sync::ChangeOp>(static_cast<int>(request.op()));
+  const std::vector<sync::Registration> matched =
+      Match(request.tenant_id(), request.source_url(), event);
+  if (matched.empty()) return EvaluationResult();
   v1::WakeChange change;
   change.set_collection(request.collection());
   change.set_kind(request.op());
@@ -90,9 +100,8 @@ absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
   if (request.collection() == "inbox" && request.has_inbox()) {
     *change.mutable_inbox() = request.inbox();
   }
-  return Evaluate(request.tenant_id(), request.source_url(), event,
-                  SourceEventKey(request.offset(), event.op, request.key()), change,
-                  v1::RUN_STATUS_UNSPECIFIED);
+  return Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.key()),
+                 change, v1::RUN_STATUS_UNSPECIFIED);
 }
 
 WakeDraft Evaluator::DraftFor(const sync::Registration& registration, std::string event_key,
@@ -112,21 +121,22 @@ WakeDraft Evaluator::DraftFor(const sync::Registration& registration, std::strin
   return draft;
 }
 
-absl::StatusOr<EvaluationResult> Evaluator::Evaluate(const std::string& tenant,
-                                                     const std::string& source_url,
-                                                     const SourceEvent& event,
-                                                     const std::string& event_key,
-                                                     const v1::WakeChange& change,
-                                                     v1::RunStatus run_status) {
+std::vector<sync::Registration> Evaluator::Match(const std::string& tenant,
+                                                 const std::string& source_url,
+                                                 const SourceEvent& event) {
   std::vector<sync::Registration> matched;
   collection_.ForEachBySource(tenant, source_url, [&](const sync::Registration& registration) {
     if (Matches(registration, event)) matched.push_back(registration);
   });
-  EvaluationResult result;
-  if (matched.empty()) return result;
   std::sort(matched.begin(), matched.end(),
             [](const sync::Registration& a, const sync::Registration& b) { return a.id < b.id; });
+  return matched;
+}
 
+absl::StatusOr<EvaluationResult> Evaluator::Deliver(
+    const std::vector<sync::Registration>& matched, const SourceEvent& event,
+    const std::string& event_key, const v1::WakeChange& change, v1::RunStatus run_status) {
+  EvaluationResult result;
   std::vector<WakeDraft> drafts;
   for (const sync::Registration& registration : matched) {
     v1::WakeChange carried = change;
@@ -148,8 +158,9 @@ absl::StatusOr<EvaluationResult> Evaluator::Evaluate(const std::string& tenant,
       if (event.run_finished) buffer.last_status = run_status;
     }
     // Each match restarts the timer.
-    buffer.deadline = time_.MonotonicNow() + common::ToChrono(absl::Milliseconds(
-                                                 registration.debounce_ms));
+    SetBufferDeadlineLocked(registration.id, buffer,
+                            time_.MonotonicNow() +
+                                common::ToChrono(absl::Milliseconds(registration.debounce_ms)));
     RearmLocked();
     ++result.debounced;
   }
@@ -165,36 +176,75 @@ void Evaluator::OnCollectionEvent(const sync::CollectionEvent& event) {
   if (event.kind != Kind::kEnter && event.kind != Kind::kUpdate && event.kind != Kind::kExit) {
     return;
   }
-  const sync::Registration& row = event.row;
   absl::MutexLock lock(&mu_);
-  if (event.kind == Kind::kExit) {
-    timeouts_.erase(row.id);
-    buffers_.erase(row.id);  // Unregistered (or consumed): buffered matches go with it.
-  } else {
-    if (row.timeout_ms > 0 && !row.timeout_consumed) {
-      timeouts_[row.id] = Timeout{row, row.created_at + absl::Milliseconds(row.timeout_ms)};
-    } else {
-      timeouts_.erase(row.id);
-    }
-    if (auto it = buffers_.find(row.id); it != buffers_.end()) it->second.registration = row;
-  }
+  ApplyRowLocked(event);
   RearmLocked();
+}
+
+void Evaluator::ApplyRowLocked(const sync::CollectionEvent& event) {
+  const sync::Registration& row = event.row;
+  if (event.kind == sync::CollectionEvent::Kind::kExit) {
+    EraseTimeoutLocked(row.id);
+    EraseBufferLocked(row.id);  // Unregistered (or consumed): buffered matches go with it.
+    return;
+  }
+  if (row.timeout_ms > 0 && !row.timeout_consumed) {
+    SetTimeoutLocked(Timeout{row, row.created_at + absl::Milliseconds(row.timeout_ms)});
+  } else {
+    EraseTimeoutLocked(row.id);
+  }
+  if (auto it = buffers_.find(row.id); it != buffers_.end()) it->second.registration = row;
+}
+
+void Evaluator::SetBufferDeadlineLocked(int64_t id, Buffer& buffer,
+                                        common::MonotonicTime deadline) {
+  buffer_deadlines_.erase({buffer.deadline, id});  // Nothing to erase for a fresh buffer.
+  buffer.deadline = deadline;
+  buffer_deadlines_.insert({deadline, id});
+}
+
+void Evaluator::EraseBufferLocked(int64_t id) {
+  auto it = buffers_.find(id);
+  if (it == buffers_.end()) return;
+  buffer_deadlines_.erase({it->second.deadline, id});
+  buffers_.erase(it);
+}
+
+void Evaluator::SetTimeoutLocked(Timeout timeout) {
+  const int64_t id = timeout.registration.id;
+  auto [it, fresh] = timeouts_.try_emplace(id);
+  if (!fresh) timeout_deadlines_.erase({it->second.deadline, id});
+  timeout_deadlines_.insert({timeout.deadline, id});
+  it->second = std::move(timeout);
+}
+
+void Evaluator::EraseTimeoutLocked(int64_t id) {
+  auto it = timeouts_.find(id);
+  if (it == timeouts_.end()) return;
+  timeout_deadlines_.erase({it->second.deadline, id});
+  timeouts_.erase(it);
 }
 
 void Evaluator::RearmLocked() {
   std::optional<absl::Duration> next;
-  const common::MonotonicTime mono_now = time_.MonotonicNow();
-  const absl::Time now = time_.SystemNow();
-  auto consider = [&next](absl::Duration delay) {
+  if (!buffer_deadlines_.empty()) {
+    next = common::ToAbsl(buffer_deadlines_.begin()->first - time_.MonotonicNow());
+  }
+  // A timeout whose registration has buffered matches needs no timer of its
+  // own: the buffer consumes it, or ProcessDue looks at it again when the
+  // buffer fires. Only those are skipped (at most one per buffer).
+  for (const auto& [deadline, id] : timeout_deadlines_) {
+    if (buffers_.count(id) > 0) continue;
+    const absl::Duration delay = deadline - time_.SystemNow();
     if (!next.has_value() || delay < *next) next = delay;
-  };
-  for (const auto& [id, buffer] : buffers_) consider(common::ToAbsl(buffer.deadline - mono_now));
-  for (const auto& [id, timeout] : timeouts_) consider(timeout.deadline - now);
-  if (retry_at_ != common::MonotonicTime()) consider(common::ToAbsl(retry_at_ - mono_now));
+    break;
+  }
   if (next.has_value()) {
     timer_->Enable(std::max(*next, absl::ZeroDuration()));
-  } else {
+    timer_maybe_armed_ = true;
+  } else if (timer_maybe_armed_) {
     timer_->Disable();
+    timer_maybe_armed_ = false;
   }
 }
 
@@ -204,34 +254,36 @@ void Evaluator::ProcessDue() {
   std::vector<Timeout> taken_timeouts;
   {
     absl::MutexLock lock(&mu_);
-    retry_at_ = common::MonotonicTime();
     const common::MonotonicTime mono_now = time_.MonotonicNow();
     const absl::Time now = time_.SystemNow();
-    for (auto it = buffers_.begin(); it != buffers_.end();) {
-      if (it->second.deadline > mono_now) {
-        ++it;
-        continue;
-      }
+    while (!buffer_deadlines_.empty() && buffer_deadlines_.begin()->first <= mono_now) {
+      const int64_t id = buffer_deadlines_.begin()->second;
+      buffer_deadlines_.erase(buffer_deadlines_.begin());
+      auto it = buffers_.find(id);
       Buffer& buffer = it->second;
       drafts.push_back(DraftFor(buffer.registration, absl::StrCat("debounce:", buffer.first_key),
                                 buffer.changes, buffer.last_status));
       taken_buffers.push_back(std::move(buffer));
-      it = buffers_.erase(it);
+      buffers_.erase(it);
     }
-    for (auto it = timeouts_.begin(); it != timeouts_.end();) {
+    for (auto due = timeout_deadlines_.begin();
+         due != timeout_deadlines_.end() && due->first <= now;) {
+      const int64_t id = due->second;
       // A buffered match arrived first: it consumes the timeout when it fires.
-      if (it->second.deadline > now || buffers_.count(it->first) > 0) {
-        ++it;
+      if (buffers_.count(id) > 0) {
+        ++due;
         continue;
       }
-      const sync::Registration& registration = it->second.registration;
-      WakeDraft draft = DraftFor(registration, "timeout", {}, v1::RUN_STATUS_UNSPECIFIED);
+      auto it = timeouts_.find(id);
+      WakeDraft draft =
+          DraftFor(it->second.registration, "timeout", {}, v1::RUN_STATUS_UNSPECIFIED);
       draft.message.set_timeout(true);
       draft.consume_timeout = false;
       draft.require_timeout_unconsumed = true;
       drafts.push_back(std::move(draft));
       taken_timeouts.push_back(std::move(it->second));
-      it = timeouts_.erase(it);
+      timeouts_.erase(it);
+      due = timeout_deadlines_.erase(due);
     }
   }
   absl::Status status = absl::OkStatus();
@@ -253,7 +305,8 @@ void Evaluator::ProcessDue() {
                                              {"retry_in", absl::FormatDuration(kRetryDelay)}});
     const common::MonotonicTime retry = time_.MonotonicNow() + common::ToChrono(kRetryDelay);
     for (Buffer& buffer : taken_buffers) {
-      auto [it, fresh] = buffers_.try_emplace(buffer.registration.id);
+      const int64_t id = buffer.registration.id;
+      auto [it, fresh] = buffers_.try_emplace(id);
       if (!fresh) {
         // Newer matches arrived meanwhile: keep the older ones in front.
         Buffer& newer = it->second;
@@ -261,14 +314,16 @@ void Evaluator::ProcessDue() {
         buffer.keys.insert(newer.keys.begin(), newer.keys.end());
         if (newer.last_status != v1::RUN_STATUS_UNSPECIFIED) buffer.last_status = newer.last_status;
         buffer.registration = newer.registration;
+        buffer_deadlines_.erase({newer.deadline, id});
       }
       buffer.deadline = retry;
+      buffer_deadlines_.insert({retry, id});
       it->second = std::move(buffer);
     }
     for (Timeout& timeout : taken_timeouts) {
       if (timeouts_.count(timeout.registration.id) > 0) continue;
       timeout.deadline = time_.SystemNow() + kRetryDelay;
-      timeouts_.emplace(timeout.registration.id, std::move(timeout));
+      SetTimeoutLocked(std::move(timeout));
     }
   }
   process_posted_ = false;

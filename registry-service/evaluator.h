@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/executor.h"
@@ -71,16 +72,29 @@ class Evaluator {
     absl::Time deadline;
   };
 
-  absl::StatusOr<EvaluationResult> Evaluate(const std::string& tenant,
-                                            const std::string& source_url,
-                                            const SourceEvent& event, const std::string& event_key,
-                                            const v1::WakeChange& change,
-                                            v1::RunStatus run_status);
+  // The registrations of (tenant, source) that `event` matches, by id.
+  std::vector<sync::Registration> Match(const std::string& tenant, const std::string& source_url,
+                                        const SourceEvent& event);
+  // Persists (or buffers, when debounced) one wake per matched registration.
+  absl::StatusOr<EvaluationResult> Deliver(const std::vector<sync::Registration>& matched,
+                                           const SourceEvent& event, const std::string& event_key,
+                                           const v1::WakeChange& change,
+                                           v1::RunStatus run_status);
   WakeDraft DraftFor(const sync::Registration& registration, std::string event_key,
                      std::vector<v1::WakeChange> changes, v1::RunStatus run_status) const;
   void OnCollectionEvent(const sync::CollectionEvent& event);
+  // Follows one registration change (timeouts, buffered copies); no re-arm.
+  void ApplyRowLocked(const sync::CollectionEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProcessDue();
+  // Arms the timer for the earliest deadline: O(log n), not a scan.
   void RearmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // buffers_/timeouts_ and their deadline orders change only through these.
+  void SetBufferDeadlineLocked(int64_t id, Buffer& buffer, common::MonotonicTime deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseBufferLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SetTimeoutLocked(Timeout timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseTimeoutLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   sync::RegistrationCollection& collection_;
   WakeStore& store_;
@@ -91,9 +105,14 @@ class Evaluator {
   absl::Mutex mu_;
   std::map<int64_t, Buffer> buffers_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, Timeout> timeouts_ ABSL_GUARDED_BY(mu_);
-  // Debounce and timeout wakes whose persistence failed, retried at the time.
-  common::MonotonicTime retry_at_ ABSL_GUARDED_BY(mu_);
+  // (deadline, registration id) of every buffer and timeout, earliest first.
+  absl::btree_set<std::pair<common::MonotonicTime, int64_t>> buffer_deadlines_
+      ABSL_GUARDED_BY(mu_);
+  absl::btree_set<std::pair<absl::Time, int64_t>> timeout_deadlines_ ABSL_GUARDED_BY(mu_);
   bool process_posted_ ABSL_GUARDED_BY(mu_) = false;
+  // False only when timer_ is surely disarmed: most rows have no deadline,
+  // and disarming an idle timer on each of them costs the timer's lock.
+  bool timer_maybe_armed_ ABSL_GUARDED_BY(mu_) = true;
   common::TimerPtr timer_;
 };
 

@@ -1,5 +1,6 @@
 #include "registry-service/evaluator.h"
 
+#include "absl/strings/str_cat.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -368,6 +369,63 @@ TEST_F(EvaluatorTest, TimeoutsFollowTheCollection) {
       .WillOnce(Persisted);
   Sync(sync::ChangeOp::kInsert, late);
   Advance(absl::ZeroDuration());
+}
+
+TEST_F(EvaluatorTest, ManyTimeoutsFireEachAtItsOwnDeadline) {
+  // Deadlines out of id order: 3 s, 1 s, 2 s, plus a consumed one that never fires.
+  std::vector<sync::Registration> rows;
+  for (int64_t id : {1, 2, 3, 4}) {
+    sync::Registration row = RunFinished(id, absl::StrCat("/p", id));
+    row.timeout_ms = id == 1 ? 3000 : id == 2 ? 1000 : 2000;
+    row.timeout_consumed = id == 4;
+    rows.push_back(row);
+  }
+  Load(rows);
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 3u);
+  std::vector<int64_t> fired;
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .Times(3)
+      .WillRepeatedly([&](const std::vector<WakeDraft>& drafts) {
+        fired.push_back(drafts[0].registration_id);
+        return Persisted(drafts);
+      });
+  Advance(absl::Milliseconds(999));
+  EXPECT_THAT(fired, IsEmpty());
+  Advance(absl::Milliseconds(1));
+  EXPECT_THAT(fired, ElementsAre(2));
+  // Row 3 moves its deadline later (an update re-arms from its new created_at).
+  sync::Registration moved = rows[2];
+  moved.created_at = time_.SystemNow() + absl::Seconds(5);
+  Sync(sync::ChangeOp::kUpdate, moved);
+  Advance(absl::Seconds(2));
+  EXPECT_THAT(fired, ElementsAre(2, 1));
+  Advance(absl::Seconds(5));
+  EXPECT_THAT(fired, ElementsAre(2, 1, 3));
+  EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
+}
+
+TEST_F(EvaluatorTest, BufferedMatchHoldsItsTimeoutUntilTheBufferFires) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 3000;
+  row.timeout_ms = 1000;
+  Load({row});
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+  Advance(absl::Milliseconds(1500));  // The timeout is due but held: no wake yet.
+  // Nor is the timer re-armed for "now" over and over while it is held (in
+  // real time that would spin until the buffer fires).
+  time_.Advance(absl::ZeroDuration());
+  EXPECT_EQ(executor_.queued(), 0u);
+  // The debounced wake consumes the timeout; the timeout's own wake is gated
+  // by the store (require_timeout_unconsumed), so both drafts go together.
+  EXPECT_CALL(store_, PersistWakes(ElementsAre(Field(&WakeDraft::consume_timeout, true),
+                                               Field(&WakeDraft::require_timeout_unconsumed,
+                                                     true))))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        std::vector<WakeDraft> first(drafts.begin(), drafts.begin() + 1);
+        return Persisted(first);
+      });
+  Advance(absl::Milliseconds(1500));
+  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
 }
 
 TEST_F(EvaluatorTest, UnregisteringDropsBufferedMatches) {

@@ -6,6 +6,7 @@
 
 #include <pqxx/pqxx>
 
+#include "absl/synchronization/mutex.h"
 #include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
@@ -38,6 +39,10 @@ int Fail(const char* what, const absl::Status& status) {
 }
 
 int Run(int argc, char** argv) {
+  // Debian's Abseil is built with deadlock detection on: a graph update on
+  // every lock of every mutex (a few percent of CPU under load). The tests
+  // (and TSan) keep checking lock order; the service does not pay for it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   common::ShutdownSignal shutdown;  // First: the signal mask must reach every thread.
   absl::StatusOr<RegistryConfig> config =
       ParseRegistryConfig(std::vector<std::string>(argv + 1, argv + argc), common::ProcessEnv());

@@ -4,8 +4,11 @@
 #include <pqxx/pqxx>
 #include <random>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/logging.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -22,6 +25,37 @@ constexpr char kWakeColumns[] =
     "run_finished_status, include_response, (extract(epoch from created_at) * 1000000)::bigint";
 
 constexpr char kTxid[] = "pg_current_xact_id()::text::bigint";
+
+// The columns of the registrations' unique key.
+constexpr char kIdentity[] =
+    "tenant_id, subscriber_url, source_url, one_shot, debounce_ms, timeout_ms, condition, "
+    "manifest_key";
+
+// Concurrent batches of each kind, and rows per batch. A few batches in
+// flight keep the disk busy while the next batch gathers.
+constexpr int kBatchesInFlight = 2;
+constexpr size_t kMaxBatch = 64;
+
+void AppendJsonString(std::string* out, absl::string_view text) {
+  out->push_back('"');
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppend(out, "\\u00", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
 
 void Prepare(pqxx::connection& c) {
   c.prepare("insert_registration",
@@ -70,6 +104,48 @@ void Prepare(pqxx::connection& c) {
                 "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
                 "RETURNING id, (extract(epoch from created_at) * 1000000)::bigint, ",
                 kTxid));
+  // Group commit: many callers' upserts in one statement (one transaction).
+  // Input: a JSON array of rows, each with its position "n". Rows another
+  // transaction committed after this statement's snapshot conflict without
+  // being returned; the caller runs those alone. Rows go in in key order, so
+  // two batches racing for the same new rows wait on each other in one
+  // order and cannot deadlock.
+  c.prepare("insert_registrations",
+            absl::StrCat(
+                "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
+                "tenant_id text, subscriber_url text, source_url text, condition jsonb, "
+                "debounce_ms int, timeout_ms int, one_shot bool, include_response bool, "
+                "manifest_key text)), "
+                "inserted AS (INSERT INTO wake_registrations (tenant_id, subscriber_url, "
+                "source_url, condition, debounce_ms, timeout_ms, one_shot, include_response, "
+                "manifest_key) SELECT tenant_id, subscriber_url, source_url, condition, "
+                "debounce_ms, timeout_ms, one_shot, include_response, manifest_key FROM input "
+                "ORDER BY ", kIdentity, " ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, "
+                "debounce_ms, timeout_ms, condition, manifest_key) DO NOTHING RETURNING *), "
+                "created AS (SELECT i.n, r.* FROM input i JOIN inserted r USING (", kIdentity,
+                ")) "
+                "SELECT ", kRegistrationColumns, ", n, true, ", kTxid, " FROM created "
+                "UNION ALL SELECT ", kRegistrationColumns, ", n, false, 0 FROM (SELECT i.n, r.* "
+                "FROM input i JOIN wake_registrations r USING (", kIdentity,
+                ") WHERE i.n NOT IN (SELECT n FROM created)) existing"));
+  // Group commit of wakes without gates (no one-shot delete, no timeout
+  // consumption): a multi-row insert is the same as inserting them one by one.
+  c.prepare("insert_wakes",
+            absl::StrCat(
+                "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
+                "tenant_id text, stream text, registration_id bigint, source_event_key text, "
+                "message jsonb, run_finished_status text, include_response bool)), "
+                "inserted AS (INSERT INTO wakes (tenant_id, stream, registration_id, "
+                "source_event_key, message, run_finished_status, include_response) "
+                "SELECT tenant_id, stream, registration_id, source_event_key, message, "
+                "run_finished_status, include_response FROM input "
+                "ORDER BY tenant_id, registration_id, source_event_key, n "
+                "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
+                "RETURNING id, tenant_id, registration_id, source_event_key, created_at) "
+                "SELECT i.n, r.id, (extract(epoch from r.created_at) * 1000000)::bigint, ",
+                kTxid,
+                " FROM input i JOIN inserted r USING (tenant_id, registration_id, "
+                "source_event_key)"));
   c.prepare("take_stream",
             "INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, session_id, "
             "lease_expires_at) VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond') "
@@ -183,9 +259,29 @@ absl::StatusOr<v1::WakeMessage> WakeMessageFromJson(const std::string& json) {
 }
 
 PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_size)
-    : pool_(database_url, pool_size, absl::Seconds(5), Prepare) {}
+    : pool_(database_url, pool_size, absl::Seconds(5), Prepare),
+      upserts_(kBatchesInFlight, kMaxBatch,
+               [this](const std::vector<const sync::Registration*>& rows) {
+                 return UpsertBatch(rows);
+               }),
+      persists_(kBatchesInFlight, kMaxBatch,
+                [this](const std::vector<const std::vector<WakeDraft>*>& calls) {
+                  return PersistBatch(calls);
+                }) {}
+
+PostgresWakeStore::~PostgresWakeStore() {
+  const auto [upsert_batches, upserts] = upserts_.Stats();
+  const auto [persist_batches, persists] = persists_.Stats();
+  common::LogInfo("group_commit_stats",
+                  {{"upsert_batches", upsert_batches}, {"upserts", upserts},
+                   {"persist_batches", persist_batches}, {"persists", persists}});
+}
 
 absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertRegistration(const sync::Registration& row) {
+  return upserts_.Submit(row);
+}
+
+absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertAlone(const sync::Registration& row) {
   UpsertResult result;
   const std::string condition = sync::ConditionToJson(row.condition);
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
@@ -224,6 +320,69 @@ absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertRegistration(const sync::R
   return result;
 }
 
+std::vector<absl::StatusOr<UpsertResult>> PostgresWakeStore::UpsertBatch(
+    const std::vector<const sync::Registration*>& rows) {
+  std::vector<absl::StatusOr<UpsertResult>> results;
+  results.reserve(rows.size());
+  if (rows.size() == 1) {
+    results.push_back(UpsertAlone(*rows[0]));
+    return results;
+  }
+  std::string input = "[";
+  for (size_t n = 0; n < rows.size(); ++n) {
+    const sync::Registration& row = *rows[n];
+    absl::StrAppend(&input, n == 0 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
+    AppendJsonString(&input, row.tenant_id);
+    input.append(",\"subscriber_url\":");
+    AppendJsonString(&input, row.subscriber_url);
+    input.append(",\"source_url\":");
+    AppendJsonString(&input, row.source_url);
+    absl::StrAppend(&input, ",\"condition\":", sync::ConditionToJson(row.condition),
+                    ",\"debounce_ms\":", row.debounce_ms, ",\"timeout_ms\":", row.timeout_ms,
+                    ",\"one_shot\":", row.one_shot ? "true" : "false",
+                    ",\"include_response\":", row.include_response ? "true" : "false",
+                    ",\"manifest_key\":");
+    AppendJsonString(&input, row.manifest_key);
+    input.append("}");
+  }
+  input.append("]");
+  std::vector<std::optional<UpsertResult>> settled(rows.size());
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    pqxx::nontransaction tx(c);
+    for (const auto& r : tx.exec_prepared("insert_registrations", input)) {
+      const int64_t n = r[12].as<int64_t>();
+      if (n < 0 || static_cast<size_t>(n) >= rows.size() || settled[n].has_value()) continue;
+      absl::StatusOr<sync::Registration> stored = RowToRegistration(r);
+      if (!stored.ok()) continue;  // Left to the single-row path, which reports it.
+      settled[n] = UpsertResult{*std::move(stored), r[13].as<bool>(), r[14].as<int64_t>()};
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) {
+    common::LogDebug("upsert_batch_failed", {{"rows", rows.size()},
+                                             {"error", std::string(status.message())}});
+  }
+  // Identical rows in one batch: the first created the row, the others found
+  // it, as if they had run one after the other.
+  absl::flat_hash_set<int64_t> created;
+  for (std::optional<UpsertResult>& result : settled) {
+    if (result.has_value() && result->created && !created.insert(result->row.id).second) {
+      result->created = false;
+      result->txid = 0;
+    }
+  }
+  // What the batch did not settle (it failed, or another transaction
+  // committed a conflicting row after its snapshot) runs alone.
+  for (size_t n = 0; n < rows.size(); ++n) {
+    if (settled[n].has_value()) {
+      results.push_back(*std::move(settled[n]));
+    } else {
+      results.push_back(UpsertAlone(*rows[n]));
+    }
+  }
+  return results;
+}
+
 absl::StatusOr<DeleteResult> PostgresWakeStore::DeleteRegistrations(
     const UnregisterSelector& selector) {
   DeleteResult result;
@@ -259,8 +418,37 @@ absl::StatusOr<DeleteResult> PostgresWakeStore::DeleteRegistrations(
 
 absl::StatusOr<PersistResult> PostgresWakeStore::PersistWakes(
     const std::vector<WakeDraft>& drafts) {
+  if (drafts.empty()) return PersistResult();
+  for (const WakeDraft& draft : drafts) {
+    // Gated drafts (one-shot, timeouts) keep their own statement, in order.
+    if (draft.delete_registration || draft.consume_timeout || draft.require_timeout_unconsumed) {
+      return PersistAlone(drafts);
+    }
+  }
+  return persists_.Submit(drafts);
+}
+
+namespace {
+
+v1::Wake WakeFromDraft(const WakeDraft& draft, int64_t id, int64_t created_micros) {
+  v1::Wake wake;
+  wake.set_id(id);
+  wake.set_tenant_id(draft.tenant_id);
+  wake.set_stream(draft.stream);
+  wake.set_registration_id(draft.registration_id);
+  wake.set_source_event_key(draft.source_event_key);
+  *wake.mutable_message() = draft.message;
+  wake.set_run_finished_status(draft.run_finished_status);
+  wake.set_include_response(draft.include_response);
+  SetTimestamp(FromMicros(created_micros), wake.mutable_created_at());
+  return wake;
+}
+
+}  // namespace
+
+absl::StatusOr<PersistResult> PostgresWakeStore::PersistAlone(
+    const std::vector<WakeDraft>& drafts) {
   PersistResult result;
-  if (drafts.empty()) return result;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     result.wakes.clear();
     auto persist = [&](pqxx::transaction_base& tx, const WakeDraft& draft) {
@@ -273,18 +461,9 @@ absl::StatusOr<PersistResult> PostgresWakeStore::PersistWakes(
           draft.include_response, draft.delete_registration, draft.consume_timeout,
           draft.require_timeout_unconsumed);
       if (rows.empty()) return;
-      v1::Wake wake;
-      wake.set_id(rows[0][0].as<int64_t>());
-      wake.set_tenant_id(draft.tenant_id);
-      wake.set_stream(draft.stream);
-      wake.set_registration_id(draft.registration_id);
-      wake.set_source_event_key(draft.source_event_key);
-      *wake.mutable_message() = draft.message;
-      wake.set_run_finished_status(draft.run_finished_status);
-      wake.set_include_response(draft.include_response);
-      SetTimestamp(FromMicros(rows[0][1].as<int64_t>()), wake.mutable_created_at());
       result.txid = rows[0][2].as<int64_t>();
-      result.wakes.push_back(std::move(wake));
+      result.wakes.push_back(
+          WakeFromDraft(draft, rows[0][0].as<int64_t>(), rows[0][1].as<int64_t>()));
     };
     if (drafts.size() == 1) {
       pqxx::nontransaction tx(c);  // One statement: autocommit saves two round trips.
@@ -298,6 +477,87 @@ absl::StatusOr<PersistResult> PostgresWakeStore::PersistWakes(
   });
   if (!status.ok()) return status;
   return result;
+}
+
+std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
+    const std::vector<const std::vector<WakeDraft>*>& calls) {
+  std::vector<absl::StatusOr<PersistResult>> results;
+  results.reserve(calls.size());
+  if (calls.size() == 1) {
+    results.push_back(PersistAlone(*calls[0]));
+    return results;
+  }
+  // Every draft of every call, numbered in order.
+  std::vector<std::pair<size_t, size_t>> where;
+  std::string input = "[";
+  for (size_t call = 0; call < calls.size(); ++call) {
+    for (size_t i = 0; i < calls[call]->size(); ++i) {
+      const WakeDraft& draft = (*calls[call])[i];
+      absl::StrAppend(&input, where.empty() ? "" : ",", "{\"n\":", where.size(),
+                      ",\"tenant_id\":");
+      where.emplace_back(call, i);
+      AppendJsonString(&input, draft.tenant_id);
+      input.append(",\"stream\":");
+      AppendJsonString(&input, draft.stream);
+      absl::StrAppend(&input, ",\"registration_id\":", draft.registration_id,
+                      ",\"source_event_key\":");
+      AppendJsonString(&input, draft.source_event_key);
+      absl::StrAppend(&input, ",\"message\":", WakeMessageToJson(draft.message),
+                      ",\"run_finished_status\":");
+      if (draft.run_finished_status == v1::RUN_STATUS_UNSPECIFIED) {
+        input.append("null");
+      } else {
+        AppendJsonString(&input, v1::RunStatus_Name(draft.run_finished_status));
+      }
+      absl::StrAppend(&input, ",\"include_response\":",
+                      draft.include_response ? "true" : "false", "}");
+    }
+  }
+  input.append("]");
+  struct Inserted {
+    int64_t id = 0;
+    int64_t created_micros = 0;
+  };
+  std::vector<std::optional<Inserted>> inserted(where.size());
+  int64_t txid = 0;
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    pqxx::nontransaction tx(c);
+    pqxx::result rows = tx.exec_prepared("insert_wakes", input);
+    // The same event twice in one batch: the first draft inserted the wake,
+    // the other was a duplicate, as if they had run one after the other.
+    absl::flat_hash_map<int64_t, int64_t> first_draft;
+    for (const auto& r : rows) {
+      const int64_t n = r[0].as<int64_t>();
+      const int64_t id = r[1].as<int64_t>();
+      auto [it, fresh] = first_draft.try_emplace(id, n);
+      if (!fresh && n < it->second) it->second = n;
+    }
+    for (const auto& r : rows) {
+      const int64_t n = r[0].as<int64_t>();
+      if (n < 0 || static_cast<size_t>(n) >= where.size()) continue;
+      if (first_draft.at(r[1].as<int64_t>()) != n) continue;
+      inserted[n] = Inserted{r[1].as<int64_t>(), r[2].as<int64_t>()};
+      txid = r[3].as<int64_t>();
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) {
+    // Each call alone, so one bad call cannot fail the others.
+    common::LogDebug("persist_batch_failed", {{"calls", calls.size()},
+                                              {"error", std::string(status.message())}});
+    for (const std::vector<WakeDraft>* drafts : calls) results.push_back(PersistAlone(*drafts));
+    return results;
+  }
+  std::vector<PersistResult> persisted(calls.size());
+  for (size_t n = 0; n < where.size(); ++n) {
+    if (!inserted[n].has_value()) continue;
+    const auto [call, i] = where[n];
+    persisted[call].wakes.push_back(
+        WakeFromDraft((*calls[call])[i], inserted[n]->id, inserted[n]->created_micros));
+    persisted[call].txid = txid;
+  }
+  for (PersistResult& result : persisted) results.push_back(std::move(result));
+  return results;
 }
 
 absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& tenant_id,

@@ -1,10 +1,13 @@
 // WakeStore on PostgreSQL through a connection pool, with prepared
 // statements; single-statement operations run in autocommit (one round trip).
+// Concurrent upserts, and concurrent wakes without one-shot or timeout gates,
+// are group-committed: one statement and one transaction for many callers.
 #pragma once
 
 #include <string>
 
 #include "common/postgres.h"
+#include "registry-service/group_commit.h"
 #include "registry-service/wake_store.h"
 
 namespace wake::registry {
@@ -12,6 +15,7 @@ namespace wake::registry {
 class PostgresWakeStore final : public WakeStore {
  public:
   PostgresWakeStore(const std::string& database_url, int pool_size);
+  ~PostgresWakeStore() override;
 
   absl::StatusOr<UpsertResult> UpsertRegistration(const sync::Registration& row) override;
   absl::StatusOr<DeleteResult> DeleteRegistrations(const UnregisterSelector& selector) override;
@@ -28,7 +32,16 @@ class PostgresWakeStore final : public WakeStore {
   absl::StatusOr<int64_t> ReleaseExpiredClaims() override;
 
  private:
+  absl::StatusOr<UpsertResult> UpsertAlone(const sync::Registration& row);
+  std::vector<absl::StatusOr<UpsertResult>> UpsertBatch(
+      const std::vector<const sync::Registration*>& rows);
+  absl::StatusOr<PersistResult> PersistAlone(const std::vector<WakeDraft>& drafts);
+  std::vector<absl::StatusOr<PersistResult>> PersistBatch(
+      const std::vector<const std::vector<WakeDraft>*>& calls);
+
   common::PgPool pool_;
+  GroupCommit<sync::Registration, UpsertResult> upserts_;
+  GroupCommit<std::vector<WakeDraft>, PersistResult> persists_;
 };
 
 // Converts a wake message to the JSON stored in wakes.message and back.

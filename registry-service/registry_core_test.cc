@@ -148,5 +148,45 @@ TEST_F(RegistryCoreTest, UnregisterHidesRowsAtOnceAndReportsTheCount) {
   EXPECT_EQ(collection_.size(), 0u);
 }
 
+TEST_F(RegistryCoreTest, ListRegistrationsPagesWithTokensAndFilters) {
+  for (int64_t id = 1; id <= 7; ++id) {
+    sync::Registration row;
+    row.id = id;
+    row.tenant_id = "t";
+    row.subscriber_url = id % 2 == 0 ? "/even" : "/odd";
+    row.source_url = "/c";
+    SyncInsert(row, 100 + id);
+  }
+  v1::ListRegistrationsRequest request;
+  request.set_tenant_id("t");
+  request.set_subscriber_url("/odd");
+  request.set_page_size(2);
+  request.set_consistency(v1::LOCAL);  // No barrier call expected.
+  std::vector<std::vector<int64_t>> pages;
+  int64_t after = 0;
+  for (;;) {
+    auto page = core_->ListRegistrations(request, after);
+    ASSERT_TRUE(page.ok()) << page.status();
+    std::vector<int64_t> ids;
+    for (const v1::Registration& row : page->registrations()) ids.push_back(row.id());
+    pages.push_back(ids);
+    if (page->next_page_token().empty()) break;
+    after = std::stoll(page->next_page_token());
+  }
+  using Page = std::vector<int64_t>;
+  EXPECT_THAT(pages, ::testing::ElementsAre(Page{1, 3}, Page{5, 7}));
+  // The default consistency passes the barrier first.
+  request.clear_consistency();
+  request.set_subscriber_url("/even");
+  request.set_page_size(3);
+  EXPECT_CALL(sync_, Barrier(_)).WillOnce(Return(absl::OkStatus()));
+  auto page = core_->ListRegistrations(request, 2);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->registrations_size(), 2);
+  EXPECT_EQ(page->registrations(0).id(), 4);
+  EXPECT_EQ(page->registrations(1).id(), 6);
+  EXPECT_TRUE(page->next_page_token().empty());
+}
+
 }  // namespace
 }  // namespace wake::registry

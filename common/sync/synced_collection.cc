@@ -21,7 +21,9 @@ bool MatchesFilters(const Registration& row, const std::string& source_url,
 
 }  // namespace
 
-RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_(time) {}
+RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_(time) {
+  wait_timer_ = time_.CreateTimer([this] { OnWaitTimer(); });
+}
 
 RegistrationCollection::~RegistrationCollection() = default;
 
@@ -32,8 +34,17 @@ uint64_t RegistrationCollection::IndexKey(const std::string& tenant, const std::
 
 void RegistrationCollection::Insert(Table& table, RowPtr row) {
   const int64_t id = row->id;
-  table.by_source[IndexKey(row->tenant_id, row->source_url)].push_back(id);
-  table.by_subscriber[IndexKey(row->tenant_id, row->subscriber_url)].push_back(id);
+  auto add = [id](IdList& ids) {
+    // Ids mostly arrive in increasing order: usually an append.
+    if (ids.empty() || ids.back() < id) {
+      ids.push_back(id);
+    } else {
+      ids.insert(std::lower_bound(ids.begin(), ids.end(), id), id);
+    }
+  };
+  add(table.by_source[IndexKey(row->tenant_id, row->source_url)]);
+  add(table.by_subscriber[IndexKey(row->tenant_id, row->subscriber_url)]);
+  table.by_tenant[row->tenant_id].insert(id);
   table.by_id[id] = std::move(row);
 }
 
@@ -50,6 +61,10 @@ void RegistrationCollection::Erase(Table& table, int64_t id) {
   };
   drop(table.by_source, IndexKey(row.tenant_id, row.source_url));
   drop(table.by_subscriber, IndexKey(row.tenant_id, row.subscriber_url));
+  if (auto tenant = table.by_tenant.find(row.tenant_id); tenant != table.by_tenant.end()) {
+    tenant->second.erase(id);
+    if (tenant->second.empty()) table.by_tenant.erase(tenant);
+  }
   table.by_id.erase(it);
 }
 
@@ -171,7 +186,7 @@ void RegistrationCollection::OnUpToDate() {
       staged_.reset();
       // The snapshot holds every committed write: committed mutations are done.
       for (auto it = mutations_.begin(); it != mutations_.end();) {
-        it = it->second.committed ? mutations_.erase(it) : std::next(it);
+        it = it->second.committed ? EraseMutationLocked(it) : std::next(it);
       }
     }
     up_to_date_ = true;
@@ -185,6 +200,8 @@ void RegistrationCollection::OnDisconnected(const absl::Status& why) {
 }
 
 void RegistrationCollection::NoteTxidsLocked(const std::vector<int64_t>& txids) {
+  if (txids.empty()) return;
+  absl::MutexLock lock(&txid_mu_);  // Wakes the waiters of these txids.
   for (int64_t txid : txids) {
     if (!seen_txids_.insert(txid).second) continue;
     seen_order_.push_back(txid);
@@ -193,12 +210,22 @@ void RegistrationCollection::NoteTxidsLocked(const std::vector<int64_t>& txids) 
       seen_order_.pop_front();
     }
   }
-  if (txids.empty() || mutations_.empty()) return;
   // Confirmed mutations give way to the synced rows.
   for (auto it = mutations_.begin(); it != mutations_.end();) {
-    const bool confirmed = it->second.committed && seen_txids_.count(it->second.txid) > 0;
-    it = confirmed ? mutations_.erase(it) : std::next(it);
+    const bool confirmed = it->second.committed && SeenLocked(it->second.txid);
+    it = confirmed ? EraseMutationLocked(it) : std::next(it);
   }
+}
+
+RegistrationCollection::MutationMap::iterator RegistrationCollection::EraseMutationLocked(
+    MutationMap::iterator it) {
+  if (it->second.kind == Mutation::Kind::kDelete) {
+    for (int64_t id : it->second.ids) {
+      auto hidden = hidden_ids_.find(id);
+      if (hidden != hidden_ids_.end() && --hidden->second == 0) hidden_ids_.erase(hidden);
+    }
+  }
+  return mutations_.erase(it);
 }
 
 void RegistrationCollection::Notify(const std::vector<CollectionEvent>& events) {
@@ -210,13 +237,7 @@ void RegistrationCollection::Notify(const std::vector<CollectionEvent>& events) 
 }
 
 bool RegistrationCollection::HiddenLocked(int64_t id) const {
-  for (const auto& [mid, mutation] : mutations_) {
-    if (mutation.kind == Mutation::Kind::kDelete &&
-        std::find(mutation.ids.begin(), mutation.ids.end(), id) != mutation.ids.end()) {
-      return true;
-    }
-  }
-  return false;
+  return !hidden_ids_.empty() && hidden_ids_.contains(id);
 }
 
 size_t RegistrationCollection::ForEachBySource(
@@ -235,7 +256,7 @@ size_t RegistrationCollection::ForEachBySource(
   auto it = table_.by_source.find(IndexKey(tenant, source_url));
   if (it == table_.by_source.end()) return visited;
   for (int64_t id : it->second) {
-    if (overlaid.count(id) > 0 || (!mutations_.empty() && HiddenLocked(id))) continue;
+    if (overlaid.count(id) > 0 || HiddenLocked(id)) continue;
     const Registration& row = *table_.by_id.at(id);
     if (row.tenant_id != tenant || row.source_url != source_url) continue;  // Hash collision.
     fn(row);
@@ -273,32 +294,54 @@ std::vector<Registration> RegistrationCollection::List(const std::string& tenant
                                                        const std::string& source_url,
                                                        const std::string& subscriber_url,
                                                        int64_t after_id, size_t limit) {
+  // Optimistic rows first (few), then at most `limit` synced rows in id order:
+  // the first `limit` of their union is the page.
   std::map<int64_t, Registration> rows;
   {
     absl::ReaderMutexLock lock(&mu_);
-    auto consider = [&](const Registration& row) {
-      if (row.id <= after_id || row.tenant_id != tenant) return;
-      if (!MatchesFilters(row, source_url, subscriber_url) || HiddenLocked(row.id)) return;
-      rows.emplace(row.id, row);
+    auto wanted = [&](const Registration& row) {
+      return row.tenant_id == tenant && MatchesFilters(row, source_url, subscriber_url);
     };
     for (const auto& [mid, mutation] : mutations_) {
-      if (mutation.kind == Mutation::Kind::kUpsert && mutation.row.id != 0) consider(mutation.row);
+      const Registration& row = mutation.row;
+      if (mutation.kind != Mutation::Kind::kUpsert || row.id == 0 || row.id <= after_id) continue;
+      if (wanted(row) && !HiddenLocked(row.id)) rows.emplace(row.id, row);
     }
-    auto consider_id = [&](int64_t id) {
-      if (rows.count(id) == 0) consider(*table_.by_id.at(id));
+    size_t taken = 0;
+    // Returns false once the page is full.
+    auto take = [&](int64_t id) {
+      if (taken >= limit) return false;
+      if (rows.count(id) > 0 || HiddenLocked(id)) return true;
+      const Registration& row = *table_.by_id.at(id);
+      if (!wanted(row)) return true;  // The other filter, or a hash collision.
+      rows.emplace(id, row);
+      ++taken;
+      return true;
     };
     if (!source_url.empty() || !subscriber_url.empty()) {
-      // Use the narrower index; the other filter is checked per row.
-      const auto& index = !source_url.empty() ? table_.by_source : table_.by_subscriber;
-      auto it = index.find(IndexKey(tenant, !source_url.empty() ? source_url : subscriber_url));
-      if (it != index.end()) {
-        for (int64_t id : it->second) consider_id(id);
+      // Walk the smaller index list that applies; the rest is checked per row.
+      const IdList* ids = nullptr;
+      auto consider = [&](const Index& index, const std::string& url) {
+        if (url.empty()) return true;
+        auto it = index.find(IndexKey(tenant, url));
+        if (it == index.end()) return false;  // Nothing can match.
+        if (ids == nullptr || it->second.size() < ids->size()) ids = &it->second;
+        return true;
+      };
+      if (consider(table_.by_source, source_url) &&
+          consider(table_.by_subscriber, subscriber_url)) {
+        for (auto it = std::upper_bound(ids->begin(), ids->end(), after_id);
+             it != ids->end() && take(*it); ++it) {
+        }
       }
-    } else {
-      for (const auto& [id, row] : table_.by_id) consider_id(id);
+    } else if (auto ids = table_.by_tenant.find(tenant); ids != table_.by_tenant.end()) {
+      for (auto it = ids->second.upper_bound(after_id); it != ids->second.end() && take(*it);
+           ++it) {
+      }
     }
   }
   std::vector<Registration> out;
+  out.reserve(std::min(limit, rows.size()));
   for (auto& [id, row] : rows) {
     if (out.size() >= limit) break;
     out.push_back(std::move(row));
@@ -309,12 +352,17 @@ std::vector<Registration> RegistrationCollection::List(const std::string& tenant
 std::vector<Registration> RegistrationCollection::Snapshot(
     const std::optional<std::string>& tenant) {
   std::vector<Registration> rows;
-  {
-    absl::ReaderMutexLock lock(&mu_);
-    for (const auto& [id, row] : table_.by_id) {
-      if (!tenant.has_value() || row->tenant_id == *tenant) rows.push_back(*row);
-    }
+  absl::ReaderMutexLock lock(&mu_);
+  if (tenant.has_value()) {
+    // Already in id order.
+    auto ids = table_.by_tenant.find(*tenant);
+    if (ids == table_.by_tenant.end()) return rows;
+    rows.reserve(ids->second.size());
+    for (int64_t id : ids->second) rows.push_back(*table_.by_id.at(id));
+    return rows;
   }
+  rows.reserve(table_.by_id.size());
+  for (const auto& [id, row] : table_.by_id) rows.push_back(*row);
   std::sort(rows.begin(), rows.end(),
             [](const Registration& a, const Registration& b) { return a.id < b.id; });
   return rows;
@@ -357,6 +405,7 @@ RegistrationCollection::MutationId RegistrationCollection::BeginDelete(
   Mutation mutation;
   mutation.kind = Mutation::Kind::kDelete;
   mutation.ids = ids;
+  for (int64_t hidden : ids) ++hidden_ids_[hidden];
   mutations_.emplace(id, std::move(mutation));
   return id;
 }
@@ -366,9 +415,14 @@ void RegistrationCollection::Commit(MutationId id, const std::optional<Registrat
   absl::MutexLock lock(&mu_);
   auto it = mutations_.find(id);
   if (it == mutations_.end()) return;
-  if (txid == 0 || seen_txids_.count(txid) > 0) {
+  bool seen;
+  {
+    absl::MutexLock txid_lock(&txid_mu_);
+    seen = SeenLocked(txid);
+  }
+  if (txid == 0 || seen) {
     // Nothing was written, or the stream already showed it.
-    mutations_.erase(it);
+    EraseMutationLocked(it);
     return;
   }
   it->second.committed = true;
@@ -378,33 +432,43 @@ void RegistrationCollection::Commit(MutationId id, const std::optional<Registrat
 
 void RegistrationCollection::Rollback(MutationId id) {
   absl::MutexLock lock(&mu_);
-  mutations_.erase(id);
+  if (auto it = mutations_.find(id); it != mutations_.end()) EraseMutationLocked(it);
 }
 
 bool RegistrationCollection::TxidSeen(int64_t txid) {
-  absl::ReaderMutexLock lock(&mu_);
-  return seen_txids_.count(txid) > 0;
+  absl::MutexLock lock(&txid_mu_);
+  return SeenLocked(txid);
 }
 
 bool RegistrationCollection::AwaitTxid(int64_t txid, absl::Duration timeout) {
-  auto expired = std::make_shared<bool>(false);
-  common::TimerPtr timer = time_.CreateTimer([this, expired] {
-    absl::MutexLock lock(&mu_);
-    *expired = true;
-  });
-  bool seen;
-  {
-    absl::MutexLock lock(&mu_);
-    if (seen_txids_.count(txid) > 0) return true;
-    timer->Enable(timeout);
-    auto done = [this, txid, &expired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return *expired || seen_txids_.count(txid) > 0;
-    };
-    mu_.Await(absl::Condition(&done));
-    seen = seen_txids_.count(txid) > 0;
+  absl::MutexLock lock(&txid_mu_);
+  if (SeenLocked(txid)) return true;
+  const common::MonotonicTime deadline = time_.MonotonicNow() + common::ToChrono(timeout);
+  auto waiting = wait_deadlines_.insert(deadline);
+  if (deadline < wait_timer_at_) {
+    // Usually armed already for an earlier waiter: deadlines only grow.
+    wait_timer_at_ = deadline;
+    wait_timer_->Enable(timeout);
   }
-  timer.reset();  // Outside the lock: disarming may wait for a running callback.
-  return seen;
+  auto done = [this, txid, deadline]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(txid_mu_) {
+    return SeenLocked(txid) || waits_expired_up_to_ >= deadline;
+  };
+  txid_mu_.Await(absl::Condition(&done));
+  // The timer stays armed: firing for nobody is cheaper than re-arming.
+  wait_deadlines_.erase(waiting);
+  return SeenLocked(txid);
+}
+
+void RegistrationCollection::OnWaitTimer() {
+  absl::MutexLock lock(&txid_mu_);
+  const common::MonotonicTime now = time_.MonotonicNow();
+  waits_expired_up_to_ = std::max(waits_expired_up_to_, now);
+  wait_timer_at_ = common::MonotonicTime::max();
+  auto next = wait_deadlines_.upper_bound(now);
+  if (next != wait_deadlines_.end()) {
+    wait_timer_at_ = *next;
+    wait_timer_->Enable(common::ToAbsl(*next - now));
+  }
 }
 
 int RegistrationCollection::AddListener(Listener listener) {

@@ -2,7 +2,8 @@
 // have pending wakes), filled and kept current only by a SyncSource.
 //
 // * Rows are keyed by id and indexed by (tenant, source_url) and
-//   (tenant, subscriber_url), so evaluation costs O(matches), not a scan.
+//   (tenant, subscriber_url), so evaluation costs O(matches), not a scan; a
+//   per-tenant id order makes a page of List() cost O(page), not O(rows).
 // * Writes are optimistic: a mutation is visible at once, held until the sync
 //   stream shows its transaction id, and rolled back if the write fails.
 // * Listeners see enter / update / exit of rows and wake-available events, in
@@ -18,9 +19,11 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
@@ -74,7 +77,10 @@ class RegistrationCollection final : public SyncObserver {
   std::vector<Registration> BySubscriber(const std::string& tenant,
                                          const std::string& subscriber_url);
   std::optional<Registration> Get(int64_t id);
-  // Rows of `tenant` with id > after_id, ordered by id, optionally filtered.
+  // The first `limit` rows of `tenant` with id > after_id, ordered by id,
+  // optionally filtered by source and/or subscriber. Costs O(limit) (plus the
+  // pending mutations) whatever the collection's size: unfiltered pages walk
+  // the tenant's id order, filtered ones the smaller index list.
   std::vector<Registration> List(const std::string& tenant, const std::string& source_url,
                                  const std::string& subscriber_url, int64_t after_id,
                                  size_t limit);
@@ -99,7 +105,9 @@ class RegistrationCollection final : public SyncObserver {
   void Rollback(MutationId id);
   // Blocks until the sync stream has shown `txid` (true) or `timeout` of the
   // time source passed (false; the write is then accepted as committed and
-  // its mutation stays visible until the txid shows or a reset).
+  // its mutation stays visible until the txid shows or a reset). Waiters sit
+  // on their own mutex (readers of the collection never re-check them) and
+  // share one timer.
   bool AwaitTxid(int64_t txid, absl::Duration timeout);
   bool TxidSeen(int64_t txid);
 
@@ -122,13 +130,16 @@ class RegistrationCollection final : public SyncObserver {
   // Keyed by a hash of (tenant, url) rather than the strings themselves to
   // keep memory per row small; readers re-check the row's own fields, so a
   // collision costs a comparison, never a wrong match. Most keys hold one or a
-  // few ids: an inline vector is far smaller than a set.
+  // few ids: an inline vector is far smaller than a set. Kept sorted, so a
+  // filtered page starts with a binary search.
   using IdList = absl::InlinedVector<int64_t, 1>;
   using Index = absl::flat_hash_map<uint64_t, IdList>;
   struct Table {
     absl::flat_hash_map<int64_t, RowPtr> by_id;
     Index by_source;
     Index by_subscriber;
+    // Ids of each tenant in order: unfiltered pages.
+    absl::flat_hash_map<std::string, absl::btree_set<int64_t>> by_tenant;
     std::map<int64_t, WakeRow> pending_wakes;
   };
 
@@ -140,7 +151,15 @@ class RegistrationCollection final : public SyncObserver {
                     std::vector<CollectionEvent>* events);
 
   bool HiddenLocked(int64_t id) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Every mutation leaves mutations_ through here (keeps hidden_ids_ right).
+  using MutationMap = std::map<MutationId, Mutation>;
+  MutationMap::iterator EraseMutationLocked(MutationMap::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void NoteTxidsLocked(const std::vector<int64_t>& txids) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool SeenLocked(int64_t txid) const ABSL_SHARED_LOCKS_REQUIRED(txid_mu_) {
+    return seen_txids_.contains(txid);
+  }
+  void OnWaitTimer();
   void Notify(const std::vector<CollectionEvent>& events);
 
   common::TimeSource& time_;
@@ -150,15 +169,28 @@ class RegistrationCollection final : public SyncObserver {
   // During a reset, the new snapshot is built here and swapped in at up-to-date.
   std::unique_ptr<Table> staged_ ABSL_GUARDED_BY(mu_);
   bool up_to_date_ ABSL_GUARDED_BY(mu_) = false;
-  std::map<MutationId, Mutation> mutations_ ABSL_GUARDED_BY(mu_);
+  MutationMap mutations_ ABSL_GUARDED_BY(mu_);
+  // Ids hidden by pending delete mutations, with how many hide each: reads
+  // check one hash lookup per row instead of every mutation.
+  absl::flat_hash_map<int64_t, int> hidden_ids_ ABSL_GUARDED_BY(mu_);
   MutationId next_mutation_ ABSL_GUARDED_BY(mu_) = 1;
   // Recently seen txids (the stream may show a txid before the writer asks).
-  absl::flat_hash_set<int64_t> seen_txids_ ABSL_GUARDED_BY(mu_);
-  std::deque<int64_t> seen_order_ ABSL_GUARDED_BY(mu_);
+  // Lock order: mu_ before txid_mu_.
+  absl::Mutex txid_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  absl::flat_hash_set<int64_t> seen_txids_ ABSL_GUARDED_BY(txid_mu_);
+  std::deque<int64_t> seen_order_ ABSL_GUARDED_BY(txid_mu_);
+  // Deadlines of AwaitTxid callers, the one timer armed for the earliest, and
+  // the time it last fired (every deadline up to it has passed).
+  std::multiset<common::MonotonicTime> wait_deadlines_ ABSL_GUARDED_BY(txid_mu_);
+  common::MonotonicTime wait_timer_at_ ABSL_GUARDED_BY(txid_mu_) = common::MonotonicTime::max();
+  common::MonotonicTime waits_expired_up_to_ ABSL_GUARDED_BY(txid_mu_);
 
   absl::Mutex listeners_mu_;
   std::map<int, Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
   int next_listener_ ABSL_GUARDED_BY(listeners_mu_) = 1;
+
+  // Last: destroyed (and so disarmed) first.
+  common::TimerPtr wait_timer_;
 };
 
 }  // namespace wake::sync

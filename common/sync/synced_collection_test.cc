@@ -100,6 +100,61 @@ TEST_F(SyncedCollectionTest, IndexesBySourceAndSubscriberPerTenant) {
   EXPECT_THAT(Ids(collection_.List("t", "/c", "/p2", 0, 10)), ElementsAre(2));
 }
 
+// Walks every page of List() the way ListRegistrations does (limit = page
+// size, the next call starts after the last id returned).
+std::vector<std::vector<int64_t>> Pages(RegistrationCollection& collection,
+                                        const std::string& tenant, const std::string& source,
+                                        const std::string& subscriber, size_t page_size) {
+  std::vector<std::vector<int64_t>> pages;
+  int64_t after = 0;
+  for (;;) {
+    std::vector<Registration> rows = collection.List(tenant, source, subscriber, after, page_size);
+    if (rows.empty()) break;
+    pages.push_back(Ids(rows));
+    after = rows.back().id;
+    if (rows.size() < page_size) break;
+  }
+  return pages;
+}
+
+TEST_F(SyncedCollectionTest, PagesFollowIdOrderWithFiltersAndPageTokens) {
+  // Ids out of order, two tenants, two sources and two subscribers.
+  Load({Row(9, "t", "/p1", "/a"), Row(2, "t", "/p2", "/a"), Row(5, "t", "/p1", "/b"),
+        Row(1, "u", "/p1", "/a"), Row(7, "t", "/p1", "/a"), Row(3, "t", "/p2", "/b"),
+        Row(8, "t", "/p2", "/a"), Row(4, "u", "/p2", "/a")});
+  using Page = std::vector<int64_t>;
+  EXPECT_THAT(Pages(collection_, "t", "", "", 2),
+              ElementsAre(Page{2, 3}, Page{5, 7}, Page{8, 9}));
+  EXPECT_THAT(Pages(collection_, "t", "/a", "", 2), ElementsAre(Page{2, 7}, Page{8, 9}));
+  EXPECT_THAT(Pages(collection_, "t", "", "/p1", 2), ElementsAre(Page{5, 7}, Page{9}));
+  EXPECT_THAT(Pages(collection_, "t", "/a", "/p2", 1), ElementsAre(Page{2}, Page{8}));
+  EXPECT_THAT(Pages(collection_, "u", "", "", 10), ElementsAre(Page{1, 4}));
+  // A page token past the end, unknown filters and unknown tenants: empty.
+  EXPECT_THAT(Ids(collection_.List("t", "", "", 9, 10)), IsEmpty());
+  EXPECT_THAT(Ids(collection_.List("t", "/nowhere", "", 0, 10)), IsEmpty());
+  EXPECT_THAT(Ids(collection_.List("t", "/a", "/nobody", 0, 10)), IsEmpty());
+  EXPECT_THAT(Ids(collection_.List("v", "", "", 0, 10)), IsEmpty());
+  // Live changes keep the order: a late low id, a delete.
+  Commit({Change(ChangeOp::kInsert, Row(6, "t", "/p2", "/a")),
+          Change(ChangeOp::kDelete, Row(7, "t", "/p1", "/a"))},
+         50);
+  EXPECT_THAT(Pages(collection_, "t", "/a", "", 2), ElementsAre(Page{2, 6}, Page{8, 9}));
+  EXPECT_THAT(Pages(collection_, "t", "", "", 4), ElementsAre(Page{2, 3, 5, 6}, Page{8, 9}));
+}
+
+TEST_F(SyncedCollectionTest, PagesIncludeOptimisticRowsAndSkipHiddenOnes) {
+  Load({Row(1, "t", "/p", "/a"), Row(2, "t", "/p", "/a"), Row(3, "t", "/p", "/a"),
+        Row(4, "t", "/p", "/a")});
+  const auto removal = collection_.BeginDelete({2});
+  const auto upsert = collection_.BeginUpsert(Row(0, "t", "/p", "/a"));
+  collection_.Commit(upsert, Row(10, "t", "/p", "/a"), 60);
+  using Page = std::vector<int64_t>;
+  EXPECT_THAT(Pages(collection_, "t", "", "", 2), ElementsAre(Page{1, 3}, Page{4, 10}));
+  EXPECT_THAT(Pages(collection_, "t", "/a", "/p", 3), ElementsAre(Page{1, 3, 4}, Page{10}));
+  collection_.Rollback(removal);
+  EXPECT_THAT(Pages(collection_, "t", "", "", 5), ElementsAre(Page{1, 2, 3, 4, 10}));
+}
+
 TEST_F(SyncedCollectionTest, LiveChangesEmitEnterUpdateExitWithTxids) {
   Load({});
   events_.clear();

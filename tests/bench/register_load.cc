@@ -2,6 +2,9 @@
 // RegisterWake (distinct rows) or EvaluateRunFinished for a fixed time over
 // real gRPC, then print rate and latency percentiles as one line.
 //   register_load --target=127.0.0.1:50051 --rpc=register --callers=32 --seconds=10
+// With --source=URL, evaluations name that source (e.g. one with a matching
+// registration, so each call persists a wake); by default each names a
+// source of its own (no match).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +27,7 @@ struct Options {
   int callers = 1;
   int seconds = 10;
   std::string prefix = "bench";
+  std::string source;  // Fixed source for evaluations (empty: one per call).
 };
 
 bool Parse(int argc, char** argv, Options* options) {
@@ -43,6 +47,8 @@ bool Parse(int argc, char** argv, Options* options) {
       if (!absl::SimpleAtoi(value, &options->seconds) || options->seconds < 1) return false;
     } else if (name == "prefix") {
       options->prefix = value;
+    } else if (name == "source") {
+      options->source = value;
     } else {
       return false;
     }
@@ -57,7 +63,7 @@ int main(int argc, char** argv) {
   if (!Parse(argc, argv, &options)) {
     std::fprintf(stderr,
                  "usage: register_load --target=H:P --rpc=register|evaluate|evaluate-local "
-                 "--callers=N --seconds=S [--prefix=P]\n");
+                 "--callers=N --seconds=S [--prefix=P] [--source=URL]\n");
     return 2;
   }
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(options.seconds);
@@ -86,8 +92,13 @@ int main(int argc, char** argv) {
           status = stub->RegisterWake(&context, request, &response);
         } else {
           wake::v1::EvaluateRunFinishedRequest request;
-          request.set_source_url(absl::StrCat("/", options.prefix, "/child-", c, "-", i));
-          request.set_run_key("run");
+          if (options.source.empty()) {
+            request.set_source_url(absl::StrCat("/", options.prefix, "/child-", c, "-", i));
+            request.set_run_key("run");
+          } else {
+            request.set_source_url(options.source);
+            request.set_run_key(absl::StrCat(options.prefix, "-", c, "-", i));
+          }
           request.set_status(wake::v1::COMPLETED);
           if (options.rpc == "evaluate-local") request.set_consistency(wake::v1::LOCAL);
           wake::v1::EvaluateRunFinishedResponse response;

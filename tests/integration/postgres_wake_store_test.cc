@@ -1,0 +1,195 @@
+// PostgresWakeStore against real PostgreSQL, with many concurrent callers so
+// that upserts and wakes are group-committed: batches must keep the meaning
+// of one call at a time (created once, duplicates found, one wake per event).
+#include "registry-service/postgres_wake_store.h"
+
+#include <atomic>
+#include <pqxx/pqxx>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "registry-service/migrations.h"
+#include "tests/support/test_database.h"
+
+namespace wake::registry {
+namespace {
+
+sync::Registration Row(const std::string& subscriber, const std::string& source) {
+  sync::Registration row;
+  row.tenant_id = "t";
+  row.subscriber_url = subscriber;
+  row.source_url = source;
+  return row;
+}
+
+WakeDraft Draft(int64_t registration_id, const std::string& key) {
+  WakeDraft draft;
+  draft.tenant_id = "t";
+  draft.stream = "/parent";
+  draft.registration_id = registration_id;
+  draft.source_event_key = key;
+  draft.message.set_source("/child \"quoted\" \\ and\ttab");
+  draft.run_finished_status = v1::COMPLETED;
+  return draft;
+}
+
+// Runs `fn(i)` on `n` threads started together.
+void InParallel(int n, const std::function<void(int)>& fn) {
+  absl::Mutex mu;
+  bool go = false;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      {
+        absl::MutexLock lock(&mu);
+        mu.Await(absl::Condition(&go));
+      }
+      fn(i);
+    });
+  }
+  {
+    absl::MutexLock lock(&mu);
+    go = true;
+  }
+  for (std::thread& thread : threads) thread.join();
+}
+
+class PostgresWakeStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto db = testing::TestDatabase::Create();
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+    pqxx::connection connection(db_->url());
+    ASSERT_TRUE(ApplyMigrations(connection).ok());
+    store_ = std::make_unique<PostgresWakeStore>(db_->url(), 16);
+  }
+
+  std::unique_ptr<testing::TestDatabase> db_;
+  std::unique_ptr<PostgresWakeStore> store_;
+};
+
+TEST_F(PostgresWakeStoreTest, ConcurrentUpsertsCreateEachRowOnce) {
+  constexpr int kCallers = 48;
+  std::vector<absl::StatusOr<UpsertResult>> results(kCallers, absl::UnknownError("not run"));
+  InParallel(kCallers, [&](int i) {
+    // Callers 0..7 register the same row (with quotes and a backslash in
+    // it); the others one row each.
+    const std::string subscriber =
+        i < 8 ? "/parent \"same\" \\ one" : absl::StrCat("/parent-", i);
+    sync::Registration row = Row(subscriber, "/child");
+    if (i % 3 == 0 && i >= 8) {
+      row.condition.kind = sync::ConditionKind::kChange;
+      row.condition.collections = {"inbox"};
+    }
+    results[i] = store_->UpsertRegistration(row);
+  });
+  int created_same = 0;
+  std::set<int64_t> ids;
+  for (int i = 0; i < kCallers; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+    const UpsertResult& result = *results[i];
+    EXPECT_GT(result.row.id, 0);
+    EXPECT_EQ(result.txid != 0, result.created) << i;
+    if (i < 8) {
+      EXPECT_EQ(result.row.id, results[0]->row.id);
+      EXPECT_EQ(result.row.subscriber_url, "/parent \"same\" \\ one");
+      created_same += result.created ? 1 : 0;
+    } else {
+      EXPECT_TRUE(result.created) << i;
+      EXPECT_EQ(result.row.subscriber_url, absl::StrCat("/parent-", i));
+      EXPECT_EQ(result.row.condition.kind, i % 3 == 0 ? sync::ConditionKind::kChange
+                                                      : sync::ConditionKind::kRunFinished);
+    }
+    ids.insert(result.row.id);
+  }
+  EXPECT_EQ(created_same, 1);
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kCallers - 7));
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"),
+            absl::StrCat(kCallers - 7));
+  // Registering them all again finds every one, writes nothing.
+  InParallel(kCallers, [&](int i) {
+    const std::string subscriber =
+        i < 8 ? "/parent \"same\" \\ one" : absl::StrCat("/parent-", i);
+    sync::Registration row = Row(subscriber, "/child");
+    if (i % 3 == 0 && i >= 8) {
+      row.condition.kind = sync::ConditionKind::kChange;
+      row.condition.collections = {"inbox"};
+    }
+    absl::StatusOr<UpsertResult> again = store_->UpsertRegistration(row);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_FALSE(again->created);
+    EXPECT_EQ(again->txid, 0);
+    EXPECT_EQ(again->row.id, results[i]->row.id);
+  });
+}
+
+TEST_F(PostgresWakeStoreTest, ConcurrentWakesAreOnePerEvent) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  constexpr int kCallers = 40;
+  std::vector<absl::StatusOr<PersistResult>> results(kCallers, absl::UnknownError("not run"));
+  InParallel(kCallers, [&](int i) {
+    // Callers 0..9 report the same event; the others one event each, two
+    // drafts per call for every fourth (one transaction per call).
+    std::vector<WakeDraft> drafts = {Draft(id, i < 10 ? "same" : absl::StrCat("event-", i))};
+    if (i >= 10 && i % 4 == 0) drafts.push_back(Draft(id, absl::StrCat("event-", i, "-b")));
+    results[i] = store_->PersistWakes(drafts);
+  });
+  int same = 0;
+  std::set<int64_t> wake_ids;
+  for (int i = 0; i < kCallers; ++i) {
+    ASSERT_TRUE(results[i].ok()) << i << ": " << results[i].status();
+    const PersistResult& result = *results[i];
+    if (i < 10) {
+      same += static_cast<int>(result.wakes.size());
+    } else {
+      const size_t expected = i % 4 == 0 ? 2 : 1;
+      ASSERT_EQ(result.wakes.size(), expected) << i;
+      EXPECT_EQ(result.wakes[0].source_event_key(), absl::StrCat("event-", i));
+      if (expected == 2) {
+        EXPECT_EQ(result.wakes[1].source_event_key(), absl::StrCat("event-", i, "-b"));
+      }
+    }
+    for (const v1::Wake& wake : result.wakes) {
+      EXPECT_NE(result.txid, 0);
+      EXPECT_EQ(wake.registration_id(), id);
+      EXPECT_EQ(wake.stream(), "/parent");
+      EXPECT_EQ(wake.message().source(), "/child \"quoted\" \\ and\ttab");
+      EXPECT_EQ(wake.run_finished_status(), v1::COMPLETED);
+      EXPECT_GT(wake.created_at().seconds(), 0);
+      wake_ids.insert(wake.id());
+    }
+  }
+  EXPECT_EQ(same, 1);
+  EXPECT_EQ(wake_ids.size(), 1u + 30u + 7u);  // 7 calls (12, 16, ..., 36) had two drafts.
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "38");
+  EXPECT_EQ(db_->QueryValue("SELECT message->>'source' FROM wakes LIMIT 1"),
+            "/child \"quoted\" \\ and\ttab");
+}
+
+TEST_F(PostgresWakeStoreTest, OneShotWakesStayGatedUnderConcurrency) {
+  sync::Registration row = Row("/parent", "/child");
+  row.one_shot = true;
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(row);
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  std::atomic<int> delivered{0};
+  InParallel(16, [&](int i) {
+    WakeDraft draft = Draft(id, absl::StrCat("event-", i));
+    draft.delete_registration = true;
+    absl::StatusOr<PersistResult> result = store_->PersistWakes({draft});
+    ASSERT_TRUE(result.ok()) << result.status();
+    delivered += static_cast<int>(result->wakes.size());
+  });
+  EXPECT_EQ(delivered.load(), 1);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"), "0");
+}
+
+}  // namespace
+}  // namespace wake::registry
