@@ -66,6 +66,12 @@ void ClaimSchedulerImpl::Trigger(const std::string& tenant_id, const std::string
 void ClaimSchedulerImpl::TriggerLocked(const Key& key, Effects& fx) {
   if (stopping_) return;
   StreamState& state = streams_[key];
+  if (common::LogEnabled(common::LogLevel::kDebug)) {
+    common::LogDebug("trigger", {{"tenant_id", key.first},
+                                 {"stream", key.second},
+                                 {"phase", static_cast<int>(state.phase)},
+                                 {"queued", state.queued ? 1 : 0}});
+  }
   QueueLocked(state);
   if (state.phase == Phase::kIdle) ready_.emplace(state.queued_seq, key);
   PumpLocked(fx);
@@ -175,6 +181,14 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
     absl::MutexLock lock(&mu_);
     --claims_in_flight_;
     StreamState& state = streams_[key];
+    if (common::LogEnabled(common::LogLevel::kDebug)) {
+      common::LogDebug("claimed", {{"tenant_id", key.first},
+                                   {"stream", key.second},
+                                   {"status", result.ok() ? v1::ClaimStatus_Name(result->status())
+                                                          : result.status().ToString()},
+                                   {"wakes", result.ok() ? result->wakes_size() : 0},
+                                   {"queued", state.queued ? 1 : 0}});
+    }
     absl::Status failure;
     if (!result.ok()) {
       failure = result.status();
