@@ -205,11 +205,11 @@ TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) 
         .WillOnce(Replies(Acked(3, false)));
   }
 
-  scheduler_->Trigger(kTenant, "/parent/1");
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
   ASSERT_EQ(executor_.pending(), 1u);  // The first claim is in flight...
-  scheduler_->Trigger(kTenant, "/parent/1");
-  scheduler_->Trigger(kTenant, "/parent/1");
-  scheduler_->Trigger(kTenant, "/parent/1");
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
   EXPECT_EQ(executor_.pending(), 1u);  // ...and the others wait behind it, coalesced.
   EXPECT_EQ(scheduler_->Health().queued_streams, 1);
 
@@ -250,11 +250,11 @@ TEST_F(ClaimSchedulerTest, NewerTriggerNeverJumpsAheadOfAQueuedOne) {
         return grpc::Status::OK;
       });
 
-  scheduler_->Trigger(kTenant, "/a");  // Claimed at once (the only slot).
-  scheduler_->Trigger(kTenant, "/b");  // Waits for the slot.
-  scheduler_->Trigger(kTenant, "/a");  // Waits behind /a's claim, but before /c.
-  scheduler_->Trigger(kTenant, "/c");
-  scheduler_->Trigger(kTenant, "/b");  // Coalesces with the queued /b; does not move it.
+  scheduler_->Trigger(kTenant, "/a", 0);  // Claimed at once (the only slot).
+  scheduler_->Trigger(kTenant, "/b", 0);  // Waits for the slot.
+  scheduler_->Trigger(kTenant, "/a", 0);  // Waits behind /a's claim, but before /c.
+  scheduler_->Trigger(kTenant, "/c", 0);
+  scheduler_->Trigger(kTenant, "/b", 0);  // Coalesces with the queued /b; does not move it.
   EXPECT_EQ(scheduler_->Health().queued_streams, 3);
 
   executor_.RunAll();
@@ -276,7 +276,7 @@ TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {3})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -304,7 +304,7 @@ TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
   auto sink = ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
 
   EXPECT_TRUE(sink->claims.empty());
@@ -318,6 +318,120 @@ TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
   EXPECT_EQ(executor_.pending(), 0u);
 }
 
+// The registry can announce a wake (from the WAL) a moment before PostgreSQL
+// shows it to ClaimWakes: "nothing pending" for an announced wake is looked
+// at again, soon, until a claim carries it.
+TEST_F(ClaimSchedulerTest, AnnouncedWakeNotYetClaimableIsLookedForAgain) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .Times(2)
+        .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {7})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 7);
+  executor_.RunAll();
+  EXPECT_TRUE(sink->claims.empty());
+  time_.Advance(absl::Milliseconds(9));
+  EXPECT_EQ(executor_.pending(), 0u);
+  time_.Advance(absl::Milliseconds(1));  // recheck_initial
+  EXPECT_EQ(executor_.pending(), 1u);
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(100));  // Then 10x later.
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 2);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+  time_.Advance(3 * kLease);  // Found: nothing more to look for.
+  EXPECT_EQ(executor_.pending(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, ClaimMissingAnAnnouncedWakeIsFollowedByAnotherAfterTheAck) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    // The registry saw nothing more pending when it took the ack...
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(1, false)));
+    // ...but wake 2 was announced and is still unaccounted for.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {2})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+        .WillOnce(Replies(Acked(1, false)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Trigger(kTenant, "/p", 2);  // Coalesced into the claim in flight.
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  Captured<AckResult> ack1;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack1.Callback());
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  Captured<AckResult> ack2;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), ack2.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack2.result->ok());
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.pending(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, LateAnnouncementOfAWakeAlreadyClaimedOrAckedIsNotLookedFor) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(2, false)));
+    // Each trigger still makes a claim (the two coalesced during the claim
+    // make one), but finding nothing is no reason to look again.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .Times(2)
+        .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  scheduler_->Trigger(kTenant, "/p", 2);  // The claim carries it already.
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  scheduler_->Trigger(kTenant, "/p", 1);  // Acked meanwhile... or about to be.
+  executor_.RunAll();
+  scheduler_->Trigger(kTenant, "/p", 2);  // Acked.
+  executor_.RunAll();
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.pending(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {
+  // E.g. another runtime claimed and acked it before this one looked.
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .Times(4)
+      .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
+  scheduler_->Trigger(kTenant, "/p", 9);
+  executor_.RunAll();
+  for (absl::Duration delay :
+       {absl::Milliseconds(10), absl::Milliseconds(100), absl::Milliseconds(1000)}) {
+    time_.Advance(delay);
+    EXPECT_EQ(executor_.pending(), 1u);
+    executor_.RunAll();
+  }
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 4);
+  EXPECT_EQ(scheduler_->Health().queued_streams, 0);
+}
+
 TEST_F(ClaimSchedulerTest, AlreadyClaimedElsewhereIsRetriedAfterALease) {
   auto sink = ConnectRunner("runner-a", "s1");
   {
@@ -327,7 +441,7 @@ TEST_F(ClaimSchedulerTest, AlreadyClaimedElsewhereIsRetriedAfterALease) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 1);
 
@@ -354,14 +468,14 @@ TEST_F(ClaimSchedulerTest, FailedClaimIsRetriedWithBackoffAndCounted) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   SchedulerHealth health = scheduler_->Health();
   EXPECT_EQ(health.counters.claims_failed, 1);
   EXPECT_THAT(health.last_error, HasSubstr("registry down"));
   EXPECT_EQ(health.queued_streams, 1);  // The trigger is kept, not dropped.
 
-  scheduler_->Trigger(kTenant, "/p");  // Coalesces with the pending retry.
+  scheduler_->Trigger(kTenant, "/p", 0);  // Coalesces with the pending retry.
   EXPECT_EQ(executor_.pending(), 0u);
   time_.Advance(absl::Milliseconds(100));  // The first backoff is at most retry_initial.
   EXPECT_EQ(executor_.pending(), 1u);
@@ -380,7 +494,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})))
       .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(old_sink->Tokens(), ElementsAre("tok-1"));
 
@@ -444,7 +558,7 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
   ConnectRunner("runner-b", "s9");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -495,7 +609,7 @@ TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {1, 2})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(sink_a->Tokens(), ElementsAre("tok-1"));  // Round robin starts with a.
 
@@ -518,7 +632,7 @@ TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
 TEST_F(ClaimSchedulerTest, WithoutRunnersTheClaimIsHeldKeptAliveAndDeliveredOnConnect) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
 
@@ -557,7 +671,7 @@ TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   time_.Advance(kLease / 3);
   executor_.RunAll();
@@ -581,7 +695,7 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
         return grpc::Status::OK;
       });
   for (const char* stream : {"/a/1", "/a/2", "/b/1", "/a/3"}) {
-    scheduler_->Trigger(kTenant, stream);
+    scheduler_->Trigger(kTenant, stream, 0);
     executor_.RunAll();
   }
   EXPECT_THAT(sink_a->Tokens(), ElementsAre("tok/a/1"));
@@ -604,13 +718,13 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
 TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));
   scheduler_->BeginShutdown();
-  scheduler_->Trigger(kTenant, "/q");  // Ignored: no new claims.
+  scheduler_->Trigger(kTenant, "/q", 0);  // Ignored: no new claims.
   executor_.RunAll();
   EXPECT_TRUE(scheduler_->AwaitSettled(absl::ZeroDuration()));
   EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);

@@ -93,7 +93,7 @@ TEST_F(RuntimeComponentTest, ClaimReachesTheRunnerAndItsAckReachesTheRegistry) {
   EXPECT_CALL(registry_, AckWakes(_, Property(&v1::AckWakesRequest::claim_token, "tok-1"), _))
       .WillOnce(DoAll(SetArgPointee<2>(acked), Return(grpc::Status::OK)));
 
-  scheduler_->Trigger("acme", "/p");
+  scheduler_->Trigger("acme", "/p", 0);
   absl::StatusOr<v1::WakeClaim> claim = runner->NextClaim(kWait);
   ASSERT_TRUE(claim.ok()) << claim.status();
   EXPECT_EQ(claim->claim_token(), "tok-1");
@@ -112,7 +112,7 @@ TEST_F(RuntimeComponentTest, RestartedRunnerSupersedesItsOldSessionAndGetsTheCla
   EXPECT_CALL(registry_,
               ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-1"), _))
       .WillOnce(Return(grpc::Status::OK));
-  scheduler_->Trigger("acme", "/p");
+  scheduler_->Trigger("acme", "/p", 0);
   ASSERT_TRUE(old_session->NextClaim(kWait).ok());
 
   auto new_session = Runner("runner-a", "s2");

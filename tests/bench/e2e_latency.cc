@@ -178,7 +178,8 @@ class Runner {
             grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
         tracker_(tracker) {
     request_.set_runner_id(absl::StrCat("bench-runner-", index));
-    request_.set_session_id(absl::StrCat("bench-session-", index, "-", absl::ToUnixNanos(absl::Now())));
+    request_.set_session_id(
+        absl::StrCat("bench-session-", index, "-", absl::ToUnixNanos(absl::Now())));
     request_.set_max_in_flight(1024);
     reader_ = stub_->StreamWakeClaims(&context_, request_);
     reader_->WaitForInitialMetadata();
