@@ -34,7 +34,7 @@ constexpr size_t kAckedIdsKept = 1 << 16;
 }  // namespace
 
 ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry,
-                                       common::TimeSource& time, Executor& executor,
+                                       common::TimeSource& time, common::Executor& executor,
                                        SchedulerOptions options)
     : time_(time),
       options_(std::move(options)),

@@ -22,9 +22,9 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/backoff.h"
+#include "common/executor.h"
 #include "common/time_source.h"
 #include "runtime-service/claim_scheduler.h"
-#include "runtime-service/executor.h"
 #include "runtime-service/registry_calls.h"
 #include "wake/v1/registry.grpc.pb.h"
 
@@ -60,7 +60,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
  public:
   // `registry`, `time` and `executor` must outlive this object.
   ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry, common::TimeSource& time,
-                     Executor& executor, SchedulerOptions options);
+                     common::Executor& executor, SchedulerOptions options);
   ~ClaimSchedulerImpl() override;
 
   void Trigger(const std::string& tenant_id, const std::string& stream,

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/mocks/runtime/manual_executor.h"
 #include "tests/support/status_matchers.h"
 #include "wake/v1/registry_mock.grpc.pb.h"
 
@@ -152,7 +152,7 @@ class ClaimSchedulerTest : public ::testing::Test {
 
   void TearDown() override {
     // Every test ends quiescent: nothing left in flight against the registry.
-    EXPECT_EQ(executor_.pending(), 0u);
+    EXPECT_EQ(executor_.queued(), 0u);
     scheduler_.reset();
   }
 
@@ -186,7 +186,7 @@ class ClaimSchedulerTest : public ::testing::Test {
 
   StrictMock<v1::MockWakeRegistryStub> registry_;
   common::SimulatedTimeSource time_;
-  ManualExecutor executor_;
+  common::ManualExecutor executor_;
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::map<std::string, SessionId> sessions_;
 };
@@ -206,16 +206,16 @@ TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) 
   }
 
   scheduler_->Trigger(kTenant, "/parent/1", 0);
-  ASSERT_EQ(executor_.pending(), 1u);  // The first claim is in flight...
+  ASSERT_EQ(executor_.queued(), 1u);  // The first claim is in flight...
   scheduler_->Trigger(kTenant, "/parent/1", 0);
   scheduler_->Trigger(kTenant, "/parent/1", 0);
   scheduler_->Trigger(kTenant, "/parent/1", 0);
-  EXPECT_EQ(executor_.pending(), 1u);  // ...and the others wait behind it, coalesced.
+  EXPECT_EQ(executor_.queued(), 1u);  // ...and the others wait behind it, coalesced.
   EXPECT_EQ(scheduler_->Health().queued_streams, 1);
 
   executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
-  EXPECT_EQ(executor_.pending(), 0u);  // Dispatched: the follow-up waits for the ack.
+  EXPECT_EQ(executor_.queued(), 0u);  // Dispatched: the follow-up waits for the ack.
 
   Captured<AckResult> ack1;
   scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack1.Callback());
@@ -287,7 +287,7 @@ TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
   ASSERT_TRUE(ack.result->ok());
   EXPECT_TRUE((*ack.result)->more_pending);
   EXPECT_EQ((*ack.result)->acked, 2);
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
@@ -315,7 +315,7 @@ TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
   EXPECT_EQ(health.active_claims, 0);
   // Nothing is retried: StrictMock fails on any further call.
   time_.Advance(3 * kLease);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 }
 
 // The registry can announce a wake (from the WAL) a moment before PostgreSQL
@@ -335,9 +335,9 @@ TEST_F(ClaimSchedulerTest, AnnouncedWakeNotYetClaimableIsLookedForAgain) {
   executor_.RunAll();
   EXPECT_TRUE(sink->claims.empty());
   time_.Advance(absl::Milliseconds(9));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
   time_.Advance(absl::Milliseconds(1));  // recheck_initial
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   time_.Advance(absl::Milliseconds(100));  // Then 10x later.
   executor_.RunAll();
@@ -351,7 +351,7 @@ TEST_F(ClaimSchedulerTest, AnnouncedWakeNotYetClaimableIsLookedForAgain) {
   executor_.RunAll();
   EXPECT_TRUE(ack.result->ok());
   time_.Advance(3 * kLease);  // Found: nothing more to look for.
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 }
 
 TEST_F(ClaimSchedulerTest, ClaimMissingAnAnnouncedWakeIsFollowedByAnotherAfterTheAck) {
@@ -382,7 +382,7 @@ TEST_F(ClaimSchedulerTest, ClaimMissingAnAnnouncedWakeIsFollowedByAnotherAfterTh
   executor_.RunAll();
   EXPECT_TRUE(ack2.result->ok());
   time_.Advance(3 * kLease);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 }
 
 TEST_F(ClaimSchedulerTest, LateAnnouncementOfAWakeAlreadyClaimedOrAckedIsNotLookedFor) {
@@ -410,7 +410,7 @@ TEST_F(ClaimSchedulerTest, LateAnnouncementOfAWakeAlreadyClaimedOrAckedIsNotLook
   scheduler_->Trigger(kTenant, "/p", 2);  // Acked.
   executor_.RunAll();
   time_.Advance(3 * kLease);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 }
 
 TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {
@@ -423,11 +423,11 @@ TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {
   for (absl::Duration delay :
        {absl::Milliseconds(10), absl::Milliseconds(100), absl::Milliseconds(1000)}) {
     time_.Advance(delay);
-    EXPECT_EQ(executor_.pending(), 1u);
+    EXPECT_EQ(executor_.queued(), 1u);
     executor_.RunAll();
   }
   time_.Advance(3 * kLease);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
   EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 4);
   EXPECT_EQ(scheduler_->Health().queued_streams, 0);
 }
@@ -446,9 +446,9 @@ TEST_F(ClaimSchedulerTest, AlreadyClaimedElsewhereIsRetriedAfterALease) {
   EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 1);
 
   time_.Advance(kLease - absl::Milliseconds(1));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
   time_.Advance(absl::Milliseconds(1));
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -476,9 +476,9 @@ TEST_F(ClaimSchedulerTest, FailedClaimIsRetriedWithBackoffAndCounted) {
   EXPECT_EQ(health.queued_streams, 1);  // The trigger is kept, not dropped.
 
   scheduler_->Trigger(kTenant, "/p", 0);  // Coalesces with the pending retry.
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
   time_.Advance(absl::Milliseconds(100));  // The first backoff is at most retry_initial.
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -518,7 +518,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   scheduler_->Heartbeat("runner-a", "s1", stale.Callback());
   EXPECT_THAT(*stale.result,
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("session_id")));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 
   // ...while the current session's heartbeat extends its claim.
   EXPECT_CALL(registry_,
@@ -543,7 +543,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   executor_.RunAll();
   time_.Advance(kLease / 2 + absl::Seconds(1));
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 
   EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
       .WillOnce(Replies(Acked(1, false)));
@@ -566,7 +566,7 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
   scheduler_->Ack(AckOf("runner-b", "s9", sink->claims[0]), ack.Callback());
   EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition,
                                     HasSubstr("claim_token")));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));

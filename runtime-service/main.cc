@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/real_time_source.h"
@@ -15,7 +16,6 @@
 #include "runtime-service/registry_follower_impl.h"
 #include "runtime-service/runtime_config.h"
 #include "runtime-service/runtime_service.h"
-#include "runtime-service/thread_pool_executor.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
@@ -59,7 +59,7 @@ int Run(int argc, char** argv) {
   common::SetLogLevel(config->log_level);
 
   common::RealTimeSource time;
-  ThreadPoolExecutor executor(kExecutorThreads);
+  common::ThreadPoolExecutor executor(kExecutorThreads);
   std::unique_ptr<v1::WakeRegistry::Stub> registry =
       v1::WakeRegistry::NewStub(RegistryChannel(*config));
 

@@ -4,13 +4,13 @@
 #include <memory>
 #include <string>
 
+#include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "runtime-service/claim_scheduler_impl.h"
 #include "runtime-service/runtime_service.h"
-#include "runtime-service/thread_pool_executor.h"
 #include "tests/mocks/runtime/mocks.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_runner.h"
@@ -76,7 +76,7 @@ class RuntimeComponentTest : public ::testing::Test {
   StrictMock<v1::MockWakeRegistryStub> registry_;
   NiceMock<MockRegistryFollower> follower_;
   common::SimulatedTimeSource time_;
-  ThreadPoolExecutor executor_{2};
+  common::ThreadPoolExecutor executor_{2};
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::unique_ptr<WakeRuntimeService> service_;
   std::unique_ptr<grpc::Server> server_;
