@@ -70,10 +70,15 @@ void ClaimSchedulerImpl::Trigger(const std::string& tenant_id, const std::string
 void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects& fx) {
   if (stopping_) return;
   StreamState& state = streams_[key];
-  // A wake the current claim carries, or one acked already, is accounted for
-  // (its announcement came late); any other must turn up in a claim.
-  if (wake_id != 0 && !acked_ids_.contains(wake_id) &&
-      !(state.claim.has_value() && state.claim->wake_ids.contains(wake_id))) {
+  if (wake_id != 0) {
+    // A wake the current claim carries, or one acked already, is accounted
+    // for (its announcement came late) and needs no claim; any other must
+    // turn up in one.
+    if (acked_ids_.contains(wake_id) ||
+        (state.claim.has_value() && state.claim->wake_ids.contains(wake_id))) {
+      MaybeForgetLocked(key);
+      return;
+    }
     state.unseen.insert(wake_id);
   }
   if (common::LogEnabled(common::LogLevel::kDebug)) {
@@ -82,12 +87,13 @@ void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects&
                                  {"phase", static_cast<int>(state.phase)},
                                  {"queued", state.queued ? 1 : 0}});
   }
-  QueueLocked(state);
+  QueueLocked(state, /*for_announcements=*/wake_id != 0);
   if (state.phase == Phase::kIdle) ready_.emplace(state.queued_seq, key);
   PumpLocked(fx);
 }
 
-void ClaimSchedulerImpl::QueueLocked(StreamState& state) {
+void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements) {
+  if (!for_announcements) state.queued_anonymous = true;
   // Coalesce: a stream already queued keeps its place.
   if (state.queued) return;
   state.queued = true;
@@ -101,6 +107,7 @@ void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
     StreamState& state = streams_[key];
     CancelRetryLocked(key, state);
     state.queued = false;
+    state.queued_anonymous = false;
     state.attempt_seq = state.queued_seq;
     state.phase = Phase::kClaiming;
     ++claims_in_flight_;
@@ -109,10 +116,11 @@ void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
     request.set_stream(key.second);
     request.set_runner_id(options_.runtime_id);
     *request.mutable_lease() = ToProto(options_.lease);
-    fx.push_back([this, key, request = std::move(request)]() mutable {
-      calls_.ClaimWakes(std::move(request), [this, key](absl::StatusOr<v1::ClaimWakesResponse> r) {
-        OnClaimed(key, std::move(r));
-      });
+    fx.push_back([this, key, request = std::move(request), sent = time_.MonotonicNow()]() mutable {
+      calls_.ClaimWakes(std::move(request),
+                        [this, key, sent](absl::StatusOr<v1::ClaimWakesResponse> r) {
+                          OnClaimed(key, sent, std::move(r));
+                        });
     });
   }
 }
@@ -185,7 +193,7 @@ void ClaimSchedulerImpl::OnRetryTimer() {
   Run(fx);
 }
 
-void ClaimSchedulerImpl::OnClaimed(const Key& key,
+void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
                                    absl::StatusOr<v1::ClaimWakesResponse> result) {
   Effects fx;
   {
@@ -198,7 +206,9 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
                                    {"status", result.ok() ? v1::ClaimStatus_Name(result->status())
                                                           : result.status().ToString()},
                                    {"wakes", result.ok() ? result->wakes_size() : 0},
-                                   {"queued", state.queued ? 1 : 0}});
+                                   {"queued", state.queued ? 1 : 0},
+                                   {"rtt_us", common::ToAbsl(time_.MonotonicNow() - sent) /
+                                                  absl::Microseconds(1)}});
     }
     absl::Status failure;
     if (!result.ok()) {
@@ -231,6 +241,7 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
         }
         // The retry serves the failed attempt's trigger, in its old place.
         state.queued = true;
+        state.queued_anonymous = true;
         state.queued_seq = state.attempt_seq;
         state.phase = Phase::kBackoff;
         ScheduleRetryLocked(key, state,
@@ -251,8 +262,13 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
         state.unseen.erase(wake.id());
       }
       state.rechecks = 0;
-      // Announced wakes this claim missed get a claim of their own after it.
-      if (!state.unseen.empty()) QueueLocked(state);
+      if (!state.unseen.empty()) {
+        // Announced wakes this claim missed get a claim of their own after it.
+        QueueLocked(state, /*for_announcements=*/true);
+      } else if (state.queued && !state.queued_anonymous) {
+        // Every announcement queued meanwhile is for a wake this claim carries.
+        state.queued = false;
+      }
       state.claim = std::move(claim);
       ++active_claims_;
       if (stopping_) {

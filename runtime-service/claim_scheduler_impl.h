@@ -113,6 +113,11 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     // the other waiting streams by the arrival of its first trigger.
     bool queued = false;
     uint64_t queued_seq = 0;
+    // Some queued trigger names no particular wake (or is a retry, a
+    // redelivery, more_pending): the next claim is needed whatever the
+    // current one carries. Otherwise the queued triggers were announcements,
+    // and a claim carrying all of them makes the next one unnecessary.
+    bool queued_anonymous = false;
     // Sequence of the trigger the current claim attempt serves (kept when a
     // failed attempt is retried, so the retry keeps its place).
     uint64_t attempt_seq = 0;
@@ -144,7 +149,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // announcement of one needs no claim to account for it.
   void RememberAckedLocked(const Claim& claim, const std::vector<int64_t>& wake_ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void QueueLocked(StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `for_announcements`: queued only to find announced wakes (see
+  // StreamState::queued_anonymous).
+  void QueueLocked(StreamState& state, bool for_announcements = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void GoIdleLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeForgetLocked(const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -168,7 +176,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void RecordErrorLocked(const std::string& what, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  void OnClaimed(const Key& key, absl::StatusOr<v1::ClaimWakesResponse> result);
+  void OnClaimed(const Key& key, common::MonotonicTime sent,
+                 absl::StatusOr<v1::ClaimWakesResponse> result);
   void OnAcked(const Key& key, const std::string& token, const std::vector<int64_t>& wake_ids,
                absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
   void OnReleased(const Key& key, const std::string& token,

@@ -393,11 +393,7 @@ TEST_F(ClaimSchedulerTest, LateAnnouncementOfAWakeAlreadyClaimedOrAckedIsNotLook
         .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
     EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
         .WillOnce(Replies(Acked(2, false)));
-    // Each trigger still makes a claim (the two coalesced during the claim
-    // make one), but finding nothing is no reason to look again.
-    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-        .Times(2)
-        .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
+    // No claim follows: the late announcements are accounted for.
   }
   scheduler_->Trigger(kTenant, "/p", 1);
   executor_.RunAll();
@@ -411,6 +407,31 @@ TEST_F(ClaimSchedulerTest, LateAnnouncementOfAWakeAlreadyClaimedOrAckedIsNotLook
   executor_.RunAll();
   time_.Advance(3 * kLease);
   EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, AnnouncementsOfWakesTheClaimCarriesMakeNoFollowUpClaim) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2, 3})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(3, false)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Trigger(kTenant, "/p", 2);  // Both queued while the claim is in flight,
+  scheduler_->Trigger(kTenant, "/p", 3);  // and it takes them.
+  EXPECT_EQ(scheduler_->Health().queued_streams, 1);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_EQ(scheduler_->Health().queued_streams, 0);
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 0);
 }
 
 TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {

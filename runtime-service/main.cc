@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
@@ -45,6 +46,9 @@ std::shared_ptr<grpc::Channel> RegistryChannel(const RuntimeConfig& config) {
 
 int Run(int argc, char** argv) {
   common::ShutdownSignal shutdown;  // First: the signal mask must reach every thread.
+  // Debian's abseil is built with mutex deadlock detection on, which keeps a
+  // lock graph for every absl::Mutex (gRPC's included): several % of CPU.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::StatusOr<RuntimeConfig> config =
       ParseRuntimeConfig(std::vector<std::string>(argv + 1, argv + argc), common::ProcessEnv());
   if (!config.ok()) {
