@@ -55,10 +55,28 @@ RUNTIME_PORT=$(free_port $((REGISTRY_PORT + 1)))
 start runtime "$WORK/runtime.log" "$BIN/runtime-service/runtime-service" \
   --listen="127.0.0.1:$RUNTIME_PORT" --registry="127.0.0.1:$REGISTRY_PORT"
 
+# CPU ticks (user+system) of a process, 0 once it is gone.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# PostgreSQL: the postmaster and every child (backends, walsender, ...).
+pg_pids() {
+  local postmaster
+  postmaster=$(head -n 1 "$WORK/pg/postmaster.pid")
+  echo "$postmaster" $(pgrep -P "$postmaster")
+}
+declare -A PG_BEFORE
+for pid in $(pg_pids); do PG_BEFORE[$pid]=$(ticks "$pid"); done
+REGISTRY_BEFORE=$(ticks "${PIDS[0]}")
+RUNTIME_BEFORE=$(ticks "${PIDS[1]}")
+
 echo "== end-to-end latency (EvaluateRunFinished returned -> runner received), $(nproc) cores"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 "$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
   --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" "$@" || status=$?
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+pg_ticks=0
+for pid in $(pg_pids); do pg_ticks=$((pg_ticks + $(ticks "$pid") - ${PG_BEFORE[$pid]:-0})); done
+secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'; }
+echo "cpu seconds over the whole run: registry $(secs $(($(ticks "${PIDS[0]}") - REGISTRY_BEFORE)))" \
+  "runtime $(secs $(($(ticks "${PIDS[1]}") - RUNTIME_BEFORE))) postgres $(secs "$pg_ticks")"
 exit "$status"

@@ -186,7 +186,14 @@ class Runner {
     thread_ = std::thread([this] { Loop(); });
   }
 
+  // Lets the acks in flight land first: closing the stream releases what
+  // the session still holds, and those acks would then fail.
   ~Runner() {
+    {
+      absl::MutexLock lock(&mu_);
+      auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return acks_in_flight_ == 0; };
+      mu_.AwaitWithTimeout(absl::Condition(&idle), absl::Seconds(30));
+    }
     context_.TryCancel();
     thread_.join();
     absl::MutexLock lock(&mu_);
