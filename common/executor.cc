@@ -41,19 +41,22 @@ void ManualExecutor::Post(std::function<void()> work) {
   queue_.push_back(std::move(work));
 }
 
+bool ManualExecutor::RunOne() {
+  std::function<void()> work;
+  {
+    absl::MutexLock lock(&mu_);
+    if (queue_.empty()) return false;
+    work = std::move(queue_.front());
+    queue_.pop_front();
+  }
+  work();
+  return true;
+}
+
 int ManualExecutor::RunAll() {
   int ran = 0;
-  for (;;) {
-    std::function<void()> work;
-    {
-      absl::MutexLock lock(&mu_);
-      if (queue_.empty()) return ran;
-      work = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    work();
-    ++ran;
-  }
+  while (RunOne()) ++ran;
+  return ran;
 }
 
 size_t ManualExecutor::queued() {

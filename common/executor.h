@@ -39,6 +39,8 @@ class ThreadPoolExecutor final : public Executor {
 class ManualExecutor final : public Executor {
  public:
   void Post(std::function<void()> work) override;
+  // Runs the oldest queued work; false if there was none.
+  bool RunOne();
   // Runs queued work, including work posted while running; returns how much ran.
   int RunAll();
   size_t queued();

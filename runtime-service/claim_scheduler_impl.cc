@@ -28,10 +28,13 @@ bool ClaimIsGone(const absl::Status& status) {
          absl::IsAborted(status) || absl::IsPermissionDenied(status);
 }
 
+// How many acked wake ids are remembered (about 1 MB).
+constexpr size_t kAckedIdsKept = 1 << 16;
+
 }  // namespace
 
 ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry,
-                                       common::TimeSource& time, Executor& executor,
+                                       common::TimeSource& time, common::Executor& executor,
                                        SchedulerOptions options)
     : time_(time),
       options_(std::move(options)),
@@ -54,24 +57,43 @@ void ClaimSchedulerImpl::Run(Effects& fx) {
 // Triggers and the per-stream state machine
 // ---------------------------------------------------------------------------
 
-void ClaimSchedulerImpl::Trigger(const std::string& tenant_id, const std::string& stream) {
+void ClaimSchedulerImpl::Trigger(const std::string& tenant_id, const std::string& stream,
+                                 int64_t wake_id) {
   Effects fx;
   {
     absl::MutexLock lock(&mu_);
-    TriggerLocked(Key(tenant_id.empty() ? "default" : tenant_id, stream), fx);
+    TriggerLocked(Key(tenant_id.empty() ? "default" : tenant_id, stream), wake_id, fx);
   }
   Run(fx);
 }
 
-void ClaimSchedulerImpl::TriggerLocked(const Key& key, Effects& fx) {
+void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects& fx) {
   if (stopping_) return;
   StreamState& state = streams_[key];
-  QueueLocked(state);
+  if (wake_id != 0) {
+    // A wake the current claim carries, or one acked already, is accounted
+    // for (its announcement came late) and needs no claim; any other must
+    // turn up in one.
+    if (acked_ids_.contains(wake_id) ||
+        (state.claim.has_value() && state.claim->wake_ids.contains(wake_id))) {
+      MaybeForgetLocked(key);
+      return;
+    }
+    state.unseen.insert(wake_id);
+  }
+  if (common::LogEnabled(common::LogLevel::kDebug)) {
+    common::LogDebug("trigger", {{"tenant_id", key.first},
+                                 {"stream", key.second},
+                                 {"phase", static_cast<int>(state.phase)},
+                                 {"queued", state.queued ? 1 : 0}});
+  }
+  QueueLocked(state, /*for_announcements=*/wake_id != 0);
   if (state.phase == Phase::kIdle) ready_.emplace(state.queued_seq, key);
   PumpLocked(fx);
 }
 
-void ClaimSchedulerImpl::QueueLocked(StreamState& state) {
+void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements) {
+  if (!for_announcements) state.queued_anonymous = true;
   // Coalesce: a stream already queued keeps its place.
   if (state.queued) return;
   state.queued = true;
@@ -85,6 +107,7 @@ void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
     StreamState& state = streams_[key];
     CancelRetryLocked(key, state);
     state.queued = false;
+    state.queued_anonymous = false;
     state.attempt_seq = state.queued_seq;
     state.phase = Phase::kClaiming;
     ++claims_in_flight_;
@@ -93,10 +116,11 @@ void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
     request.set_stream(key.second);
     request.set_runner_id(options_.runtime_id);
     *request.mutable_lease() = ToProto(options_.lease);
-    fx.push_back([this, key, request = std::move(request)]() mutable {
-      calls_.ClaimWakes(std::move(request), [this, key](absl::StatusOr<v1::ClaimWakesResponse> r) {
-        OnClaimed(key, std::move(r));
-      });
+    fx.push_back([this, key, request = std::move(request), sent = time_.MonotonicNow()]() mutable {
+      calls_.ClaimWakes(std::move(request),
+                        [this, key, sent](absl::StatusOr<v1::ClaimWakesResponse> r) {
+                          OnClaimed(key, sent, std::move(r));
+                        });
     });
   }
 }
@@ -115,7 +139,7 @@ void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
   if (it == streams_.end()) return;
   const StreamState& state = it->second;
   if (state.phase == Phase::kIdle && !state.retry_at.has_value() &&
-      (!state.queued || stopping_)) {
+      (!state.queued || stopping_) && (state.unseen.empty() || stopping_)) {
     if (state.queued) ready_.erase({state.queued_seq, key});
     streams_.erase(it);
   }
@@ -157,7 +181,8 @@ void ClaimSchedulerImpl::OnRetryTimer() {
         // The failed attempt's trigger is still queued with its old place.
         GoIdleLocked(key, state);
       } else if (state.phase == Phase::kIdle) {
-        // ALREADY_CLAIMED earlier: look again in case that claim lapsed.
+        // ALREADY_CLAIMED earlier (look again in case that claim lapsed), or
+        // an announced wake was not found (look again for it).
         QueueLocked(state);
         ready_.emplace(state.queued_seq, key);
       }
@@ -168,13 +193,23 @@ void ClaimSchedulerImpl::OnRetryTimer() {
   Run(fx);
 }
 
-void ClaimSchedulerImpl::OnClaimed(const Key& key,
+void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
                                    absl::StatusOr<v1::ClaimWakesResponse> result) {
   Effects fx;
   {
     absl::MutexLock lock(&mu_);
     --claims_in_flight_;
     StreamState& state = streams_[key];
+    if (common::LogEnabled(common::LogLevel::kDebug)) {
+      common::LogDebug("claimed", {{"tenant_id", key.first},
+                                   {"stream", key.second},
+                                   {"status", result.ok() ? v1::ClaimStatus_Name(result->status())
+                                                          : result.status().ToString()},
+                                   {"wakes", result.ok() ? result->wakes_size() : 0},
+                                   {"queued", state.queued ? 1 : 0},
+                                   {"rtt_us", common::ToAbsl(time_.MonotonicNow() - sent) /
+                                                  absl::Microseconds(1)}});
+    }
     absl::Status failure;
     if (!result.ok()) {
       failure = result.status();
@@ -206,6 +241,7 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
         }
         // The retry serves the failed attempt's trigger, in its old place.
         state.queued = true;
+        state.queued_anonymous = true;
         state.queued_seq = state.attempt_seq;
         state.phase = Phase::kBackoff;
         ScheduleRetryLocked(key, state,
@@ -221,6 +257,18 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
       *claim.message.mutable_wakes() = std::move(*result->mutable_wakes());
       *claim.message.mutable_lease_expires_at() = result->lease_expires_at();
       claim.lease_deadline = time_.MonotonicNow() + common::ToChrono(options_.lease);
+      for (const v1::Wake& wake : claim.message.wakes()) {
+        claim.wake_ids.insert(wake.id());
+        state.unseen.erase(wake.id());
+      }
+      state.rechecks = 0;
+      if (!state.unseen.empty()) {
+        // Announced wakes this claim missed get a claim of their own after it.
+        QueueLocked(state, /*for_announcements=*/true);
+      } else if (state.queued && !state.queued_anonymous) {
+        // Every announcement queued meanwhile is for a wake this claim carries.
+        state.queued = false;
+      }
       state.claim = std::move(claim);
       ++active_claims_;
       if (stopping_) {
@@ -236,8 +284,32 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key,
       ++counters_.claims_skipped;
       state.backoff.reset();
       GoIdleLocked(key, state);
-      if (result->status() == v1::ALREADY_CLAIMED && !stopping_ && !state.queued) {
-        ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
+      if (result->status() == v1::ALREADY_CLAIMED) {
+        // The holder claims whatever is pending when it acks (more_pending).
+        state.unseen.clear();
+        state.rechecks = 0;
+        if (!stopping_ && !state.queued) {
+          ScheduleRetryLocked(key, state,
+                              time_.MonotonicNow() + common::ToChrono(options_.lease));
+        }
+      } else if (state.unseen.empty() || stopping_) {
+        state.unseen.clear();
+        state.rechecks = 0;
+      } else if (!state.queued) {
+        if (state.rechecks < options_.max_rechecks) {
+          absl::Duration delay = options_.recheck_initial;
+          for (int i = 0; i < state.rechecks; ++i) delay *= 10;
+          ++state.rechecks;
+          ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(delay));
+        } else {
+          common::LogWarn("announced_wakes_not_found",
+                          {{"tenant_id", key.first},
+                           {"stream", key.second},
+                           {"wakes", state.unseen.size()},
+                           {"note", "taken as claimed by another runtime"}});
+          state.unseen.clear();
+          state.rechecks = 0;
+        }
       }
     }
     MaybeForgetLocked(key);
@@ -482,12 +554,14 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
             "claim_token: the claim is not held by this runner session");
       } else {
         state.phase = Phase::kAcking;
-        fx.push_back([this, key, ack = std::move(ack), done = std::move(done)]() mutable {
+        fx.push_back([this, key, ack = std::move(ack), done = std::move(done),
+                      wake_ids = request.wake_ids]() mutable {
           std::string token = ack.claim_token();
-          calls_.AckWakes(std::move(ack), [this, key, token, done = std::move(done)](
-                                              absl::StatusOr<v1::AckWakesResponse> r) mutable {
-            OnAcked(key, token, std::move(r), std::move(done));
-          });
+          calls_.AckWakes(std::move(ack),
+                          [this, key, token, wake_ids = std::move(wake_ids),
+                           done = std::move(done)](absl::StatusOr<v1::AckWakesResponse> r) mutable {
+                            OnAcked(key, token, wake_ids, std::move(r), std::move(done));
+                          });
         });
       }
     } else {
@@ -504,7 +578,7 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
           {
             absl::MutexLock lock(&mu_);
             ++counters_.claims_acked;
-            if (r->more_pending()) TriggerLocked(key, fx);
+            if (r->more_pending()) TriggerLocked(key, 0, fx);
           }
           Run(fx);
           done(AckResult{r->acked(), r->more_pending()});
@@ -519,7 +593,27 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
   Run(fx);
 }
 
+void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
+                                             const std::vector<int64_t>& wake_ids) {
+  auto remember = [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!acked_ids_.insert(id).second) return;
+    acked_order_.push_back(id);
+    if (acked_order_.size() > kAckedIdsKept) {
+      acked_ids_.erase(acked_order_.front());
+      acked_order_.pop_front();
+    }
+  };
+  if (wake_ids.empty()) {
+    for (const v1::Wake& wake : claim.message.wakes()) remember(wake.id());
+  } else {
+    for (int64_t id : wake_ids) {
+      if (claim.wake_ids.contains(id)) remember(id);
+    }
+  }
+}
+
 void ClaimSchedulerImpl::OnAcked(const Key& key, const std::string& token,
+                                 const std::vector<int64_t>& wake_ids,
                                  absl::StatusOr<v1::AckWakesResponse> result,
                                  Callback<AckResult> done) {
   Effects fx;
@@ -532,6 +626,7 @@ void ClaimSchedulerImpl::OnAcked(const Key& key, const std::string& token,
       reply = absl::InternalError("claim changed while its ack was in flight");
     } else if (result.ok()) {
       ++counters_.claims_acked;
+      RememberAckedLocked(*state.claim, wake_ids);
       DetachClaimLocked(key, state);
       if (result->more_pending()) QueueLocked(state);
       GoIdleLocked(key, state);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -21,9 +22,9 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/backoff.h"
+#include "common/executor.h"
 #include "common/time_source.h"
 #include "runtime-service/claim_scheduler.h"
-#include "runtime-service/executor.h"
 #include "runtime-service/registry_calls.h"
 #include "wake/v1/registry.grpc.pb.h"
 
@@ -45,16 +46,25 @@ struct SchedulerOptions {
   int max_concurrent_claims = 64;
   // Claims per ExtendClaims call made for claims that wait for a runner.
   int max_claims_per_extend = 500;
+  // An announced wake can be invisible to ClaimWakes for a moment: the
+  // registry learns of it from the WAL, where PostgreSQL puts the commit
+  // before it shows the transaction to new snapshots. A claim that finds
+  // nothing although a wake announced for the stream is still unaccounted
+  // for looks again after recheck_initial, then 10x later each time, at most
+  // max_rechecks times (then the wake is taken as claimed by another runtime).
+  absl::Duration recheck_initial = absl::Milliseconds(10);
+  int max_rechecks = 3;
 };
 
 class ClaimSchedulerImpl final : public ClaimScheduler {
  public:
   // `registry`, `time` and `executor` must outlive this object.
   ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry, common::TimeSource& time,
-                     Executor& executor, SchedulerOptions options);
+                     common::Executor& executor, SchedulerOptions options);
   ~ClaimSchedulerImpl() override;
 
-  void Trigger(const std::string& tenant_id, const std::string& stream) override;
+  void Trigger(const std::string& tenant_id, const std::string& stream,
+               int64_t wake_id) override;
   absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) override;
   void Disconnect(SessionId session) override;
   void Ack(const AckRequest& request, Callback<AckResult> done) override;
@@ -90,6 +100,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
 
   struct Claim {
     v1::WakeClaim message;
+    absl::flat_hash_set<int64_t> wake_ids;  // Of message.wakes().
     // Local, monotonic view of the lease: past it the claim is considered lost.
     common::MonotonicTime lease_deadline;
     SessionId session = 0;  // Holder while kDelivered / kAcking.
@@ -102,12 +113,23 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     // the other waiting streams by the arrival of its first trigger.
     bool queued = false;
     uint64_t queued_seq = 0;
+    // Some queued trigger names no particular wake (or is a retry, a
+    // redelivery, more_pending): the next claim is needed whatever the
+    // current one carries. Otherwise the queued triggers were announcements,
+    // and a claim carrying all of them makes the next one unnecessary.
+    bool queued_anonymous = false;
     // Sequence of the trigger the current claim attempt serves (kept when a
     // failed attempt is retried, so the retry keeps its place).
     uint64_t attempt_seq = 0;
     std::optional<Claim> claim;
     std::unique_ptr<common::Backoff> backoff;  // While ClaimWakes fails.
     std::optional<common::MonotonicTime> retry_at;
+    // Wakes announced for the stream that no claim of this runtime has
+    // carried yet: while any is left, the stream is claimed again (see
+    // SchedulerOptions::recheck_initial).
+    absl::flat_hash_set<int64_t> unseen;
+    // Looks again since a claim last found wakes.
+    int rechecks = 0;
   };
 
   struct Session {
@@ -121,8 +143,16 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     size_t next = 0;  // Round-robin cursor.
   };
 
-  void TriggerLocked(const Key& key, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void QueueLocked(StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Remembers wakes acked through this runtime: gone for good, so a late
+  // announcement of one needs no claim to account for it.
+  void RememberAckedLocked(const Claim& claim, const std::vector<int64_t>& wake_ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `for_announcements`: queued only to find announced wakes (see
+  // StreamState::queued_anonymous).
+  void QueueLocked(StreamState& state, bool for_announcements = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PumpLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void GoIdleLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeForgetLocked(const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -146,8 +176,9 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void RecordErrorLocked(const std::string& what, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  void OnClaimed(const Key& key, absl::StatusOr<v1::ClaimWakesResponse> result);
-  void OnAcked(const Key& key, const std::string& token,
+  void OnClaimed(const Key& key, common::MonotonicTime sent,
+                 absl::StatusOr<v1::ClaimWakesResponse> result);
+  void OnAcked(const Key& key, const std::string& token, const std::vector<int64_t>& wake_ids,
                absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
   void OnReleased(const Key& key, const std::string& token,
                   absl::StatusOr<v1::ReleaseClaimResponse> result);
@@ -181,6 +212,9 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   int delivered_claims_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);
+  // Recently acked wake ids (see RememberAckedLocked), oldest first.
+  absl::flat_hash_set<int64_t> acked_ids_ ABSL_GUARDED_BY(mu_);
+  std::deque<int64_t> acked_order_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
 
   // Timers before calls_: calls_ is destroyed first and waits for running

@@ -6,10 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/mocks/runtime/manual_executor.h"
 #include "tests/support/status_matchers.h"
 #include "wake/v1/registry_mock.grpc.pb.h"
 
@@ -152,7 +152,7 @@ class ClaimSchedulerTest : public ::testing::Test {
 
   void TearDown() override {
     // Every test ends quiescent: nothing left in flight against the registry.
-    EXPECT_EQ(executor_.pending(), 0u);
+    EXPECT_EQ(executor_.queued(), 0u);
     scheduler_.reset();
   }
 
@@ -186,7 +186,7 @@ class ClaimSchedulerTest : public ::testing::Test {
 
   StrictMock<v1::MockWakeRegistryStub> registry_;
   common::SimulatedTimeSource time_;
-  ManualExecutor executor_;
+  common::ManualExecutor executor_;
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::map<std::string, SessionId> sessions_;
 };
@@ -205,17 +205,17 @@ TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) 
         .WillOnce(Replies(Acked(3, false)));
   }
 
-  scheduler_->Trigger(kTenant, "/parent/1");
-  ASSERT_EQ(executor_.pending(), 1u);  // The first claim is in flight...
-  scheduler_->Trigger(kTenant, "/parent/1");
-  scheduler_->Trigger(kTenant, "/parent/1");
-  scheduler_->Trigger(kTenant, "/parent/1");
-  EXPECT_EQ(executor_.pending(), 1u);  // ...and the others wait behind it, coalesced.
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
+  ASSERT_EQ(executor_.queued(), 1u);  // The first claim is in flight...
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
+  scheduler_->Trigger(kTenant, "/parent/1", 0);
+  EXPECT_EQ(executor_.queued(), 1u);  // ...and the others wait behind it, coalesced.
   EXPECT_EQ(scheduler_->Health().queued_streams, 1);
 
   executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
-  EXPECT_EQ(executor_.pending(), 0u);  // Dispatched: the follow-up waits for the ack.
+  EXPECT_EQ(executor_.queued(), 0u);  // Dispatched: the follow-up waits for the ack.
 
   Captured<AckResult> ack1;
   scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack1.Callback());
@@ -250,11 +250,11 @@ TEST_F(ClaimSchedulerTest, NewerTriggerNeverJumpsAheadOfAQueuedOne) {
         return grpc::Status::OK;
       });
 
-  scheduler_->Trigger(kTenant, "/a");  // Claimed at once (the only slot).
-  scheduler_->Trigger(kTenant, "/b");  // Waits for the slot.
-  scheduler_->Trigger(kTenant, "/a");  // Waits behind /a's claim, but before /c.
-  scheduler_->Trigger(kTenant, "/c");
-  scheduler_->Trigger(kTenant, "/b");  // Coalesces with the queued /b; does not move it.
+  scheduler_->Trigger(kTenant, "/a", 0);  // Claimed at once (the only slot).
+  scheduler_->Trigger(kTenant, "/b", 0);  // Waits for the slot.
+  scheduler_->Trigger(kTenant, "/a", 0);  // Waits behind /a's claim, but before /c.
+  scheduler_->Trigger(kTenant, "/c", 0);
+  scheduler_->Trigger(kTenant, "/b", 0);  // Coalesces with the queued /b; does not move it.
   EXPECT_EQ(scheduler_->Health().queued_streams, 3);
 
   executor_.RunAll();
@@ -276,7 +276,7 @@ TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {3})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -287,7 +287,7 @@ TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
   ASSERT_TRUE(ack.result->ok());
   EXPECT_TRUE((*ack.result)->more_pending);
   EXPECT_EQ((*ack.result)->acked, 2);
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
@@ -304,7 +304,7 @@ TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
   auto sink = ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
 
   EXPECT_TRUE(sink->claims.empty());
@@ -315,7 +315,142 @@ TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
   EXPECT_EQ(health.active_claims, 0);
   // Nothing is retried: StrictMock fails on any further call.
   time_.Advance(3 * kLease);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+// The registry can announce a wake (from the WAL) a moment before PostgreSQL
+// shows it to ClaimWakes: "nothing pending" for an announced wake is looked
+// at again, soon, until a claim carries it.
+TEST_F(ClaimSchedulerTest, AnnouncedWakeNotYetClaimableIsLookedForAgain) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .Times(2)
+        .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {7})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 7);
+  executor_.RunAll();
+  EXPECT_TRUE(sink->claims.empty());
+  time_.Advance(absl::Milliseconds(9));
+  EXPECT_EQ(executor_.queued(), 0u);
+  time_.Advance(absl::Milliseconds(1));  // recheck_initial
+  EXPECT_EQ(executor_.queued(), 1u);
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(100));  // Then 10x later.
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 2);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+  time_.Advance(3 * kLease);  // Found: nothing more to look for.
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, ClaimMissingAnAnnouncedWakeIsFollowedByAnotherAfterTheAck) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    // The registry saw nothing more pending when it took the ack...
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(1, false)));
+    // ...but wake 2 was announced and is still unaccounted for.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {2})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+        .WillOnce(Replies(Acked(1, false)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Trigger(kTenant, "/p", 2);  // Coalesced into the claim in flight.
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  Captured<AckResult> ack1;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack1.Callback());
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  Captured<AckResult> ack2;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), ack2.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack2.result->ok());
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, LateAnnouncementOfAWakeAlreadyClaimedOrAckedIsNotLookedFor) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(2, false)));
+    // No claim follows: the late announcements are accounted for.
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  scheduler_->Trigger(kTenant, "/p", 2);  // The claim carries it already.
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  scheduler_->Trigger(kTenant, "/p", 1);  // Acked meanwhile... or about to be.
+  executor_.RunAll();
+  scheduler_->Trigger(kTenant, "/p", 2);  // Acked.
+  executor_.RunAll();
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, AnnouncementsOfWakesTheClaimCarriesMakeNoFollowUpClaim) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2, 3})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(3, false)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Trigger(kTenant, "/p", 2);  // Both queued while the claim is in flight,
+  scheduler_->Trigger(kTenant, "/p", 3);  // and it takes them.
+  EXPECT_EQ(scheduler_->Health().queued_streams, 1);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_EQ(scheduler_->Health().queued_streams, 0);
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 0);
+}
+
+TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {
+  // E.g. another runtime claimed and acked it before this one looked.
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .Times(4)
+      .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
+  scheduler_->Trigger(kTenant, "/p", 9);
+  executor_.RunAll();
+  for (absl::Duration delay :
+       {absl::Milliseconds(10), absl::Milliseconds(100), absl::Milliseconds(1000)}) {
+    time_.Advance(delay);
+    EXPECT_EQ(executor_.queued(), 1u);
+    executor_.RunAll();
+  }
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 4);
+  EXPECT_EQ(scheduler_->Health().queued_streams, 0);
 }
 
 TEST_F(ClaimSchedulerTest, AlreadyClaimedElsewhereIsRetriedAfterALease) {
@@ -327,14 +462,14 @@ TEST_F(ClaimSchedulerTest, AlreadyClaimedElsewhereIsRetriedAfterALease) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   EXPECT_EQ(scheduler_->Health().counters.claims_skipped, 1);
 
   time_.Advance(kLease - absl::Milliseconds(1));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
   time_.Advance(absl::Milliseconds(1));
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -354,17 +489,17 @@ TEST_F(ClaimSchedulerTest, FailedClaimIsRetriedWithBackoffAndCounted) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   SchedulerHealth health = scheduler_->Health();
   EXPECT_EQ(health.counters.claims_failed, 1);
   EXPECT_THAT(health.last_error, HasSubstr("registry down"));
   EXPECT_EQ(health.queued_streams, 1);  // The trigger is kept, not dropped.
 
-  scheduler_->Trigger(kTenant, "/p");  // Coalesces with the pending retry.
-  EXPECT_EQ(executor_.pending(), 0u);
+  scheduler_->Trigger(kTenant, "/p", 0);  // Coalesces with the pending retry.
+  EXPECT_EQ(executor_.queued(), 0u);
   time_.Advance(absl::Milliseconds(100));  // The first backoff is at most retry_initial.
-  EXPECT_EQ(executor_.pending(), 1u);
+  EXPECT_EQ(executor_.queued(), 1u);
   executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -380,7 +515,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})))
       .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(old_sink->Tokens(), ElementsAre("tok-1"));
 
@@ -404,7 +539,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   scheduler_->Heartbeat("runner-a", "s1", stale.Callback());
   EXPECT_THAT(*stale.result,
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("session_id")));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 
   // ...while the current session's heartbeat extends its claim.
   EXPECT_CALL(registry_,
@@ -429,7 +564,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   executor_.RunAll();
   time_.Advance(kLease / 2 + absl::Seconds(1));
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 
   EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
       .WillOnce(Replies(Acked(1, false)));
@@ -444,7 +579,7 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
   ConnectRunner("runner-b", "s9");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
 
@@ -452,7 +587,7 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
   scheduler_->Ack(AckOf("runner-b", "s9", sink->claims[0]), ack.Callback());
   EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition,
                                     HasSubstr("claim_token")));
-  EXPECT_EQ(executor_.pending(), 0u);
+  EXPECT_EQ(executor_.queued(), 0u);
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));
@@ -495,7 +630,7 @@ TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {1, 2})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   ASSERT_THAT(sink_a->Tokens(), ElementsAre("tok-1"));  // Round robin starts with a.
 
@@ -518,7 +653,7 @@ TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
 TEST_F(ClaimSchedulerTest, WithoutRunnersTheClaimIsHeldKeptAliveAndDeliveredOnConnect) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
 
@@ -557,7 +692,7 @@ TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
   }
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   time_.Advance(kLease / 3);
   executor_.RunAll();
@@ -581,7 +716,7 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
         return grpc::Status::OK;
       });
   for (const char* stream : {"/a/1", "/a/2", "/b/1", "/a/3"}) {
-    scheduler_->Trigger(kTenant, stream);
+    scheduler_->Trigger(kTenant, stream, 0);
     executor_.RunAll();
   }
   EXPECT_THAT(sink_a->Tokens(), ElementsAre("tok/a/1"));
@@ -604,13 +739,13 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
 TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p");
+  scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));
   scheduler_->BeginShutdown();
-  scheduler_->Trigger(kTenant, "/q");  // Ignored: no new claims.
+  scheduler_->Trigger(kTenant, "/q", 0);  // Ignored: no new claims.
   executor_.RunAll();
   EXPECT_TRUE(scheduler_->AwaitSettled(absl::ZeroDuration()));
   EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);

@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
+#include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/real_time_source.h"
@@ -15,7 +17,6 @@
 #include "runtime-service/registry_follower_impl.h"
 #include "runtime-service/runtime_config.h"
 #include "runtime-service/runtime_service.h"
-#include "runtime-service/thread_pool_executor.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
@@ -45,6 +46,9 @@ std::shared_ptr<grpc::Channel> RegistryChannel(const RuntimeConfig& config) {
 
 int Run(int argc, char** argv) {
   common::ShutdownSignal shutdown;  // First: the signal mask must reach every thread.
+  // Debian's abseil is built with mutex deadlock detection on, which keeps a
+  // lock graph for every absl::Mutex (gRPC's included): several % of CPU.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::StatusOr<RuntimeConfig> config =
       ParseRuntimeConfig(std::vector<std::string>(argv + 1, argv + argc), common::ProcessEnv());
   if (!config.ok()) {
@@ -59,7 +63,7 @@ int Run(int argc, char** argv) {
   common::SetLogLevel(config->log_level);
 
   common::RealTimeSource time;
-  ThreadPoolExecutor executor(kExecutorThreads);
+  common::ThreadPoolExecutor executor(kExecutorThreads);
   std::unique_ptr<v1::WakeRegistry::Stub> registry =
       v1::WakeRegistry::NewStub(RegistryChannel(*config));
 

@@ -6,7 +6,7 @@
 
 namespace wake::runtime {
 
-RegistryCalls::RegistryCalls(v1::WakeRegistry::StubInterface& stub, Executor& executor,
+RegistryCalls::RegistryCalls(v1::WakeRegistry::StubInterface& stub, common::Executor& executor,
                              common::TimeSource& time, absl::Duration timeout)
     : stub_(stub), executor_(executor), time_(time), timeout_(timeout) {}
 

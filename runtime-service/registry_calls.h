@@ -16,9 +16,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/executor.h"
 #include "common/time_source.h"
 #include "grpcpp/client_context.h"
-#include "runtime-service/executor.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
@@ -29,7 +29,7 @@ class RegistryCalls {
   using Done = std::function<void(absl::StatusOr<Response>)>;
 
   // `timeout` is the deadline of each call. The references must outlive this.
-  RegistryCalls(v1::WakeRegistry::StubInterface& stub, Executor& executor,
+  RegistryCalls(v1::WakeRegistry::StubInterface& stub, common::Executor& executor,
                 common::TimeSource& time, absl::Duration timeout);
   // Cancels what is in flight and waits for running completions; blocking
   // calls still queued on the executor are dropped (their `done` never runs).
@@ -72,7 +72,7 @@ class RegistryCalls {
   void Start(Request request, Done<Response> done, SyncMethod sync, AsyncMethod async);
 
   v1::WakeRegistry::StubInterface& stub_;
-  Executor& executor_;
+  common::Executor& executor_;
   common::TimeSource& time_;
   const absl::Duration timeout_;
   const std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();

@@ -6,10 +6,10 @@
 #include <thread>
 #include <utility>
 
+#include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/mocks/runtime/manual_executor.h"
 #include "tests/support/status_matchers.h"
 #include "wake/v1/registry_mock.grpc.pb.h"
 
@@ -87,7 +87,7 @@ v1::ClaimWakesRequest Request(const std::string& stream) {
 
 TEST(RegistryCallsTest, UsesTheCallbackApiWhenTheStubHasOne) {
   StubWithCallbackApi stub;  // StrictMock: any blocking call fails the test.
-  ManualExecutor executor;
+  common::ManualExecutor executor;
   common::SimulatedTimeSource time;
   std::optional<absl::StatusOr<v1::ClaimWakesResponse>> result;
   {
@@ -95,7 +95,7 @@ TEST(RegistryCallsTest, UsesTheCallbackApiWhenTheStubHasOne) {
     calls.ClaimWakes(Request("/p"), [&result](absl::StatusOr<v1::ClaimWakesResponse> r) {
       result = std::move(r);
     });
-    EXPECT_EQ(executor.pending(), 0u);  // No thread is blocked on it.
+    EXPECT_EQ(executor.queued(), 0u);  // No thread is blocked on it.
     ASSERT_TRUE(stub.api.claim.has_value());
     EXPECT_EQ(stub.api.claim->request->stream(), "/p");
     EXPECT_FALSE(result.has_value());
@@ -112,7 +112,7 @@ TEST(RegistryCallsTest, UsesTheCallbackApiWhenTheStubHasOne) {
 
 TEST(RegistryCallsTest, MapsTheCallStatus) {
   StubWithCallbackApi stub;
-  ManualExecutor executor;
+  common::ManualExecutor executor;
   common::SimulatedTimeSource time;
   RegistryCalls calls(stub, executor, time, absl::Seconds(5));
   std::optional<absl::StatusOr<v1::ClaimWakesResponse>> result;
@@ -125,7 +125,7 @@ TEST(RegistryCallsTest, MapsTheCallStatus) {
 
 TEST(RegistryCallsTest, FallsBackToBlockingCallsOnTheExecutor) {
   StrictMock<v1::MockWakeRegistryStub> stub;  // async() is nullptr.
-  ManualExecutor executor;
+  common::ManualExecutor executor;
   common::SimulatedTimeSource time;
   RegistryCalls calls(stub, executor, time, absl::Seconds(5));
   v1::ClaimWakesResponse response;
@@ -144,7 +144,7 @@ TEST(RegistryCallsTest, FallsBackToBlockingCallsOnTheExecutor) {
 
 TEST(RegistryCallsTest, QueuedBlockingCallIsDroppedOnceDestroyed) {
   StrictMock<v1::MockWakeRegistryStub> stub;  // No call may reach it.
-  ManualExecutor executor;
+  common::ManualExecutor executor;
   common::SimulatedTimeSource time;
   bool called = false;
   {

@@ -83,7 +83,7 @@ absl::Duration RegistryFollowerImpl::RunOnce() {
       ++status_.events_received;
     }
     if (event.has_wake()) {
-      triggers_.Trigger(event.wake().tenant_id(), event.wake().stream());
+      triggers_.Trigger(event.wake().tenant_id(), event.wake().stream(), event.wake().wake_id());
     } else if (event.has_control() && event.control() == v1::MUST_REFETCH) {
       refetch = true;
       break;

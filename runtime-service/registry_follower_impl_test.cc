@@ -29,11 +29,12 @@ using ::testing::StrictMock;
 using Reader = StrictMock<grpc::testing::MockClientReader<v1::ChangeEvent>>;
 
 v1::ChangeEvent WakeEvent(const std::string& offset, const std::string& tenant,
-                          const std::string& stream) {
+                          const std::string& stream, int64_t wake_id = 0) {
   v1::ChangeEvent event;
   event.set_offset(offset);
   event.mutable_wake()->set_tenant_id(tenant);
   event.mutable_wake()->set_stream(stream);
+  event.mutable_wake()->set_wake_id(wake_id);
   return event;
 }
 
@@ -87,19 +88,21 @@ TEST_F(RegistryFollowerTest, StreamDropReconnectsAndCatchesUpFromTheLastOffset) 
   {
     InSequence seq;
     EXPECT_CALL(registry_, SubscribeChangesRaw(_, SubscriptionFrom("-1")))
-        .WillOnce(Return(Stream({WakeEvent("o1", "acme", "/p/1"), Control("o2", v1::UP_TO_DATE),
-                                 WakeEvent("o3", "acme", "/p/2")},
+        .WillOnce(Return(Stream({WakeEvent("o1", "acme", "/p/1", 11),
+                                 Control("o2", v1::UP_TO_DATE),
+                                 WakeEvent("o3", "acme", "/p/2", 12)},
                                 dropped)));
     EXPECT_CALL(registry_, SubscribeChangesRaw(_, SubscriptionFrom("o3")))
-        .WillOnce(Return(Stream({WakeEvent("o4", "beta", "/p/3"), Control("o5", v1::UP_TO_DATE)},
+        .WillOnce(Return(Stream({WakeEvent("o4", "beta", "/p/3", 13),
+                                 Control("o5", v1::UP_TO_DATE)},
                                 dropped)));
   }
   {
     InSequence seq;
-    EXPECT_CALL(triggers_, Trigger("acme", "/p/1"));
-    EXPECT_CALL(triggers_, Trigger("acme", "/p/2"));
+    EXPECT_CALL(triggers_, Trigger("acme", "/p/1", 11));
+    EXPECT_CALL(triggers_, Trigger("acme", "/p/2", 12));
     // Missed while disconnected: replayed from the offset.
-    EXPECT_CALL(triggers_, Trigger("beta", "/p/3"));
+    EXPECT_CALL(triggers_, Trigger("beta", "/p/3", 13));
   }
 
   const absl::Duration first_delay = follower_.RunOnce();
@@ -142,7 +145,7 @@ TEST_F(RegistryFollowerTest, MustRefetchResubscribesFromTheStartAtOnce) {
         .WillOnce(Return(Stream({WakeEvent("s1", "acme", "/p/1"), Control("s2", v1::UP_TO_DATE)},
                                 grpc::Status::OK)));
   }
-  EXPECT_CALL(triggers_, Trigger("acme", "/p/1")).Times(2);
+  EXPECT_CALL(triggers_, Trigger("acme", "/p/1", _)).Times(2);
 
   follower_.RunOnce();
   ASSERT_EQ(follower_.Status().offset, "o1");

@@ -4,13 +4,13 @@
 #include <memory>
 #include <string>
 
+#include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "runtime-service/claim_scheduler_impl.h"
 #include "runtime-service/runtime_service.h"
-#include "runtime-service/thread_pool_executor.h"
 #include "tests/mocks/runtime/mocks.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_runner.h"
@@ -76,7 +76,7 @@ class RuntimeComponentTest : public ::testing::Test {
   StrictMock<v1::MockWakeRegistryStub> registry_;
   NiceMock<MockRegistryFollower> follower_;
   common::SimulatedTimeSource time_;
-  ThreadPoolExecutor executor_{2};
+  common::ThreadPoolExecutor executor_{2};
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::unique_ptr<WakeRuntimeService> service_;
   std::unique_ptr<grpc::Server> server_;
@@ -93,7 +93,7 @@ TEST_F(RuntimeComponentTest, ClaimReachesTheRunnerAndItsAckReachesTheRegistry) {
   EXPECT_CALL(registry_, AckWakes(_, Property(&v1::AckWakesRequest::claim_token, "tok-1"), _))
       .WillOnce(DoAll(SetArgPointee<2>(acked), Return(grpc::Status::OK)));
 
-  scheduler_->Trigger("acme", "/p");
+  scheduler_->Trigger("acme", "/p", 0);
   absl::StatusOr<v1::WakeClaim> claim = runner->NextClaim(kWait);
   ASSERT_TRUE(claim.ok()) << claim.status();
   EXPECT_EQ(claim->claim_token(), "tok-1");
@@ -112,7 +112,7 @@ TEST_F(RuntimeComponentTest, RestartedRunnerSupersedesItsOldSessionAndGetsTheCla
   EXPECT_CALL(registry_,
               ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-1"), _))
       .WillOnce(Return(grpc::Status::OK));
-  scheduler_->Trigger("acme", "/p");
+  scheduler_->Trigger("acme", "/p", 0);
   ASSERT_TRUE(old_session->NextClaim(kWait).ok());
 
   auto new_session = Runner("runner-a", "s2");

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/executor.h"
 #include "common/real_time_source.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -19,7 +20,6 @@
 #include "runtime-service/claim_scheduler_impl.h"
 #include "runtime-service/registry_follower_impl.h"
 #include "runtime-service/runtime_service.h"
-#include "runtime-service/thread_pool_executor.h"
 #include "tests/support/test_runner.h"
 #include "wake/v1/registry.grpc.pb.h"
 
@@ -253,7 +253,7 @@ class RuntimeFakeRegistryTest : public ::testing::Test {
   std::unique_ptr<grpc::Server> registry_server_;
   std::unique_ptr<v1::WakeRegistry::Stub> stub_;
   common::RealTimeSource time_;
-  ThreadPoolExecutor executor_{2};
+  common::ThreadPoolExecutor executor_{2};
   absl::Notification up_to_date_;
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::unique_ptr<RegistryFollowerImpl> follower_;

@@ -15,7 +15,8 @@ class MockTriggerSink : public TriggerSink {
  public:
   MockTriggerSink();
   ~MockTriggerSink() override;
-  MOCK_METHOD(void, Trigger, (const std::string& tenant_id, const std::string& stream),
+  MOCK_METHOD(void, Trigger,
+              (const std::string& tenant_id, const std::string& stream, int64_t wake_id),
               (override));
 };
 
@@ -31,7 +32,8 @@ class MockClaimScheduler : public ClaimScheduler {
  public:
   MockClaimScheduler();
   ~MockClaimScheduler() override;
-  MOCK_METHOD(void, Trigger, (const std::string& tenant_id, const std::string& stream),
+  MOCK_METHOD(void, Trigger,
+              (const std::string& tenant_id, const std::string& stream, int64_t wake_id),
               (override));
   MOCK_METHOD(absl::StatusOr<SessionId>, Connect, (const RunnerSpec& spec, ClaimSinkPtr sink),
               (override));

@@ -1,0 +1,468 @@
+// End-to-end wake latency: from EvaluateRunFinished returning to a runner
+// receiving the claim that carries the wake, through a real registry and a
+// real runtime (started by tests/bench/e2e_bench.sh).
+//
+// Rows: open-loop paced evaluations at each --rates value (each evaluation
+// makes --fanout wakes, one per parent stream), then a saturation row with
+// --callers evaluations always in flight, whose delivered rate is the
+// maximum sustained wakes/s. Runners ack every claim as it arrives.
+//   e2e_latency --registry=H:P --runtime=H:P --rates=100,1000 --seconds=10
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "wake/v1/registry.grpc.pb.h"
+#include "wake/v1/runtime.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string registry = "127.0.0.1:50051";
+  std::string runtime = "127.0.0.1:50052";
+  std::vector<int> rates = {100, 1000};
+  int seconds = 10;
+  // Children evaluated round robin; each has `fanout` parents (streams).
+  int children = 1000;
+  int fanout = 1;
+  int runners = 2;
+  int callers = 32;  // Saturation row; 0 skips it.
+  bool local = false;  // consistency = LOCAL (skip the read barrier).
+  std::string prefix = "bench";
+};
+
+bool Parse(int argc, char** argv, Options* options) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    if (!absl::StartsWith(arg, "--") || eq == std::string::npos) return false;
+    const std::string name = arg.substr(2, eq - 2);
+    const std::string value = arg.substr(eq + 1);
+    auto positive = [&value](int* out) { return absl::SimpleAtoi(value, out) && *out >= 0; };
+    if (name == "registry") {
+      options->registry = value;
+    } else if (name == "runtime") {
+      options->runtime = value;
+    } else if (name == "rates") {
+      options->rates.clear();
+      for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        int rate;
+        if (!absl::SimpleAtoi(part, &rate) || rate < 1) return false;
+        options->rates.push_back(rate);
+      }
+    } else if (name == "seconds") {
+      if (!positive(&options->seconds) || options->seconds < 1) return false;
+    } else if (name == "children") {
+      if (!positive(&options->children) || options->children < 1) return false;
+    } else if (name == "fanout") {
+      if (!positive(&options->fanout) || options->fanout < 1) return false;
+    } else if (name == "runners") {
+      if (!positive(&options->runners) || options->runners < 1) return false;
+    } else if (name == "callers") {
+      if (!positive(&options->callers)) return false;
+    } else if (name == "consistency") {
+      if (value != "strong" && value != "local") return false;
+      options->local = value == "local";
+    } else if (name == "prefix") {
+      options->prefix = value;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+double Percentile(std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const size_t index = std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()));
+  return sorted[index];
+}
+
+// Pairs "evaluation returned" with "runner received" per wake id, in
+// whichever order they happen.
+class Tracker {
+ public:
+  void Evaluated(int64_t wake_id, Clock::time_point at) { Note(wake_id, at, true); }
+  void Received(int64_t wake_id, Clock::time_point at) { Note(wake_id, at, false); }
+
+  // Starts a row: forgets earlier samples.
+  void Reset() {
+    absl::MutexLock lock(&mu_);
+    latencies_.clear();
+    received_ = 0;
+    last_received_ = Clock::time_point();
+    early_ = 0;
+  }
+
+  bool AwaitComplete(int64_t wakes, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this, wakes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return static_cast<int64_t>(latencies_.size()) >= wakes;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  }
+
+  int64_t received() {
+    absl::MutexLock lock(&mu_);
+    return received_;
+  }
+
+  Clock::time_point last_received() {
+    absl::MutexLock lock(&mu_);
+    return last_received_;
+  }
+
+  // Latencies in ms (negative clamped to 0) and how many were negative.
+  std::vector<double> Latencies(int64_t* early) {
+    absl::MutexLock lock(&mu_);
+    *early = early_;
+    return latencies_;
+  }
+
+ private:
+  struct Pending {
+    Clock::time_point at;
+    bool evaluated;
+  };
+
+  void Note(int64_t wake_id, Clock::time_point at, bool evaluated) {
+    absl::MutexLock lock(&mu_);
+    if (!evaluated) {
+      ++received_;
+      last_received_ = std::max(last_received_, at);
+    }
+    auto [it, inserted] = pending_.try_emplace(wake_id, Pending{at, evaluated});
+    if (inserted) return;
+    if (it->second.evaluated == evaluated) return;  // A redelivery: the first one counts.
+    const Clock::time_point evaluated_at = evaluated ? at : it->second.at;
+    const Clock::time_point received_at = evaluated ? it->second.at : at;
+    double ms = Millis(received_at - evaluated_at);
+    if (ms < 0) {
+      ++early_;
+      ms = 0;
+    }
+    latencies_.push_back(ms);
+    pending_.erase(it);
+  }
+
+  absl::Mutex mu_;
+  absl::flat_hash_map<int64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
+  std::vector<double> latencies_ ABSL_GUARDED_BY(mu_);
+  int64_t received_ ABSL_GUARDED_BY(mu_) = 0;
+  Clock::time_point last_received_ ABSL_GUARDED_BY(mu_);
+  int64_t early_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A runner session that acks every claim as soon as it arrives (the ack is
+// asynchronous, so the next claim is read meanwhile).
+class Runner {
+ public:
+  Runner(const std::string& target, int index, Tracker& tracker)
+      : stub_(wake::v1::WakeRuntime::NewStub(
+            grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
+        tracker_(tracker) {
+    request_.set_runner_id(absl::StrCat("bench-runner-", index));
+    request_.set_session_id(
+        absl::StrCat("bench-session-", index, "-", absl::ToUnixNanos(absl::Now())));
+    request_.set_max_in_flight(1024);
+    reader_ = stub_->StreamWakeClaims(&context_, request_);
+    reader_->WaitForInitialMetadata();
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  // Lets the acks in flight land first: closing the stream releases what
+  // the session still holds, and those acks would then fail.
+  ~Runner() {
+    {
+      absl::MutexLock lock(&mu_);
+      auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return acks_in_flight_ == 0; };
+      mu_.AwaitWithTimeout(absl::Condition(&idle), absl::Seconds(30));
+    }
+    context_.TryCancel();
+    thread_.join();
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return acks_in_flight_ == 0; };
+    mu_.Await(absl::Condition(&idle));
+  }
+
+  int64_t ack_errors() { return ack_errors_.load(); }
+
+ private:
+  struct Ack {
+    grpc::ClientContext context;
+    wake::v1::AckClaimRequest request;
+    wake::v1::AckClaimResponse response;
+  };
+
+  void Loop() {
+    wake::v1::WakeClaim claim;
+    while (reader_->Read(&claim)) {
+      const Clock::time_point now = Clock::now();
+      for (const wake::v1::Wake& wake : claim.wakes()) tracker_.Received(wake.id(), now);
+      auto ack = std::make_shared<Ack>();
+      ack->request.set_runner_id(request_.runner_id());
+      ack->request.set_session_id(request_.session_id());
+      ack->request.set_tenant_id(claim.tenant_id());
+      ack->request.set_stream(claim.stream());
+      ack->request.set_claim_token(claim.claim_token());
+      ack->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      {
+        absl::MutexLock lock(&mu_);
+        ++acks_in_flight_;
+      }
+      stub_->async()->AckClaim(&ack->context, &ack->request, &ack->response,
+                               [this, ack](grpc::Status status) {
+                                 if (!status.ok()) ++ack_errors_;
+                                 absl::MutexLock lock(&mu_);
+                                 --acks_in_flight_;
+                               });
+    }
+    reader_->Finish();
+  }
+
+  std::unique_ptr<wake::v1::WakeRuntime::Stub> stub_;
+  Tracker& tracker_;
+  wake::v1::StreamWakeClaimsRequest request_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<wake::v1::WakeClaim>> reader_;
+  std::thread thread_;
+  std::atomic<int64_t> ack_errors_{0};
+  absl::Mutex mu_;
+  int acks_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Issues evaluations through the callback API and records when each returns.
+class Evaluator {
+ public:
+  Evaluator(const Options& options, Tracker& tracker)
+      : options_(options),
+        stub_(wake::v1::WakeRegistry::NewStub(
+            grpc::CreateChannel(options.registry, grpc::InsecureChannelCredentials()))),
+        tracker_(tracker) {}
+
+  std::string Child(int c) const { return absl::StrCat("/", options_.prefix, "/child/", c); }
+  std::string Parent(int c, int f) const {
+    return absl::StrCat("/", options_.prefix, "/parent/", c, "-", f);
+  }
+
+  bool Register() {
+    for (int c = 0; c < options_.children; ++c) {
+      for (int f = 0; f < options_.fanout; ++f) {
+        wake::v1::RegisterWakeRequest request;
+        request.set_subscriber_url(Parent(c, f));
+        request.set_source_url(Child(c));
+        request.mutable_condition()->mutable_run_finished();
+        wake::v1::RegisterWakeResponse response;
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        grpc::Status status = stub_->RegisterWake(&context, request, &response);
+        if (!status.ok()) {
+          std::fprintf(stderr, "RegisterWake: %s\n", status.error_message().c_str());
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  // Starts evaluation number `n`; `done` runs when it returned.
+  void Start(int64_t n, std::function<void()> done) {
+    auto call = std::make_shared<Call>();
+    call->request.set_source_url(Child(static_cast<int>(n % options_.children)));
+    call->request.set_run_key(absl::StrCat("run-", run_epoch_.load(), "-", n));
+    call->request.set_status(wake::v1::COMPLETED);
+    if (options_.local) call->request.set_consistency(wake::v1::LOCAL);
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    call->started = Clock::now();
+    {
+      absl::MutexLock lock(&mu_);
+      ++in_flight_;
+    }
+    stub_->async()->EvaluateRunFinished(
+        &call->context, &call->request, &call->response,
+        [this, call, done = std::move(done)](grpc::Status status) {
+          const Clock::time_point now = Clock::now();
+          if (status.ok()) {
+            for (const wake::v1::Wake& wake : call->response.wakes()) {
+              tracker_.Evaluated(wake.id(), now);
+            }
+          }
+          {
+            absl::MutexLock lock(&mu_);
+            if (status.ok()) {
+              wakes_ += call->response.wakes_size();
+              rpc_ms_.push_back(Millis(now - call->started));
+            } else {
+              ++errors_;
+              if (last_error_.empty()) last_error_ = status.error_message();
+            }
+          }
+          // The follow-up call (if any) starts before this one counts as
+          // done, so in_flight_ never touches zero in between.
+          if (done) done();
+          absl::MutexLock lock(&mu_);
+          --in_flight_;
+        });
+  }
+
+  void AwaitIdle() {
+    absl::MutexLock lock(&mu_);
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
+    mu_.Await(absl::Condition(&idle));
+  }
+
+  struct Totals {
+    int64_t wakes = 0;
+    int64_t errors = 0;
+    std::vector<double> rpc_ms;
+    std::string last_error;
+  };
+
+  // Totals since the last call.
+  Totals Take() {
+    absl::MutexLock lock(&mu_);
+    Totals totals{wakes_, errors_, std::move(rpc_ms_), last_error_};
+    wakes_ = 0;
+    errors_ = 0;
+    rpc_ms_.clear();
+    last_error_.clear();
+    ++run_epoch_;
+    return totals;
+  }
+
+ private:
+  struct Call {
+    grpc::ClientContext context;
+    wake::v1::EvaluateRunFinishedRequest request;
+    wake::v1::EvaluateRunFinishedResponse response;
+    Clock::time_point started;
+  };
+
+  const Options& options_;
+  std::unique_ptr<wake::v1::WakeRegistry::Stub> stub_;
+  Tracker& tracker_;
+  absl::Mutex mu_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t wakes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t errors_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<double> rpc_ms_ ABSL_GUARDED_BY(mu_);
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int64_t> run_epoch_{0};
+};
+
+void PrintHeader() {
+  std::printf("%-16s %10s %12s %8s %8s %8s %8s %8s %9s %9s %6s\n", "row", "offered/s",
+              "delivered/s", "wakes", "p50_ms", "p90_ms", "p99_ms", "max_ms", "eval_p50",
+              "eval_p99", "lost");
+}
+
+// Prints one row from what the tracker and evaluator collected.
+// Delivered/s counts from the row's start to the last wake received.
+bool PrintRow(const std::string& name, double offered, Clock::time_point t0, Tracker& tracker,
+              Evaluator& evaluator) {
+  Evaluator::Totals totals = evaluator.Take();
+  const bool complete = tracker.AwaitComplete(totals.wakes, absl::Seconds(30));
+  const double seconds = std::max(1e-3, Millis(tracker.last_received() - t0) / 1000);
+  int64_t early = 0;
+  std::vector<double> latencies = tracker.Latencies(&early);
+  std::sort(latencies.begin(), latencies.end());
+  std::sort(totals.rpc_ms.begin(), totals.rpc_ms.end());
+  const int64_t lost = totals.wakes - static_cast<int64_t>(latencies.size());
+  std::printf("%-16s %10.0f %12.0f %8lld %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %6lld\n",
+              name.c_str(), offered, latencies.size() / seconds,
+              static_cast<long long>(totals.wakes), Percentile(latencies, 0.50),
+              Percentile(latencies, 0.90), Percentile(latencies, 0.99),
+              latencies.empty() ? 0.0 : latencies.back(), Percentile(totals.rpc_ms, 0.50),
+              Percentile(totals.rpc_ms, 0.99), static_cast<long long>(lost));
+  if (early > 0) {
+    std::printf("  (%lld wakes reached the runner before their evaluation returned: counted 0)\n",
+                static_cast<long long>(early));
+  }
+  if (totals.errors > 0) {
+    std::printf("  (%lld evaluation errors, last: %s)\n", static_cast<long long>(totals.errors),
+                totals.last_error.c_str());
+  }
+  std::fflush(stdout);
+  return complete && totals.errors == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (!Parse(argc, argv, &options)) {
+    std::fprintf(stderr,
+                 "usage: e2e_latency --registry=H:P --runtime=H:P [--rates=100,1000] "
+                 "[--seconds=10] [--children=1000] [--fanout=1] [--runners=2] [--callers=32] "
+                 "[--consistency=strong|local] [--prefix=bench]\n");
+    return 2;
+  }
+  Tracker tracker;
+  Evaluator evaluator(options, tracker);
+  if (!evaluator.Register()) return 1;
+  std::vector<std::unique_ptr<Runner>> runners;
+  for (int r = 0; r < options.runners; ++r) {
+    runners.push_back(std::make_unique<Runner>(options.runtime, r, tracker));
+  }
+  bool ok = true;
+
+  // Warm-up: connections, caches, first claims.
+  for (int64_t n = 0; n < 200; ++n) evaluator.Start(n, nullptr);
+  evaluator.AwaitIdle();
+  evaluator.Take();
+  tracker.AwaitComplete(200 * options.fanout, absl::Seconds(30));
+  tracker.Reset();
+
+  PrintHeader();
+  for (int rate : options.rates) {
+    // Open loop: evaluation n starts at t0 + n / rate whatever the others do.
+    const int64_t total = static_cast<int64_t>(rate) * options.seconds;
+    const Clock::time_point t0 = Clock::now();
+    for (int64_t n = 0; n < total; ++n) {
+      std::this_thread::sleep_until(t0 + std::chrono::nanoseconds(n * 1000000000LL / rate));
+      evaluator.Start(n, nullptr);
+    }
+    evaluator.AwaitIdle();
+    ok &= PrintRow(absl::StrCat("open ", rate * options.fanout, "/s"),
+                   static_cast<double>(rate) * options.fanout, t0, tracker, evaluator);
+    tracker.Reset();
+  }
+
+  if (options.callers > 0) {
+    // Closed loop: `callers` evaluations always in flight for the duration.
+    const Clock::time_point end = Clock::now() + std::chrono::seconds(options.seconds);
+    std::atomic<int64_t> next{0};
+    std::function<void()> again = [&] {
+      if (Clock::now() < end) evaluator.Start(next.fetch_add(1), again);
+    };
+    const Clock::time_point t0 = Clock::now();
+    for (int c = 0; c < options.callers; ++c) evaluator.Start(next.fetch_add(1), again);
+    evaluator.AwaitIdle();
+    ok &= PrintRow(absl::StrCat("saturate c=", options.callers), 0, t0, tracker, evaluator);
+  }
+
+  int64_t ack_errors = 0;
+  for (auto& runner : runners) ack_errors += runner->ack_errors();
+  runners.clear();
+  if (ack_errors > 0) {
+    std::printf("  (%lld acks failed)\n", static_cast<long long>(ack_errors));
+    ok = false;
+  }
+  return ok ? 0 : 1;
+}
