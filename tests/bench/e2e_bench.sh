@@ -5,6 +5,8 @@
 # rates, then the maximum sustained wakes/s with evaluations always in flight.
 #   bash tests/bench/e2e_bench.sh [seconds-per-row] [extra e2e_latency flags...]
 # Targets (2 cores): p99 <= 5 ms at 1,000 wakes/s; sustained >= 2,000 wakes/s.
+# A second section runs the runtime alone against an in-memory registry
+# (tests/bench:runtime_latency), which shows what the runtime itself costs.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib.sh"
 cd "$WAKE_ROOT"
@@ -12,7 +14,8 @@ SECONDS_PER_ROW=${1:-10}
 shift || true
 
 install_debian_packages
-bazel_cmd build -c opt //registry-service //runtime-service //tests/bench:e2e_latency >&2
+bazel_cmd build -c opt //registry-service //runtime-service //tests/bench:e2e_latency \
+  //tests/bench:runtime_latency >&2
 BIN="$WAKE_ROOT/bazel-bin"
 
 WORK=$(mktemp -d /tmp/wakeline-e2e-bench.XXXXXX)
@@ -79,4 +82,17 @@ for pid in $(pg_pids); do pg_ticks=$((pg_ticks + $(ticks "$pid") - ${PG_BEFORE[$
 secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'; }
 echo "cpu seconds over the whole run: registry $(secs $(($(ticks "${PIDS[0]}") - REGISTRY_BEFORE)))" \
   "runtime $(secs $(($(ticks "${PIDS[1]}") - RUNTIME_BEFORE))) postgres $(secs "$pg_ticks")"
+
+echo "== the runtime alone (in-memory registry, no database)"
+FAKE_PORT=$(free_port $((RUNTIME_PORT + 1)))
+ALONE_PORT=$(free_port $((FAKE_PORT + 1)))
+"$BIN/runtime-service/runtime-service" --listen="127.0.0.1:$ALONE_PORT" \
+  --registry="127.0.0.1:$FAKE_PORT" --retry-initial=20ms >"$WORK/runtime-alone.log" 2>&1 &
+PIDS+=($!)
+ALONE_BEFORE=$(ticks "${PIDS[2]}")
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$BIN/tests/bench/runtime_latency" --listen="127.0.0.1:$FAKE_PORT" \
+  --runtime="127.0.0.1:$ALONE_PORT" --seconds="$SECONDS_PER_ROW" || status=$?
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "cpu seconds of the runtime: $(secs $(($(ticks "${PIDS[2]}") - ALONE_BEFORE)))"
 exit "$status"

@@ -16,7 +16,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -24,12 +23,15 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/bench/latency_support.h"
 #include "wake/v1/registry.grpc.pb.h"
-#include "wake/v1/runtime.grpc.pb.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using ::wake::bench::BenchRunner;
+using ::wake::bench::Clock;
+using ::wake::bench::Millis;
+using ::wake::bench::Tracker;
 
 struct Options {
   std::string registry = "127.0.0.1:50051";
@@ -85,167 +87,6 @@ bool Parse(int argc, char** argv, Options* options) {
   }
   return true;
 }
-
-double Millis(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-double Percentile(std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const size_t index = std::min(sorted.size() - 1, static_cast<size_t>(p * sorted.size()));
-  return sorted[index];
-}
-
-// Pairs "evaluation returned" with "runner received" per wake id, in
-// whichever order they happen.
-class Tracker {
- public:
-  void Evaluated(int64_t wake_id, Clock::time_point at) { Note(wake_id, at, true); }
-  void Received(int64_t wake_id, Clock::time_point at) { Note(wake_id, at, false); }
-
-  // Starts a row: forgets earlier samples.
-  void Reset() {
-    absl::MutexLock lock(&mu_);
-    latencies_.clear();
-    received_ = 0;
-    last_received_ = Clock::time_point();
-    early_ = 0;
-  }
-
-  bool AwaitComplete(int64_t wakes, absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    auto done = [this, wakes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return static_cast<int64_t>(latencies_.size()) >= wakes;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
-  }
-
-  int64_t received() {
-    absl::MutexLock lock(&mu_);
-    return received_;
-  }
-
-  Clock::time_point last_received() {
-    absl::MutexLock lock(&mu_);
-    return last_received_;
-  }
-
-  // Latencies in ms (negative clamped to 0) and how many were negative.
-  std::vector<double> Latencies(int64_t* early) {
-    absl::MutexLock lock(&mu_);
-    *early = early_;
-    return latencies_;
-  }
-
- private:
-  struct Pending {
-    Clock::time_point at;
-    bool evaluated;
-  };
-
-  void Note(int64_t wake_id, Clock::time_point at, bool evaluated) {
-    absl::MutexLock lock(&mu_);
-    if (!evaluated) {
-      ++received_;
-      last_received_ = std::max(last_received_, at);
-    }
-    auto [it, inserted] = pending_.try_emplace(wake_id, Pending{at, evaluated});
-    if (inserted) return;
-    if (it->second.evaluated == evaluated) return;  // A redelivery: the first one counts.
-    const Clock::time_point evaluated_at = evaluated ? at : it->second.at;
-    const Clock::time_point received_at = evaluated ? it->second.at : at;
-    double ms = Millis(received_at - evaluated_at);
-    if (ms < 0) {
-      ++early_;
-      ms = 0;
-    }
-    latencies_.push_back(ms);
-    pending_.erase(it);
-  }
-
-  absl::Mutex mu_;
-  absl::flat_hash_map<int64_t, Pending> pending_ ABSL_GUARDED_BY(mu_);
-  std::vector<double> latencies_ ABSL_GUARDED_BY(mu_);
-  int64_t received_ ABSL_GUARDED_BY(mu_) = 0;
-  Clock::time_point last_received_ ABSL_GUARDED_BY(mu_);
-  int64_t early_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// A runner session that acks every claim as soon as it arrives (the ack is
-// asynchronous, so the next claim is read meanwhile).
-class Runner {
- public:
-  Runner(const std::string& target, int index, Tracker& tracker)
-      : stub_(wake::v1::WakeRuntime::NewStub(
-            grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))),
-        tracker_(tracker) {
-    request_.set_runner_id(absl::StrCat("bench-runner-", index));
-    request_.set_session_id(
-        absl::StrCat("bench-session-", index, "-", absl::ToUnixNanos(absl::Now())));
-    request_.set_max_in_flight(1024);
-    reader_ = stub_->StreamWakeClaims(&context_, request_);
-    reader_->WaitForInitialMetadata();
-    thread_ = std::thread([this] { Loop(); });
-  }
-
-  // Lets the acks in flight land first: closing the stream releases what
-  // the session still holds, and those acks would then fail.
-  ~Runner() {
-    {
-      absl::MutexLock lock(&mu_);
-      auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return acks_in_flight_ == 0; };
-      mu_.AwaitWithTimeout(absl::Condition(&idle), absl::Seconds(30));
-    }
-    context_.TryCancel();
-    thread_.join();
-    absl::MutexLock lock(&mu_);
-    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return acks_in_flight_ == 0; };
-    mu_.Await(absl::Condition(&idle));
-  }
-
-  int64_t ack_errors() { return ack_errors_.load(); }
-
- private:
-  struct Ack {
-    grpc::ClientContext context;
-    wake::v1::AckClaimRequest request;
-    wake::v1::AckClaimResponse response;
-  };
-
-  void Loop() {
-    wake::v1::WakeClaim claim;
-    while (reader_->Read(&claim)) {
-      const Clock::time_point now = Clock::now();
-      for (const wake::v1::Wake& wake : claim.wakes()) tracker_.Received(wake.id(), now);
-      auto ack = std::make_shared<Ack>();
-      ack->request.set_runner_id(request_.runner_id());
-      ack->request.set_session_id(request_.session_id());
-      ack->request.set_tenant_id(claim.tenant_id());
-      ack->request.set_stream(claim.stream());
-      ack->request.set_claim_token(claim.claim_token());
-      ack->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-      {
-        absl::MutexLock lock(&mu_);
-        ++acks_in_flight_;
-      }
-      stub_->async()->AckClaim(&ack->context, &ack->request, &ack->response,
-                               [this, ack](grpc::Status status) {
-                                 if (!status.ok()) ++ack_errors_;
-                                 absl::MutexLock lock(&mu_);
-                                 --acks_in_flight_;
-                               });
-    }
-    reader_->Finish();
-  }
-
-  std::unique_ptr<wake::v1::WakeRuntime::Stub> stub_;
-  Tracker& tracker_;
-  wake::v1::StreamWakeClaimsRequest request_;
-  grpc::ClientContext context_;
-  std::unique_ptr<grpc::ClientReader<wake::v1::WakeClaim>> reader_;
-  std::thread thread_;
-  std::atomic<int64_t> ack_errors_{0};
-  absl::Mutex mu_;
-  int acks_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-};
 
 // Issues evaluations through the callback API and records when each returns.
 class Evaluator {
@@ -366,14 +207,8 @@ class Evaluator {
   std::atomic<int64_t> run_epoch_{0};
 };
 
-void PrintHeader() {
-  std::printf("%-16s %10s %12s %8s %8s %8s %8s %8s %9s %9s %6s\n", "row", "offered/s",
-              "delivered/s", "wakes", "p50_ms", "p90_ms", "p99_ms", "max_ms", "eval_p50",
-              "eval_p99", "lost");
-}
-
-// Prints one row from what the tracker and evaluator collected.
-// Delivered/s counts from the row's start to the last wake received.
+// Prints one row from what the tracker and evaluator collected; delivered/s
+// counts from the row's start to the last wake received.
 bool PrintRow(const std::string& name, double offered, Clock::time_point t0, Tracker& tracker,
               Evaluator& evaluator) {
   Evaluator::Totals totals = evaluator.Take();
@@ -381,19 +216,8 @@ bool PrintRow(const std::string& name, double offered, Clock::time_point t0, Tra
   const double seconds = std::max(1e-3, Millis(tracker.last_received() - t0) / 1000);
   int64_t early = 0;
   std::vector<double> latencies = tracker.Latencies(&early);
-  std::sort(latencies.begin(), latencies.end());
-  std::sort(totals.rpc_ms.begin(), totals.rpc_ms.end());
-  const int64_t lost = totals.wakes - static_cast<int64_t>(latencies.size());
-  std::printf("%-16s %10.0f %12.0f %8lld %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %6lld\n",
-              name.c_str(), offered, latencies.size() / seconds,
-              static_cast<long long>(totals.wakes), Percentile(latencies, 0.50),
-              Percentile(latencies, 0.90), Percentile(latencies, 0.99),
-              latencies.empty() ? 0.0 : latencies.back(), Percentile(totals.rpc_ms, 0.50),
-              Percentile(totals.rpc_ms, 0.99), static_cast<long long>(lost));
-  if (early > 0) {
-    std::printf("  (%lld wakes reached the runner before their evaluation returned: counted 0)\n",
-                static_cast<long long>(early));
-  }
+  wake::bench::PrintRow(name, offered, seconds, totals.wakes, std::move(latencies), early,
+                        std::move(totals.rpc_ms));
   if (totals.errors > 0) {
     std::printf("  (%lld evaluation errors, last: %s)\n", static_cast<long long>(totals.errors),
                 totals.last_error.c_str());
@@ -416,9 +240,9 @@ int main(int argc, char** argv) {
   Tracker tracker;
   Evaluator evaluator(options, tracker);
   if (!evaluator.Register()) return 1;
-  std::vector<std::unique_ptr<Runner>> runners;
+  std::vector<std::unique_ptr<BenchRunner>> runners;
   for (int r = 0; r < options.runners; ++r) {
-    runners.push_back(std::make_unique<Runner>(options.runtime, r, tracker));
+    runners.push_back(std::make_unique<BenchRunner>(options.runtime, r, tracker));
   }
   bool ok = true;
 
@@ -429,7 +253,7 @@ int main(int argc, char** argv) {
   tracker.AwaitComplete(200 * options.fanout, absl::Seconds(30));
   tracker.Reset();
 
-  PrintHeader();
+  wake::bench::PrintHeader();
   for (int rate : options.rates) {
     // Open loop: evaluation n starts at t0 + n / rate whatever the others do.
     const int64_t total = static_cast<int64_t>(rate) * options.seconds;

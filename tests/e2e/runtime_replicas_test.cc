@@ -9,6 +9,7 @@
 // dispatches a claim it lost or never won (ALREADY_CLAIMED), wakes of one
 // stream split between two claims, and lost or doubled wakes under contention.
 #include <atomic>
+#include <iostream>
 #include <map>
 #include <set>
 #include <string>
