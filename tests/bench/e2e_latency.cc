@@ -282,10 +282,15 @@ int main(int argc, char** argv) {
   }
 
   int64_t ack_errors = 0;
-  for (auto& runner : runners) ack_errors += runner->ack_errors();
+  std::string first_ack_error;
+  for (auto& runner : runners) {
+    ack_errors += runner->ack_errors();
+    if (first_ack_error.empty()) first_ack_error = runner->first_ack_error();
+  }
   runners.clear();
   if (ack_errors > 0) {
-    std::printf("  (%lld acks failed)\n", static_cast<long long>(ack_errors));
+    std::printf("  (%lld acks failed, first: %s)\n", static_cast<long long>(ack_errors),
+                first_ack_error.c_str());
     ok = false;
   }
   return ok ? 0 : 1;

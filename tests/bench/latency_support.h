@@ -140,6 +140,10 @@ class BenchRunner {
   }
 
   int64_t ack_errors() { return ack_errors_.load(); }
+  std::string first_ack_error() {
+    absl::MutexLock lock(&mu_);
+    return first_ack_error_;
+  }
 
  private:
   struct Ack {
@@ -166,8 +170,14 @@ class BenchRunner {
       }
       stub_->async()->AckClaim(&ack->context, &ack->request, &ack->response,
                                [this, ack](grpc::Status status) {
-                                 if (!status.ok()) ++ack_errors_;
                                  absl::MutexLock lock(&mu_);
+                                 if (!status.ok()) {
+                                   ++ack_errors_;
+                                   if (first_ack_error_.empty()) {
+                                     first_ack_error_ = absl::StrCat(
+                                         status.error_code(), " ", status.error_message());
+                                   }
+                                 }
                                  --acks_in_flight_;
                                });
     }
@@ -183,6 +193,7 @@ class BenchRunner {
   std::atomic<int64_t> ack_errors_{0};
   absl::Mutex mu_;
   int acks_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string first_ack_error_ ABSL_GUARDED_BY(mu_);
 };
 
 // Issues evaluations through the callback API and records when each returns.
