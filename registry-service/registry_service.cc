@@ -209,63 +209,77 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Offload(grpc::CallbackServerConte
   return reactor;
 }
 
+template <typename Request, typename Response, typename Validate, typename Call,
+          typename AnswerNow>
+grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext* context,
+                                                     const Request& request, Response* response,
+                                                     Validate validate, Call call,
+                                                     AnswerNow answer_now) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  Request valid = request;
+  if (absl::Status s = validate(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  if (answer_now(core, valid)) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  return Offload(context, response, [core, call = std::move(call), valid = std::move(valid)] {
+    return call(core, valid);
+  });
+}
+
+namespace {
+
+// Evaluations at consistency LOCAL whose source has no registration answer on
+// the gRPC thread.
+template <typename Request>
+bool NothingCanMatchLocally(RegistryCore* core, const Request& request) {
+  return request.consistency() == v1::LOCAL &&
+         core->NoCandidates(request.tenant_id(), request.source_url());
+}
+
+}  // namespace
+
 grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(
     grpc::CallbackServerContext* context, const v1::RegisterWakeRequest* request,
     v1::RegisterWakeResponse* response) {
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::RegisterWakeRequest valid = *request;
-  if (absl::Status s = ValidateRegisterWake(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response,
-                 [core, valid = std::move(valid)] { return core->RegisterWake(valid); });
+  return Serve(context, *request, response, ValidateRegisterWake,
+               [](RegistryCore* core, const v1::RegisterWakeRequest& valid) {
+                 return core->RegisterWake(valid);
+               });
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
     grpc::CallbackServerContext* context, const v1::UnregisterWakesRequest* request,
     v1::UnregisterWakesResponse* response) {
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::UnregisterWakesRequest valid = *request;
-  if (absl::Status s = ValidateUnregisterWakes(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response,
-                 [core, valid = std::move(valid)] { return core->UnregisterWakes(valid); });
+  return Serve(context, *request, response, ValidateUnregisterWakes,
+               [](RegistryCore* core, const v1::UnregisterWakesRequest& valid) {
+                 return core->UnregisterWakes(valid);
+               });
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
     grpc::CallbackServerContext* context, const v1::EvaluateRunFinishedRequest* request,
     v1::EvaluateRunFinishedResponse* response) {
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::EvaluateRunFinishedRequest valid = *request;
-  if (absl::Status s = ValidateEvaluateRunFinished(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  if (valid.consistency() == v1::LOCAL && core->NoCandidates(valid.tenant_id(), valid.source_url())) {
-    // Nothing can match: answer on this thread.
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-  return Offload(context, response,
-                 [core, valid = std::move(valid)] { return core->EvaluateRunFinished(valid); });
+  return Serve(
+      context, *request, response, ValidateEvaluateRunFinished,
+      [](RegistryCore* core, const v1::EvaluateRunFinishedRequest& valid) {
+        return core->EvaluateRunFinished(valid);
+      },
+      NothingCanMatchLocally<v1::EvaluateRunFinishedRequest>);
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
     grpc::CallbackServerContext* context, const v1::EvaluateChangeRequest* request,
     v1::EvaluateChangeResponse* response) {
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::EvaluateChangeRequest valid = *request;
-  if (absl::Status s = ValidateEvaluateChange(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  if (valid.consistency() == v1::LOCAL && core->NoCandidates(valid.tenant_id(), valid.source_url())) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
-  }
-  return Offload(context, response,
-                 [core, valid = std::move(valid)] { return core->EvaluateChange(valid); });
+  return Serve(
+      context, *request, response, ValidateEvaluateChange,
+      [](RegistryCore* core, const v1::EvaluateChangeRequest& valid) {
+        return core->EvaluateChange(valid);
+      },
+      NothingCanMatchLocally<v1::EvaluateChangeRequest>);
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
@@ -317,13 +331,10 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* RegistryServiceImpl::AckWakes(grpc::CallbackServerContext* context,
                                                         const v1::AckWakesRequest* request,
                                                         v1::AckWakesResponse* response) {
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::AckWakesRequest valid = *request;
-  if (absl::Status s = ValidateAckWakes(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response,
-                 [core, valid = std::move(valid)] { return core->AckWakes(valid); });
+  return Serve(context, *request, response, ValidateAckWakes,
+               [](RegistryCore* core, const v1::AckWakesRequest& valid) {
+                 return core->AckWakes(valid);
+               });
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(
@@ -345,13 +356,10 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(
 grpc::ServerUnaryReactor* RegistryServiceImpl::ReleaseClaim(
     grpc::CallbackServerContext* context, const v1::ReleaseClaimRequest* request,
     v1::ReleaseClaimResponse* response) {
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::ReleaseClaimRequest valid = *request;
-  if (absl::Status s = ValidateReleaseClaim(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response,
-                 [core, valid = std::move(valid)] { return core->ReleaseClaim(valid); });
+  return Serve(context, *request, response, ValidateReleaseClaim,
+               [](RegistryCore* core, const v1::ReleaseClaimRequest& valid) {
+                 return core->ReleaseClaim(valid);
+               });
 }
 
 }  // namespace wake::registry

@@ -55,6 +55,21 @@ class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
   template <typename Response, typename Work>
   grpc::ServerUnaryReactor* Offload(grpc::CallbackServerContext* context, Response* response,
                                     Work work);
+  // The common shape of a unary handler: UNAVAILABLE while starting, then
+  // `validate` on a copy of the request, the tenant check, and `call(core,
+  // request)` on the executor. With `answer_now(core, request)` true the call
+  // finishes at once with an empty response (nothing can match).
+  template <typename Request, typename Response, typename Validate, typename Call,
+            typename AnswerNow>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const Request& request,
+                                  Response* response, Validate validate, Call call,
+                                  AnswerNow answer_now);
+  template <typename Request, typename Response, typename Validate, typename Call>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const Request& request,
+                                  Response* response, Validate validate, Call call) {
+    return Serve(context, request, response, validate, call,
+                 [](RegistryCore*, const Request&) { return false; });
+  }
   static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
                                           const absl::Status& status);
 
