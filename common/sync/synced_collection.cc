@@ -21,7 +21,9 @@ bool MatchesFilters(const Registration& row, const std::string& source_url,
 
 }  // namespace
 
-RegistrationCollection::RegistrationCollection(common::TimeSource& time) : time_(time) {
+RegistrationCollection::RegistrationCollection(common::TimeSource& time,
+                                               common::Executor* callbacks)
+    : time_(time), callbacks_(callbacks) {
   wait_timer_ = time_.CreateTimer([this] { OnWaitTimer(); });
 }
 
@@ -126,6 +128,7 @@ void RegistrationCollection::OnReset() {
 
 void RegistrationCollection::OnBatch(SyncBatch batch) {
   std::vector<CollectionEvent> events;
+  std::vector<std::function<void(bool)>> confirmed;
   {
     absl::MutexLock lock(&mu_);
     if (staged_ != nullptr) {
@@ -135,6 +138,20 @@ void RegistrationCollection::OnBatch(SyncBatch batch) {
       for (const RowChange& change : batch.changes) Apply(table_, change, batch.txids, &events);
     }
     NoteTxidsLocked(batch.txids);
+    if (!batch.txids.empty()) {
+      absl::MutexLock lock(&txid_mu_);
+      TakeSeenCallbacksLocked(batch.txids, &confirmed);
+    }
+  }
+  // Writers first: their callers wait, the listeners do not.
+  if (!confirmed.empty()) {
+    if (callbacks_ != nullptr) {
+      callbacks_->Post([confirmed = std::move(confirmed)] {
+        for (auto& done : confirmed) done(true);
+      });
+    } else {
+      for (auto& done : confirmed) done(true);
+    }
   }
   Notify(events);
 }
@@ -440,16 +457,57 @@ bool RegistrationCollection::TxidSeen(int64_t txid) {
   return SeenLocked(txid);
 }
 
+void RegistrationCollection::ArmWaitTimerLocked(common::MonotonicTime deadline) {
+  if (deadline < wait_timer_at_) {
+    // Usually armed already for an earlier waiter: deadlines only grow.
+    wait_timer_at_ = deadline;
+    wait_timer_->Enable(common::ToAbsl(deadline - time_.MonotonicNow()));
+  }
+}
+
+void RegistrationCollection::TakeSeenCallbacksLocked(
+    const std::vector<int64_t>& txids, std::vector<std::function<void(bool)>>* ready) {
+  if (txid_callbacks_.empty()) return;
+  for (int64_t txid : txids) {
+    auto it = txid_callbacks_.find(txid);
+    if (it == txid_callbacks_.end()) continue;
+    for (TxidCallback& callback : it->second) {
+      // Its deadline entry goes too (few share one deadline).
+      for (auto d = callback_deadlines_.lower_bound(callback.deadline);
+           d != callback_deadlines_.end() && d->first == callback.deadline; ++d) {
+        if (d->second.second == callback.ticket) {
+          callback_deadlines_.erase(d);
+          break;
+        }
+      }
+      ready->push_back(std::move(callback.done));
+    }
+    txid_callbacks_.erase(it);
+  }
+}
+
+void RegistrationCollection::OnTxid(int64_t txid, absl::Duration timeout,
+                                    std::function<void(bool)> done) {
+  {
+    absl::MutexLock lock(&txid_mu_);
+    if (!SeenLocked(txid)) {
+      const common::MonotonicTime deadline = time_.MonotonicNow() + common::ToChrono(timeout);
+      const uint64_t ticket = next_ticket_++;
+      txid_callbacks_[txid].push_back(TxidCallback{ticket, deadline, std::move(done)});
+      callback_deadlines_.emplace(deadline, std::make_pair(txid, ticket));
+      ArmWaitTimerLocked(deadline);
+      return;
+    }
+  }
+  done(true);
+}
+
 bool RegistrationCollection::AwaitTxid(int64_t txid, absl::Duration timeout) {
   absl::MutexLock lock(&txid_mu_);
   if (SeenLocked(txid)) return true;
   const common::MonotonicTime deadline = time_.MonotonicNow() + common::ToChrono(timeout);
   auto waiting = wait_deadlines_.insert(deadline);
-  if (deadline < wait_timer_at_) {
-    // Usually armed already for an earlier waiter: deadlines only grow.
-    wait_timer_at_ = deadline;
-    wait_timer_->Enable(timeout);
-  }
+  ArmWaitTimerLocked(deadline);
   auto done = [this, txid, deadline]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(txid_mu_) {
     return SeenLocked(txid) || waits_expired_up_to_ >= deadline;
   };
@@ -460,15 +518,38 @@ bool RegistrationCollection::AwaitTxid(int64_t txid, absl::Duration timeout) {
 }
 
 void RegistrationCollection::OnWaitTimer() {
-  absl::MutexLock lock(&txid_mu_);
-  const common::MonotonicTime now = time_.MonotonicNow();
-  waits_expired_up_to_ = std::max(waits_expired_up_to_, now);
-  wait_timer_at_ = common::MonotonicTime::max();
-  auto next = wait_deadlines_.upper_bound(now);
-  if (next != wait_deadlines_.end()) {
-    wait_timer_at_ = *next;
-    wait_timer_->Enable(common::ToAbsl(*next - now));
+  std::vector<std::function<void(bool)>> expired;
+  {
+    absl::MutexLock lock(&txid_mu_);
+    const common::MonotonicTime now = time_.MonotonicNow();
+    waits_expired_up_to_ = std::max(waits_expired_up_to_, now);
+    wait_timer_at_ = common::MonotonicTime::max();
+    while (!callback_deadlines_.empty() && callback_deadlines_.begin()->first <= now) {
+      const auto [txid, ticket] = callback_deadlines_.begin()->second;
+      callback_deadlines_.erase(callback_deadlines_.begin());
+      auto it = txid_callbacks_.find(txid);
+      if (it == txid_callbacks_.end()) continue;
+      std::vector<TxidCallback>& callbacks = it->second;
+      for (auto c = callbacks.begin(); c != callbacks.end(); ++c) {
+        if (c->ticket != ticket) continue;
+        expired.push_back(std::move(c->done));
+        callbacks.erase(c);
+        break;
+      }
+      if (callbacks.empty()) txid_callbacks_.erase(it);
+    }
+    std::optional<common::MonotonicTime> next;
+    if (auto w = wait_deadlines_.upper_bound(now); w != wait_deadlines_.end()) next = *w;
+    if (!callback_deadlines_.empty() &&
+        (!next.has_value() || callback_deadlines_.begin()->first < *next)) {
+      next = callback_deadlines_.begin()->first;
+    }
+    if (next.has_value()) {
+      wait_timer_at_ = *next;
+      wait_timer_->Enable(common::ToAbsl(*next - now));
+    }
   }
+  for (auto& done : expired) done(false);
 }
 
 int RegistrationCollection::AddListener(Listener listener) {

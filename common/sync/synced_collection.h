@@ -29,6 +29,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/executor.h"
 #include "common/sync/registration.h"
 #include "common/sync/sync_source.h"
 #include "common/time_source.h"
@@ -57,7 +58,10 @@ class RegistrationCollection final : public SyncObserver {
   using Listener = std::function<void(const CollectionEvent&)>;
   using MutationId = uint64_t;
 
-  explicit RegistrationCollection(common::TimeSource& time);
+  // `callbacks`, when given, runs the OnTxid callbacks of each synced
+  // transaction (as one task), so the sync source's thread goes on reading.
+  explicit RegistrationCollection(common::TimeSource& time,
+                                  common::Executor* callbacks = nullptr);
   ~RegistrationCollection() override;
 
   // --- SyncObserver (called by the sync source's thread) ---
@@ -109,6 +113,11 @@ class RegistrationCollection final : public SyncObserver {
   // on their own mutex (readers of the collection never re-check them) and
   // share one timer.
   bool AwaitTxid(int64_t txid, absl::Duration timeout);
+  // AwaitTxid without a parked thread: `done(true)` runs once the stream
+  // shows `txid` (on the callback executor, else the sync source's thread;
+  // at once, here, if it already has), `done(false)` on the time source's
+  // timer thread after `timeout`. Exactly one call; `done` must not block.
+  void OnTxid(int64_t txid, absl::Duration timeout, std::function<void(bool)> done);
   bool TxidSeen(int64_t txid);
 
   // --- Listeners ---
@@ -161,8 +170,15 @@ class RegistrationCollection final : public SyncObserver {
   }
   void OnWaitTimer();
   void Notify(const std::vector<CollectionEvent>& events);
+  // Arms the shared timer for `deadline` unless it fires earlier already.
+  void ArmWaitTimerLocked(common::MonotonicTime deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(txid_mu_);
+  // Takes the OnTxid callbacks of txids just seen (to run outside the locks).
+  void TakeSeenCallbacksLocked(const std::vector<int64_t>& txids,
+                               std::vector<std::function<void(bool)>>* ready)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(txid_mu_);
 
   common::TimeSource& time_;
+  common::Executor* const callbacks_;
 
   absl::Mutex mu_;
   Table table_ ABSL_GUARDED_BY(mu_);
@@ -184,6 +200,17 @@ class RegistrationCollection final : public SyncObserver {
   std::multiset<common::MonotonicTime> wait_deadlines_ ABSL_GUARDED_BY(txid_mu_);
   common::MonotonicTime wait_timer_at_ ABSL_GUARDED_BY(txid_mu_) = common::MonotonicTime::max();
   common::MonotonicTime waits_expired_up_to_ ABSL_GUARDED_BY(txid_mu_);
+  // OnTxid callbacks by txid, and their deadlines (deadline -> (txid, ticket)).
+  struct TxidCallback {
+    uint64_t ticket = 0;
+    common::MonotonicTime deadline;
+    std::function<void(bool)> done;
+  };
+  absl::flat_hash_map<int64_t, std::vector<TxidCallback>> txid_callbacks_
+      ABSL_GUARDED_BY(txid_mu_);
+  std::multimap<common::MonotonicTime, std::pair<int64_t, uint64_t>> callback_deadlines_
+      ABSL_GUARDED_BY(txid_mu_);
+  uint64_t next_ticket_ ABSL_GUARDED_BY(txid_mu_) = 1;
 
   absl::Mutex listeners_mu_;
   std::map<int, Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);

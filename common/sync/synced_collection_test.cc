@@ -270,6 +270,43 @@ TEST_F(SyncedCollectionTest, AwaitTxidGivesUpAfterTheBoundedWait) {
   EXPECT_FALSE(seen);
 }
 
+TEST_F(SyncedCollectionTest, OnTxidCallsBackWhenTheTxidShowsWithoutAThread) {
+  Load({});
+  std::vector<std::pair<int, bool>> calls;
+  collection_.OnTxid(70, absl::Seconds(2), [&](bool seen) { calls.emplace_back(1, seen); });
+  collection_.OnTxid(70, absl::Seconds(3), [&](bool seen) { calls.emplace_back(2, seen); });
+  collection_.OnTxid(71, absl::Seconds(2), [&](bool seen) { calls.emplace_back(3, seen); });
+  EXPECT_TRUE(calls.empty());
+  Commit({Change(ChangeOp::kInsert, Row(1, "t", "/p", "/c"))}, 70);
+  EXPECT_THAT(calls, ElementsAre(std::make_pair(1, true), std::make_pair(2, true)));
+  // Once only: neither the deadline nor the txid calls them again.
+  time_.Advance(absl::Seconds(3));
+  Commit({Change(ChangeOp::kInsert, Row(2, "t", "/p", "/c"))}, 70);
+  EXPECT_THAT(calls, ElementsAre(std::make_pair(1, true), std::make_pair(2, true),
+                                 std::make_pair(3, false)));
+}
+
+TEST_F(SyncedCollectionTest, OnTxidAnswersAtOnceForATxidAlreadySeen) {
+  Load({});
+  Commit({Change(ChangeOp::kInsert, Row(1, "t", "/p", "/c"))}, 42);
+  bool seen = false;
+  collection_.OnTxid(42, absl::Seconds(1), [&](bool s) { seen = s; });
+  EXPECT_TRUE(seen);
+}
+
+TEST_F(SyncedCollectionTest, OnTxidGivesUpAfterItsOwnDeadlineOnly) {
+  Load({});
+  std::vector<int> expired;
+  collection_.OnTxid(80, absl::Seconds(1), [&](bool seen) { if (!seen) expired.push_back(1); });
+  collection_.OnTxid(81, absl::Seconds(2), [&](bool seen) { if (!seen) expired.push_back(2); });
+  time_.Advance(absl::Seconds(1));
+  EXPECT_THAT(expired, ElementsAre(1));
+  time_.Advance(absl::Milliseconds(500));
+  EXPECT_THAT(expired, ElementsAre(1));
+  time_.Advance(absl::Milliseconds(500));
+  EXPECT_THAT(expired, ElementsAre(1, 2));
+}
+
 TEST_F(SyncedCollectionTest, ResetDropsCommittedMutationsButKeepsInFlightOnes) {
   Load({});
   const auto in_flight = collection_.BeginUpsert(Row(0, "t", "/p", "/c"));
