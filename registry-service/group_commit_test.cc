@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/synchronization/notification.h"
+#include "common/executor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -94,6 +95,59 @@ TEST(GroupCommitTest, BatchesAreCappedAtMaxBatch) {
   const auto batches = runner.batches();
   ASSERT_EQ(batches.size(), 4u);  // {1}, then 5 queued in batches of at most 2.
   for (size_t i = 1; i < batches.size(); ++i) EXPECT_LE(batches[i].size(), 2u);
+}
+
+TEST(GroupCommitTest, AsyncItemsQueueWithoutAThreadAndShareBatches) {
+  Runner runner;
+  runner.hold_first_ = true;
+  common::ThreadPoolExecutor executor(2);
+  GroupCommit<int, int> group(
+      1, 8, [&](const std::vector<const int*>& items) { return runner(items); }, &executor);
+  absl::Mutex mu;
+  std::vector<std::pair<int, int>> done;
+  auto record = [&](int item) {
+    return [&, item](absl::StatusOr<int> result) {
+      absl::MutexLock lock(&mu);
+      done.emplace_back(item, *result);
+    };
+  };
+  group.SubmitAsync(1, record(1));  // Led by a task on the executor.
+  runner.entered_.WaitForNotification();
+  for (int i = 2; i <= 5; ++i) group.SubmitAsync(i, record(i));  // Returns at once.
+  EXPECT_EQ(group.queued(), 4u);
+  runner.release_.Notify();
+  {
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(
+        +[](std::vector<std::pair<int, int>>* d) { return d->size() == 5; }, &done));
+    EXPECT_THAT(done, ::testing::UnorderedElementsAre(Pair(1, 10), Pair(2, 20), Pair(3, 30),
+                                                      Pair(4, 40), Pair(5, 50)));
+  }
+  const auto batches = runner.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_THAT(batches[1], ::testing::UnorderedElementsAre(2, 3, 4, 5));
+}
+
+TEST(GroupCommitTest, ABlockedCallerCanLeadAsyncItems) {
+  Runner runner;
+  runner.hold_first_ = true;
+  common::ManualExecutor executor;  // Lead tasks only run when the test says so.
+  GroupCommit<int, int> group(
+      1, 8, [&](const std::vector<const int*>& items) { return runner(items); }, &executor);
+  std::thread first([&] { EXPECT_EQ(*group.Submit(1), 10); });
+  runner.entered_.WaitForNotification();
+  int async_result = 0;
+  group.SubmitAsync(2, [&](absl::StatusOr<int> result) { async_result = *result; });
+  EXPECT_EQ(executor.queued(), 0u);  // A batch is in flight: no lead task yet.
+  std::thread second([&] { EXPECT_EQ(*group.Submit(3), 30); });
+  while (group.queued() < 2) std::this_thread::yield();
+  runner.release_.Notify();
+  first.join();
+  second.join();
+  // The blocked caller 3 led the batch {2, 3}, or a lead task is waiting for it.
+  executor.RunAll();
+  EXPECT_EQ(async_result, 20);
+  EXPECT_EQ(group.queued(), 0u);
 }
 
 TEST(GroupCommitTest, AWrongResultCountFailsTheBatchsCallers) {
