@@ -30,6 +30,10 @@ class NullStore final : public WakeStore {
   absl::StatusOr<UpsertResult> UpsertRegistration(const sync::Registration&) override {
     return absl::UnimplementedError("");
   }
+  void UpsertRegistrationAsync(const sync::Registration&,
+                               std::function<void(absl::StatusOr<UpsertResult>)> done) override {
+    done(absl::UnimplementedError(""));
+  }
   absl::StatusOr<DeleteResult> DeleteRegistrations(const UnregisterSelector&) override {
     return absl::UnimplementedError("");
   }
@@ -37,6 +41,10 @@ class NullStore final : public WakeStore {
     PersistResult result;
     result.wakes.resize(drafts.size());
     return result;
+  }
+  void PersistWakesAsync(const std::vector<WakeDraft>& drafts,
+                         std::function<void(absl::StatusOr<PersistResult>)> done) override {
+    done(PersistWakes(drafts));
   }
   absl::StatusOr<ClaimResult> ClaimWakes(const std::string&, const std::string&,
                                          const std::string&, const std::string&,

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/logging.h"
 
 namespace wake::registry {
@@ -64,8 +65,35 @@ Evaluator::~Evaluator() {
   mu_.Await(absl::Condition(&idle));
 }
 
+namespace {
+
+// Runs an async evaluation and waits for its result.
+template <typename Start>
+absl::StatusOr<EvaluationResult> Wait(Start start) {
+  absl::Notification finished;
+  absl::StatusOr<EvaluationResult> result;
+  start([&](absl::StatusOr<EvaluationResult> r) {
+    result = std::move(r);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return result;
+}
+
+}  // namespace
+
 absl::StatusOr<EvaluationResult> Evaluator::EvaluateRunFinished(
     const v1::EvaluateRunFinishedRequest& request) {
+  return Wait([&](Done done) { EvaluateRunFinishedAsync(request, std::move(done)); });
+}
+
+absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
+    const v1::EvaluateChangeRequest& request) {
+  return Wait([&](Done done) { EvaluateChangeAsync(request, std::move(done)); });
+}
+
+void Evaluator::EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request,
+                                         Done done) {
   SourceEvent event;
   event.run_finished = true;
   event.collection = "runs";
@@ -73,24 +101,29 @@ absl::StatusOr<EvaluationResult> Evaluator::EvaluateRunFinished(
   // Most events match nothing: build the wake's parts only for a match.
   const std::vector<sync::Registration> matched =
       Match(request.tenant_id(), request.source_url(), event);
-  if (matched.empty()) return EvaluationResult();
+  if (matched.empty()) {
+    done(EvaluationResult());
+    return;
+  }
   v1::WakeChange change;
   change.set_collection("runs");
   change.set_kind(v1::UPDATE);
   change.set_key(request.run_key());
   if (request.has_value()) *change.mutable_value() = request.value();
-  return Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.run_key()),
-                 change, request.status());
+  Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.run_key()), change,
+          request.status(), std::move(done));
 }
 
-absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
-    const v1::EvaluateChangeRequest& request) {
+void Evaluator::EvaluateChangeAsync(const v1::EvaluateChangeRequest& request, Done done) {
   SourceEvent event;
   event.collection = request.collection();
   event.op = static_cast<sync::ChangeOp>(static_cast<int>(request.op()));
   const std::vector<sync::Registration> matched =
       Match(request.tenant_id(), request.source_url(), event);
-  if (matched.empty()) return EvaluationResult();
+  if (matched.empty()) {
+    done(EvaluationResult());
+    return;
+  }
   v1::WakeChange change;
   change.set_collection(request.collection());
   change.set_kind(request.op());
@@ -100,8 +133,8 @@ absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
   if (request.collection() == "inbox" && request.has_inbox()) {
     *change.mutable_inbox() = request.inbox();
   }
-  return Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.key()),
-                 change, v1::RUN_STATUS_UNSPECIFIED);
+  Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.key()), change,
+          v1::RUN_STATUS_UNSPECIFIED, std::move(done));
 }
 
 WakeDraft Evaluator::DraftFor(const sync::Registration& registration, std::string event_key,
@@ -133,9 +166,9 @@ std::vector<sync::Registration> Evaluator::Match(const std::string& tenant,
   return matched;
 }
 
-absl::StatusOr<EvaluationResult> Evaluator::Deliver(
-    const std::vector<sync::Registration>& matched, const SourceEvent& event,
-    const std::string& event_key, const v1::WakeChange& change, v1::RunStatus run_status) {
+void Evaluator::Deliver(const std::vector<sync::Registration>& matched, const SourceEvent& event,
+                        const std::string& event_key, const v1::WakeChange& change,
+                        v1::RunStatus run_status, Done done) {
   EvaluationResult result;
   std::vector<WakeDraft> drafts;
   for (const sync::Registration& registration : matched) {
@@ -164,11 +197,22 @@ absl::StatusOr<EvaluationResult> Evaluator::Deliver(
     RearmLocked();
     ++result.debounced;
   }
-  if (drafts.empty()) return result;
-  absl::StatusOr<PersistResult> persisted = store_.PersistWakes(drafts);
-  if (!persisted.ok()) return persisted.status();
-  result.wakes = std::move(persisted->wakes);
-  return result;
+  if (drafts.empty()) {
+    done(std::move(result));
+    return;
+  }
+  store_.PersistWakesAsync(
+      drafts, [debounced = result.debounced,
+               done = std::move(done)](absl::StatusOr<PersistResult> persisted) {
+        if (!persisted.ok()) {
+          done(persisted.status());
+          return;
+        }
+        EvaluationResult result;
+        result.debounced = debounced;
+        result.wakes = std::move(persisted->wakes);
+        done(std::move(result));
+      });
 }
 
 void Evaluator::OnCollectionEvent(const sync::CollectionEvent& event) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -54,6 +55,13 @@ class Evaluator {
       const v1::EvaluateRunFinishedRequest& request);
   absl::StatusOr<EvaluationResult> EvaluateChange(const v1::EvaluateChangeRequest& request);
 
+  // The same without waiting for the wakes' shared write: `done` runs once,
+  // on the caller's thread or on the store's batch thread. The caller's
+  // thread may block on the database (gated wakes), so not a gRPC thread.
+  using Done = std::function<void(absl::StatusOr<EvaluationResult>)>;
+  void EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request, Done done);
+  void EvaluateChangeAsync(const v1::EvaluateChangeRequest& request, Done done);
+
   // For tests and health.
   size_t ArmedTimeouts();
   size_t DebounceBuffers();
@@ -76,10 +84,9 @@ class Evaluator {
   std::vector<sync::Registration> Match(const std::string& tenant, const std::string& source_url,
                                         const SourceEvent& event);
   // Persists (or buffers, when debounced) one wake per matched registration.
-  absl::StatusOr<EvaluationResult> Deliver(const std::vector<sync::Registration>& matched,
-                                           const SourceEvent& event, const std::string& event_key,
-                                           const v1::WakeChange& change,
-                                           v1::RunStatus run_status);
+  void Deliver(const std::vector<sync::Registration>& matched, const SourceEvent& event,
+               const std::string& event_key, const v1::WakeChange& change,
+               v1::RunStatus run_status, Done done);
   WakeDraft DraftFor(const sync::Registration& registration, std::string event_key,
                      std::vector<v1::WakeChange> changes, v1::RunStatus run_status) const;
   void OnCollectionEvent(const sync::CollectionEvent& event);

@@ -84,8 +84,8 @@ int Run(int argc, char** argv) {
     common::LogInfo("migrations_done", {{"applied", *applied}});
   }
 
-  PostgresWakeStore store(config->database_url, config->db_pool_size);
-  sync::RegistrationCollection collection(time);
+  PostgresWakeStore store(config->database_url, config->db_pool_size, *rpc_executor);
+  sync::RegistrationCollection collection(time, rpc_executor.get());
   ChangeFeed feed(collection);
   absl::StatusOr<sync::SyncSourcePtr> source = MakeSyncSource(*config, time);
   if (!source.ok()) {
@@ -118,8 +118,10 @@ int Run(int argc, char** argv) {
   common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
   common::SetServing(*server->server, kHealthNames, false);
   stop_server();
-  rpc_executor.reset();  // Finishes calls already handed to it.
+  // The sync source first: until it stops, it may hand confirmed writes to
+  // the RPC executor, which then finishes the calls already handed to it.
   (*source)->Stop();
+  rpc_executor.reset();
   core.reset();
   evaluator.reset();
   deferred_executor.reset();

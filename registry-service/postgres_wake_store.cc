@@ -260,16 +260,19 @@ absl::StatusOr<v1::WakeMessage> WakeMessageFromJson(const std::string& json) {
   return message;
 }
 
-PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_size)
+PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_size,
+                                     common::Executor& executor)
     : pool_(database_url, pool_size, absl::Seconds(5), Prepare),
-      upserts_(kBatchesInFlight, kMaxBatch,
-               [this](const std::vector<const sync::Registration*>& rows) {
-                 return UpsertBatch(rows);
-               }),
-      persists_(kBatchesInFlight, kMaxBatch,
-                [this](const std::vector<const std::vector<WakeDraft>*>& calls) {
-                  return PersistBatch(calls);
-                }) {}
+      upserts_(
+          kBatchesInFlight, kMaxBatch,
+          [this](const std::vector<const sync::Registration*>& rows) { return UpsertBatch(rows); },
+          &executor),
+      persists_(
+          kBatchesInFlight, kMaxBatch,
+          [this](const std::vector<const std::vector<WakeDraft>*>& calls) {
+            return PersistBatch(calls);
+          },
+          &executor) {}
 
 PostgresWakeStore::~PostgresWakeStore() {
   const auto [upsert_batches, upserts] = upserts_.Stats();
@@ -281,6 +284,11 @@ PostgresWakeStore::~PostgresWakeStore() {
 
 absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertRegistration(const sync::Registration& row) {
   return upserts_.Submit(row);
+}
+
+void PostgresWakeStore::UpsertRegistrationAsync(
+    const sync::Registration& row, std::function<void(absl::StatusOr<UpsertResult>)> done) {
+  upserts_.SubmitAsync(row, std::move(done));
 }
 
 absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertAlone(const sync::Registration& row) {
@@ -428,6 +436,22 @@ absl::StatusOr<PersistResult> PostgresWakeStore::PersistWakes(
     }
   }
   return persists_.Submit(drafts);
+}
+
+void PostgresWakeStore::PersistWakesAsync(
+    const std::vector<WakeDraft>& drafts,
+    std::function<void(absl::StatusOr<PersistResult>)> done) {
+  for (const WakeDraft& draft : drafts) {
+    if (draft.delete_registration || draft.consume_timeout || draft.require_timeout_unconsumed) {
+      done(PersistAlone(drafts));  // Gated: its own statement, on the caller's thread.
+      return;
+    }
+  }
+  if (drafts.empty()) {
+    done(PersistResult());
+    return;
+  }
+  persists_.SubmitAsync(drafts, std::move(done));
 }
 
 namespace {

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "common/executor.h"
 #include "common/postgres.h"
 #include "registry-service/group_commit.h"
 #include "registry-service/wake_store.h"
@@ -14,12 +15,17 @@ namespace wake::registry {
 
 class PostgresWakeStore final : public WakeStore {
  public:
-  PostgresWakeStore(const std::string& database_url, int pool_size);
+  // `executor` runs the batches of the *Async callers.
+  PostgresWakeStore(const std::string& database_url, int pool_size, common::Executor& executor);
   ~PostgresWakeStore() override;
 
   absl::StatusOr<UpsertResult> UpsertRegistration(const sync::Registration& row) override;
+  void UpsertRegistrationAsync(const sync::Registration& row,
+                               std::function<void(absl::StatusOr<UpsertResult>)> done) override;
   absl::StatusOr<DeleteResult> DeleteRegistrations(const UnregisterSelector& selector) override;
   absl::StatusOr<PersistResult> PersistWakes(const std::vector<WakeDraft>& drafts) override;
+  void PersistWakesAsync(const std::vector<WakeDraft>& drafts,
+                         std::function<void(absl::StatusOr<PersistResult>)> done) override;
   absl::StatusOr<ClaimResult> ClaimWakes(const std::string& tenant_id, const std::string& stream,
                                          const std::string& runner_id,
                                          const std::string& session_id,

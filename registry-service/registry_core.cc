@@ -1,6 +1,7 @@
 #include "registry-service/registry_core.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/logging.h"
 #include "common/status_util.h"
 #include "registry-service/conversions.h"
@@ -79,31 +80,62 @@ bool RegistryCore::NoCandidates(const std::string& tenant, const std::string& so
 
 absl::StatusOr<v1::RegisterWakeResponse> RegistryCore::RegisterWake(
     const v1::RegisterWakeRequest& request) {
-  const sync::Registration row = FromRequest(request);
-  const auto mutation = collection_.BeginUpsert(row);
-  absl::StatusOr<UpsertResult> result = store_.UpsertRegistration(row);
-  if (!result.ok()) {
-    collection_.Rollback(mutation);
-    return result.status();
-  }
-  collection_.Commit(mutation, result->row, result->txid);
-  v1::RegisterWakeResponse response;
-  bool confirmed = true;
-  if (result->txid != 0) {
-    confirmed = collection_.AwaitTxid(result->txid, options_.write_confirm_timeout);
-  } else if (!collection_.Get(result->row.id).has_value()) {
-    // It existed already but this replica has not seen it yet: catch up.
-    confirmed = Barrier().ok();
-  }
+  absl::Notification finished;
+  absl::StatusOr<v1::RegisterWakeResponse> response;
+  RegisterWakeAsync(request, [&](absl::StatusOr<v1::RegisterWakeResponse> result) {
+    response = std::move(result);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return response;
+}
+
+namespace {
+
+v1::RegisterWakeResponse RegisterResponse(const UpsertResult& result, bool confirmed) {
   if (!confirmed) {
-    common::LogWarn("write_unconfirmed", {{"txid", result->txid},
-                                          {"registration_id", result->row.id}});
+    common::LogWarn("write_unconfirmed", {{"txid", result.txid},
+                                          {"registration_id", result.row.id}});
   }
-  ToProto(result->row, response.mutable_registration());
-  response.set_created(result->created);
-  response.set_txid(result->txid);
+  v1::RegisterWakeResponse response;
+  ToProto(result.row, response.mutable_registration());
+  response.set_created(result.created);
+  response.set_txid(result.txid);
   response.set_confirmed(confirmed);
   return response;
+}
+
+}  // namespace
+
+void RegistryCore::RegisterWakeAsync(const v1::RegisterWakeRequest& request,
+                                     RegisterDone done) {
+  const sync::Registration row = FromRequest(request);
+  const auto mutation = collection_.BeginUpsert(row);
+  store_.UpsertRegistrationAsync(
+      row, [this, mutation, done = std::move(done)](absl::StatusOr<UpsertResult> result) mutable {
+        if (!result.ok()) {
+          collection_.Rollback(mutation);
+          done(result.status());
+          return;
+        }
+        collection_.Commit(mutation, result->row, result->txid);
+        if (result->txid != 0) {
+          const int64_t txid = result->txid;
+          collection_.OnTxid(txid, options_.write_confirm_timeout,
+                             [result = *std::move(result), done = std::move(done)](
+                                 bool confirmed) { done(RegisterResponse(result, confirmed)); });
+          return;
+        }
+        if (collection_.Get(result->row.id).has_value()) {
+          done(RegisterResponse(*result, true));
+          return;
+        }
+        // It existed already but this replica has not seen it yet: catch up,
+        // off the store's thread (the barrier blocks).
+        executor_.Post([this, result = *std::move(result), done = std::move(done)] {
+          done(RegisterResponse(result, Barrier().ok()));
+        });
+      });
 }
 
 absl::StatusOr<v1::UnregisterWakesResponse> RegistryCore::UnregisterWakes(
@@ -158,30 +190,73 @@ absl::StatusOr<v1::UnregisterWakesResponse> RegistryCore::UnregisterWakes(
   return response;
 }
 
+namespace {
+
+template <typename Response>
+absl::StatusOr<Response> WaitFor(
+    const std::function<void(std::function<void(absl::StatusOr<Response>)>)>& start) {
+  absl::Notification finished;
+  absl::StatusOr<Response> response;
+  start([&](absl::StatusOr<Response> result) {
+    response = std::move(result);
+    finished.Notify();
+  });
+  finished.WaitForNotification();
+  return response;
+}
+
+// Evaluation results as the response `Response`.
+template <typename Response>
+Evaluator::Done Respond(RegistryCore::Done<Response> done) {
+  return [done = std::move(done)](absl::StatusOr<EvaluationResult> result) {
+    if (!result.ok()) {
+      done(result.status());
+      return;
+    }
+    Response response;
+    for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
+    response.set_debounced(result->debounced);
+    done(std::move(response));
+  };
+}
+
+}  // namespace
+
 absl::StatusOr<v1::EvaluateRunFinishedResponse> RegistryCore::EvaluateRunFinished(
     const v1::EvaluateRunFinishedRequest& request) {
-  if (Strong(request.consistency())) {
-    if (absl::Status s = Barrier(); !s.ok()) return s;
-  }
-  absl::StatusOr<EvaluationResult> result = evaluator_.EvaluateRunFinished(request);
-  if (!result.ok()) return result.status();
-  v1::EvaluateRunFinishedResponse response;
-  for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
-  response.set_debounced(result->debounced);
-  return response;
+  return WaitFor<v1::EvaluateRunFinishedResponse>(
+      [&](Done<v1::EvaluateRunFinishedResponse> done) {
+        EvaluateRunFinishedAsync(request, std::move(done));
+      });
 }
 
 absl::StatusOr<v1::EvaluateChangeResponse> RegistryCore::EvaluateChange(
     const v1::EvaluateChangeRequest& request) {
+  return WaitFor<v1::EvaluateChangeResponse>([&](Done<v1::EvaluateChangeResponse> done) {
+    EvaluateChangeAsync(request, std::move(done));
+  });
+}
+
+void RegistryCore::EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request,
+                                            Done<v1::EvaluateRunFinishedResponse> done) {
   if (Strong(request.consistency())) {
-    if (absl::Status s = Barrier(); !s.ok()) return s;
+    if (absl::Status s = Barrier(); !s.ok()) {
+      done(s);
+      return;
+    }
   }
-  absl::StatusOr<EvaluationResult> result = evaluator_.EvaluateChange(request);
-  if (!result.ok()) return result.status();
-  v1::EvaluateChangeResponse response;
-  for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
-  response.set_debounced(result->debounced);
-  return response;
+  evaluator_.EvaluateRunFinishedAsync(request, Respond(std::move(done)));
+}
+
+void RegistryCore::EvaluateChangeAsync(const v1::EvaluateChangeRequest& request,
+                                       Done<v1::EvaluateChangeResponse> done) {
+  if (Strong(request.consistency())) {
+    if (absl::Status s = Barrier(); !s.ok()) {
+      done(s);
+      return;
+    }
+  }
+  evaluator_.EvaluateChangeAsync(request, Respond(std::move(done)));
 }
 
 absl::StatusOr<v1::ListRegistrationsResponse> RegistryCore::ListRegistrations(

@@ -5,6 +5,7 @@
 // Requests are validated (validation.h) before they reach this class.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -42,12 +43,26 @@ class RegistryCore {
   absl::Status CheckTenant(const std::string& tenant) const;
 
   absl::StatusOr<v1::RegisterWakeResponse> RegisterWake(const v1::RegisterWakeRequest& request);
+  // RegisterWake without a parked thread: `done` runs once, usually on the
+  // sync source's thread when the txid shows up (on the store's thread when
+  // the write fails or needs no confirmation). `done` must not block.
+  using RegisterDone = std::function<void(absl::StatusOr<v1::RegisterWakeResponse>)>;
+  void RegisterWakeAsync(const v1::RegisterWakeRequest& request, RegisterDone done);
   absl::StatusOr<v1::UnregisterWakesResponse> UnregisterWakes(
       const v1::UnregisterWakesRequest& request);
   absl::StatusOr<v1::EvaluateRunFinishedResponse> EvaluateRunFinished(
       const v1::EvaluateRunFinishedRequest& request);
   absl::StatusOr<v1::EvaluateChangeResponse> EvaluateChange(
       const v1::EvaluateChangeRequest& request);
+  // The evaluations without waiting for the wakes' shared write: `done` runs
+  // once, on the caller's thread or the store's batch thread. The caller's
+  // thread blocks for the read barrier, so it must not be a gRPC thread.
+  template <typename Response>
+  using Done = std::function<void(absl::StatusOr<Response>)>;
+  void EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request,
+                                Done<v1::EvaluateRunFinishedResponse> done);
+  void EvaluateChangeAsync(const v1::EvaluateChangeRequest& request,
+                           Done<v1::EvaluateChangeResponse> done);
   absl::StatusOr<v1::ListRegistrationsResponse> ListRegistrations(
       const v1::ListRegistrationsRequest& request, int64_t after_id);
   absl::StatusOr<v1::ClaimWakesResponse> ClaimWakes(const v1::ClaimWakesRequest& request,

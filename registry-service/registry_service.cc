@@ -230,25 +230,49 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext
   });
 }
 
-namespace {
-
-// Evaluations at consistency LOCAL whose source has no registration answer on
-// the gRPC thread.
-template <typename Request>
-bool NothingCanMatchLocally(RegistryCore* core, const Request& request) {
-  return request.consistency() == v1::LOCAL &&
-         core->NoCandidates(request.tenant_id(), request.source_url());
+template <typename Request, typename Response, typename Validate, typename Start>
+grpc::ServerUnaryReactor* RegistryServiceImpl::ServeAsync(grpc::CallbackServerContext* context,
+                                                          const Request& request,
+                                                          Response* response, Validate validate,
+                                                          Start start) {
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  Request valid = request;
+  if (absl::Status s = validate(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (valid.consistency() == v1::LOCAL &&
+      core->NoCandidates(valid.tenant_id(), valid.source_url())) {
+    reactor->Finish(grpc::Status::OK);  // Nothing can match: answer on the gRPC thread.
+    return reactor;
+  }
+  executor_.Post([core, reactor, response, start = std::move(start), valid = std::move(valid)] {
+    start(core, valid, [reactor, response](absl::StatusOr<Response> result) {
+      if (result.ok()) *response = std::move(*result);
+      reactor->Finish(common::ToGrpcStatus(result.status()));
+    });
+  });
+  return reactor;
 }
 
-}  // namespace
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(
     grpc::CallbackServerContext* context, const v1::RegisterWakeRequest* request,
     v1::RegisterWakeResponse* response) {
-  return Serve(context, *request, response, ValidateRegisterWake,
-               [](RegistryCore* core, const v1::RegisterWakeRequest& valid) {
-                 return core->RegisterWake(valid);
-               });
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::RegisterWakeRequest valid = *request;
+  if (absl::Status s = ValidateRegisterWake(valid); !s.ok()) return Reject(context, s);
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  // No thread waits for the write: the group commit's batch runner and then
+  // the sync stream (which confirms the txid) finish the call.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  core->RegisterWakeAsync(valid,
+                          [reactor, response](absl::StatusOr<v1::RegisterWakeResponse> result) {
+                            if (result.ok()) *response = std::move(*result);
+                            reactor->Finish(common::ToGrpcStatus(result.status()));
+                          });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
@@ -263,23 +287,23 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
 grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
     grpc::CallbackServerContext* context, const v1::EvaluateRunFinishedRequest* request,
     v1::EvaluateRunFinishedResponse* response) {
-  return Serve(
-      context, *request, response, ValidateEvaluateRunFinished,
-      [](RegistryCore* core, const v1::EvaluateRunFinishedRequest& valid) {
-        return core->EvaluateRunFinished(valid);
-      },
-      NothingCanMatchLocally<v1::EvaluateRunFinishedRequest>);
+  // The worker waits for the read barrier only; the wakes' group commit
+  // finishes the call.
+  return ServeAsync(context, *request, response, ValidateEvaluateRunFinished,
+                    [](RegistryCore* core, const v1::EvaluateRunFinishedRequest& valid,
+                       RegistryCore::Done<v1::EvaluateRunFinishedResponse> done) {
+                      core->EvaluateRunFinishedAsync(valid, std::move(done));
+                    });
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
     grpc::CallbackServerContext* context, const v1::EvaluateChangeRequest* request,
     v1::EvaluateChangeResponse* response) {
-  return Serve(
-      context, *request, response, ValidateEvaluateChange,
-      [](RegistryCore* core, const v1::EvaluateChangeRequest& valid) {
-        return core->EvaluateChange(valid);
-      },
-      NothingCanMatchLocally<v1::EvaluateChangeRequest>);
+  return ServeAsync(context, *request, response, ValidateEvaluateChange,
+                    [](RegistryCore* core, const v1::EvaluateChangeRequest& valid,
+                       RegistryCore::Done<v1::EvaluateChangeResponse> done) {
+                      core->EvaluateChangeAsync(valid, std::move(done));
+                    });
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(

@@ -70,6 +70,12 @@ class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
     return Serve(context, request, response, validate, call,
                  [](RegistryCore*, const Request&) { return false; });
   }
+  // Serve for calls that finish themselves: `start(core, request, done)` runs
+  // on the executor and calls `done` once, on whatever thread has the result.
+  template <typename Request, typename Response, typename Validate, typename Start>
+  grpc::ServerUnaryReactor* ServeAsync(grpc::CallbackServerContext* context,
+                                       const Request& request, Response* response,
+                                       Validate validate, Start start);
   static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
                                           const absl::Status& status);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -92,11 +93,23 @@ class WakeStore {
   // existing one. UNAVAILABLE when the database is unreachable.
   virtual absl::StatusOr<UpsertResult> UpsertRegistration(const sync::Registration& row) = 0;
 
+  // UpsertRegistration without blocking the caller: `done` runs once with
+  // the result, on a thread of the store's choosing (possibly the caller's).
+  virtual void UpsertRegistrationAsync(
+      const sync::Registration& row,
+      std::function<void(absl::StatusOr<UpsertResult>)> done) = 0;
+
   virtual absl::StatusOr<DeleteResult> DeleteRegistrations(const UnregisterSelector& selector) = 0;
 
   // Persists the drafts in one transaction (idempotent per tenant,
   // registration and source event key).
   virtual absl::StatusOr<PersistResult> PersistWakes(const std::vector<WakeDraft>& drafts) = 0;
+
+  // PersistWakes without waiting for a shared batch: `done` runs once with
+  // the result, on a thread of the store's choosing (possibly the caller's,
+  // which may then block on the database).
+  virtual void PersistWakesAsync(const std::vector<WakeDraft>& drafts,
+                                 std::function<void(absl::StatusOr<PersistResult>)> done) = 0;
 
   // Claims every pending wake of the stream (and wakes of an expired claim).
   virtual absl::StatusOr<ClaimResult> ClaimWakes(const std::string& tenant_id,

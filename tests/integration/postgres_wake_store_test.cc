@@ -12,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "common/executor.h"
 #include "registry-service/migrations.h"
 #include "tests/support/test_database.h"
 
@@ -66,10 +67,11 @@ class PostgresWakeStoreTest : public ::testing::Test {
     db_ = std::move(*db);
     pqxx::connection connection(db_->url());
     ASSERT_TRUE(ApplyMigrations(connection).ok());
-    store_ = std::make_unique<PostgresWakeStore>(db_->url(), 16);
+    store_ = std::make_unique<PostgresWakeStore>(db_->url(), 16, executor_);
   }
 
   std::unique_ptr<testing::TestDatabase> db_;
+  common::ThreadPoolExecutor executor_{4};
   std::unique_ptr<PostgresWakeStore> store_;
 };
 

@@ -10,10 +10,20 @@ class MockWakeStore : public WakeStore {
  public:
   MOCK_METHOD(absl::StatusOr<UpsertResult>, UpsertRegistration, (const sync::Registration&),
               (override));
+  // Answers at once through the UpsertRegistration expectation.
+  void UpsertRegistrationAsync(const sync::Registration& row,
+                               std::function<void(absl::StatusOr<UpsertResult>)> done) override {
+    done(UpsertRegistration(row));
+  }
   MOCK_METHOD(absl::StatusOr<DeleteResult>, DeleteRegistrations, (const UnregisterSelector&),
               (override));
   MOCK_METHOD(absl::StatusOr<PersistResult>, PersistWakes, (const std::vector<WakeDraft>&),
               (override));
+  // Answers at once through the PersistWakes expectation.
+  void PersistWakesAsync(const std::vector<WakeDraft>& drafts,
+                         std::function<void(absl::StatusOr<PersistResult>)> done) override {
+    done(PersistWakes(drafts));
+  }
   MOCK_METHOD(absl::StatusOr<ClaimResult>, ClaimWakes,
               (const std::string&, const std::string&, const std::string&, const std::string&,
                absl::Duration),
