@@ -143,7 +143,9 @@ void RegistrationCollection::OnBatch(SyncBatch batch) {
       TakeSeenCallbacksLocked(batch.txids, &confirmed);
     }
   }
-  // Writers first: their callers wait, the listeners do not.
+  // Listeners first: a caller told its write is confirmed must find it in
+  // the change feed too (a SubscribeChanges from "-1" right after it).
+  Notify(events);
   if (!confirmed.empty()) {
     if (callbacks_ != nullptr) {
       callbacks_->Post([confirmed = std::move(confirmed)] {
@@ -153,7 +155,6 @@ void RegistrationCollection::OnBatch(SyncBatch batch) {
       for (auto& done : confirmed) done(true);
     }
   }
-  Notify(events);
 }
 
 void RegistrationCollection::OnUpToDate() {
