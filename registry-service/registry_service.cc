@@ -25,8 +25,8 @@ v1::ChangeEvent Control(v1::ControlKind kind, const std::string& offset) {
 }
 
 // Streams one subscriber: snapshot (for "-1"), then the feed from its cursor,
-// with UP_TO_DATE whenever it has caught up. Writes one event at a time
-// (buffered while more are queued); the feed pokes it when new entries arrive.
+// with UP_TO_DATE whenever it has caught up. Writes one event at a time;
+// the feed pokes it when new entries arrive.
 class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
  public:
   SubscribeReactor(ChangeFeed& feed, sync::RegistrationCollection& collection,
@@ -154,10 +154,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     current_ = std::move(queue_.front());
     queue_.pop_front();
     writing_ = true;
-    // More already queued (a transaction's wakes, a snapshot): let gRPC
-    // coalesce them into one send; the last one queued flushes.
-    StartWrite(&current_, queue_.empty() ? grpc::WriteOptions()
-                                         : grpc::WriteOptions().set_buffer_hint());
+    StartWrite(&current_);
   }
 
   ChangeFeed& feed_;
