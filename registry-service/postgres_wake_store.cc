@@ -148,30 +148,56 @@ void Prepare(pqxx::connection& c) {
                 kTxid,
                 " FROM input i JOIN inserted r USING (tenant_id, registration_id, "
                 "source_event_key)"));
-  c.prepare("take_stream",
-            "INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, session_id, "
-            "lease_expires_at) VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond') "
+  // A claim in one statement (one round trip, autocommit). `pending` looks for
+  // any wake of the stream; only then is the claim row inserted, or taken over
+  // when its lease has expired (the primary key arbitrates between claimers);
+  // only when the row was taken are the stream's wakes marked with the token.
+  // Exactly one row comes back: the claimed wake's columns (NULL when none),
+  // whether the stream had wakes, and the lease (NULL when a live claim won).
+  c.prepare("claim_stream",
+            "WITH pending AS (SELECT EXISTS (SELECT 1 FROM wakes WHERE tenant_id = $1 AND "
+            "stream = $2) AS has_wakes), "
+            "taken AS (INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, "
+            "session_id, lease_expires_at) SELECT $1, $2, $3, $4, $5, "
+            "now() + $6 * interval '1 millisecond' FROM pending WHERE pending.has_wakes "
             "ON CONFLICT (tenant_id, stream) DO UPDATE SET claim_token = EXCLUDED.claim_token, "
             "runner_id = EXCLUDED.runner_id, session_id = EXCLUDED.session_id, claimed_at = now(), "
             "lease_expires_at = EXCLUDED.lease_expires_at "
             "WHERE stream_claims.lease_expires_at <= now() "
-            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint");
-  c.prepare("claim_wakes",
-            absl::StrCat("UPDATE wakes SET claim_token = $3, claimed_at = now() WHERE "
-                         "tenant_id = $1 AND stream = $2 RETURNING ",
-                         kWakeColumns));
-  c.prepare("end_claim",
-            "DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND claim_token = $3 "
-            "RETURNING 1");
-  c.prepare("delete_acked",
-            "DELETE FROM wakes WHERE claim_token = $1 AND "
-            "(cardinality($2::bigint[]) = 0 OR id = ANY($2::bigint[])) RETURNING id");
-  c.prepare("unclaim",
-            "UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE claim_token = $1 "
-            "RETURNING id");
-  c.prepare("pending_exists",
-            "SELECT EXISTS (SELECT 1 FROM wakes WHERE tenant_id = $1 AND stream = $2 AND "
-            "claim_token IS NULL)");
+            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint AS lease), "
+            "claimed AS (UPDATE wakes SET claim_token = $3, claimed_at = now() WHERE "
+            "tenant_id = $1 AND stream = $2 AND EXISTS (SELECT 1 FROM taken) RETURNING id, "
+            "tenant_id, stream, registration_id, source_event_key, message::text AS message, "
+            "run_finished_status, include_response, "
+            "(extract(epoch from created_at) * 1000000)::bigint AS created_micros) "
+            "SELECT claimed.*, pending.has_wakes, taken.lease FROM pending LEFT JOIN taken ON true "
+            "LEFT JOIN claimed ON true");
+  // Undoes a claim row that found its wakes gone (acked by a claim that ended
+  // between the statement's snapshot and its row lock).
+  c.prepare("drop_empty_claim",
+            "DELETE FROM stream_claims WHERE claim_token = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM wakes WHERE claim_token = $1)");
+  // An ack in one statement: ends the live claim, deletes the acked wakes (all
+  // of the claim's when the list is empty), returns the claim's other wakes to
+  // pending, and reports whether the stream has pending wakes left. The two
+  // wake sub-statements touch disjoint rows (ids in the list, ids not in it).
+  c.prepare("ack_claim",
+            "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
+            "claim_token = $3 RETURNING 1), "
+            "acked AS (DELETE FROM wakes WHERE claim_token = $3 AND EXISTS (SELECT 1 FROM ended) "
+            "AND (cardinality($4::bigint[]) = 0 OR id = ANY($4::bigint[])) RETURNING id), "
+            "unclaimed AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
+            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) AND "
+            "cardinality($4::bigint[]) > 0 AND NOT (id = ANY($4::bigint[])) RETURNING id) "
+            "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM acked), "
+            "EXISTS (SELECT 1 FROM unclaimed) OR EXISTS (SELECT 1 FROM wakes WHERE "
+            "tenant_id = $1 AND stream = $2 AND claim_token IS NULL)");
+  c.prepare("release_claim",
+            "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
+            "claim_token = $3 RETURNING 1), "
+            "released AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
+            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) RETURNING id) "
+            "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM released)");
   c.prepare("extend_claim",
             "UPDATE stream_claims SET lease_expires_at = now() + $4 * interval '1 millisecond' "
             "WHERE tenant_id = $1 AND stream = $2 AND claim_token = $3 "
@@ -570,30 +596,35 @@ absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& ten
   ClaimResult result;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     result = ClaimResult();
-    pqxx::work tx(c);
+    pqxx::nontransaction tx(c);  // One statement: autocommit saves two round trips.
     const std::string token = NewClaimToken();
-    pqxx::result taken = tx.exec_prepared("take_stream", tenant_id, stream, token, runner_id,
-                                          session_id, LeaseMillis(lease));
-    if (taken.empty()) {
-      result.status = v1::ALREADY_CLAIMED;
-      return absl::OkStatus();  // The work rolls back: nothing changed.
-    }
-    pqxx::result rows = tx.exec_prepared("claim_wakes", tenant_id, stream, token);
-    if (rows.empty()) {
+    pqxx::result rows = tx.exec_prepared("claim_stream", tenant_id, stream, token, runner_id,
+                                         session_id, LeaseMillis(lease));
+    constexpr int kHasWakes = 9;
+    constexpr int kLease = 10;
+    if (rows.empty() || !rows[0][kHasWakes].as<bool>()) {
       result.status = v1::NOTHING_PENDING;
-      return absl::OkStatus();  // Rolled back: no claim row is left behind.
+      return absl::OkStatus();
+    }
+    if (rows[0][kLease].is_null()) {
+      result.status = v1::ALREADY_CLAIMED;
+      return absl::OkStatus();
+    }
+    if (rows[0][0].is_null()) {
+      tx.exec_prepared("drop_empty_claim", token);
+      result.status = v1::NOTHING_PENDING;
+      return absl::OkStatus();
     }
     for (const auto& row : rows) {
       absl::StatusOr<v1::Wake> wake = RowToWake(row);
       if (!wake.ok()) return wake.status();
       result.wakes.push_back(std::move(*wake));
     }
-    tx.commit();
     std::sort(result.wakes.begin(), result.wakes.end(),
               [](const v1::Wake& a, const v1::Wake& b) { return a.id() < b.id(); });
     result.status = v1::CLAIMED;
     result.claim_token = token;
-    result.lease_expires_at = FromMicros(taken[0][0].as<int64_t>());
+    result.lease_expires_at = FromMicros(rows[0][kLease].as<int64_t>());
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -604,19 +635,15 @@ absl::StatusOr<AckResult> PostgresWakeStore::AckWakes(const ClaimKey& claim,
                                                       const std::vector<int64_t>& wake_ids) {
   AckResult result;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    pqxx::work tx(c);
-    if (tx.exec_prepared("end_claim", claim.tenant_id, claim.stream, claim.claim_token).empty()) {
+    pqxx::nontransaction tx(c);  // One statement.
+    pqxx::row row = tx.exec_prepared1("ack_claim", claim.tenant_id, claim.stream,
+                                      claim.claim_token, ArrayLiteral(wake_ids));
+    if (!row[0].as<bool>()) {
       return absl::FailedPreconditionError(
           "claim_token: the claim is not live (expired and taken over, acked or released)");
     }
-    result.acked =
-        static_cast<int64_t>(tx.exec_prepared("delete_acked", claim.claim_token,
-                                              ArrayLiteral(wake_ids))
-                                 .size());
-    tx.exec_prepared("unclaim", claim.claim_token);
-    result.more_pending =
-        tx.exec_prepared("pending_exists", claim.tenant_id, claim.stream)[0][0].as<bool>();
-    tx.commit();
+    result.acked = row[1].as<int64_t>();
+    result.more_pending = row[2].as<bool>();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -650,13 +677,14 @@ absl::StatusOr<std::vector<ExtendResult>> PostgresWakeStore::ExtendClaims(
 absl::StatusOr<int64_t> PostgresWakeStore::ReleaseClaim(const ClaimKey& claim) {
   int64_t released = 0;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    pqxx::work tx(c);
-    if (tx.exec_prepared("end_claim", claim.tenant_id, claim.stream, claim.claim_token).empty()) {
+    pqxx::nontransaction tx(c);  // One statement.
+    pqxx::row row =
+        tx.exec_prepared1("release_claim", claim.tenant_id, claim.stream, claim.claim_token);
+    if (!row[0].as<bool>()) {
       return absl::FailedPreconditionError(
           "claim_token: the claim is not live (expired and taken over, acked or released)");
     }
-    released = static_cast<int64_t>(tx.exec_prepared("unclaim", claim.claim_token).size());
-    tx.commit();
+    released = row[1].as<int64_t>();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

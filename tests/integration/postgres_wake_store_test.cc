@@ -191,5 +191,116 @@ TEST_F(PostgresWakeStoreTest, OneShotWakesStayGatedUnderConcurrency) {
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"), "0");
 }
 
+TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  // Nothing to claim yet, and no claim row is left behind.
+  absl::StatusOr<ClaimResult> empty = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->status, v1::NOTHING_PENDING);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+
+  ASSERT_TRUE(store_->PersistWakes({Draft(id, "a"), Draft(id, "b"), Draft(id, "c")}).ok());
+  absl::StatusOr<ClaimResult> claim = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(claim.ok()) << claim.status();
+  ASSERT_EQ(claim->status, v1::CLAIMED);
+  ASSERT_EQ(claim->wakes.size(), 3u);
+  EXPECT_LT(claim->wakes[0].id(), claim->wakes[1].id());
+  EXPECT_EQ(claim->wakes[0].source_event_key(), "a");
+  EXPECT_EQ(claim->wakes[0].message().source(), "/child \"quoted\" \\ and\ttab");
+  EXPECT_GT(claim->lease_expires_at, absl::Now() + absl::Seconds(20));
+  // A live claim wins over a second claimer; another stream is unaffected.
+  absl::StatusOr<ClaimResult> second = store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->status, v1::ALREADY_CLAIMED);
+  absl::StatusOr<ClaimResult> other = store_->ClaimWakes("t", "/other", "r2", "s", absl::Seconds(30));
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->status, v1::NOTHING_PENDING);
+
+  // A partial ack deletes the listed wakes, returns the rest to pending and
+  // ends the claim.
+  const ClaimKey key{"t", "/parent", claim->claim_token};
+  absl::StatusOr<AckResult> acked = store_->AckWakes(key, {claim->wakes[0].id()});
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->acked, 1);
+  EXPECT_TRUE(acked->more_pending);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes WHERE claim_token IS NULL"), "2");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+  // The ended claim can neither ack nor release again.
+  EXPECT_EQ(store_->AckWakes(key, {}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->ReleaseClaim(key).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // Release returns every wake of the claim.
+  absl::StatusOr<ClaimResult> again = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->status, v1::CLAIMED);
+  EXPECT_EQ(again->wakes.size(), 2u);
+  absl::StatusOr<int64_t> released = store_->ReleaseClaim({"t", "/parent", again->claim_token});
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(*released, 2);
+
+  // An empty ack list acks the whole claim; nothing is left.
+  absl::StatusOr<ClaimResult> last = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(last.ok());
+  ASSERT_EQ(last->status, v1::CLAIMED);
+  absl::StatusOr<AckResult> all = store_->AckWakes({"t", "/parent", last->claim_token}, {});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->acked, 2);
+  EXPECT_FALSE(all->more_pending);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "0");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+}
+
+TEST_F(PostgresWakeStoreTest, ExpiredClaimIsTakenOverAndItsTokenDies) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  ASSERT_TRUE(store_->PersistWakes({Draft(registration->row.id, "a")}).ok());
+  absl::StatusOr<ClaimResult> first = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->status, v1::CLAIMED);
+  // The lease runs out (moved into the past rather than waited for).
+  ASSERT_EQ(db_->QueryValue("UPDATE stream_claims SET lease_expires_at = now() - interval '1 s' "
+                            "RETURNING 1"),
+            "1");
+  absl::StatusOr<ClaimResult> taken = store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
+  ASSERT_TRUE(taken.ok());
+  ASSERT_EQ(taken->status, v1::CLAIMED);
+  ASSERT_EQ(taken->wakes.size(), 1u);
+  EXPECT_EQ(store_->AckWakes({"t", "/parent", first->claim_token}, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "1");
+  absl::StatusOr<AckResult> acked = store_->AckWakes({"t", "/parent", taken->claim_token}, {});
+  ASSERT_TRUE(acked.ok());
+  EXPECT_EQ(acked->acked, 1);
+}
+
+TEST_F(PostgresWakeStoreTest, ConcurrentClaimersOfOneStreamGetOneClaim) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_TRUE(store_->PersistWakes({Draft(registration->row.id, absl::StrCat("e", round))}).ok());
+    std::atomic<int> claimed{0};
+    std::string token;
+    absl::Mutex mu;
+    InParallel(8, [&](int) {
+      absl::StatusOr<ClaimResult> result =
+          store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+      ASSERT_TRUE(result.ok()) << result.status();
+      if (result->status == v1::CLAIMED) {
+        ++claimed;
+        absl::MutexLock lock(&mu);
+        token = result->claim_token;
+      } else {
+        EXPECT_EQ(result->status, v1::ALREADY_CLAIMED);
+      }
+    });
+    ASSERT_EQ(claimed.load(), 1) << "round " << round;
+    absl::StatusOr<AckResult> acked = store_->AckWakes({"t", "/parent", token}, {});
+    ASSERT_TRUE(acked.ok());
+    EXPECT_EQ(acked->acked, 1);
+  }
+}
+
 }  // namespace
 }  // namespace wake::registry
