@@ -302,5 +302,77 @@ TEST_F(PostgresWakeStoreTest, ConcurrentClaimersOfOneStreamGetOneClaim) {
   }
 }
 
+TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeaning) {
+  constexpr int kStreams = 40;
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  std::vector<WakeDraft> drafts;
+  for (int i = 0; i < kStreams; ++i) {
+    for (const char* key : {"a", "b"}) {
+      WakeDraft draft = Draft(registration->row.id, absl::StrCat(i, key));
+      draft.stream = absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : "");
+      drafts.push_back(draft);
+    }
+  }
+  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
+  auto stream = [](int i) { return absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : ""); };
+  // Every stream claimed once, plus streams 0..9 a second time and a stream
+  // with nothing pending: all at once, so batches hold several of each.
+  std::vector<absl::StatusOr<ClaimResult>> claims(kStreams + 11, absl::UnknownError("not run"));
+  InParallel(kStreams + 11, [&](int i) {
+    const std::string name = i < kStreams ? stream(i) : i < kStreams + 10 ? stream(i - kStreams)
+                                                                         : "/empty";
+    claims[i] = store_->ClaimWakes("t", name, "r", "s", absl::Seconds(30));
+  });
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_TRUE(claims[i].ok()) << claims[i].status();
+    ASSERT_TRUE(i >= 10 || claims[kStreams + i].ok());
+    // Of the two claimers of streams 0..9 exactly one wins.
+    const absl::StatusOr<ClaimResult>* winner = &claims[i];
+    if (i < 10) {
+      const v1::ClaimStatus a = claims[i]->status;
+      const v1::ClaimStatus b = claims[kStreams + i]->status;
+      EXPECT_TRUE((a == v1::CLAIMED && b == v1::ALREADY_CLAIMED) ||
+                  (a == v1::ALREADY_CLAIMED && b == v1::CLAIMED))
+          << i << ": " << a << " " << b;
+      if (b == v1::CLAIMED) winner = &claims[kStreams + i];
+    }
+    ASSERT_EQ((*winner)->status, v1::CLAIMED) << i;
+    ASSERT_EQ((*winner)->wakes.size(), 2u) << i;
+    EXPECT_EQ((*winner)->wakes[0].stream(), stream(i));
+    EXPECT_EQ((*winner)->wakes[0].source_event_key(), absl::StrCat(i, "a"));
+    EXPECT_EQ((*winner)->wakes[1].source_event_key(), absl::StrCat(i, "b"));
+    if (winner != &claims[i]) std::swap(claims[i], claims[kStreams + i]);
+  }
+  ASSERT_TRUE(claims[kStreams + 10].ok());
+  EXPECT_EQ(claims[kStreams + 10]->status, v1::NOTHING_PENDING);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), absl::StrCat(kStreams));
+
+  // Even streams ack everything, odd ones only their first wake; stream 1's
+  // claim is acked twice at once (one of the two finds it no longer live).
+  std::vector<absl::StatusOr<AckResult>> acks(kStreams + 1, absl::UnknownError("not run"));
+  InParallel(kStreams + 1, [&](int i) {
+    const int s = i < kStreams ? i : 1;
+    const ClaimResult& claim = *claims[s];
+    std::vector<int64_t> ids;
+    if (s % 2 == 1) ids.push_back(claim.wakes[0].id());
+    acks[i] = store_->AckWakes({"t", stream(s), claim.claim_token}, ids);
+  });
+  for (int i = 0; i < kStreams; ++i) {
+    if (i == 1) continue;
+    ASSERT_TRUE(acks[i].ok()) << i << ": " << acks[i].status();
+    EXPECT_EQ(acks[i]->acked, i % 2 == 0 ? 2 : 1) << i;
+    EXPECT_EQ(acks[i]->more_pending, i % 2 == 1) << i;
+  }
+  EXPECT_NE(acks[1].ok(), acks[kStreams].ok());
+  const absl::StatusOr<AckResult>& failed = acks[1].ok() ? acks[kStreams] : acks[1];
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes WHERE claim_token IS NULL"),
+            absl::StrCat(kStreams / 2));
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), absl::StrCat(kStreams / 2));
+  EXPECT_EQ(store_->failed_batches(), 0);
+}
+
 }  // namespace
 }  // namespace wake::registry
