@@ -178,8 +178,9 @@ void Prepare(pqxx::connection& c) {
   // Undoes a claim row that found its wakes gone (acked by a claim that ended
   // between the statement's snapshot and its row lock).
   c.prepare("drop_empty_claim",
-            "DELETE FROM stream_claims WHERE claim_token = $1 AND NOT EXISTS "
-            "(SELECT 1 FROM wakes WHERE claim_token = $1)");
+            "DELETE FROM stream_claims s WHERE s.claim_token = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM wakes w WHERE w.tenant_id = s.tenant_id AND w.stream = s.stream AND "
+            "w.claim_token = $1)");
   // An ack in one statement: ends the live claim, deletes the acked wakes (all
   // of the claim's when the list is empty), returns the claim's other wakes to
   // pending, and reports whether the stream has pending wakes left. The two
@@ -187,10 +188,12 @@ void Prepare(pqxx::connection& c) {
   c.prepare("ack_claim",
             "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
             "claim_token = $3 RETURNING 1), "
-            "acked AS (DELETE FROM wakes WHERE claim_token = $3 AND EXISTS (SELECT 1 FROM ended) "
+            "acked AS (DELETE FROM wakes WHERE tenant_id = $1 AND stream = $2 AND "
+            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) "
             "AND (cardinality($4::bigint[]) = 0 OR id = ANY($4::bigint[])) RETURNING id), "
             "unclaimed AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
-            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) AND "
+            "tenant_id = $1 AND stream = $2 AND claim_token = $3 AND "
+            "EXISTS (SELECT 1 FROM ended) AND "
             "cardinality($4::bigint[]) > 0 AND NOT (id = ANY($4::bigint[])) RETURNING id) "
             "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM acked), "
             "EXISTS (SELECT 1 FROM unclaimed) OR EXISTS (SELECT 1 FROM wakes WHERE "
@@ -232,11 +235,13 @@ void Prepare(pqxx::connection& c) {
             "tenant_id text, stream text, claim_token text, ids bigint[])), "
             "ended AS (DELETE FROM stream_claims s USING input i WHERE s.tenant_id = i.tenant_id "
             "AND s.stream = i.stream AND s.claim_token = i.claim_token RETURNING i.n), "
-            "acked AS (DELETE FROM wakes w USING input i WHERE w.claim_token = i.claim_token AND "
+            "acked AS (DELETE FROM wakes w USING input i WHERE w.tenant_id = i.tenant_id AND "
+            "w.stream = i.stream AND w.claim_token = i.claim_token AND "
             "i.n IN (SELECT n FROM ended) AND (cardinality(i.ids) = 0 OR w.id = ANY(i.ids)) "
             "RETURNING i.n), "
             "unclaimed AS (UPDATE wakes w SET claim_token = NULL, claimed_at = NULL FROM input i "
-            "WHERE w.claim_token = i.claim_token AND i.n IN (SELECT n FROM ended) AND "
+            "WHERE w.tenant_id = i.tenant_id AND w.stream = i.stream AND "
+            "w.claim_token = i.claim_token AND i.n IN (SELECT n FROM ended) AND "
             "cardinality(i.ids) > 0 AND NOT (w.id = ANY(i.ids)) RETURNING i.n) "
             "SELECT i.n, EXISTS (SELECT 1 FROM ended e WHERE e.n = i.n), "
             "(SELECT count(*) FROM acked a WHERE a.n = i.n), "
@@ -247,7 +252,8 @@ void Prepare(pqxx::connection& c) {
             "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
             "claim_token = $3 RETURNING 1), "
             "released AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
-            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) RETURNING id) "
+            "tenant_id = $1 AND stream = $2 AND claim_token = $3 AND "
+            "EXISTS (SELECT 1 FROM ended) RETURNING id) "
             "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM released)");
   c.prepare("extend_claim",
             "UPDATE stream_claims SET lease_expires_at = now() + $4 * interval '1 millisecond' "
@@ -255,8 +261,9 @@ void Prepare(pqxx::connection& c) {
             "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint");
   c.prepare("release_expired",
             "WITH expired AS (DELETE FROM stream_claims WHERE lease_expires_at <= now() "
-            "RETURNING claim_token), released AS (UPDATE wakes SET claim_token = NULL, "
-            "claimed_at = NULL WHERE claim_token IN (SELECT claim_token FROM expired) RETURNING id) "
+            "RETURNING tenant_id, stream, claim_token), released AS (UPDATE wakes w SET "
+            "claim_token = NULL, claimed_at = NULL FROM expired e WHERE w.tenant_id = e.tenant_id "
+            "AND w.stream = e.stream AND w.claim_token = e.claim_token RETURNING w.id) "
             "SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM released)");
 }
 
