@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <pqxx/pqxx>
 #include <random>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -255,10 +256,19 @@ void Prepare(pqxx::connection& c) {
             "tenant_id = $1 AND stream = $2 AND claim_token = $3 AND "
             "EXISTS (SELECT 1 FROM ended) RETURNING id) "
             "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM released)");
-  c.prepare("extend_claim",
-            "UPDATE stream_claims SET lease_expires_at = now() + $4 * interval '1 millisecond' "
-            "WHERE tenant_id = $1 AND stream = $2 AND claim_token = $3 "
-            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint");
+  // Every claim of a heartbeat in one statement; rows are locked in key order
+  // (as claims take them), so a heartbeat and a claim batch cannot deadlock.
+  c.prepare("extend_claims",
+            "WITH input AS (SELECT DISTINCT * FROM jsonb_to_recordset($1::jsonb) AS "
+            "i(tenant_id text, stream text, claim_token text)), "
+            "locked AS (SELECT s.tenant_id, s.stream, s.claim_token FROM stream_claims s JOIN "
+            "input i USING (tenant_id, stream, claim_token) ORDER BY s.tenant_id, s.stream "
+            "FOR UPDATE OF s) "
+            "UPDATE stream_claims s SET lease_expires_at = now() + $2 * interval '1 millisecond' "
+            "FROM locked l WHERE s.tenant_id = l.tenant_id AND s.stream = l.stream AND "
+            "s.claim_token = l.claim_token "
+            "RETURNING s.tenant_id, s.stream, s.claim_token, "
+            "(extract(epoch from s.lease_expires_at) * 1000000)::bigint");
   c.prepare("release_expired",
             "WITH expired AS (DELETE FROM stream_claims WHERE lease_expires_at <= now() "
             "RETURNING tenant_id, stream, claim_token), released AS (UPDATE wakes w SET "
@@ -881,24 +891,38 @@ std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckBatch(
 absl::StatusOr<std::vector<ExtendResult>> PostgresWakeStore::ExtendClaims(
     const std::vector<ClaimKey>& claims, absl::Duration lease) {
   std::vector<ExtendResult> results;
+  for (const ClaimKey& claim : claims) results.push_back(ExtendResult{claim, false, {}});
+  if (claims.empty()) return results;
+  std::string input = "[";
+  for (const ClaimKey& claim : claims) {
+    input.append(input.size() == 1 ? "{\"tenant_id\":" : ",{\"tenant_id\":");
+    AppendJsonString(&input, claim.tenant_id);
+    input.append(",\"stream\":");
+    AppendJsonString(&input, claim.stream);
+    input.append(",\"claim_token\":");
+    AppendJsonString(&input, claim.claim_token);
+    input.append("}");
+  }
+  input.append("]");
+  using Key = std::tuple<std::string, std::string, std::string>;
+  absl::flat_hash_map<Key, absl::Time> extended;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    results.clear();
-    pqxx::work tx(c);
-    for (const ClaimKey& claim : claims) {
-      ExtendResult result;
-      result.claim = claim;
-      pqxx::result rows = tx.exec_prepared("extend_claim", claim.tenant_id, claim.stream,
-                                           claim.claim_token, LeaseMillis(lease));
-      if (!rows.empty()) {
-        result.extended = true;
-        result.lease_expires_at = FromMicros(rows[0][0].as<int64_t>());
-      }
-      results.push_back(std::move(result));
+    extended.clear();
+    pqxx::nontransaction tx(c);  // One statement.
+    for (const auto& row : tx.exec_prepared("extend_claims", input, LeaseMillis(lease))) {
+      extended[Key(row[0].c_str(), row[1].c_str(), row[2].c_str())] =
+          FromMicros(row[3].as<int64_t>());
     }
-    tx.commit();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  for (ExtendResult& result : results) {
+    auto it = extended.find(
+        Key(result.claim.tenant_id, result.claim.stream, result.claim.claim_token));
+    if (it == extended.end()) continue;
+    result.extended = true;
+    result.lease_expires_at = it->second;
+  }
   return results;
 }
 

@@ -374,5 +374,39 @@ TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeani
   EXPECT_EQ(store_->failed_batches(), 0);
 }
 
+TEST_F(PostgresWakeStoreTest, ExtendClaimsExtendsOnlyLiveClaimsInOneStatement) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  std::vector<ClaimKey> keys;
+  for (int i = 0; i < 3; ++i) {
+    WakeDraft draft = Draft(registration->row.id, absl::StrCat("e", i));
+    draft.stream = absl::StrCat("/s", i);
+    ASSERT_TRUE(store_->PersistWakes({draft}).ok());
+    absl::StatusOr<ClaimResult> claim =
+        store_->ClaimWakes("t", draft.stream, "r", "s", absl::Seconds(5));
+    ASSERT_TRUE(claim.ok());
+    ASSERT_EQ(claim->status, v1::CLAIMED);
+    keys.push_back({"t", draft.stream, claim->claim_token});
+  }
+  // Acked (so no longer live), a token under the wrong stream, and a repeat.
+  ASSERT_TRUE(store_->AckWakes(keys[2], {}).ok());
+  std::vector<ClaimKey> asked = {keys[0], keys[1], keys[2], {"t", "/s0", keys[1].claim_token},
+                                 keys[0]};
+  absl::StatusOr<std::vector<ExtendResult>> results = store_->ExtendClaims(asked, absl::Minutes(5));
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), asked.size());
+  const std::vector<bool> expected = {true, true, false, false, true};
+  for (size_t i = 0; i < asked.size(); ++i) {
+    EXPECT_EQ((*results)[i].extended, expected[i]) << i;
+    EXPECT_EQ((*results)[i].claim.claim_token, asked[i].claim_token) << i;
+    if (expected[i]) {
+      EXPECT_GT((*results)[i].lease_expires_at, absl::Now() + absl::Minutes(4)) << i;
+    }
+  }
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims WHERE lease_expires_at > "
+                            "now() + interval '4 minutes'"),
+            "2");
+}
+
 }  // namespace
 }  // namespace wake::registry
