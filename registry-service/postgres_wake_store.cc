@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <pqxx/pqxx>
 #include <random>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -23,6 +24,9 @@ constexpr char kRegistrationColumns[] =
 constexpr char kWakeColumns[] =
     "id, tenant_id, stream, registration_id, source_event_key, message::text, "
     "run_finished_status, include_response, (extract(epoch from created_at) * 1000000)::bigint";
+
+constexpr char kClaimNotLive[] =
+    "claim_token: the claim is not live (expired and taken over, acked or released)";
 
 constexpr char kTxid[] = "pg_current_xact_id()::text::bigint";
 
@@ -148,38 +152,128 @@ void Prepare(pqxx::connection& c) {
                 kTxid,
                 " FROM input i JOIN inserted r USING (tenant_id, registration_id, "
                 "source_event_key)"));
-  c.prepare("take_stream",
-            "INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, session_id, "
-            "lease_expires_at) VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond') "
+  // A claim in one statement (one round trip, autocommit). `pending` looks for
+  // any wake of the stream; only then is the claim row inserted, or taken over
+  // when its lease has expired (the primary key arbitrates between claimers);
+  // only when the row was taken are the stream's wakes marked with the token.
+  // Exactly one row comes back: the claimed wake's columns (NULL when none),
+  // whether the stream had wakes, and the lease (NULL when a live claim won).
+  c.prepare("claim_stream",
+            "WITH pending AS (SELECT EXISTS (SELECT 1 FROM wakes WHERE tenant_id = $1 AND "
+            "stream = $2) AS has_wakes), "
+            "taken AS (INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, "
+            "session_id, lease_expires_at) SELECT $1, $2, $3, $4, $5, "
+            "now() + $6 * interval '1 millisecond' FROM pending WHERE pending.has_wakes "
             "ON CONFLICT (tenant_id, stream) DO UPDATE SET claim_token = EXCLUDED.claim_token, "
             "runner_id = EXCLUDED.runner_id, session_id = EXCLUDED.session_id, claimed_at = now(), "
             "lease_expires_at = EXCLUDED.lease_expires_at "
             "WHERE stream_claims.lease_expires_at <= now() "
-            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint");
-  c.prepare("claim_wakes",
-            absl::StrCat("UPDATE wakes SET claim_token = $3, claimed_at = now() WHERE "
-                         "tenant_id = $1 AND stream = $2 RETURNING ",
-                         kWakeColumns));
-  c.prepare("end_claim",
-            "DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND claim_token = $3 "
-            "RETURNING 1");
-  c.prepare("delete_acked",
-            "DELETE FROM wakes WHERE claim_token = $1 AND "
-            "(cardinality($2::bigint[]) = 0 OR id = ANY($2::bigint[])) RETURNING id");
-  c.prepare("unclaim",
-            "UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE claim_token = $1 "
-            "RETURNING id");
-  c.prepare("pending_exists",
-            "SELECT EXISTS (SELECT 1 FROM wakes WHERE tenant_id = $1 AND stream = $2 AND "
-            "claim_token IS NULL)");
-  c.prepare("extend_claim",
-            "UPDATE stream_claims SET lease_expires_at = now() + $4 * interval '1 millisecond' "
-            "WHERE tenant_id = $1 AND stream = $2 AND claim_token = $3 "
-            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint");
+            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint AS lease), "
+            "claimed AS (UPDATE wakes SET claim_token = $3, claimed_at = now() WHERE "
+            "tenant_id = $1 AND stream = $2 AND EXISTS (SELECT 1 FROM taken) RETURNING id, "
+            "tenant_id, stream, registration_id, source_event_key, message::text AS message, "
+            "run_finished_status, include_response, "
+            "(extract(epoch from created_at) * 1000000)::bigint AS created_micros) "
+            "SELECT claimed.*, pending.has_wakes, taken.lease FROM pending LEFT JOIN taken ON true "
+            "LEFT JOIN claimed ON true");
+  // Undoes a claim row that found its wakes gone (acked by a claim that ended
+  // between the statement's snapshot and its row lock).
+  c.prepare("drop_empty_claim",
+            "DELETE FROM stream_claims s WHERE s.claim_token = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM wakes w WHERE w.tenant_id = s.tenant_id AND w.stream = s.stream AND "
+            "w.claim_token = $1)");
+  // An ack in one statement: ends the live claim, deletes the acked wakes (all
+  // of the claim's when the list is empty), returns the claim's other wakes to
+  // pending, and reports whether the stream has pending wakes left. The two
+  // wake sub-statements touch disjoint rows (ids in the list, ids not in it).
+  c.prepare("ack_claim",
+            "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
+            "claim_token = $3 RETURNING 1), "
+            "acked AS (DELETE FROM wakes WHERE tenant_id = $1 AND stream = $2 AND "
+            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) "
+            "AND (cardinality($4::bigint[]) = 0 OR id = ANY($4::bigint[])) RETURNING id), "
+            "unclaimed AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
+            "tenant_id = $1 AND stream = $2 AND claim_token = $3 AND "
+            "EXISTS (SELECT 1 FROM ended) AND "
+            "cardinality($4::bigint[]) > 0 AND NOT (id = ANY($4::bigint[])) RETURNING id) "
+            "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM acked), "
+            "EXISTS (SELECT 1 FROM unclaimed) OR EXISTS (SELECT 1 FROM wakes WHERE "
+            "tenant_id = $1 AND stream = $2 AND claim_token IS NULL)");
+  // Claims of several streams in one statement: claim_stream for each input
+  // row (streams are distinct within a batch); claim rows are taken in key
+  // order so concurrent batches cannot deadlock on them.
+  c.prepare("claim_streams",
+            "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
+            "tenant_id text, stream text, claim_token text, runner_id text, session_id text, "
+            "lease_ms bigint)), "
+            "pending AS (SELECT i.* FROM input i WHERE EXISTS (SELECT 1 FROM wakes w WHERE "
+            "w.tenant_id = i.tenant_id AND w.stream = i.stream)), "
+            "taken AS (INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, "
+            "session_id, lease_expires_at) SELECT tenant_id, stream, claim_token, runner_id, "
+            "session_id, now() + lease_ms * interval '1 millisecond' FROM pending "
+            "ORDER BY tenant_id, stream "
+            "ON CONFLICT (tenant_id, stream) DO UPDATE SET claim_token = EXCLUDED.claim_token, "
+            "runner_id = EXCLUDED.runner_id, session_id = EXCLUDED.session_id, claimed_at = now(), "
+            "lease_expires_at = EXCLUDED.lease_expires_at "
+            "WHERE stream_claims.lease_expires_at <= now() "
+            "RETURNING tenant_id, stream, claim_token, "
+            "(extract(epoch from lease_expires_at) * 1000000)::bigint AS lease), "
+            "claimed AS (UPDATE wakes w SET claim_token = t.claim_token, claimed_at = now() "
+            "FROM taken t WHERE w.tenant_id = t.tenant_id AND w.stream = t.stream RETURNING "
+            "w.id, w.tenant_id, w.stream, w.registration_id, w.source_event_key, "
+            "w.message::text AS message, w.run_finished_status, w.include_response, "
+            "(extract(epoch from w.created_at) * 1000000)::bigint AS created_micros, "
+            "w.claim_token AS token) "
+            "SELECT c.id, c.tenant_id, c.stream, c.registration_id, c.source_event_key, "
+            "c.message, c.run_finished_status, c.include_response, c.created_micros, "
+            "p.n IS NOT NULL, t.lease, i.n FROM input i LEFT JOIN pending p ON p.n = i.n "
+            "LEFT JOIN taken t ON t.claim_token = i.claim_token "
+            "LEFT JOIN claimed c ON c.token = i.claim_token");
+  // Acks of several claims in one statement: ack_claim for each input row
+  // (claim tokens are distinct within a batch).
+  c.prepare("ack_claims",
+            "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
+            "tenant_id text, stream text, claim_token text, ids bigint[])), "
+            "ended AS (DELETE FROM stream_claims s USING input i WHERE s.tenant_id = i.tenant_id "
+            "AND s.stream = i.stream AND s.claim_token = i.claim_token RETURNING i.n), "
+            "acked AS (DELETE FROM wakes w USING input i WHERE w.tenant_id = i.tenant_id AND "
+            "w.stream = i.stream AND w.claim_token = i.claim_token AND "
+            "i.n IN (SELECT n FROM ended) AND (cardinality(i.ids) = 0 OR w.id = ANY(i.ids)) "
+            "RETURNING i.n), "
+            "unclaimed AS (UPDATE wakes w SET claim_token = NULL, claimed_at = NULL FROM input i "
+            "WHERE w.tenant_id = i.tenant_id AND w.stream = i.stream AND "
+            "w.claim_token = i.claim_token AND i.n IN (SELECT n FROM ended) AND "
+            "cardinality(i.ids) > 0 AND NOT (w.id = ANY(i.ids)) RETURNING i.n) "
+            "SELECT i.n, EXISTS (SELECT 1 FROM ended e WHERE e.n = i.n), "
+            "(SELECT count(*) FROM acked a WHERE a.n = i.n), "
+            "EXISTS (SELECT 1 FROM unclaimed u WHERE u.n = i.n) OR EXISTS (SELECT 1 FROM wakes w "
+            "WHERE w.tenant_id = i.tenant_id AND w.stream = i.stream AND w.claim_token IS NULL) "
+            "FROM input i");
+  c.prepare("release_claim",
+            "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
+            "claim_token = $3 RETURNING 1), "
+            "released AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
+            "tenant_id = $1 AND stream = $2 AND claim_token = $3 AND "
+            "EXISTS (SELECT 1 FROM ended) RETURNING id) "
+            "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM released)");
+  // Every claim of a heartbeat in one statement; rows are locked in key order
+  // (as claims take them), so a heartbeat and a claim batch cannot deadlock.
+  c.prepare("extend_claims",
+            "WITH input AS (SELECT DISTINCT * FROM jsonb_to_recordset($1::jsonb) AS "
+            "i(tenant_id text, stream text, claim_token text)), "
+            "locked AS (SELECT s.tenant_id, s.stream, s.claim_token FROM stream_claims s JOIN "
+            "input i USING (tenant_id, stream, claim_token) ORDER BY s.tenant_id, s.stream "
+            "FOR UPDATE OF s) "
+            "UPDATE stream_claims s SET lease_expires_at = now() + $2 * interval '1 millisecond' "
+            "FROM locked l WHERE s.tenant_id = l.tenant_id AND s.stream = l.stream AND "
+            "s.claim_token = l.claim_token "
+            "RETURNING s.tenant_id, s.stream, s.claim_token, "
+            "(extract(epoch from s.lease_expires_at) * 1000000)::bigint");
   c.prepare("release_expired",
             "WITH expired AS (DELETE FROM stream_claims WHERE lease_expires_at <= now() "
-            "RETURNING claim_token), released AS (UPDATE wakes SET claim_token = NULL, "
-            "claimed_at = NULL WHERE claim_token IN (SELECT claim_token FROM expired) RETURNING id) "
+            "RETURNING tenant_id, stream, claim_token), released AS (UPDATE wakes w SET "
+            "claim_token = NULL, claimed_at = NULL FROM expired e WHERE w.tenant_id = e.tenant_id "
+            "AND w.stream = e.stream AND w.claim_token = e.claim_token RETURNING w.id) "
             "SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM released)");
 }
 
@@ -272,14 +366,22 @@ PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_s
           [this](const std::vector<const std::vector<WakeDraft>*>& calls) {
             return PersistBatch(calls);
           },
-          &executor) {}
+          &executor),
+      claims_(kBatchesInFlight, kMaxBatch,
+              [this](const std::vector<const ClaimCall*>& calls) { return ClaimBatch(calls); }),
+      acks_(kBatchesInFlight, kMaxBatch,
+            [this](const std::vector<const AckCall*>& calls) { return AckBatch(calls); }) {}
 
 PostgresWakeStore::~PostgresWakeStore() {
   const auto [upsert_batches, upserts] = upserts_.Stats();
   const auto [persist_batches, persists] = persists_.Stats();
+  const auto [claim_batches, claims] = claims_.Stats();
+  const auto [ack_batches, acks] = acks_.Stats();
   common::LogInfo("group_commit_stats",
                   {{"upsert_batches", upsert_batches}, {"upserts", upserts},
-                   {"persist_batches", persist_batches}, {"persists", persists}});
+                   {"persist_batches", persist_batches}, {"persists", persists},
+                   {"claim_batches", claim_batches}, {"claims", claims},
+                   {"ack_batches", ack_batches}, {"acks", acks}});
 }
 
 absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertRegistration(const sync::Registration& row) {
@@ -369,6 +471,7 @@ std::vector<absl::StatusOr<UpsertResult>> PostgresWakeStore::UpsertBatch(
     return absl::OkStatus();
   });
   if (!status.ok()) {
+    ++failed_batches_;
     common::LogDebug("upsert_batch_failed", {{"rows", rows.size()},
                                              {"error", std::string(status.message())}});
   }
@@ -569,6 +672,7 @@ std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
   });
   if (!status.ok()) {
     // Each call alone, so one bad call cannot fail the others.
+    ++failed_batches_;
     common::LogDebug("persist_batch_failed", {{"calls", calls.size()},
                                               {"error", std::string(status.message())}});
     for (const std::vector<WakeDraft>* drafts : calls) results.push_back(PersistAlone(*drafts));
@@ -591,33 +695,45 @@ absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& ten
                                                           const std::string& runner_id,
                                                           const std::string& session_id,
                                                           absl::Duration lease) {
+  return claims_.Submit(ClaimCall{tenant_id, stream, runner_id, session_id, lease});
+}
+
+absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimAlone(const ClaimCall& call) {
+  const std::string& tenant_id = call.tenant_id;
+  const std::string& stream = call.stream;
   ClaimResult result;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     result = ClaimResult();
-    pqxx::work tx(c);
+    pqxx::nontransaction tx(c);  // One statement: autocommit saves two round trips.
     const std::string token = NewClaimToken();
-    pqxx::result taken = tx.exec_prepared("take_stream", tenant_id, stream, token, runner_id,
-                                          session_id, LeaseMillis(lease));
-    if (taken.empty()) {
-      result.status = v1::ALREADY_CLAIMED;
-      return absl::OkStatus();  // The work rolls back: nothing changed.
-    }
-    pqxx::result rows = tx.exec_prepared("claim_wakes", tenant_id, stream, token);
-    if (rows.empty()) {
+    pqxx::result rows = tx.exec_prepared("claim_stream", tenant_id, stream, token,
+                                         call.runner_id, call.session_id,
+                                         LeaseMillis(call.lease));
+    constexpr int kHasWakes = 9;
+    constexpr int kLease = 10;
+    if (rows.empty() || !rows[0][kHasWakes].as<bool>()) {
       result.status = v1::NOTHING_PENDING;
-      return absl::OkStatus();  // Rolled back: no claim row is left behind.
+      return absl::OkStatus();
+    }
+    if (rows[0][kLease].is_null()) {
+      result.status = v1::ALREADY_CLAIMED;
+      return absl::OkStatus();
+    }
+    if (rows[0][0].is_null()) {
+      tx.exec_prepared("drop_empty_claim", token);
+      result.status = v1::NOTHING_PENDING;
+      return absl::OkStatus();
     }
     for (const auto& row : rows) {
       absl::StatusOr<v1::Wake> wake = RowToWake(row);
       if (!wake.ok()) return wake.status();
       result.wakes.push_back(std::move(*wake));
     }
-    tx.commit();
     std::sort(result.wakes.begin(), result.wakes.end(),
               [](const v1::Wake& a, const v1::Wake& b) { return a.id() < b.id(); });
     result.status = v1::CLAIMED;
     result.claim_token = token;
-    result.lease_expires_at = FromMicros(taken[0][0].as<int64_t>());
+    result.lease_expires_at = FromMicros(rows[0][kLease].as<int64_t>());
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -626,61 +742,224 @@ absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& ten
 
 absl::StatusOr<AckResult> PostgresWakeStore::AckWakes(const ClaimKey& claim,
                                                       const std::vector<int64_t>& wake_ids) {
+  return acks_.Submit(AckCall{claim, wake_ids});
+}
+
+absl::StatusOr<AckResult> PostgresWakeStore::AckAlone(const AckCall& call) {
+  const ClaimKey& claim = call.claim;
   AckResult result;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    pqxx::work tx(c);
-    if (tx.exec_prepared("end_claim", claim.tenant_id, claim.stream, claim.claim_token).empty()) {
-      return absl::FailedPreconditionError(
-          "claim_token: the claim is not live (expired and taken over, acked or released)");
+    pqxx::nontransaction tx(c);  // One statement.
+    pqxx::row row = tx.exec_prepared1("ack_claim", claim.tenant_id, claim.stream,
+                                      claim.claim_token, ArrayLiteral(call.wake_ids));
+    if (!row[0].as<bool>()) {
+      return absl::FailedPreconditionError(kClaimNotLive);
     }
-    result.acked =
-        static_cast<int64_t>(tx.exec_prepared("delete_acked", claim.claim_token,
-                                              ArrayLiteral(wake_ids))
-                                 .size());
-    tx.exec_prepared("unclaim", claim.claim_token);
-    result.more_pending =
-        tx.exec_prepared("pending_exists", claim.tenant_id, claim.stream)[0][0].as<bool>();
-    tx.commit();
+    result.acked = row[1].as<int64_t>();
+    result.more_pending = row[2].as<bool>();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   return result;
 }
 
+std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimBatch(
+    const std::vector<const ClaimCall*>& calls) {
+  std::vector<absl::StatusOr<ClaimResult>> results;
+  results.reserve(calls.size());
+  if (calls.size() == 1) {
+    results.push_back(ClaimAlone(*calls[0]));
+    return results;
+  }
+  // A stream claimed twice in one batch: the first call goes to the database;
+  // the others are answered as if they ran right after it.
+  std::vector<size_t> first(calls.size());
+  absl::flat_hash_map<std::pair<std::string, std::string>, size_t> seen;
+  std::vector<std::string> tokens(calls.size());
+  std::string input = "[";
+  for (size_t n = 0; n < calls.size(); ++n) {
+    const ClaimCall& call = *calls[n];
+    auto [it, fresh] = seen.try_emplace(std::make_pair(call.tenant_id, call.stream), n);
+    first[n] = it->second;
+    if (!fresh) continue;
+    tokens[n] = NewClaimToken();
+    absl::StrAppend(&input, input.size() == 1 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
+    AppendJsonString(&input, call.tenant_id);
+    input.append(",\"stream\":");
+    AppendJsonString(&input, call.stream);
+    absl::StrAppend(&input, ",\"claim_token\":\"", tokens[n], "\",\"runner_id\":");
+    AppendJsonString(&input, call.runner_id);
+    input.append(",\"session_id\":");
+    AppendJsonString(&input, call.session_id);
+    absl::StrAppend(&input, ",\"lease_ms\":", LeaseMillis(call.lease), "}");
+  }
+  input.append("]");
+  std::vector<ClaimResult> settled(calls.size());
+  std::vector<std::string> empty_claims;
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    settled.assign(calls.size(), ClaimResult());
+    empty_claims.clear();
+    pqxx::nontransaction tx(c);
+    pqxx::result rows = tx.exec_prepared("claim_streams", input);
+    constexpr int kHasWakes = 9;
+    constexpr int kLease = 10;
+    constexpr int kN = 11;
+    for (const auto& row : rows) {
+      const int64_t n = row[kN].as<int64_t>();
+      if (n < 0 || static_cast<size_t>(n) >= calls.size() || first[n] != static_cast<size_t>(n)) {
+        return absl::InternalError("claim batch: unexpected row");
+      }
+      ClaimResult& result = settled[n];
+      if (!row[kHasWakes].as<bool>()) {
+        result.status = v1::NOTHING_PENDING;
+      } else if (row[kLease].is_null()) {
+        result.status = v1::ALREADY_CLAIMED;
+      } else if (row[0].is_null()) {
+        result.status = v1::NOTHING_PENDING;
+        empty_claims.push_back(tokens[n]);
+      } else {
+        absl::StatusOr<v1::Wake> wake = RowToWake(row);
+        if (!wake.ok()) return wake.status();
+        result.status = v1::CLAIMED;
+        result.claim_token = tokens[n];
+        result.lease_expires_at = FromMicros(row[kLease].as<int64_t>());
+        result.wakes.push_back(*std::move(wake));
+      }
+    }
+    for (const std::string& token : empty_claims) tx.exec_prepared("drop_empty_claim", token);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) {
+    // Each call alone, so one bad call cannot fail the others.
+    ++failed_batches_;
+    common::LogDebug("claim_batch_failed", {{"calls", calls.size()},
+                                            {"error", std::string(status.message())}});
+    for (const ClaimCall* call : calls) results.push_back(ClaimAlone(*call));
+    return results;
+  }
+  for (size_t n = 0; n < calls.size(); ++n) {
+    if (first[n] == n) {
+      ClaimResult& result = settled[n];
+      std::sort(result.wakes.begin(), result.wakes.end(),
+                [](const v1::Wake& a, const v1::Wake& b) { return a.id() < b.id(); });
+      results.push_back(std::move(result));
+      continue;
+    }
+    ClaimResult repeat;
+    repeat.status = results[first[n]]->status == v1::CLAIMED ? v1::ALREADY_CLAIMED
+                                                              : results[first[n]]->status;
+    results.push_back(std::move(repeat));
+  }
+  return results;
+}
+
+std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckBatch(
+    const std::vector<const AckCall*>& calls) {
+  std::vector<absl::StatusOr<AckResult>> results;
+  results.reserve(calls.size());
+  if (calls.size() == 1) {
+    results.push_back(AckAlone(*calls[0]));
+    return results;
+  }
+  // A claim acked twice in one batch: the first ack ends it, so the others
+  // find it no longer live, as if they ran right after.
+  std::vector<bool> repeat(calls.size(), false);
+  absl::flat_hash_set<std::string> seen;
+  std::string input = "[";
+  for (size_t n = 0; n < calls.size(); ++n) {
+    const AckCall& call = *calls[n];
+    if (!seen.insert(call.claim.claim_token).second) {
+      repeat[n] = true;
+      continue;
+    }
+    absl::StrAppend(&input, input.size() == 1 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
+    AppendJsonString(&input, call.claim.tenant_id);
+    input.append(",\"stream\":");
+    AppendJsonString(&input, call.claim.stream);
+    input.append(",\"claim_token\":");
+    AppendJsonString(&input, call.claim.claim_token);
+    absl::StrAppend(&input, ",\"ids\":[", absl::StrJoin(call.wake_ids, ","), "]}");
+  }
+  input.append("]");
+  std::vector<std::optional<AckResult>> settled(calls.size());
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    settled.assign(calls.size(), std::nullopt);
+    pqxx::nontransaction tx(c);
+    for (const auto& row : tx.exec_prepared("ack_claims", input)) {
+      const int64_t n = row[0].as<int64_t>();
+      if (n < 0 || static_cast<size_t>(n) >= calls.size() || repeat[n]) {
+        return absl::InternalError("ack batch: unexpected row");
+      }
+      if (!row[1].as<bool>()) continue;  // Not live: answered below.
+      settled[n] = AckResult{row[2].as<int64_t>(), row[3].as<bool>()};
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) {
+    ++failed_batches_;
+    common::LogDebug("ack_batch_failed", {{"calls", calls.size()},
+                                          {"error", std::string(status.message())}});
+    for (const AckCall* call : calls) results.push_back(AckAlone(*call));
+    return results;
+  }
+  for (size_t n = 0; n < calls.size(); ++n) {
+    if (settled[n].has_value()) {
+      results.push_back(*settled[n]);
+    } else {
+      results.push_back(absl::FailedPreconditionError(kClaimNotLive));
+    }
+  }
+  return results;
+}
+
 absl::StatusOr<std::vector<ExtendResult>> PostgresWakeStore::ExtendClaims(
     const std::vector<ClaimKey>& claims, absl::Duration lease) {
   std::vector<ExtendResult> results;
+  for (const ClaimKey& claim : claims) results.push_back(ExtendResult{claim, false, {}});
+  if (claims.empty()) return results;
+  std::string input = "[";
+  for (const ClaimKey& claim : claims) {
+    input.append(input.size() == 1 ? "{\"tenant_id\":" : ",{\"tenant_id\":");
+    AppendJsonString(&input, claim.tenant_id);
+    input.append(",\"stream\":");
+    AppendJsonString(&input, claim.stream);
+    input.append(",\"claim_token\":");
+    AppendJsonString(&input, claim.claim_token);
+    input.append("}");
+  }
+  input.append("]");
+  using Key = std::tuple<std::string, std::string, std::string>;
+  absl::flat_hash_map<Key, absl::Time> extended;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    results.clear();
-    pqxx::work tx(c);
-    for (const ClaimKey& claim : claims) {
-      ExtendResult result;
-      result.claim = claim;
-      pqxx::result rows = tx.exec_prepared("extend_claim", claim.tenant_id, claim.stream,
-                                           claim.claim_token, LeaseMillis(lease));
-      if (!rows.empty()) {
-        result.extended = true;
-        result.lease_expires_at = FromMicros(rows[0][0].as<int64_t>());
-      }
-      results.push_back(std::move(result));
+    extended.clear();
+    pqxx::nontransaction tx(c);  // One statement.
+    for (const auto& row : tx.exec_prepared("extend_claims", input, LeaseMillis(lease))) {
+      extended[Key(row[0].c_str(), row[1].c_str(), row[2].c_str())] =
+          FromMicros(row[3].as<int64_t>());
     }
-    tx.commit();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
+  for (ExtendResult& result : results) {
+    auto it = extended.find(
+        Key(result.claim.tenant_id, result.claim.stream, result.claim.claim_token));
+    if (it == extended.end()) continue;
+    result.extended = true;
+    result.lease_expires_at = it->second;
+  }
   return results;
 }
 
 absl::StatusOr<int64_t> PostgresWakeStore::ReleaseClaim(const ClaimKey& claim) {
   int64_t released = 0;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    pqxx::work tx(c);
-    if (tx.exec_prepared("end_claim", claim.tenant_id, claim.stream, claim.claim_token).empty()) {
-      return absl::FailedPreconditionError(
-          "claim_token: the claim is not live (expired and taken over, acked or released)");
+    pqxx::nontransaction tx(c);  // One statement.
+    pqxx::row row =
+        tx.exec_prepared1("release_claim", claim.tenant_id, claim.stream, claim.claim_token);
+    if (!row[0].as<bool>()) {
+      return absl::FailedPreconditionError(kClaimNotLive);
     }
-    released = static_cast<int64_t>(tx.exec_prepared("unclaim", claim.claim_token).size());
-    tx.commit();
+    released = row[1].as<int64_t>();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

@@ -1,9 +1,11 @@
 // WakeStore on PostgreSQL through a connection pool, with prepared
 // statements; single-statement operations run in autocommit (one round trip).
-// Concurrent upserts, and concurrent wakes without one-shot or timeout gates,
-// are group-committed: one statement and one transaction for many callers.
+// Concurrent upserts, concurrent wakes without one-shot or timeout gates, and
+// concurrent claims and acks (of different streams) are group-committed: one
+// statement and one transaction for many callers.
 #pragma once
 
+#include <atomic>
 #include <string>
 
 #include "common/executor.h"
@@ -37,6 +39,11 @@ class PostgresWakeStore final : public WakeStore {
   absl::StatusOr<int64_t> ReleaseClaim(const ClaimKey& claim) override;
   absl::StatusOr<int64_t> ReleaseExpiredClaims() override;
 
+  // Group-commit statements that failed, so their calls ran one at a time
+  // (for tests: a batch statement that never works would still give right
+  // answers, only slowly).
+  int64_t failed_batches() const { return failed_batches_.load(); }
+
  private:
   absl::StatusOr<UpsertResult> UpsertAlone(const sync::Registration& row);
   std::vector<absl::StatusOr<UpsertResult>> UpsertBatch(
@@ -45,9 +52,28 @@ class PostgresWakeStore final : public WakeStore {
   std::vector<absl::StatusOr<PersistResult>> PersistBatch(
       const std::vector<const std::vector<WakeDraft>*>& calls);
 
+  struct ClaimCall {
+    std::string tenant_id;
+    std::string stream;
+    std::string runner_id;
+    std::string session_id;
+    absl::Duration lease;
+  };
+  struct AckCall {
+    ClaimKey claim;
+    std::vector<int64_t> wake_ids;
+  };
+  absl::StatusOr<ClaimResult> ClaimAlone(const ClaimCall& call);
+  std::vector<absl::StatusOr<ClaimResult>> ClaimBatch(const std::vector<const ClaimCall*>& calls);
+  absl::StatusOr<AckResult> AckAlone(const AckCall& call);
+  std::vector<absl::StatusOr<AckResult>> AckBatch(const std::vector<const AckCall*>& calls);
+
+  std::atomic<int64_t> failed_batches_{0};
   common::PgPool pool_;
   GroupCommit<sync::Registration, UpsertResult> upserts_;
   GroupCommit<std::vector<WakeDraft>, PersistResult> persists_;
+  GroupCommit<ClaimCall, ClaimResult> claims_;
+  GroupCommit<AckCall, AckResult> acks_;
 };
 
 // Converts a wake message to the JSON stored in wakes.message and back.

@@ -1,5 +1,7 @@
 #include "registry-service/registry_core.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/logging.h"
@@ -277,9 +279,26 @@ absl::StatusOr<v1::ListRegistrationsResponse> RegistryCore::ListRegistrations(
 
 absl::StatusOr<v1::ClaimWakesResponse> RegistryCore::ClaimWakes(
     const v1::ClaimWakesRequest& request, absl::Duration lease) {
-  absl::StatusOr<ClaimResult> result = store_.ClaimWakes(
-      request.tenant_id(), request.stream(), request.runner_id(), request.session_id(), lease);
-  if (!result.ok()) return result.status();
+  absl::StatusOr<ClaimResult> result;
+  // The stream announces a wake when it decodes the commit, which can be a
+  // moment before the row is visible to a new snapshot (the committing
+  // backend has not yet left the proc array). Answering NOTHING_PENDING then
+  // would leave an announced wake unclaimed, so look again, briefly, for as
+  // long as the synced view says the stream has a pending wake.
+  absl::Duration waited;
+  absl::Duration backoff = absl::Microseconds(500);
+  while (true) {
+    result = store_.ClaimWakes(request.tenant_id(), request.stream(), request.runner_id(),
+                               request.session_id(), lease);
+    if (!result.ok()) return result.status();
+    if (result->status != v1::NOTHING_PENDING || waited >= options_.claim_visibility_wait ||
+        !collection_.HasPendingWake(request.tenant_id(), request.stream())) {
+      break;
+    }
+    time_.SleepFor(backoff);
+    waited += backoff;
+    backoff = std::min(backoff * 2, absl::Milliseconds(16));
+  }
   v1::ClaimWakesResponse response;
   response.set_status(result->status);
   if (result->status == v1::CLAIMED) {

@@ -26,6 +26,10 @@ struct RegistryOptions {
   absl::Duration write_confirm_timeout = absl::Seconds(2);
   // How long the read barrier may take before the request is UNAVAILABLE.
   absl::Duration barrier_timeout = absl::Seconds(5);
+  // A ClaimWakes that finds nothing although the sync stream has shown a
+  // pending wake of that stream retries for up to this long: logical decoding
+  // can show a commit a little before other sessions' snapshots see it.
+  absl::Duration claim_visibility_wait = absl::Milliseconds(250);
   // How often expired claims are returned to pending (0 = never).
   absl::Duration sweep_interval = absl::Seconds(1);
   // When set, the only tenant this registry serves.

@@ -1,5 +1,8 @@
 #include "registry-service/registry_core.h"
 
+#include <atomic>
+#include <thread>
+
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -118,6 +121,118 @@ TEST_F(RegistryCoreTest, SweeperReleasesExpiredClaimsPeriodically) {
   executor_.RunAll();
   time_.Advance(absl::Seconds(1));
   executor_.RunAll();
+}
+
+class RegistryCoreClaimTest : public RegistryCoreTest {
+ protected:
+  void SyncPendingWake(int64_t id, const std::string& stream) {
+    sync::SyncBatch batch;
+    sync::RowChange change;
+    change.table = sync::SyncTable::kWakes;
+    change.wake = sync::WakeRow{id, "t", stream, 1, true};
+    batch.changes.push_back(change);
+    batch.txids = {id + 1000};
+    collection_.OnBatch(batch);
+  }
+
+  v1::ClaimWakesRequest Claim() {
+    v1::ClaimWakesRequest request;
+    request.set_tenant_id("t");
+    request.set_stream("/p");
+    request.set_runner_id("r");
+    return request;
+  }
+
+  // Runs ClaimWakes on its own thread until it returns, advancing the
+  // simulated clock by 16 ms (the longest backoff) once per store call that
+  // is followed by a sleep. `calls` counts store calls (the mocks bump it).
+  absl::StatusOr<v1::ClaimWakesResponse> ClaimAdvancing() {
+    std::atomic<bool> done{false};
+    absl::StatusOr<v1::ClaimWakesResponse> response;
+    std::thread caller([&] {
+      response = core_->ClaimWakes(Claim(), absl::Seconds(30));
+      done = true;
+    });
+    int advanced = 0;
+    while (!done) {
+      if (time_.Sleepers() > 0 && calls_ > advanced) {
+        ++advanced;
+        time_.Advance(absl::Milliseconds(16));
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    caller.join();
+    return response;
+  }
+
+  std::atomic<int> calls_{0};
+
+  // A store action that returns `result` and counts the call.
+  std::function<absl::StatusOr<ClaimResult>(const std::string&, const std::string&,
+                                            const std::string&, const std::string&,
+                                            absl::Duration)>
+  Counted(ClaimResult result) {
+    return [this, result](const std::string&, const std::string&, const std::string&,
+                          const std::string&, absl::Duration) -> absl::StatusOr<ClaimResult> {
+      ++calls_;
+      return result;
+    };
+  }
+
+  ClaimResult Claimed() {
+    ClaimResult result;
+    result.status = v1::CLAIMED;
+    result.claim_token = "tok";
+    result.wakes.emplace_back().set_id(7);
+    return result;
+  }
+};
+
+TEST_F(RegistryCoreClaimTest, NothingPendingIsAnsweredAtOnceWhenNoWakeWasAnnounced) {
+  ClaimResult nothing;
+  nothing.status = v1::NOTHING_PENDING;
+  EXPECT_CALL(store_, ClaimWakes("t", "/p", "r", _, _)).WillOnce(Return(nothing));
+  SyncPendingWake(5, "/other");
+  auto response = core_->ClaimWakes(Claim(), absl::Seconds(30));
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status(), v1::NOTHING_PENDING);
+}
+
+TEST_F(RegistryCoreClaimTest, AnnouncedWakeNotYetVisibleIsClaimedOnARetry) {
+  ClaimResult nothing;
+  nothing.status = v1::NOTHING_PENDING;
+  ::testing::InSequence in_order;
+  EXPECT_CALL(store_, ClaimWakes("t", "/p", "r", _, _))
+      .WillOnce(Counted(nothing))
+      .WillOnce(Counted(nothing))
+      .WillOnce(Counted(Claimed()));
+  SyncPendingWake(7, "/p");
+  auto response = ClaimAdvancing();
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status(), v1::CLAIMED);
+  EXPECT_EQ(response->claim_token(), "tok");
+  ASSERT_EQ(response->wakes_size(), 1);
+  EXPECT_EQ(response->wakes(0).id(), 7);
+}
+
+TEST_F(RegistryCoreClaimTest, RetriesStopAfterTheVisibilityWait) {
+  ClaimResult nothing;
+  nothing.status = v1::NOTHING_PENDING;
+  // 0.5 + 1 + 2 + 4 + 8 + 16 * 15 = 255.5 ms: the first retry past 250 ms is the last.
+  EXPECT_CALL(store_, ClaimWakes("t", "/p", "r", _, _)).Times(21).WillRepeatedly(Counted(nothing));
+  SyncPendingWake(7, "/p");
+  auto response = ClaimAdvancing();
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->status(), v1::NOTHING_PENDING);
+}
+
+TEST_F(RegistryCoreClaimTest, StoreErrorsAreNotRetried) {
+  EXPECT_CALL(store_, ClaimWakes("t", "/p", "r", _, _))
+      .WillOnce(Return(absl::UnavailableError("database down")));
+  SyncPendingWake(7, "/p");
+  EXPECT_THAT(core_->ClaimWakes(Claim(), absl::Seconds(30)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("database down")));
 }
 
 TEST_F(RegistryCoreTest, UnregisterHidesRowsAtOnceAndReportsTheCount) {

@@ -76,11 +76,19 @@ void RegistrationCollection::Apply(Table& table, const RowChange& change,
   if (change.table == SyncTable::kWakes) {
     if (!change.wake.has_value()) return;
     const WakeRow& wake = *change.wake;
+    auto known = table.pending_wakes.find(wake.id);
     if (change.op == ChangeOp::kDelete || !wake.pending) {
-      table.pending_wakes.erase(wake.id);
+      if (known == table.pending_wakes.end()) return;
+      auto count = table.pending_streams.find(StreamKey(known->second.tenant_id,
+                                                        known->second.stream));
+      if (count != table.pending_streams.end() && --count->second <= 0) {
+        table.pending_streams.erase(count);
+      }
+      table.pending_wakes.erase(known);
       return;
     }
-    const bool was_pending = table.pending_wakes.count(wake.id) > 0;
+    const bool was_pending = known != table.pending_wakes.end();
+    if (!was_pending) ++table.pending_streams[StreamKey(wake.tenant_id, wake.stream)];
     table.pending_wakes[wake.id] = wake;
     if (!was_pending && events != nullptr) {
       CollectionEvent event;
@@ -394,6 +402,21 @@ std::vector<WakeRow> RegistrationCollection::PendingWakes(
     if (!tenant.has_value() || wake.tenant_id == *tenant) wakes.push_back(wake);
   }
   return wakes;
+}
+
+bool RegistrationCollection::HasPendingWake(const std::string& tenant,
+                                            const std::string& stream) {
+  absl::ReaderMutexLock lock(&mu_);
+  return table_.pending_streams.contains(StreamKey(tenant, stream));
+}
+
+std::string RegistrationCollection::StreamKey(const std::string& tenant,
+                                              const std::string& stream) {
+  std::string key;
+  key.reserve(tenant.size() + 1 + stream.size());
+  key.append(tenant).push_back('\0');
+  key.append(stream);
+  return key;
 }
 
 size_t RegistrationCollection::size() {

@@ -92,6 +92,9 @@ class RegistrationCollection final : public SyncObserver {
   std::vector<Registration> Snapshot(const std::optional<std::string>& tenant);
   // Pending wakes of `tenant` (or all tenants), ordered by id.
   std::vector<WakeRow> PendingWakes(const std::optional<std::string>& tenant);
+  // True when the sync stream has shown a wake of (tenant, stream) that is
+  // pending (committed, not claimed, not deleted as far as the stream knows).
+  bool HasPendingWake(const std::string& tenant, const std::string& stream);
   size_t size();
   bool up_to_date();
 
@@ -150,7 +153,11 @@ class RegistrationCollection final : public SyncObserver {
     // Ids of each tenant in order: unfiltered pages.
     absl::flat_hash_map<std::string, absl::btree_set<int64_t>> by_tenant;
     std::map<int64_t, WakeRow> pending_wakes;
+    // Number of pending wakes per StreamKey(tenant, stream).
+    absl::flat_hash_map<std::string, int> pending_streams;
   };
+
+  static std::string StreamKey(const std::string& tenant, const std::string& stream);
 
   static uint64_t IndexKey(const std::string& tenant, const std::string& url);
   static void Insert(Table& table, RowPtr row);

@@ -200,6 +200,28 @@ TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
   EXPECT_THAT(collection_.PendingWakes(std::nullopt), IsEmpty());
 }
 
+TEST_F(SyncedCollectionTest, HasPendingWakeFollowsEachStream) {
+  Load({});
+  EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));
+  Commit({WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/p", true),
+          WakeChange(ChangeOp::kInsert, 3, "/q", true)},
+         5);
+  EXPECT_TRUE(collection_.HasPendingWake("t", "/p"));
+  EXPECT_FALSE(collection_.HasPendingWake("u", "/p"));
+  EXPECT_FALSE(collection_.HasPendingWake("t", "/p/"));
+  // A delete carries only the key: the stream comes from the known row.
+  Commit({WakeChange(ChangeOp::kDelete, 1, "", false)}, 6);
+  EXPECT_TRUE(collection_.HasPendingWake("t", "/p"));
+  Commit({WakeChange(ChangeOp::kUpdate, 2, "/p", false)}, 7);  // Claimed.
+  EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));
+  EXPECT_TRUE(collection_.HasPendingWake("t", "/q"));
+  Commit({WakeChange(ChangeOp::kUpdate, 2, "/p", true)}, 8);  // Released.
+  EXPECT_TRUE(collection_.HasPendingWake("t", "/p"));
+  Commit({WakeChange(ChangeOp::kDelete, 2, "", false), WakeChange(ChangeOp::kDelete, 9, "", false)},
+         9);
+  EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));
+}
+
 TEST_F(SyncedCollectionTest, OptimisticUpsertIsVisibleUntilItsTxidShows) {
   Load({});
   Registration row = Row(0, "t", "/p", "/c");

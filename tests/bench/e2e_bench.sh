@@ -2,7 +2,9 @@
 # End-to-end benchmark, run by hand: a throwaway cluster, an optimised
 # registry-service and runtime-service, and tests/bench:e2e_latency measuring
 # EvaluateRunFinished-returned -> runner-received latency (p50/p99) at paced
-# rates, then the maximum sustained wakes/s with evaluations always in flight.
+# rates, then the maximum sustained wakes/s with evaluations always in flight:
+# first with every wake on its own parent stream (the worst case: one claim
+# and one ack per wake), then with 20 children per parent.
 #   bash tests/bench/e2e_bench.sh [seconds-per-row] [extra e2e_latency flags...]
 # Targets (2 cores): p99 <= 5 ms at 1,000 wakes/s; sustained >= 2,000 wakes/s.
 # A second section runs the runtime alone against an in-memory registry
@@ -76,6 +78,11 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 "$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
   --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" "$@" || status=$?
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== the same with 20 children per parent (a claim batches the siblings that finished meanwhile)"
+"$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
+  --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" --siblings=20 \
+  --prefix=siblings "$@" || status=$?
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 pg_ticks=0
 for pid in $(pg_pids); do pg_ticks=$((pg_ticks + $(ticks "$pid") - ${PG_BEFORE[$pid]:-0})); done

@@ -3,7 +3,8 @@
 // real runtime (started by tests/bench/e2e_bench.sh).
 //
 // Rows: open-loop paced evaluations at each --rates value (each evaluation
-// makes --fanout wakes, one per parent stream), then a saturation row with
+// makes --fanout wakes, one per parent stream; --siblings children share a
+// parent, so its claims can batch their wakes), then a saturation row with
 // --callers evaluations always in flight, whose delivered rate is the
 // maximum sustained wakes/s. Runners ack every claim as it arrives.
 //   e2e_latency --registry=H:P --runtime=H:P --rates=100,1000 --seconds=10
@@ -39,8 +40,11 @@ struct Options {
   std::vector<int> rates = {100, 1000};
   int seconds = 10;
   // Children evaluated round robin; each has `fanout` parents (streams).
+  // `siblings` children share each parent, so a claim can carry several
+  // wakes when siblings finish close together (1: every wake its own stream).
   int children = 1000;
   int fanout = 1;
+  int siblings = 1;
   int runners = 2;
   int callers = 32;  // Saturation row; 0 skips it.
   bool local = false;  // consistency = LOCAL (skip the read barrier).
@@ -72,6 +76,8 @@ bool Parse(int argc, char** argv, Options* options) {
       if (!positive(&options->children) || options->children < 1) return false;
     } else if (name == "fanout") {
       if (!positive(&options->fanout) || options->fanout < 1) return false;
+    } else if (name == "siblings") {
+      if (!positive(&options->siblings) || options->siblings < 1) return false;
     } else if (name == "runners") {
       if (!positive(&options->runners) || options->runners < 1) return false;
     } else if (name == "callers") {
@@ -99,7 +105,7 @@ class Evaluator {
 
   std::string Child(int c) const { return absl::StrCat("/", options_.prefix, "/child/", c); }
   std::string Parent(int c, int f) const {
-    return absl::StrCat("/", options_.prefix, "/parent/", c, "-", f);
+    return absl::StrCat("/", options_.prefix, "/parent/", c / options_.siblings, "-", f);
   }
 
   bool Register() {
@@ -233,7 +239,8 @@ int main(int argc, char** argv) {
   if (!Parse(argc, argv, &options)) {
     std::fprintf(stderr,
                  "usage: e2e_latency --registry=H:P --runtime=H:P [--rates=100,1000] "
-                 "[--seconds=10] [--children=1000] [--fanout=1] [--runners=2] [--callers=32] "
+                 "[--seconds=10] [--children=1000] [--fanout=1] [--siblings=1] [--runners=2] "
+                 "[--callers=32] "
                  "[--consistency=strong|local] [--prefix=bench]\n");
     return 2;
   }

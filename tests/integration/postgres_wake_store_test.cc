@@ -193,5 +193,222 @@ TEST_F(PostgresWakeStoreTest, OneShotWakesStayGatedUnderConcurrency) {
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"), "0");
 }
 
+TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  // Nothing to claim yet, and no claim row is left behind.
+  absl::StatusOr<ClaimResult> empty = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(empty->status, v1::NOTHING_PENDING);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+
+  ASSERT_TRUE(store_->PersistWakes({Draft(id, "a"), Draft(id, "b"), Draft(id, "c")}).ok());
+  absl::StatusOr<ClaimResult> claim = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(claim.ok()) << claim.status();
+  ASSERT_EQ(claim->status, v1::CLAIMED);
+  ASSERT_EQ(claim->wakes.size(), 3u);
+  EXPECT_LT(claim->wakes[0].id(), claim->wakes[1].id());
+  EXPECT_EQ(claim->wakes[0].source_event_key(), "a");
+  EXPECT_EQ(claim->wakes[0].message().source(), "/child \"quoted\" \\ and\ttab");
+  EXPECT_GT(claim->lease_expires_at, absl::Now() + absl::Seconds(20));
+  // A live claim wins over a second claimer; another stream is unaffected.
+  absl::StatusOr<ClaimResult> second = store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->status, v1::ALREADY_CLAIMED);
+  absl::StatusOr<ClaimResult> other = store_->ClaimWakes("t", "/other", "r2", "s", absl::Seconds(30));
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ(other->status, v1::NOTHING_PENDING);
+
+  // A partial ack deletes the listed wakes, returns the rest to pending and
+  // ends the claim.
+  const ClaimKey key{"t", "/parent", claim->claim_token};
+  absl::StatusOr<AckResult> acked = store_->AckWakes(key, {claim->wakes[0].id()});
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->acked, 1);
+  EXPECT_TRUE(acked->more_pending);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes WHERE claim_token IS NULL"), "2");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+  // The ended claim can neither ack nor release again.
+  EXPECT_EQ(store_->AckWakes(key, {}).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->ReleaseClaim(key).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  // Release returns every wake of the claim.
+  absl::StatusOr<ClaimResult> again = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->status, v1::CLAIMED);
+  EXPECT_EQ(again->wakes.size(), 2u);
+  absl::StatusOr<int64_t> released = store_->ReleaseClaim({"t", "/parent", again->claim_token});
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(*released, 2);
+
+  // An empty ack list acks the whole claim; nothing is left.
+  absl::StatusOr<ClaimResult> last = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(last.ok());
+  ASSERT_EQ(last->status, v1::CLAIMED);
+  absl::StatusOr<AckResult> all = store_->AckWakes({"t", "/parent", last->claim_token}, {});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->acked, 2);
+  EXPECT_FALSE(all->more_pending);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "0");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+}
+
+TEST_F(PostgresWakeStoreTest, ExpiredClaimIsTakenOverAndItsTokenDies) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  ASSERT_TRUE(store_->PersistWakes({Draft(registration->row.id, "a")}).ok());
+  absl::StatusOr<ClaimResult> first = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->status, v1::CLAIMED);
+  // The lease runs out (moved into the past rather than waited for).
+  ASSERT_EQ(db_->QueryValue("UPDATE stream_claims SET lease_expires_at = now() - interval '1 s' "
+                            "RETURNING 1"),
+            "1");
+  absl::StatusOr<ClaimResult> taken = store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
+  ASSERT_TRUE(taken.ok());
+  ASSERT_EQ(taken->status, v1::CLAIMED);
+  ASSERT_EQ(taken->wakes.size(), 1u);
+  EXPECT_EQ(store_->AckWakes({"t", "/parent", first->claim_token}, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "1");
+  absl::StatusOr<AckResult> acked = store_->AckWakes({"t", "/parent", taken->claim_token}, {});
+  ASSERT_TRUE(acked.ok());
+  EXPECT_EQ(acked->acked, 1);
+}
+
+TEST_F(PostgresWakeStoreTest, ConcurrentClaimersOfOneStreamGetOneClaim) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  for (int round = 0; round < 20; ++round) {
+    ASSERT_TRUE(store_->PersistWakes({Draft(registration->row.id, absl::StrCat("e", round))}).ok());
+    std::atomic<int> claimed{0};
+    std::string token;
+    absl::Mutex mu;
+    InParallel(8, [&](int) {
+      absl::StatusOr<ClaimResult> result =
+          store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+      ASSERT_TRUE(result.ok()) << result.status();
+      if (result->status == v1::CLAIMED) {
+        ++claimed;
+        absl::MutexLock lock(&mu);
+        token = result->claim_token;
+      } else {
+        EXPECT_EQ(result->status, v1::ALREADY_CLAIMED);
+      }
+    });
+    ASSERT_EQ(claimed.load(), 1) << "round " << round;
+    absl::StatusOr<AckResult> acked = store_->AckWakes({"t", "/parent", token}, {});
+    ASSERT_TRUE(acked.ok());
+    EXPECT_EQ(acked->acked, 1);
+  }
+}
+
+TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeaning) {
+  constexpr int kStreams = 40;
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  std::vector<WakeDraft> drafts;
+  for (int i = 0; i < kStreams; ++i) {
+    for (const char* key : {"a", "b"}) {
+      WakeDraft draft = Draft(registration->row.id, absl::StrCat(i, key));
+      draft.stream = absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : "");
+      drafts.push_back(draft);
+    }
+  }
+  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
+  auto stream = [](int i) { return absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : ""); };
+  // Every stream claimed once, plus streams 0..9 a second time and a stream
+  // with nothing pending: all at once, so batches hold several of each.
+  std::vector<absl::StatusOr<ClaimResult>> claims(kStreams + 11, absl::UnknownError("not run"));
+  InParallel(kStreams + 11, [&](int i) {
+    const std::string name = i < kStreams ? stream(i) : i < kStreams + 10 ? stream(i - kStreams)
+                                                                         : "/empty";
+    claims[i] = store_->ClaimWakes("t", name, "r", "s", absl::Seconds(30));
+  });
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_TRUE(claims[i].ok()) << claims[i].status();
+    ASSERT_TRUE(i >= 10 || claims[kStreams + i].ok());
+    // Of the two claimers of streams 0..9 exactly one wins.
+    const absl::StatusOr<ClaimResult>* winner = &claims[i];
+    if (i < 10) {
+      const v1::ClaimStatus a = claims[i]->status;
+      const v1::ClaimStatus b = claims[kStreams + i]->status;
+      EXPECT_TRUE((a == v1::CLAIMED && b == v1::ALREADY_CLAIMED) ||
+                  (a == v1::ALREADY_CLAIMED && b == v1::CLAIMED))
+          << i << ": " << a << " " << b;
+      if (b == v1::CLAIMED) winner = &claims[kStreams + i];
+    }
+    ASSERT_EQ((*winner)->status, v1::CLAIMED) << i;
+    ASSERT_EQ((*winner)->wakes.size(), 2u) << i;
+    EXPECT_EQ((*winner)->wakes[0].stream(), stream(i));
+    EXPECT_EQ((*winner)->wakes[0].source_event_key(), absl::StrCat(i, "a"));
+    EXPECT_EQ((*winner)->wakes[1].source_event_key(), absl::StrCat(i, "b"));
+    if (winner != &claims[i]) std::swap(claims[i], claims[kStreams + i]);
+  }
+  ASSERT_TRUE(claims[kStreams + 10].ok());
+  EXPECT_EQ(claims[kStreams + 10]->status, v1::NOTHING_PENDING);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), absl::StrCat(kStreams));
+
+  // Even streams ack everything, odd ones only their first wake; stream 1's
+  // claim is acked twice at once (one of the two finds it no longer live).
+  std::vector<absl::StatusOr<AckResult>> acks(kStreams + 1, absl::UnknownError("not run"));
+  InParallel(kStreams + 1, [&](int i) {
+    const int s = i < kStreams ? i : 1;
+    const ClaimResult& claim = *claims[s];
+    std::vector<int64_t> ids;
+    if (s % 2 == 1) ids.push_back(claim.wakes[0].id());
+    acks[i] = store_->AckWakes({"t", stream(s), claim.claim_token}, ids);
+  });
+  for (int i = 0; i < kStreams; ++i) {
+    if (i == 1) continue;
+    ASSERT_TRUE(acks[i].ok()) << i << ": " << acks[i].status();
+    EXPECT_EQ(acks[i]->acked, i % 2 == 0 ? 2 : 1) << i;
+    EXPECT_EQ(acks[i]->more_pending, i % 2 == 1) << i;
+  }
+  EXPECT_NE(acks[1].ok(), acks[kStreams].ok());
+  const absl::StatusOr<AckResult>& failed = acks[1].ok() ? acks[kStreams] : acks[1];
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes WHERE claim_token IS NULL"),
+            absl::StrCat(kStreams / 2));
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), absl::StrCat(kStreams / 2));
+  EXPECT_EQ(store_->failed_batches(), 0);
+}
+
+TEST_F(PostgresWakeStoreTest, ExtendClaimsExtendsOnlyLiveClaimsInOneStatement) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  std::vector<ClaimKey> keys;
+  for (int i = 0; i < 3; ++i) {
+    WakeDraft draft = Draft(registration->row.id, absl::StrCat("e", i));
+    draft.stream = absl::StrCat("/s", i);
+    ASSERT_TRUE(store_->PersistWakes({draft}).ok());
+    absl::StatusOr<ClaimResult> claim =
+        store_->ClaimWakes("t", draft.stream, "r", "s", absl::Seconds(5));
+    ASSERT_TRUE(claim.ok());
+    ASSERT_EQ(claim->status, v1::CLAIMED);
+    keys.push_back({"t", draft.stream, claim->claim_token});
+  }
+  // Acked (so no longer live), a token under the wrong stream, and a repeat.
+  ASSERT_TRUE(store_->AckWakes(keys[2], {}).ok());
+  std::vector<ClaimKey> asked = {keys[0], keys[1], keys[2], {"t", "/s0", keys[1].claim_token},
+                                 keys[0]};
+  absl::StatusOr<std::vector<ExtendResult>> results = store_->ExtendClaims(asked, absl::Minutes(5));
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), asked.size());
+  const std::vector<bool> expected = {true, true, false, false, true};
+  for (size_t i = 0; i < asked.size(); ++i) {
+    EXPECT_EQ((*results)[i].extended, expected[i]) << i;
+    EXPECT_EQ((*results)[i].claim.claim_token, asked[i].claim_token) << i;
+    if (expected[i]) {
+      EXPECT_GT((*results)[i].lease_expires_at, absl::Now() + absl::Minutes(4)) << i;
+    }
+  }
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims WHERE lease_expires_at > "
+                            "now() + interval '4 minutes'"),
+            "2");
+}
+
 }  // namespace
 }  // namespace wake::registry
