@@ -671,12 +671,10 @@ std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
     return absl::OkStatus();
   });
   if (!status.ok()) {
-    // Each call alone, so one bad call cannot fail the others.
-    ++failed_batches_;
-    common::LogDebug("persist_batch_failed", {{"calls", calls.size()},
-                                              {"error", std::string(status.message())}});
-    for (const std::vector<WakeDraft>* drafts : calls) results.push_back(PersistAlone(*drafts));
-    return results;
+    return EachAlone<PersistResult>("persist_batch_failed", status, calls,
+                                    [this](const std::vector<WakeDraft>& drafts) {
+                                      return PersistAlone(drafts);
+                                    });
   }
   std::vector<PersistResult> persisted(calls.size());
   for (size_t n = 0; n < where.size(); ++n) {
@@ -830,12 +828,8 @@ std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimBatch(
     return absl::OkStatus();
   });
   if (!status.ok()) {
-    // Each call alone, so one bad call cannot fail the others.
-    ++failed_batches_;
-    common::LogDebug("claim_batch_failed", {{"calls", calls.size()},
-                                            {"error", std::string(status.message())}});
-    for (const ClaimCall* call : calls) results.push_back(ClaimAlone(*call));
-    return results;
+    return EachAlone<ClaimResult>("claim_batch_failed", status, calls,
+                                  [this](const ClaimCall& call) { return ClaimAlone(call); });
   }
   for (size_t n = 0; n < calls.size(); ++n) {
     if (first[n] == n) {
@@ -896,11 +890,8 @@ std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckBatch(
     return absl::OkStatus();
   });
   if (!status.ok()) {
-    ++failed_batches_;
-    common::LogDebug("ack_batch_failed", {{"calls", calls.size()},
-                                          {"error", std::string(status.message())}});
-    for (const AckCall* call : calls) results.push_back(AckAlone(*call));
-    return results;
+    return EachAlone<AckResult>("ack_batch_failed", status, calls,
+                                [this](const AckCall& call) { return AckAlone(call); });
   }
   for (size_t n = 0; n < calls.size(); ++n) {
     if (settled[n].has_value()) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "common/executor.h"
+#include "common/logging.h"
 #include "common/postgres.h"
 #include "registry-service/group_commit.h"
 #include "registry-service/wake_store.h"
@@ -67,6 +68,20 @@ class PostgresWakeStore final : public WakeStore {
   std::vector<absl::StatusOr<ClaimResult>> ClaimBatch(const std::vector<const ClaimCall*>& calls);
   absl::StatusOr<AckResult> AckAlone(const AckCall& call);
   std::vector<absl::StatusOr<AckResult>> AckBatch(const std::vector<const AckCall*>& calls);
+
+  // After a failed batch statement: runs each call alone, so one bad call
+  // cannot fail the others.
+  template <typename Result, typename Call, typename Alone>
+  std::vector<absl::StatusOr<Result>> EachAlone(const char* event, const absl::Status& why,
+                                                const std::vector<const Call*>& calls,
+                                                Alone alone) {
+    ++failed_batches_;
+    common::LogDebug(event, {{"calls", calls.size()}, {"error", std::string(why.message())}});
+    std::vector<absl::StatusOr<Result>> results;
+    results.reserve(calls.size());
+    for (const Call* call : calls) results.push_back(alone(*call));
+    return results;
+  }
 
   std::atomic<int64_t> failed_batches_{0};
   common::PgPool pool_;
