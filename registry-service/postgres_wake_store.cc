@@ -152,56 +152,20 @@ void Prepare(pqxx::connection& c) {
                 kTxid,
                 " FROM input i JOIN inserted r USING (tenant_id, registration_id, "
                 "source_event_key)"));
-  // A claim in one statement (one round trip, autocommit). `pending` looks for
-  // any wake of the stream; only then is the claim row inserted, or taken over
-  // when its lease has expired (the primary key arbitrates between claimers);
-  // only when the row was taken are the stream's wakes marked with the token.
-  // Exactly one row comes back: the claimed wake's columns (NULL when none),
-  // whether the stream had wakes, and the lease (NULL when a live claim won).
-  c.prepare("claim_stream",
-            "WITH pending AS (SELECT EXISTS (SELECT 1 FROM wakes WHERE tenant_id = $1 AND "
-            "stream = $2) AS has_wakes), "
-            "taken AS (INSERT INTO stream_claims (tenant_id, stream, claim_token, runner_id, "
-            "session_id, lease_expires_at) SELECT $1, $2, $3, $4, $5, "
-            "now() + $6 * interval '1 millisecond' FROM pending WHERE pending.has_wakes "
-            "ON CONFLICT (tenant_id, stream) DO UPDATE SET claim_token = EXCLUDED.claim_token, "
-            "runner_id = EXCLUDED.runner_id, session_id = EXCLUDED.session_id, claimed_at = now(), "
-            "lease_expires_at = EXCLUDED.lease_expires_at "
-            "WHERE stream_claims.lease_expires_at <= now() "
-            "RETURNING (extract(epoch from lease_expires_at) * 1000000)::bigint AS lease), "
-            "claimed AS (UPDATE wakes SET claim_token = $3, claimed_at = now() WHERE "
-            "tenant_id = $1 AND stream = $2 AND EXISTS (SELECT 1 FROM taken) RETURNING id, "
-            "tenant_id, stream, registration_id, source_event_key, message::text AS message, "
-            "run_finished_status, include_response, "
-            "(extract(epoch from created_at) * 1000000)::bigint AS created_micros) "
-            "SELECT claimed.*, pending.has_wakes, taken.lease FROM pending LEFT JOIN taken ON true "
-            "LEFT JOIN claimed ON true");
   // Undoes a claim row that found its wakes gone (acked by a claim that ended
   // between the statement's snapshot and its row lock).
   c.prepare("drop_empty_claim",
             "DELETE FROM stream_claims s WHERE s.claim_token = $1 AND NOT EXISTS "
             "(SELECT 1 FROM wakes w WHERE w.tenant_id = s.tenant_id AND w.stream = s.stream AND "
             "w.claim_token = $1)");
-  // An ack in one statement: ends the live claim, deletes the acked wakes (all
-  // of the claim's when the list is empty), returns the claim's other wakes to
-  // pending, and reports whether the stream has pending wakes left. The two
-  // wake sub-statements touch disjoint rows (ids in the list, ids not in it).
-  c.prepare("ack_claim",
-            "WITH ended AS (DELETE FROM stream_claims WHERE tenant_id = $1 AND stream = $2 AND "
-            "claim_token = $3 RETURNING 1), "
-            "acked AS (DELETE FROM wakes WHERE tenant_id = $1 AND stream = $2 AND "
-            "claim_token = $3 AND EXISTS (SELECT 1 FROM ended) "
-            "AND (cardinality($4::bigint[]) = 0 OR id = ANY($4::bigint[])) RETURNING id), "
-            "unclaimed AS (UPDATE wakes SET claim_token = NULL, claimed_at = NULL WHERE "
-            "tenant_id = $1 AND stream = $2 AND claim_token = $3 AND "
-            "EXISTS (SELECT 1 FROM ended) AND "
-            "cardinality($4::bigint[]) > 0 AND NOT (id = ANY($4::bigint[])) RETURNING id) "
-            "SELECT EXISTS (SELECT 1 FROM ended), (SELECT count(*) FROM acked), "
-            "EXISTS (SELECT 1 FROM unclaimed) OR EXISTS (SELECT 1 FROM wakes WHERE "
-            "tenant_id = $1 AND stream = $2 AND claim_token IS NULL)");
-  // Claims of several streams in one statement: claim_stream for each input
-  // row (streams are distinct within a batch); claim rows are taken in key
-  // order so concurrent batches cannot deadlock on them.
+  // Claims of one or more streams (distinct within a batch) in one statement,
+  // one round trip in autocommit. `pending` keeps the streams that have any
+  // wake; only for those is the claim row inserted, or taken over when its
+  // lease has expired (the primary key arbitrates between claimers), in key
+  // order so concurrent batches cannot deadlock; only where the row was taken
+  // are the stream's wakes marked with the token. Each input row comes back
+  // at least once: a claimed wake's columns (NULL when none), whether the
+  // stream had wakes, the lease (NULL when a live claim won) and n.
   c.prepare("claim_streams",
             "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
             "tenant_id text, stream text, claim_token text, runner_id text, session_id text, "
@@ -229,8 +193,11 @@ void Prepare(pqxx::connection& c) {
             "p.n IS NOT NULL, t.lease, i.n FROM input i LEFT JOIN pending p ON p.n = i.n "
             "LEFT JOIN taken t ON t.claim_token = i.claim_token "
             "LEFT JOIN claimed c ON c.token = i.claim_token");
-  // Acks of several claims in one statement: ack_claim for each input row
-  // (claim tokens are distinct within a batch).
+  // Acks of one or more claims (tokens distinct within a batch) in one
+  // statement: each live claim ends, its acked wakes are deleted (all of them
+  // when the id list is empty), its other wakes return to pending, and each
+  // input row reports whether its stream still has pending wakes. The two
+  // wake sub-statements touch disjoint rows (ids in the list, ids not in it).
   c.prepare("ack_claims",
             "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
             "tenant_id text, stream text, claim_token text, ids bigint[])), "
@@ -325,10 +292,6 @@ absl::StatusOr<v1::Wake> RowToWake(const pqxx::row& r) {
 std::string NewClaimToken() {
   thread_local std::mt19937_64 rng(std::random_device{}());
   return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
-}
-
-std::string ArrayLiteral(const std::vector<int64_t>& ids) {
-  return absl::StrCat("{", absl::StrJoin(ids, ","), "}");
 }
 
 int64_t LeaseMillis(absl::Duration lease) { return absl::ToInt64Milliseconds(lease); }
@@ -696,79 +659,26 @@ absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& ten
   return claims_.Submit(ClaimCall{tenant_id, stream, runner_id, session_id, lease});
 }
 
-absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimAlone(const ClaimCall& call) {
-  const std::string& tenant_id = call.tenant_id;
-  const std::string& stream = call.stream;
-  ClaimResult result;
-  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    result = ClaimResult();
-    pqxx::nontransaction tx(c);  // One statement: autocommit saves two round trips.
-    const std::string token = NewClaimToken();
-    pqxx::result rows = tx.exec_prepared("claim_stream", tenant_id, stream, token,
-                                         call.runner_id, call.session_id,
-                                         LeaseMillis(call.lease));
-    constexpr int kHasWakes = 9;
-    constexpr int kLease = 10;
-    if (rows.empty() || !rows[0][kHasWakes].as<bool>()) {
-      result.status = v1::NOTHING_PENDING;
-      return absl::OkStatus();
-    }
-    if (rows[0][kLease].is_null()) {
-      result.status = v1::ALREADY_CLAIMED;
-      return absl::OkStatus();
-    }
-    if (rows[0][0].is_null()) {
-      tx.exec_prepared("drop_empty_claim", token);
-      result.status = v1::NOTHING_PENDING;
-      return absl::OkStatus();
-    }
-    for (const auto& row : rows) {
-      absl::StatusOr<v1::Wake> wake = RowToWake(row);
-      if (!wake.ok()) return wake.status();
-      result.wakes.push_back(std::move(*wake));
-    }
-    std::sort(result.wakes.begin(), result.wakes.end(),
-              [](const v1::Wake& a, const v1::Wake& b) { return a.id() < b.id(); });
-    result.status = v1::CLAIMED;
-    result.claim_token = token;
-    result.lease_expires_at = FromMicros(rows[0][kLease].as<int64_t>());
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return result;
-}
-
 absl::StatusOr<AckResult> PostgresWakeStore::AckWakes(const ClaimKey& claim,
                                                       const std::vector<int64_t>& wake_ids) {
   return acks_.Submit(AckCall{claim, wake_ids});
 }
 
-absl::StatusOr<AckResult> PostgresWakeStore::AckAlone(const AckCall& call) {
-  const ClaimKey& claim = call.claim;
-  AckResult result;
-  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    pqxx::nontransaction tx(c);  // One statement.
-    pqxx::row row = tx.exec_prepared1("ack_claim", claim.tenant_id, claim.stream,
-                                      claim.claim_token, ArrayLiteral(call.wake_ids));
-    if (!row[0].as<bool>()) {
-      return absl::FailedPreconditionError(kClaimNotLive);
-    }
-    result.acked = row[1].as<int64_t>();
-    result.more_pending = row[2].as<bool>();
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return result;
-}
-
 std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimBatch(
     const std::vector<const ClaimCall*>& calls) {
-  std::vector<absl::StatusOr<ClaimResult>> results;
-  results.reserve(calls.size());
-  if (calls.size() == 1) {
-    results.push_back(ClaimAlone(*calls[0]));
-    return results;
-  }
+  absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> results = ClaimStatement(calls);
+  if (results.ok()) return *std::move(results);
+  if (calls.size() == 1) return {results.status()};
+  return EachAlone<ClaimResult>("claim_batch_failed", results.status(), calls,
+                                [this](const ClaimCall& call) -> absl::StatusOr<ClaimResult> {
+                                  auto alone = ClaimStatement({&call});
+                                  if (!alone.ok()) return alone.status();
+                                  return (*alone)[0];
+                                });
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::ClaimStatement(
+    const std::vector<const ClaimCall*>& calls) {
   // A stream claimed twice in one batch: the first call goes to the database;
   // the others are answered as if they ran right after it.
   std::vector<size_t> first(calls.size());
@@ -827,10 +737,9 @@ std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimBatch(
     for (const std::string& token : empty_claims) tx.exec_prepared("drop_empty_claim", token);
     return absl::OkStatus();
   });
-  if (!status.ok()) {
-    return EachAlone<ClaimResult>("claim_batch_failed", status, calls,
-                                  [this](const ClaimCall& call) { return ClaimAlone(call); });
-  }
+  if (!status.ok()) return status;
+  std::vector<absl::StatusOr<ClaimResult>> results;
+  results.reserve(calls.size());
   for (size_t n = 0; n < calls.size(); ++n) {
     if (first[n] == n) {
       ClaimResult& result = settled[n];
@@ -849,12 +758,19 @@ std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimBatch(
 
 std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckBatch(
     const std::vector<const AckCall*>& calls) {
-  std::vector<absl::StatusOr<AckResult>> results;
-  results.reserve(calls.size());
-  if (calls.size() == 1) {
-    results.push_back(AckAlone(*calls[0]));
-    return results;
-  }
+  absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> results = AckStatement(calls);
+  if (results.ok()) return *std::move(results);
+  if (calls.size() == 1) return {results.status()};
+  return EachAlone<AckResult>("ack_batch_failed", results.status(), calls,
+                              [this](const AckCall& call) -> absl::StatusOr<AckResult> {
+                                auto alone = AckStatement({&call});
+                                if (!alone.ok()) return alone.status();
+                                return (*alone)[0];
+                              });
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckStatement(
+    const std::vector<const AckCall*>& calls) {
   // A claim acked twice in one batch: the first ack ends it, so the others
   // find it no longer live, as if they ran right after.
   std::vector<bool> repeat(calls.size(), false);
@@ -889,10 +805,9 @@ std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckBatch(
     }
     return absl::OkStatus();
   });
-  if (!status.ok()) {
-    return EachAlone<AckResult>("ack_batch_failed", status, calls,
-                                [this](const AckCall& call) { return AckAlone(call); });
-  }
+  if (!status.ok()) return status;
+  std::vector<absl::StatusOr<AckResult>> results;
+  results.reserve(calls.size());
   for (size_t n = 0; n < calls.size(); ++n) {
     if (settled[n].has_value()) {
       results.push_back(*settled[n]);

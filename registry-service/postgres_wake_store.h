@@ -64,10 +64,15 @@ class PostgresWakeStore final : public WakeStore {
     ClaimKey claim;
     std::vector<int64_t> wake_ids;
   };
-  absl::StatusOr<ClaimResult> ClaimAlone(const ClaimCall& call);
+  // Group-commit runs: the batch statement, or each call alone when it failed.
   std::vector<absl::StatusOr<ClaimResult>> ClaimBatch(const std::vector<const ClaimCall*>& calls);
-  absl::StatusOr<AckResult> AckAlone(const AckCall& call);
   std::vector<absl::StatusOr<AckResult>> AckBatch(const std::vector<const AckCall*>& calls);
+  // One claim_streams / ack_claims statement for `calls` (one or more); an
+  // error status when the statement itself failed.
+  absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> ClaimStatement(
+      const std::vector<const ClaimCall*>& calls);
+  absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> AckStatement(
+      const std::vector<const AckCall*>& calls);
 
   // After a failed batch statement: runs each call alone, so one bad call
   // cannot fail the others.
