@@ -1,5 +1,6 @@
 #include "registry-service/change_feed.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/numbers.h"
@@ -113,6 +114,59 @@ int ChangeFeed::Watch(std::function<void()> callback) {
 void ChangeFeed::Unwatch(int handle) {
   absl::MutexLock lock(&watchers_mu_);
   watchers_.erase(handle);
+}
+
+}  // namespace wake::registry
+
+namespace wake::registry {
+
+v1::ChangeEvent ControlEvent(v1::ControlKind kind, const std::string& offset) {
+  v1::ChangeEvent event;
+  event.set_offset(offset);
+  event.set_control(kind);
+  return event;
+}
+
+FeedCursor::FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after,
+                       uint64_t quiet_up_to_date)
+    : feed_(feed),
+      filter_(std::move(filter)),
+      quiet_up_to_date_(std::max<uint64_t>(quiet_up_to_date, 1)),
+      after_(after) {}
+
+bool FeedCursor::Refill(size_t max, std::deque<v1::ChangeEvent>* out) {
+  std::vector<std::shared_ptr<const FeedEntry>> entries;
+  const size_t queued_before = out->size();
+  // Stop at the first chunk that yields events: the rest waits for the next
+  // refill, so a subscriber far behind is served in bounded steps.
+  while (out->size() == queued_before) {
+    entries.clear();
+    if (feed_.Read(after_, max, &entries) == ChangeFeed::ReadStatus::kGone) {
+      out->push_back(ControlEvent(v1::MUST_REFETCH, feed_.Offset(after_)));
+      return false;
+    }
+    if (entries.empty()) break;
+    for (const auto& entry : entries) {
+      after_ = entry->seq;
+      const int kind = entry->event.has_registration() ? v1::ChangeEvent::REGISTRATION
+                                                       : v1::ChangeEvent::WAKE;
+      if ((!filter_.all_tenants && entry->tenant_id != filter_.tenant_id) ||
+          !filter_.Wants(kind)) {
+        ++dropped_;
+        continue;
+      }
+      out->push_back(entry->event);
+      delivered_ = true;
+    }
+  }
+  // Caught up: the last read came back empty and nothing is left to send.
+  if (out->size() == queued_before && filter_.Wants(v1::ChangeEvent::CONTROL) &&
+      (delivered_ || dropped_ >= quiet_up_to_date_)) {
+    out->push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(after_)));
+    delivered_ = false;
+    dropped_ = 0;
+  }
+  return true;
 }
 
 }  // namespace wake::registry

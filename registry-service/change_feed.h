@@ -14,6 +14,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,6 +76,53 @@ class ChangeFeed {
   std::map<int, std::function<void()>> watchers_ ABSL_GUARDED_BY(watchers_mu_);
   int next_watcher_ ABSL_GUARDED_BY(watchers_mu_) = 1;
 };
+
+// What one subscriber wants from the feed.
+struct FeedFilter {
+  bool all_tenants = false;
+  std::string tenant_id;   // Used when !all_tenants.
+  std::set<int> kinds;     // v1::ChangeEvent::Kind values; empty = every kind.
+
+  bool Wants(int kind) const { return kinds.empty() || kinds.count(kind) > 0; }
+};
+
+// One subscriber's position in a ChangeFeed: reads the entries after it,
+// keeps those that pass its filter, and says when the subscriber has caught
+// up. Not thread-safe: its owner serialises the calls.
+//
+// UP_TO_DATE follows every catch-up that delivered at least one event. While
+// only entries the filter drops arrive (registrations for a subscriber of
+// wakes, another tenant's changes) it is sent once per `quiet_up_to_date`
+// dropped entries instead of after each batch: enough to keep the
+// subscriber's resume offset inside the ring, without a message per write to
+// a subscriber that wants none of them.
+class FeedCursor {
+ public:
+  static constexpr uint64_t kQuietUpToDate = 1024;
+
+  FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after,
+             uint64_t quiet_up_to_date = kQuietUpToDate);
+
+  const FeedFilter& filter() const { return filter_; }
+  uint64_t position() const { return after_; }
+
+  // Appends the wanted events after the cursor (at most about `max` entries
+  // are read), then UP_TO_DATE when the rules above call for it. Returns
+  // false when the cursor fell out of the ring; MUST_REFETCH is then appended
+  // and the subscription is over.
+  bool Refill(size_t max, std::deque<v1::ChangeEvent>* out);
+
+ private:
+  ChangeFeed& feed_;
+  const FeedFilter filter_;
+  const uint64_t quiet_up_to_date_;
+  uint64_t after_;
+  bool delivered_ = false;  // Events sent since the last UP_TO_DATE.
+  uint64_t dropped_ = 0;    // Entries filtered out since the last UP_TO_DATE.
+};
+
+// A control event (UP_TO_DATE, MUST_REFETCH) at `offset`.
+v1::ChangeEvent ControlEvent(v1::ControlKind kind, const std::string& offset);
 
 // The ChangeEvent for a collection event (nullopt for kinds the feed skips).
 std::optional<v1::ChangeEvent> ToChangeEvent(const sync::CollectionEvent& event);

@@ -1,7 +1,7 @@
 #include "registry-service/registry_service.h"
 
 #include <deque>
-#include <set>
+#include <optional>
 
 #include "absl/synchronization/mutex.h"
 #include "common/status_util.h"
@@ -17,24 +17,18 @@ const absl::Status& Starting() {
   return *kStarting;
 }
 
-v1::ChangeEvent Control(v1::ControlKind kind, const std::string& offset) {
-  v1::ChangeEvent event;
-  event.set_offset(offset);
-  event.set_control(kind);
-  return event;
-}
-
 // Streams one subscriber: snapshot (for "-1"), then the feed from its cursor,
-// with UP_TO_DATE whenever it has caught up. Writes one event at a time;
-// the feed pokes it when new entries arrive.
+// with UP_TO_DATE as FeedCursor decides. Writes one event at a time; the
+// feed pokes it when new entries arrive.
 class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
  public:
   SubscribeReactor(ChangeFeed& feed, sync::RegistrationCollection& collection,
                    const v1::SubscribeChangesRequest& request)
       : feed_(feed) {
-    all_tenants_ = request.all_tenants();
-    tenant_ = request.tenant_id();
-    for (int kind : request.kinds()) kinds_.insert(kind);
+    FeedFilter filter;
+    filter.all_tenants = request.all_tenants();
+    filter.tenant_id = request.tenant_id();
+    for (int kind : request.kinds()) filter.kinds.insert(kind);
     const std::string& from = request.from_offset();
     {
     // Never hold mu_ while calling Watch: the feed calls Pump (which takes
@@ -43,11 +37,11 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     if (from.empty() || from == "-1") {
       // Head first, then the snapshot: anything in between is sent twice,
       // never missed (consumers apply events idempotently by id).
-      cursor_ = feed_.head();
-      const std::string offset = feed_.Offset(cursor_);
+      const uint64_t head = feed_.head();
+      const std::string offset = feed_.Offset(head);
       const std::optional<std::string> tenant =
-          all_tenants_ ? std::nullopt : std::optional<std::string>(tenant_);
-      if (Wants(v1::ChangeEvent::REGISTRATION)) {
+          filter.all_tenants ? std::nullopt : std::optional<std::string>(filter.tenant_id);
+      if (filter.Wants(v1::ChangeEvent::REGISTRATION)) {
         for (const sync::Registration& row : collection.Snapshot(tenant)) {
           v1::ChangeEvent event;
           event.set_offset(offset);
@@ -56,7 +50,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
           queue_.push_back(std::move(event));
         }
       }
-      if (Wants(v1::ChangeEvent::WAKE)) {
+      if (filter.Wants(v1::ChangeEvent::WAKE)) {
         for (const sync::WakeRow& wake : collection.PendingWakes(tenant)) {
           v1::ChangeEvent event;
           event.set_offset(offset);
@@ -68,13 +62,20 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
           queue_.push_back(std::move(event));
         }
       }
-      queue_.push_back(Control(v1::UP_TO_DATE, offset));
+      queue_.push_back(ControlEvent(v1::UP_TO_DATE, offset));
+      cursor_.emplace(feed_, std::move(filter), head);
     } else if (from == "now") {
-      cursor_ = feed_.head();
-      queue_.push_back(Control(v1::UP_TO_DATE, feed_.Offset(cursor_)));
-    } else if (!feed_.ParseOffset(from, &cursor_) || cursor_ > feed_.head()) {
-      queue_.push_back(Control(v1::MUST_REFETCH, from));
-      finish_when_drained_ = true;
+      const uint64_t head = feed_.head();
+      queue_.push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(head)));
+      cursor_.emplace(feed_, std::move(filter), head);
+    } else {
+      uint64_t after = 0;
+      if (!feed_.ParseOffset(from, &after) || after > feed_.head()) {
+        queue_.push_back(ControlEvent(v1::MUST_REFETCH, from));
+        finish_when_drained_ = true;
+      } else {
+        cursor_.emplace(feed_, std::move(filter), after);
+      }
     }
     }
     watch_ = feed_.Watch([this] { Pump(); });
@@ -105,39 +106,10 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
   }
 
  private:
-  bool Wants(int kind) const { return kinds_.empty() || kinds_.count(kind) > 0; }
-
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
     Finish(status);
-  }
-
-  void RefillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    std::vector<std::shared_ptr<const FeedEntry>> entries;
-    while (queue_.empty()) {
-      entries.clear();
-      if (feed_.Read(cursor_, 256, &entries) == ChangeFeed::ReadStatus::kGone) {
-        // Fell out of the ring: the subscriber must start over.
-        queue_.push_back(Control(v1::MUST_REFETCH, feed_.Offset(cursor_)));
-        finish_when_drained_ = true;
-        return;
-      }
-      if (entries.empty()) break;
-      for (const auto& entry : entries) {
-        cursor_ = entry->seq;
-        if (!all_tenants_ && entry->tenant_id != tenant_) continue;
-        const int kind = entry->event.has_registration() ? v1::ChangeEvent::REGISTRATION
-                                                         : v1::ChangeEvent::WAKE;
-        if (!Wants(kind)) continue;
-        queue_.push_back(entry->event);
-      }
-      behind_ = true;
-    }
-    if (queue_.empty() && behind_ && Wants(v1::ChangeEvent::CONTROL)) {
-      queue_.push_back(Control(v1::UP_TO_DATE, feed_.Offset(cursor_)));
-      behind_ = false;
-    }
   }
 
   void Pump() {
@@ -148,7 +120,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
         FinishLocked(grpc::Status::OK);
         return;
       }
-      RefillLocked();
+      if (cursor_.has_value() && !cursor_->Refill(256, &queue_)) finish_when_drained_ = true;
     }
     if (queue_.empty()) return;  // Idle until the feed pokes us.
     current_ = std::move(queue_.front());
@@ -158,19 +130,15 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
   }
 
   ChangeFeed& feed_;
-  bool all_tenants_ = false;
-  std::string tenant_;
-  std::set<int> kinds_;
   int watch_ = 0;
 
   absl::Mutex mu_;
   std::deque<v1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
   v1::ChangeEvent current_ ABSL_GUARDED_BY(mu_);
-  uint64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<FeedCursor> cursor_ ABSL_GUARDED_BY(mu_);  // Unset after a bad offset.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_when_drained_ ABSL_GUARDED_BY(mu_) = false;
-  bool behind_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class RejectReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
