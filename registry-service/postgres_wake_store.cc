@@ -64,6 +64,14 @@ void AppendJsonString(std::string* out, absl::string_view text) {
 }
 
 void Prepare(pqxx::connection& c) {
+  // Every statement on these sessions finds its rows by key, for batches of at
+  // most kMaxBatch input rows. The planner cannot see that: it takes every
+  // jsonb_to_recordset input for 100 rows, so on a small `wakes` table (the
+  // usual state: wakes are claimed and acked soon after they arrive) it
+  // hash-joins claim and ack batches against full scans of `wakes` and
+  // `stream_claims`, dead rows included. Penalising sequential scans keeps
+  // them on the indexes; a query with no usable index still gets one.
+  pqxx::nontransaction(c).exec0("SET enable_seqscan = off");
   c.prepare("insert_registration",
             absl::StrCat("INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, "
                          "condition, debounce_ms, timeout_ms, one_shot, include_response, "

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -374,6 +375,77 @@ TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeani
             absl::StrCat(kStreams / 2));
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), absl::StrCat(kStreams / 2));
   EXPECT_EQ(store_->failed_batches(), 0);
+}
+
+// Sequential scans of `table` so far, once `counters_sql` (other columns of
+// its pg_stat_user_tables row) reads `expected`: backends report their
+// statistics when idle, at most about once a second (else ten seconds later),
+// so a counter that only the awaited work changes tells that it arrived.
+int64_t SeqScansOnceCounted(const testing::TestDatabase& db, const std::string& table,
+                            const std::string& counters_sql, const std::string& expected) {
+  const std::string where = absl::StrCat(" FROM pg_stat_user_tables WHERE relname = '", table, "'");
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  std::string counters;
+  while ((counters = db.QueryValue(absl::StrCat("SELECT ", counters_sql, where))) != expected) {
+    if (absl::Now() > deadline) {
+      ADD_FAILURE() << table << ": " << counters_sql << " is " << counters << ", never "
+                    << expected;
+      return -1;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return std::stoll(db.QueryValue(absl::StrCat("SELECT seq_scan", where)));
+}
+
+TEST_F(PostgresWakeStoreTest, WakesClaimsAndAcksFindRowsByIndexNotByScanningTables) {
+  // The migrations' own scans (index builds), counted once their session's
+  // statistics arrived (it wrote the schema_migrations rows).
+  SeqScansOnceCounted(*db_, "schema_migrations", "n_tup_ins",
+                      absl::StrCat(Migrations().size()));
+  const std::string where = " FROM pg_stat_user_tables WHERE relname = ";
+  const std::string wakes_before = db_->QueryValue(absl::StrCat("SELECT seq_scan", where, "'wakes'"));
+  const std::string claims_before =
+      db_->QueryValue(absl::StrCat("SELECT seq_scan", where, "'stream_claims'"));
+
+  constexpr int kStreams = 24;
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  std::vector<WakeDraft> drafts;
+  for (int i = 0; i < kStreams; ++i) {
+    for (const char* key : {"a", "b"}) {
+      WakeDraft draft = Draft(registration->row.id, absl::StrCat(i, key));
+      draft.stream = absl::StrCat("/stream-", i);
+      drafts.push_back(draft);
+    }
+  }
+  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
+  // Claim and ack every stream, concurrently so that batches form; odd
+  // streams ack one of their two wakes (the other returns to pending).
+  std::vector<absl::StatusOr<ClaimResult>> claims(kStreams, absl::UnknownError("not run"));
+  InParallel(kStreams, [&](int i) {
+    claims[i] = store_->ClaimWakes("t", absl::StrCat("/stream-", i), "r", "s", absl::Seconds(30));
+  });
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_TRUE(claims[i].ok()) << claims[i].status();
+    ASSERT_EQ(claims[i]->status, v1::CLAIMED) << i;
+  }
+  std::vector<absl::StatusOr<AckResult>> acks(kStreams, absl::UnknownError("not run"));
+  InParallel(kStreams, [&](int i) {
+    std::vector<int64_t> ids;
+    if (i % 2 == 1) ids.push_back(claims[i]->wakes[0].id());
+    acks[i] = store_->AckWakes({"t", absl::StrCat("/stream-", i), claims[i]->claim_token}, ids);
+  });
+  for (int i = 0; i < kStreams; ++i) ASSERT_TRUE(acks[i].ok()) << acks[i].status();
+
+  // 48 wakes in, 48 claimed and 12 of them returned to pending, 36 acked;
+  // 24 claim rows in and out. Not one full scan of either table.
+  EXPECT_EQ(absl::StrCat(SeqScansOnceCounted(*db_, "wakes",
+                                             "n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del",
+                                             "48/60/36")),
+            wakes_before);
+  EXPECT_EQ(absl::StrCat(SeqScansOnceCounted(*db_, "stream_claims",
+                                             "n_tup_ins || '/' || n_tup_del", "24/24")),
+            claims_before);
 }
 
 TEST_F(PostgresWakeStoreTest, ExtendClaimsExtendsOnlyLiveClaimsInOneStatement) {
