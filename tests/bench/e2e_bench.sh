@@ -4,10 +4,11 @@
 # EvaluateRunFinished-returned -> runner-received latency (p50/p99) at paced
 # rates, then the maximum sustained wakes/s with evaluations always in flight:
 # first with every wake on its own parent stream (the worst case: one claim
-# and one ack per wake), then with 20 children per parent.
+# and one ack per wake), then with 20 children per parent, then that again
+# with evaluations that skip the read barrier (consistency LOCAL).
 #   bash tests/bench/e2e_bench.sh [seconds-per-row] [extra e2e_latency flags...]
 # Targets (2 cores): p99 <= 5 ms at 1,000 wakes/s; sustained >= 2,000 wakes/s.
-# A second section runs the runtime alone against an in-memory registry
+# A last section runs the runtime alone against an in-memory registry
 # (tests/bench:runtime_latency), which shows what the runtime itself costs.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib.sh"
@@ -68,27 +69,46 @@ pg_pids() {
   postmaster=$(head -n 1 "$WORK/pg/postmaster.pid")
   echo "$postmaster" $(pgrep -P "$postmaster")
 }
-declare -A PG_BEFORE
-for pid in $(pg_pids); do PG_BEFORE[$pid]=$(ticks "$pid"); done
-REGISTRY_BEFORE=$(ticks "${PIDS[0]}")
-RUNTIME_BEFORE=$(ticks "${PIDS[1]}")
+secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'; }
+# cpu_mark: remembers the CPU ticks of the registry, the runtime and Postgres.
+declare -A PG_MARK
+cpu_mark() {
+  local pid
+  PG_MARK=()
+  for pid in $(pg_pids); do PG_MARK[$pid]=$(ticks "$pid"); done
+  REGISTRY_MARK=$(ticks "${PIDS[0]}")
+  RUNTIME_MARK=$(ticks "${PIDS[1]}")
+}
+# cpu_since_mark: CPU seconds each used since cpu_mark.
+cpu_since_mark() {
+  local pid pg=0
+  for pid in $(pg_pids); do pg=$((pg + $(ticks "$pid") - ${PG_MARK[$pid]:-0})); done
+  echo "cpu seconds of this section: registry $(secs $(($(ticks "${PIDS[0]}") - REGISTRY_MARK)))" \
+    "runtime $(secs $(($(ticks "${PIDS[1]}") - RUNTIME_MARK))) postgres $(secs "$pg")"
+}
 
 echo "== end-to-end latency (EvaluateRunFinished returned -> runner received), $(nproc) cores"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
+cpu_mark
 "$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
   --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" "$@" || status=$?
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+cpu_since_mark
 echo "== the same with 20 children per parent (a claim batches the siblings that finished meanwhile)"
+cpu_mark
 "$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
   --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" --siblings=20 \
   --prefix=siblings "$@" || status=$?
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-pg_ticks=0
-for pid in $(pg_pids); do pg_ticks=$((pg_ticks + $(ticks "$pid") - ${PG_BEFORE[$pid]:-0})); done
-secs() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'; }
-echo "cpu seconds over the whole run: registry $(secs $(($(ticks "${PIDS[0]}") - REGISTRY_BEFORE)))" \
-  "runtime $(secs $(($(ticks "${PIDS[1]}") - RUNTIME_BEFORE))) postgres $(secs "$pg_ticks")"
+cpu_since_mark
+echo "== 20 children per parent, evaluations with consistency LOCAL (no read barrier)"
+cpu_mark
+"$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
+  --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" --siblings=20 \
+  --prefix=siblings-local "$@" --consistency=local || status=$?
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+cpu_since_mark
 
 echo "== the runtime alone (in-memory registry, no database)"
 FAKE_PORT=$(free_port $((RUNTIME_PORT + 1)))
