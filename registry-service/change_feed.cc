@@ -127,12 +127,13 @@ v1::ChangeEvent ControlEvent(v1::ControlKind kind, const std::string& offset) {
   return event;
 }
 
-FeedCursor::FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after,
+FeedCursor::FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after, Start start,
                        uint64_t quiet_up_to_date)
     : feed_(feed),
       filter_(std::move(filter)),
       quiet_up_to_date_(std::max<uint64_t>(quiet_up_to_date, 1)),
-      after_(after) {}
+      after_(after),
+      owed_(start == Start::kResumed) {}
 
 bool FeedCursor::Refill(size_t max, std::deque<v1::ChangeEvent>* out) {
   std::vector<std::shared_ptr<const FeedEntry>> entries;
@@ -156,14 +157,14 @@ bool FeedCursor::Refill(size_t max, std::deque<v1::ChangeEvent>* out) {
         continue;
       }
       out->push_back(entry->event);
-      delivered_ = true;
+      owed_ = true;
     }
   }
   // Caught up: the last read came back empty and nothing is left to send.
   if (out->size() == queued_before && filter_.Wants(v1::ChangeEvent::CONTROL) &&
-      (delivered_ || dropped_ >= quiet_up_to_date_)) {
+      (owed_ || dropped_ >= quiet_up_to_date_)) {
     out->push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(after_)));
-    delivered_ = false;
+    owed_ = false;
     dropped_ = 0;
   }
   return true;

@@ -90,7 +90,8 @@ struct FeedFilter {
 // keeps those that pass its filter, and says when the subscriber has caught
 // up. Not thread-safe: its owner serialises the calls.
 //
-// UP_TO_DATE follows every catch-up that delivered at least one event. While
+// UP_TO_DATE follows every catch-up that delivered at least one event, and
+// the first catch-up of a resumed subscription. While
 // only entries the filter drops arrive (registrations for a subscriber of
 // wakes, another tenant's changes) it is sent once per `quiet_up_to_date`
 // dropped entries instead of after each batch: enough to keep the
@@ -100,7 +101,16 @@ class FeedCursor {
  public:
   static constexpr uint64_t kQuietUpToDate = 1024;
 
-  FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after,
+  // Where the subscriber stands at `after`.
+  enum class Start {
+    // It was just told UP_TO_DATE there (after a snapshot, or for "now").
+    kUpToDate,
+    // It resumes from an offset it was sent earlier: UP_TO_DATE follows its
+    // first catch-up, whether or not anything new arrived.
+    kResumed,
+  };
+
+  FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after, Start start,
              uint64_t quiet_up_to_date = kQuietUpToDate);
 
   const FeedFilter& filter() const { return filter_; }
@@ -117,7 +127,7 @@ class FeedCursor {
   const FeedFilter filter_;
   const uint64_t quiet_up_to_date_;
   uint64_t after_;
-  bool delivered_ = false;  // Events sent since the last UP_TO_DATE.
+  bool owed_ = false;      // Events sent (or a resume) since the last UP_TO_DATE.
   uint64_t dropped_ = 0;    // Entries filtered out since the last UP_TO_DATE.
 };
 

@@ -124,7 +124,7 @@ class FeedCursorTest : public ::testing::Test {
 };
 
 TEST_F(FeedCursorTest, UpToDateFollowsDeliveredEventsOnceCaughtUp) {
-  FeedCursor cursor(feed_, AllTenants(), feed_.head());
+  FeedCursor cursor(feed_, AllTenants(), feed_.head(), FeedCursor::Start::kUpToDate);
   EXPECT_THAT(Drain(cursor), ::testing::IsEmpty());
   for (int i = 1; i <= 3; ++i) feed_.AppendForTest(Enter(i, "t"));
   feed_.AppendForTest(WakeAvailable(4, "t"));
@@ -147,7 +147,8 @@ TEST_F(FeedCursorTest, FilteredOutEntriesAnnounceUpToDateOnlyEveryQuietCount) {
   FeedFilter filter;
   filter.tenant_id = "mine";
   filter.kinds = {v1::ChangeEvent::WAKE, v1::ChangeEvent::CONTROL};
-  FeedCursor cursor(feed_, filter, feed_.head(), /*quiet_up_to_date=*/5);
+  FeedCursor cursor(feed_, filter, feed_.head(), FeedCursor::Start::kUpToDate,
+                    /*quiet_up_to_date=*/5);
   // Registrations (unwanted kind) and another tenant's wakes: nothing to
   // send, and no UP_TO_DATE per batch either.
   feed_.AppendForTest(Enter(1, "mine"));
@@ -173,17 +174,35 @@ TEST_F(FeedCursorTest, FilteredOutEntriesAnnounceUpToDateOnlyEveryQuietCount) {
   EXPECT_THAT(Drain(cursor), ::testing::ElementsAre("up_to_date@13"));
 }
 
+TEST_F(FeedCursorTest, AResumedSubscriberIsToldUpToDateOnceCaughtUp) {
+  FeedFilter wakes_only = AllTenants();
+  wakes_only.kinds = {v1::ChangeEvent::WAKE, v1::ChangeEvent::CONTROL};
+  // Resumed at the head: nothing new, yet it learns it is up to date.
+  FeedCursor at_head(feed_, wakes_only, feed_.head(), FeedCursor::Start::kResumed);
+  EXPECT_THAT(Drain(at_head), ::testing::ElementsAre("up_to_date@0"));
+  EXPECT_THAT(Drain(at_head), ::testing::IsEmpty());
+  // Resumed before entries its filter drops: told once it has read past them.
+  feed_.AppendForTest(Enter(1, "t"));
+  feed_.AppendForTest(Enter(2, "t"));
+  FeedCursor behind(feed_, wakes_only, 0, FeedCursor::Start::kResumed);
+  EXPECT_THAT(Drain(behind), ::testing::ElementsAre("up_to_date@2"));
+  // Not a second time for more dropped entries.
+  feed_.AppendForTest(Enter(3, "t"));
+  EXPECT_THAT(Drain(behind), ::testing::IsEmpty());
+}
+
 TEST_F(FeedCursorTest, NoLiveUpToDateWithoutTheControlKind) {
   FeedFilter filter = AllTenants();
   filter.kinds = {v1::ChangeEvent::REGISTRATION};
-  FeedCursor cursor(feed_, filter, feed_.head(), /*quiet_up_to_date=*/1);
+  FeedCursor cursor(feed_, filter, feed_.head(), FeedCursor::Start::kUpToDate,
+                    /*quiet_up_to_date=*/1);
   feed_.AppendForTest(Enter(1, "t"));
   feed_.AppendForTest(WakeAvailable(2, "t"));
   EXPECT_THAT(Drain(cursor), ::testing::ElementsAre("reg@1"));
 }
 
 TEST_F(FeedCursorTest, ACursorThatFellOutOfTheRingMustRefetch) {
-  FeedCursor cursor(feed_, AllTenants(), feed_.head());
+  FeedCursor cursor(feed_, AllTenants(), feed_.head(), FeedCursor::Start::kUpToDate);
   for (int i = 1; i <= 70; ++i) feed_.AppendForTest(Enter(i, "t"));
   std::deque<v1::ChangeEvent> out;
   EXPECT_FALSE(cursor.Refill(2, &out));

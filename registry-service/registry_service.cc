@@ -63,18 +63,18 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
         }
       }
       queue_.push_back(ControlEvent(v1::UP_TO_DATE, offset));
-      cursor_.emplace(feed_, std::move(filter), head);
+      cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
     } else if (from == "now") {
       const uint64_t head = feed_.head();
       queue_.push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(head)));
-      cursor_.emplace(feed_, std::move(filter), head);
+      cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
     } else {
       uint64_t after = 0;
       if (!feed_.ParseOffset(from, &after) || after > feed_.head()) {
         queue_.push_back(ControlEvent(v1::MUST_REFETCH, from));
         finish_when_drained_ = true;
       } else {
-        cursor_.emplace(feed_, std::move(filter), after);
+        cursor_.emplace(feed_, std::move(filter), after, FeedCursor::Start::kResumed);
       }
     }
     }

@@ -337,6 +337,24 @@ TEST_F(RegistryTest, SubscribeChangesSnapshotThenLiveAndResumeFromAnOffset) {
     ASSERT_TRUE(reader->Read(&event));
     ASSERT_TRUE(event.has_registration()) << event.DebugString();
     EXPECT_EQ(event.registration().registration().subscriber_url(), "/p/c");
+    resume_offset = event.offset();
+    ASSERT_TRUE(reader->Read(&event));
+    EXPECT_EQ(event.control(), v1::UP_TO_DATE) << event.DebugString();
+    context.TryCancel();
+  }
+  // Resuming where nothing new happened since: told it is up to date at once.
+  {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline(20));
+    v1::SubscribeChangesRequest request;
+    request.set_from_offset(resume_offset);
+    request.add_kinds(v1::ChangeEvent::WAKE);
+    request.add_kinds(v1::ChangeEvent::CONTROL);
+    auto reader = client_->stub().SubscribeChanges(&context, request);
+    v1::ChangeEvent event;
+    ASSERT_TRUE(reader->Read(&event));
+    EXPECT_EQ(event.control(), v1::UP_TO_DATE) << event.DebugString();
+    EXPECT_EQ(event.offset(), resume_offset);
     context.TryCancel();
   }
   // An offset this registry never sent: refetch.
