@@ -87,7 +87,7 @@ ghz_call() {
 }
 
 # Distinct requests per timed row: more than any row sends in its time here.
-PAYLOADS_PER_ROW=$((SECONDS_PER_ROW * 8000))
+PAYLOADS_PER_ROW=$((SECONDS_PER_ROW * 12000))
 
 # row NAME METHOD NOTE DATA [ghz flags...]: a timed table row. Server streams
 # (--stream-call-count) end by client cancellation; the summary knows that.
