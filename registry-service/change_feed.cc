@@ -116,10 +116,6 @@ void ChangeFeed::Unwatch(int handle) {
   watchers_.erase(handle);
 }
 
-}  // namespace wake::registry
-
-namespace wake::registry {
-
 v1::ChangeEvent ControlEvent(v1::ControlKind kind, const std::string& offset) {
   v1::ChangeEvent event;
   event.set_offset(offset);

@@ -80,8 +80,8 @@ class ChangeFeed {
 // What one subscriber wants from the feed.
 struct FeedFilter {
   bool all_tenants = false;
-  std::string tenant_id;   // Used when !all_tenants.
-  std::set<int> kinds;     // v1::ChangeEvent::Kind values; empty = every kind.
+  std::string tenant_id;  // Used when !all_tenants.
+  std::set<int> kinds;    // v1::ChangeEvent::Kind values; empty = every kind.
 
   bool Wants(int kind) const { return kinds.empty() || kinds.count(kind) > 0; }
 };
@@ -91,12 +91,11 @@ struct FeedFilter {
 // up. Not thread-safe: its owner serialises the calls.
 //
 // UP_TO_DATE follows every catch-up that delivered at least one event, and
-// the first catch-up of a resumed subscription. While
-// only entries the filter drops arrive (registrations for a subscriber of
-// wakes, another tenant's changes) it is sent once per `quiet_up_to_date`
-// dropped entries instead of after each batch: enough to keep the
-// subscriber's resume offset inside the ring, without a message per write to
-// a subscriber that wants none of them.
+// the first catch-up of a resumed subscription. While only entries the filter
+// drops arrive (registrations for a subscriber of wakes, another tenant's
+// changes) it is sent once per `quiet_up_to_date` dropped entries instead of
+// after each batch: enough to keep the subscriber's resume offset inside the
+// ring, without a message per write to a subscriber that wants none of them.
 class FeedCursor {
  public:
   static constexpr uint64_t kQuietUpToDate = 1024;
@@ -113,7 +112,6 @@ class FeedCursor {
   FeedCursor(ChangeFeed& feed, FeedFilter filter, uint64_t after, Start start,
              uint64_t quiet_up_to_date = kQuietUpToDate);
 
-  const FeedFilter& filter() const { return filter_; }
   uint64_t position() const { return after_; }
 
   // Appends the wanted events after the cursor (at most about `max` entries
@@ -127,8 +125,8 @@ class FeedCursor {
   const FeedFilter filter_;
   const uint64_t quiet_up_to_date_;
   uint64_t after_;
-  bool owed_ = false;      // Events sent (or a resume) since the last UP_TO_DATE.
-  uint64_t dropped_ = 0;    // Entries filtered out since the last UP_TO_DATE.
+  bool owed_ = false;    // Events sent (or a resume) since the last UP_TO_DATE.
+  uint64_t dropped_ = 0;  // Entries filtered out since the last UP_TO_DATE.
 };
 
 // A control event (UP_TO_DATE, MUST_REFETCH) at `offset`.
