@@ -87,28 +87,24 @@ cpu_since_mark() {
     "runtime $(secs $(($(ticks "${PIDS[1]}") - RUNTIME_MARK))) postgres $(secs "$pg")"
 }
 
-echo "== end-to-end latency (EvaluateRunFinished returned -> runner received), $(nproc) cores"
-echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# section TITLE [e2e_latency flags...]: one e2e_latency run, with the load
+# average around it and the CPU seconds it cost each service.
 status=0
-cpu_mark
-"$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
-  --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" "$@" || status=$?
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-cpu_since_mark
-echo "== the same with 20 children per parent (a claim batches the siblings that finished meanwhile)"
-cpu_mark
-"$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
-  --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" --siblings=20 \
-  --prefix=siblings "$@" || status=$?
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-cpu_since_mark
-echo "== 20 children per parent, evaluations with consistency LOCAL (no read barrier)"
-cpu_mark
-"$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
-  --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" --siblings=20 \
-  --prefix=siblings-local "$@" --consistency=local || status=$?
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-cpu_since_mark
+section() {
+  echo "== $1"
+  shift
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  cpu_mark
+  "$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
+    --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" "$@" || status=$?
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  cpu_since_mark
+}
+section "end-to-end latency (EvaluateRunFinished returned -> runner received), $(nproc) cores" "$@"
+section "the same with 20 children per parent (a claim batches the siblings that finished meanwhile)" \
+  --siblings=20 --prefix=siblings "$@"
+section "20 children per parent, evaluations with consistency LOCAL (no read barrier)" \
+  --siblings=20 --prefix=siblings-local "$@" --consistency=local
 
 echo "== the runtime alone (in-memory registry, no database)"
 FAKE_PORT=$(free_port $((RUNTIME_PORT + 1)))

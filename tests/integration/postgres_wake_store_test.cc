@@ -4,6 +4,7 @@
 #include "registry-service/postgres_wake_store.h"
 
 #include <atomic>
+#include <functional>
 #include <pqxx/pqxx>
 #include <set>
 #include <thread>
@@ -37,6 +38,20 @@ WakeDraft Draft(int64_t registration_id, const std::string& key) {
   draft.message.set_source("/child \"quoted\" \\ and\ttab");
   draft.run_finished_status = v1::COMPLETED;
   return draft;
+}
+
+// Two wakes ("<i>a", "<i>b") on each of the streams stream(0..count-1).
+std::vector<WakeDraft> TwoWakesPerStream(int64_t registration_id, int count,
+                                         const std::function<std::string(int)>& stream) {
+  std::vector<WakeDraft> drafts;
+  for (int i = 0; i < count; ++i) {
+    for (const char* key : {"a", "b"}) {
+      WakeDraft draft = Draft(registration_id, absl::StrCat(i, key));
+      draft.stream = stream(i);
+      drafts.push_back(draft);
+    }
+  }
+  return drafts;
 }
 
 // Runs `fn(i)` on `n` threads started together.
@@ -309,16 +324,9 @@ TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeani
   constexpr int kStreams = 40;
   absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
   ASSERT_TRUE(registration.ok());
-  std::vector<WakeDraft> drafts;
-  for (int i = 0; i < kStreams; ++i) {
-    for (const char* key : {"a", "b"}) {
-      WakeDraft draft = Draft(registration->row.id, absl::StrCat(i, key));
-      draft.stream = absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : "");
-      drafts.push_back(draft);
-    }
-  }
-  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
   auto stream = [](int i) { return absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : ""); };
+  ASSERT_TRUE(
+      store_->PersistWakes(TwoWakesPerStream(registration->row.id, kStreams, stream)).ok());
   // Every stream claimed once, plus streams 0..9 a second time and a stream
   // with nothing pending: all at once, so batches hold several of each.
   std::vector<absl::StatusOr<ClaimResult>> claims(kStreams + 11, absl::UnknownError("not run"));
@@ -381,12 +389,17 @@ TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeani
 // its pg_stat_user_tables row) reads `expected`: backends report their
 // statistics when idle, at most about once a second (else ten seconds later),
 // so a counter that only the awaited work changes tells that it arrived.
+std::string TableStat(const testing::TestDatabase& db, const std::string& table,
+                      const std::string& columns_sql) {
+  return db.QueryValue(absl::StrCat("SELECT ", columns_sql,
+                                    " FROM pg_stat_user_tables WHERE relname = '", table, "'"));
+}
+
 int64_t SeqScansOnceCounted(const testing::TestDatabase& db, const std::string& table,
                             const std::string& counters_sql, const std::string& expected) {
-  const std::string where = absl::StrCat(" FROM pg_stat_user_tables WHERE relname = '", table, "'");
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   std::string counters;
-  while ((counters = db.QueryValue(absl::StrCat("SELECT ", counters_sql, where))) != expected) {
+  while ((counters = TableStat(db, table, counters_sql)) != expected) {
     if (absl::Now() > deadline) {
       ADD_FAILURE() << table << ": " << counters_sql << " is " << counters << ", never "
                     << expected;
@@ -394,7 +407,7 @@ int64_t SeqScansOnceCounted(const testing::TestDatabase& db, const std::string& 
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
-  return std::stoll(db.QueryValue(absl::StrCat("SELECT seq_scan", where)));
+  return std::stoll(TableStat(db, table, "seq_scan"));
 }
 
 TEST_F(PostgresWakeStoreTest, WakesClaimsAndAcksFindRowsByIndexNotByScanningTables) {
@@ -402,23 +415,16 @@ TEST_F(PostgresWakeStoreTest, WakesClaimsAndAcksFindRowsByIndexNotByScanningTabl
   // statistics arrived (it wrote the schema_migrations rows).
   SeqScansOnceCounted(*db_, "schema_migrations", "n_tup_ins",
                       absl::StrCat(Migrations().size()));
-  const std::string where = " FROM pg_stat_user_tables WHERE relname = ";
-  const std::string wakes_before = db_->QueryValue(absl::StrCat("SELECT seq_scan", where, "'wakes'"));
-  const std::string claims_before =
-      db_->QueryValue(absl::StrCat("SELECT seq_scan", where, "'stream_claims'"));
+  const std::string wakes_before = TableStat(*db_, "wakes", "seq_scan");
+  const std::string claims_before = TableStat(*db_, "stream_claims", "seq_scan");
 
   constexpr int kStreams = 24;
   absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
   ASSERT_TRUE(registration.ok());
-  std::vector<WakeDraft> drafts;
-  for (int i = 0; i < kStreams; ++i) {
-    for (const char* key : {"a", "b"}) {
-      WakeDraft draft = Draft(registration->row.id, absl::StrCat(i, key));
-      draft.stream = absl::StrCat("/stream-", i);
-      drafts.push_back(draft);
-    }
-  }
-  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
+  ASSERT_TRUE(store_
+                  ->PersistWakes(TwoWakesPerStream(registration->row.id, kStreams,
+                                                   [](int i) { return absl::StrCat("/stream-", i); }))
+                  .ok());
   // Claim and ack every stream, concurrently so that batches form; odd
   // streams ack one of their two wakes (the other returns to pending).
   std::vector<absl::StatusOr<ClaimResult>> claims(kStreams, absl::UnknownError("not run"));
