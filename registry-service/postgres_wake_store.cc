@@ -339,9 +339,15 @@ PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_s
           },
           &executor),
       claims_(kBatchesInFlight, kMaxBatch,
-              [this](const std::vector<const ClaimCall*>& calls) { return ClaimBatch(calls); }),
+              [this](const std::vector<const ClaimCall*>& calls) {
+                return StatementOrEachAlone<ClaimResult>("claim_batch_failed", calls,
+                                                         &PostgresWakeStore::ClaimStatement);
+              }),
       acks_(kBatchesInFlight, kMaxBatch,
-            [this](const std::vector<const AckCall*>& calls) { return AckBatch(calls); }) {}
+            [this](const std::vector<const AckCall*>& calls) {
+              return StatementOrEachAlone<AckResult>("ack_batch_failed", calls,
+                                                     &PostgresWakeStore::AckStatement);
+            }) {}
 
 PostgresWakeStore::~PostgresWakeStore() {
   const auto [upsert_batches, upserts] = upserts_.Stats();
@@ -672,19 +678,6 @@ absl::StatusOr<AckResult> PostgresWakeStore::AckWakes(const ClaimKey& claim,
   return acks_.Submit(AckCall{claim, wake_ids});
 }
 
-std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimBatch(
-    const std::vector<const ClaimCall*>& calls) {
-  absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> results = ClaimStatement(calls);
-  if (results.ok()) return *std::move(results);
-  if (calls.size() == 1) return {results.status()};
-  return EachAlone<ClaimResult>("claim_batch_failed", results.status(), calls,
-                                [this](const ClaimCall& call) -> absl::StatusOr<ClaimResult> {
-                                  auto alone = ClaimStatement({&call});
-                                  if (!alone.ok()) return alone.status();
-                                  return (*alone)[0];
-                                });
-}
-
 absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::ClaimStatement(
     const std::vector<const ClaimCall*>& calls) {
   // A stream claimed twice in one batch: the first call goes to the database;
@@ -762,19 +755,6 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
     results.push_back(std::move(repeat));
   }
   return results;
-}
-
-std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckBatch(
-    const std::vector<const AckCall*>& calls) {
-  absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> results = AckStatement(calls);
-  if (results.ok()) return *std::move(results);
-  if (calls.size() == 1) return {results.status()};
-  return EachAlone<AckResult>("ack_batch_failed", results.status(), calls,
-                              [this](const AckCall& call) -> absl::StatusOr<AckResult> {
-                                auto alone = AckStatement({&call});
-                                if (!alone.ok()) return alone.status();
-                                return (*alone)[0];
-                              });
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckStatement(

@@ -64,9 +64,6 @@ class PostgresWakeStore final : public WakeStore {
     ClaimKey claim;
     std::vector<int64_t> wake_ids;
   };
-  // Group-commit runs: the batch statement, or each call alone when it failed.
-  std::vector<absl::StatusOr<ClaimResult>> ClaimBatch(const std::vector<const ClaimCall*>& calls);
-  std::vector<absl::StatusOr<AckResult>> AckBatch(const std::vector<const AckCall*>& calls);
   // One claim_streams / ack_claims statement for `calls` (one or more); an
   // error status when the statement itself failed.
   absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> ClaimStatement(
@@ -86,6 +83,24 @@ class PostgresWakeStore final : public WakeStore {
     results.reserve(calls.size());
     for (const Call* call : calls) results.push_back(alone(*call));
     return results;
+  }
+
+  // A group-commit run of claims or acks: `statement` for the whole batch,
+  // or for each call alone when the batch statement failed.
+  template <typename Result, typename Call>
+  std::vector<absl::StatusOr<Result>> StatementOrEachAlone(
+      const char* event, const std::vector<const Call*>& calls,
+      absl::StatusOr<std::vector<absl::StatusOr<Result>>> (PostgresWakeStore::*statement)(
+          const std::vector<const Call*>&)) {
+    absl::StatusOr<std::vector<absl::StatusOr<Result>>> results = (this->*statement)(calls);
+    if (results.ok()) return *std::move(results);
+    if (calls.size() == 1) return {results.status()};
+    return EachAlone<Result>(event, results.status(), calls,
+                             [this, statement](const Call& call) -> absl::StatusOr<Result> {
+                               auto alone = (this->*statement)({&call});
+                               if (!alone.ok()) return alone.status();
+                               return (*alone)[0];
+                             });
   }
 
   std::atomic<int64_t> failed_batches_{0};
