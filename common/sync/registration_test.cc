@@ -33,6 +33,18 @@ TEST(ConditionJsonTest, ChangeIsCanonicalAndRoundTrips) {
   EXPECT_EQ(*parsed, condition);
 }
 
+TEST(ConditionJsonTest, RunFinishedParsesInAnySpacing) {
+  for (const char* json : {R"({"on": "runFinished"})", R"({"on":"runFinished"})",
+                           R"( { "on" : "runFinished" } )"}) {
+    auto parsed = ConditionFromJson(json);
+    ASSERT_TRUE(parsed.ok()) << json;
+    EXPECT_EQ(parsed->kind, ConditionKind::kRunFinished) << json;
+  }
+  // The shortcut takes only exact matches: anything else is parsed in full.
+  EXPECT_THAT(ConditionFromJson(R"({"on": "runFinished"}x)"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a JSON object")));
+}
+
 TEST(ConditionJsonTest, EmptyFiltersMeanAll) {
   auto parsed = ConditionFromJson(R"({"on":"change"})");
   ASSERT_TRUE(parsed.ok());
