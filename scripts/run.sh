@@ -40,7 +40,9 @@ echo "$PGDATA_DIR" >"$STATE/pgdata.path"
 "$(pg_bin_dir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc \
   "SELECT 1 FROM pg_database WHERE datname = 'wakeline'" | grep -q 1 ||
   "$(pg_bin_dir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qc "CREATE DATABASE wakeline"
-DATABASE_URL="postgresql://postgres@127.0.0.1:$PG_PORT/wakeline"
+# The services reach the cluster through its Unix socket when it has one
+# (cheaper than loopback TCP; see cluster_url in lib.sh).
+DATABASE_URL=$(cluster_url "$PGDATA_DIR" "$PG_PORT" wakeline)
 
 REGISTRY_PORT=$(free_port "${WAKE_REGISTRY_PORT:-50051}")
 RUNTIME_PORT=$(free_port "${WAKE_RUNTIME_PORT:-$((REGISTRY_PORT + 1))}")

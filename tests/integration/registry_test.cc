@@ -5,6 +5,8 @@
 #include <atomic>
 #include <thread>
 
+#include <pqxx/pqxx>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -525,6 +527,34 @@ TEST(RegistryRestartTest, SurvivesAPostgresRestartAndResyncs) {
     EXPECT_THAT(evaluated.wakes(), SizeIs(1)) << child;
   }
   EXPECT_THAT(registry->process->ReadLog(), HasSubstr("sync_disconnected"));
+}
+
+// scripts/run.sh connects the embedded default through the local cluster's
+// Unix socket: every connection of the registry (its pool, the replication
+// stream, the barrier's position queries) must work that way.
+TEST(RegistryUnixSocketTest, WritesAreConfirmedAndMatchedOverTheSocket) {
+  auto cluster = PrivateCluster::Create();
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto registry = StartRegistry((*cluster)->socket_url());
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  Registry client(registry->address);
+  v1::RegisterWakeResponse registered;
+  ASSERT_TRUE(client.Register(OnRunFinished("/p/socket", "/c/socket"), &registered).ok());
+  EXPECT_TRUE(registered.confirmed());
+  v1::EvaluateRunFinishedResponse evaluated;
+  ASSERT_TRUE(client.RunFinished(Finished("/c/socket", "r"), &evaluated).ok());
+  EXPECT_THAT(evaluated.wakes(), SizeIs(1));
+
+  // Socket clients have no address: nothing reached the server over TCP.
+  pqxx::connection admin((*cluster)->socket_url());
+  pqxx::work tx(admin);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_stat_activity "
+                     "WHERE backend_type = 'walsender' AND client_addr IS NULL")[0]
+                .as<int>(),
+            1);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_stat_activity WHERE client_addr IS NOT NULL")[0]
+                .as<int>(),
+            0);
 }
 
 }  // namespace

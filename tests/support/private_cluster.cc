@@ -49,7 +49,8 @@ absl::StatusOr<std::unique_ptr<PrivateCluster>> PrivateCluster::Create() {
       "chmod 755 ", root, geteuid() == 0 ? absl::StrCat(" && chown postgres ", root) : "",
       " && ", AsPgUser(absl::StrCat(PgBin(), "/initdb -D ", cluster->dir_,
                                     " -U postgres --auth=trust --no-locale >/dev/null")),
-      " && printf \"listen_addresses='127.0.0.1'\\nunix_socket_directories=''\\n"
+      " && printf \"listen_addresses='127.0.0.1'\\nunix_socket_directories='", cluster->dir_,
+      "'\\n"
       "wal_level=logical\\nmax_wal_senders=20\\nmax_replication_slots=20\\n\" >> ",
       cluster->dir_, "/postgresql.conf");
   if (absl::Status s = cluster->Run(setup); !s.ok()) return s;
@@ -80,6 +81,10 @@ absl::Status PrivateCluster::Stop() {
 
 std::string PrivateCluster::url() const {
   return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres");
+}
+
+std::string PrivateCluster::socket_url() const {
+  return absl::StrCat("postgresql://postgres@/postgres?host=", dir_, "&port=", port_);
 }
 
 }  // namespace wake::testing

@@ -22,6 +22,8 @@ class PrivateCluster {
 
   // postgresql://postgres@127.0.0.1:<port>/postgres
   std::string url() const;
+  // The same database through the cluster's Unix socket (in its data directory).
+  std::string socket_url() const;
 
  private:
   PrivateCluster(std::string dir, int port) : dir_(std::move(dir)), port_(port) {}
