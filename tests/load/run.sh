@@ -3,12 +3,14 @@
 # embedded default, compared with pgbench running the same SQL on the same
 # database. Prints one table (rps, p50, p95, p99, errors) and the ratio rows;
 # exits non-zero when any row had errors (ratios are reported, not enforced).
+# The rows compared by a ratio run in adjacent pairs, for several rounds with
+# the order alternating; a ratio is the median of its rounds.
 #
-#   bash tests/load/run.sh            full run: bazel -c opt, 10 s per row
-#   bash tests/load/run.sh --smoke    CI: default build, 1 s per row
-# Options: --seconds N (per row), --concurrency N, --out DIR (reports; default
-# .wakeline/load/<time>), --registry ADDR --database-url URL (use running
-# services instead of starting a throwaway stack; their data stays).
+#   bash tests/load/run.sh            full run: bazel -c opt, 10 s per row, 3 rounds
+#   bash tests/load/run.sh --smoke    CI: default build, 1 s per row, 2 rounds
+# Options: --seconds N (per row), --rounds N, --concurrency N, --out DIR
+# (reports; default .wakeline/load/<time>), --registry ADDR --database-url URL
+# (use running services instead of starting a throwaway stack; their data stays).
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/lib.sh"
 source "$WAKE_ROOT/scripts/toolchains.sh"
@@ -18,6 +20,7 @@ cd "$WAKE_ROOT"
 GHZ_VERSION="v0.121.0"
 SMOKE=0
 SECONDS_PER_ROW=""
+ROUNDS=""
 CONCURRENCY=16
 OUT=""
 REGISTRY_ADDR=""
@@ -26,22 +29,26 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
     --seconds) SECONDS_PER_ROW=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
     --concurrency) CONCURRENCY=$2; shift ;;
     --out) OUT=$2; shift ;;
     --registry) REGISTRY_ADDR=$2; shift ;;
     --database-url) EXTERNAL_DATABASE_URL=$2; shift ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
 if [ "$SMOKE" = 1 ]; then
   SECONDS_PER_ROW=${SECONDS_PER_ROW:-1}
+  ROUNDS=${ROUNDS:-2}
   SEED_REGISTRATIONS=500
 else
   SECONDS_PER_ROW=${SECONDS_PER_ROW:-10}
+  ROUNDS=${ROUNDS:-3}
   SEED_REGISTRATIONS=10000
 fi
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds: a positive whole number, not '$ROUNDS'"
 [ -n "$REGISTRY_ADDR" ] && [ -z "$EXTERNAL_DATABASE_URL" ] && die "--registry needs --database-url (for pgbench)"
 OUT=${OUT:-$WAKE_ROOT/.wakeline/load/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -156,40 +163,70 @@ seed one 1 "{\"subscriber_url\":\"/load/one/$RUN_ID/parent\",\"source_url\":\"/l
 seed many 5 "{\"subscriber_url\":\"/load/many/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/many/$RUN_ID/child\",$RUN_FINISHED}"
 seed sub 100 "{\"tenant_id\":\"load-sub-$RUN_ID\",\"subscriber_url\":\"/load/sub/parent-{{.RequestNumber}}\",\"source_url\":\"/load/sub/child\",$RUN_FINISHED}"
 
+# The rows a ratio compares, one function each; $1 is the round ("" when there
+# is only one), which keeps every round's rows and run keys distinct.
 # Health/Check resolves through reflection too: common/grpc_server links the
 # grpc.health.v1 descriptor (proto/grpc/health/v1/health.proto).
-row health_check grpc.health.v1.Health/Check "baseline: standard health service" \
-  '{"service":"wake.v1.WakeRegistry"}'
-row register_wake wake.v1.WakeRegistry/RegisterWake "distinct row per call" \
-  "{\"subscriber_url\":\"/load/reg/$RUN_ID/parent-{{.RequestNumber}}\",\"source_url\":\"/load/reg/$RUN_ID/child-{{.RequestNumber}}\",$RUN_FINISHED}"
-pgbench_row pgbench_upsert "the RegisterWake upsert, prepared" "\
+health_check() {
+  row "health_check$1" grpc.health.v1.Health/Check "baseline: standard health service" \
+    '{"service":"wake.v1.WakeRegistry"}'
+}
+eval_0_local() {
+  row "eval_0_local$1" wake.v1.WakeRegistry/EvaluateRunFinished "0 matches, consistency LOCAL" \
+    "{\"source_url\":\"/load/none/$RUN_ID/child\",\"run_key\":\"r$1-{{.RequestNumber}}\",\"status\":\"COMPLETED\",\"consistency\":\"LOCAL\"}"
+}
+register_wake() {
+  row "register_wake$1" wake.v1.WakeRegistry/RegisterWake "distinct row per call" \
+    "{\"subscriber_url\":\"/load/reg/$RUN_ID$1/parent-{{.RequestNumber}}\",\"source_url\":\"/load/reg/$RUN_ID$1/child-{{.RequestNumber}}\",$RUN_FINISHED}"
+}
+pgbench_upsert() {
+  pgbench_row "pgbench_upsert$1" "the RegisterWake upsert, prepared" "\
 \\set n random(1, 2000000000)
 INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, condition, debounce_ms,
   timeout_ms, one_shot, include_response, manifest_key)
-VALUES ('default', '/load/pgbench/$RUN_ID/parent-' || :client_id::text || '-' || :n::text,
-  '/load/pgbench/$RUN_ID/child-' || :n::text, '{\"on\":\"runFinished\"}'::jsonb, 0, 0, false, true, '')
+VALUES ('default', '/load/pgbench/$RUN_ID$1/parent-' || :client_id::text || '-' || :n::text,
+  '/load/pgbench/$RUN_ID$1/child-' || :n::text, '{\"on\":\"runFinished\"}'::jsonb, 0, 0, false, true, '')
 ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, debounce_ms, timeout_ms, condition,
   manifest_key) DO NOTHING
 RETURNING id, tenant_id, subscriber_url, source_url, condition::text, debounce_ms, timeout_ms,
   one_shot, timeout_consumed, include_response, manifest_key,
   (extract(epoch from created_at) * 1000000)::bigint, pg_current_xact_id()::text::bigint;"
-row eval_0_local wake.v1.WakeRegistry/EvaluateRunFinished "0 matches, consistency LOCAL" \
-  "{\"source_url\":\"/load/none/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\",\"consistency\":\"LOCAL\"}"
-row eval_0_default wake.v1.WakeRegistry/EvaluateRunFinished "0 matches, default consistency" \
-  "{\"source_url\":\"/load/none/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
-row eval_1_default wake.v1.WakeRegistry/EvaluateRunFinished "1 match (1 wake per call), default" \
-  "{\"source_url\":\"/load/one/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
+}
+eval_1_default() {
+  row "eval_1_default$1" wake.v1.WakeRegistry/EvaluateRunFinished "1 match (1 wake per call), default" \
+    "{\"source_url\":\"/load/one/$RUN_ID/child\",\"run_key\":\"r$1-{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
+}
 # (pgbench reads \`:name\` as a variable even inside quotes: the key's colon is chr(58).)
-pgbench_row pgbench_wake_insert "single-row insert into wakes, prepared" "\
+pgbench_wake_insert() {
+  pgbench_row "pgbench_wake_insert$1" "single-row insert into wakes, prepared" "\
 \\set n random(1, 2000000000)
 INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, message,
   run_finished_status, include_response)
 VALUES ('default', '/load/pgbench/$RUN_ID/parent', :n::bigint,
-  'update' || chr(58) || 'r' || :client_id::text || '-' || :n::text,
+  'update' || chr(58) || 'r$1-' || :client_id::text || '-' || :n::text,
   '{\"source\":\"/load/pgbench/$RUN_ID/child\",\"changes\":[{\"collection\":\"runs\",\"kind\":\"UPDATE\",\"key\":\"r1\"}]}'::jsonb,
   'COMPLETED', true)
 ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING
 RETURNING id, (extract(epoch from created_at) * 1000000)::bigint, pg_current_xact_id()::text::bigint;"
+}
+
+# Machine speed here drifts by more than the margins the ratios are judged
+# by, so each pair runs back to back, the order alternating between rounds
+# (what drifts during a round favours neither side across rounds), and the
+# summary takes the median of the rounds' ratios.
+for round in $(seq 1 "$ROUNDS"); do
+  suffix=""
+  [ "$ROUNDS" -gt 1 ] && suffix=".$round"
+  for pair in "health_check eval_0_local" "register_wake pgbench_upsert" \
+    "eval_1_default pgbench_wake_insert"; do
+    read -r first second <<<"$pair"
+    [ $((round % 2)) = 0 ] && read -r second first <<<"$pair"
+    "$first" "$suffix"
+    "$second" "$suffix"
+  done
+done
+row eval_0_default wake.v1.WakeRegistry/EvaluateRunFinished "0 matches, default consistency" \
+  "{\"source_url\":\"/load/none/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
 row eval_5_default wake.v1.WakeRegistry/EvaluateRunFinished "5 matches (5 wakes per call), default" \
   "{\"source_url\":\"/load/many/$RUN_ID/child\",\"run_key\":\"r{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
 row list_registrations wake.v1.WakeRegistry/ListRegistrations "first page of 100, default tenant" \
