@@ -50,7 +50,11 @@ TEST_F(ServiceStartupTest, RegistryServesHealthAndStopsOnSigterm) {
 
   registry->process->Signal(SIGTERM);
   EXPECT_EQ(registry->process->WaitForExit(absl::Seconds(30)), std::optional<int>(0));
-  EXPECT_THAT(registry->process->ReadLog(), HasSubstr("event=stopped"));
+  const std::string log = registry->process->ReadLog();
+  EXPECT_THAT(log, HasSubstr("event=stopped"));
+  // The counters of the store's group commit and of the sync source's barriers.
+  EXPECT_THAT(log, HasSubstr("event=group_commit_stats"));
+  EXPECT_THAT(log, HasSubstr("event=sync_stats barriers=0 flush_queries=0"));
 }
 
 // Scripts wait for `event=serving`; a quiet log level must not hide it (nor

@@ -735,6 +735,13 @@ void PostgresSyncSource::Stop() {
     auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_barriers_ == 0; };
     mu_.Await(absl::Condition(&idle));
     synced_ = false;
+    if (!stopped_ && up_to_date_once_) {
+      // Once per source that served: how much the barriers shared.
+      common::LogInfo("sync_stats", {{"barriers", stats_.barrier_calls},
+                                     {"flush_queries", queries_issued_},
+                                     {"reply_requests", stats_.reply_requests},
+                                     {"sessions_up_to_date", stats_.sessions_up_to_date}});
+    }
     stopped_ = true;
     slot_name_.clear();
   }
