@@ -53,7 +53,16 @@ as_pg_user() {
   fi
 }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_in_use PORT: something listens on it, or any TCP socket holds it as its
+# local port. The second matters because these ports lie in Linux's
+# ephemeral range (32768-60999): an outgoing connection (ghz, libpq, ...) can
+# own one, and a server binding it then fails with "Address already in use".
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+  awk -v port="$(printf ':%04X' "$1")" \
+    'FNR > 1 && substr($2, length($2) - 4) == port { found = 1 } END { exit !found }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
 
 # First free loopback TCP port at or above $1.
 free_port() {
