@@ -109,9 +109,9 @@ start_cluster() {
     { cat "$dir/server.log" >&2; die "PostgreSQL did not start (log above)"; }
 }
 
-# cluster_socket_fits DIR PORT: true when DIR can hold the cluster's socket
-# (a path of at most 107 bytes, and plain characters: it passes through
-# pg_ctl's shell command line unquoted).
+# cluster_socket_fits DIR PORT: true when DIR can hold the cluster's socket:
+# a path well under the 107 bytes a Unix socket may have, of plain characters
+# (it passes through pg_ctl's shell command line unquoted).
 cluster_socket_fits() {
   local socket="$1/.s.PGSQL.$2"
   [ "${#socket}" -le 100 ] && [[ "$1" =~ ^[A-Za-z0-9_./-]+$ ]]
