@@ -151,8 +151,9 @@ def main() -> int:
                        "met": value >= target})
         detail = ""
         if len(values) > 1:
-            detail = "  median of " + " ".join(f"{v:.2f}" for v in values)
-        print(f"ratio  {label:<46} {value:>6.2f}x   target >= {target:.1f}x  {verdict}{detail}")
+            detail = "  median of " + " ".join(f"{v:.3f}" for v in values)
+        # Three decimals: 0.795 must not print as a missed "0.80".
+        print(f"ratio  {label:<46} {value:>6.3f}x   target >= {target:.1f}x  {verdict}{detail}")
 
     total_errors = sum(r["errors"] for r in rows)
     with open(os.path.join(folder, "summary.json"), "w") as f:
