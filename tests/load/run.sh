@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --registry) REGISTRY_ADDR=$2; shift ;;
     --database-url) EXTERNAL_DATABASE_URL=$2; shift ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
