@@ -635,6 +635,10 @@ std::string PostgresSyncSource::SlotName() {
 
 PostgresSyncSource::Stats PostgresSyncSource::stats() {
   absl::MutexLock lock(&mu_);
+  return StatsLocked();
+}
+
+PostgresSyncSource::Stats PostgresSyncSource::StatsLocked() {
   Stats stats = stats_;
   stats.flush_queries = queries_issued_;
   return stats;
@@ -737,10 +741,11 @@ void PostgresSyncSource::Stop() {
     synced_ = false;
     if (!stopped_ && up_to_date_once_) {
       // Once per source that served: how much the barriers shared.
-      common::LogInfo("sync_stats", {{"barriers", stats_.barrier_calls},
-                                     {"flush_queries", queries_issued_},
-                                     {"reply_requests", stats_.reply_requests},
-                                     {"sessions_up_to_date", stats_.sessions_up_to_date}});
+      const Stats stats = StatsLocked();
+      common::LogInfo("sync_stats", {{"barriers", stats.barrier_calls},
+                                     {"flush_queries", stats.flush_queries},
+                                     {"reply_requests", stats.reply_requests},
+                                     {"sessions_up_to_date", stats.sessions_up_to_date}});
     }
     stopped_ = true;
     slot_name_.clear();

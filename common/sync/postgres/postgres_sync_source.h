@@ -114,6 +114,7 @@ class PostgresSyncSource final : public SyncSource {
   void KickStreamer();
   // Barrier deadlines share one timer, armed for the earliest pending one,
   // so a call costs no timer of its own.
+  Stats StatsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddDeadlineLocked(common::MonotonicTime deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveDeadlineLocked(common::MonotonicTime deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnDeadlineTimer();
