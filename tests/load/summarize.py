@@ -18,6 +18,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import sys
 
 # (label, numerator row, denominator row, target)
@@ -88,14 +89,6 @@ def pgbench_row(path: str, log_prefix: str) -> dict:
     }
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    return (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def rounds_of(by_name: dict, base: str) -> dict:
     """Round number -> row, for `base` itself (round 1) or `base.<n>`."""
     found = {}
@@ -143,7 +136,7 @@ def main() -> int:
         if not rounds:
             continue
         values = [nums[r]["rps"] / dens[r]["rps"] for r in rounds]
-        value = median(values)
+        value = statistics.median(values)
         verdict = "met" if value >= target else "MISSED"
         if any(nums[r]["errors"] or dens[r]["errors"] for r in rounds):
             verdict = "n/a (errors in a row)"
