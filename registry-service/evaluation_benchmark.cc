@@ -62,6 +62,13 @@ class NullStore final : public WakeStore {
     return absl::UnimplementedError("");
   }
   absl::StatusOr<int64_t> ReleaseExpiredClaims() override { return 0; }
+  absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey&) override {
+    return WindowResult();
+  }
+  absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int) override {
+    return std::vector<WindowKey>();
+  }
+  absl::StatusOr<int64_t> SweepEventKeys(absl::Duration, int) override { return 0; }
 };
 
 size_t ResidentBytes() {

@@ -32,6 +32,10 @@ std::string SourceEventKey(const std::string& offset, sync::ChangeOp op, const s
   return absl::StrCat(sync::ChangeOpName(op), ":", key);
 }
 
+EventKeyKind SourceEventKeyKind(const std::string& offset) {
+  return offset.empty() ? EventKeyKind::kEvent : EventKeyKind::kOffset;
+}
+
 Evaluator::Evaluator(sync::RegistrationCollection& collection, WakeStore& store,
                      common::TimeSource& time, common::Executor& executor)
     : collection_(collection), store_(store), time_(time), executor_(executor) {
@@ -41,19 +45,20 @@ Evaluator::Evaluator(sync::RegistrationCollection& collection, WakeStore& store,
     process_posted_ = true;
     executor_.Post([this] { ProcessDue(); });
   });
-  // Registrations already present (and every later change) arm timeouts.
-  {
-    absl::MutexLock lock(&mu_);
-    for (const sync::Registration& row : collection_.Snapshot(std::nullopt)) {
-      sync::CollectionEvent event;
-      event.kind = sync::CollectionEvent::Kind::kEnter;
-      event.row = row;
-      ApplyRowLocked(event);
-    }
-    RearmLocked();
-  }
+  // Every change from here on, then the registrations already present, arm
+  // timeouts: listening first means no registration that arrives in between
+  // is missed. A change delivered while the snapshot is applied waits for
+  // mu_ and is applied after it (changes carry whole rows, in order).
   listener_ = collection_.AddListener(
       [this](const sync::CollectionEvent& event) { OnCollectionEvent(event); });
+  absl::MutexLock lock(&mu_);
+  for (const sync::Registration& row : collection_.Snapshot(std::nullopt)) {
+    sync::CollectionEvent event;
+    event.kind = sync::CollectionEvent::Kind::kEnter;
+    event.row = row;
+    ApplyRowLocked(event);
+  }
+  RearmLocked();
 }
 
 Evaluator::~Evaluator() {
@@ -110,8 +115,8 @@ void Evaluator::EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& r
   change.set_kind(v1::UPDATE);
   change.set_key(request.run_key());
   if (request.has_value()) *change.mutable_value() = request.value();
-  Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.run_key()), change,
-          request.status(), std::move(done));
+  Deliver(matched, SourceEventKey(request.offset(), event.op, request.run_key()),
+          SourceEventKeyKind(request.offset()), change, request.status(), std::move(done));
 }
 
 void Evaluator::EvaluateChangeAsync(const v1::EvaluateChangeRequest& request, Done done) {
@@ -133,8 +138,9 @@ void Evaluator::EvaluateChangeAsync(const v1::EvaluateChangeRequest& request, Do
   if (request.collection() == "inbox" && request.has_inbox()) {
     *change.mutable_inbox() = request.inbox();
   }
-  Deliver(matched, event, SourceEventKey(request.offset(), event.op, request.key()), change,
-          v1::RUN_STATUS_UNSPECIFIED, std::move(done));
+  Deliver(matched, SourceEventKey(request.offset(), event.op, request.key()),
+          SourceEventKeyKind(request.offset()), change, v1::RUN_STATUS_UNSPECIFIED,
+          std::move(done));
 }
 
 WakeDraft Evaluator::DraftFor(const sync::Registration& registration, std::string event_key,
@@ -166,53 +172,55 @@ std::vector<sync::Registration> Evaluator::Match(const std::string& tenant,
   return matched;
 }
 
-void Evaluator::Deliver(const std::vector<sync::Registration>& matched, const SourceEvent& event,
-                        const std::string& event_key, const v1::WakeChange& change,
-                        v1::RunStatus run_status, Done done) {
-  EvaluationResult result;
+void Evaluator::Deliver(const std::vector<sync::Registration>& matched,
+                        const std::string& event_key, EventKeyKind key_kind,
+                        const v1::WakeChange& change, v1::RunStatus run_status, Done done) {
   std::vector<WakeDraft> drafts;
+  drafts.reserve(matched.size());
+  // (registration id, debounce) of the matches that join a window.
+  std::vector<std::pair<int64_t, int32_t>> debounced;
   for (const sync::Registration& registration : matched) {
     v1::WakeChange carried = change;
     if (!registration.include_response) {
       carried.clear_value();
       carried.clear_old_value();
     }
-    if (registration.debounce_ms <= 0) {
-      drafts.push_back(DraftFor(registration, event_key, {std::move(carried)}, run_status));
-      continue;
+    WakeDraft draft = DraftFor(registration, event_key, {std::move(carried)}, run_status);
+    draft.key_kind = key_kind;
+    if (registration.debounce_ms > 0) {
+      // The match joins the registration's window; a one-shot registration
+      // goes when the window closes into its wake.
+      draft.debounce_ms = registration.debounce_ms;
+      draft.delete_registration = false;
+      debounced.emplace_back(registration.id, registration.debounce_ms);
     }
-    absl::MutexLock lock(&mu_);
-    auto [it, fresh] = buffers_.try_emplace(registration.id);
-    Buffer& buffer = it->second;
-    if (fresh) buffer.first_key = event_key;
-    buffer.registration = registration;
-    if (buffer.keys.insert(event_key).second) {
-      buffer.changes.push_back(std::move(carried));
-      if (event.run_finished) buffer.last_status = run_status;
+    drafts.push_back(std::move(draft));
+  }
+  store_.PersistWakesAsync(drafts, [this, debounced = std::move(debounced), done = std::move(done)](
+                                       absl::StatusOr<PersistResult> persisted) {
+    if (!persisted.ok()) {
+      done(persisted.status());
+      return;
     }
-    // Each match restarts the timer.
-    SetBufferDeadlineLocked(registration.id, buffer,
-                            time_.MonotonicNow() +
-                                common::ToChrono(absl::Milliseconds(registration.debounce_ms)));
-    RearmLocked();
-    ++result.debounced;
-  }
-  if (drafts.empty()) {
-    done(std::move(result));
-    return;
-  }
-  store_.PersistWakesAsync(
-      drafts, [debounced = result.debounced,
-               done = std::move(done)](absl::StatusOr<PersistResult> persisted) {
-        if (!persisted.ok()) {
-          done(persisted.status());
-          return;
+    EvaluationResult result;
+    result.wakes = std::move(persisted->wakes);
+    result.debounced = static_cast<int32_t>(persisted->buffered.size());
+    if (!persisted->buffered.empty()) {
+      // Watch the windows this call moved: each match restarts its timer.
+      absl::MutexLock lock(&mu_);
+      const common::MonotonicTime now = time_.MonotonicNow();
+      for (const BufferedMatch& match : persisted->buffered) {
+        for (const auto& [id, debounce_ms] : debounced) {
+          if (id != match.registration_id) continue;
+          SetWindowLocked(id, match.tenant_id,
+                          now + common::ToChrono(absl::Milliseconds(debounce_ms)));
+          break;
         }
-        EvaluationResult result;
-        result.debounced = debounced;
-        result.wakes = std::move(persisted->wakes);
-        done(std::move(result));
-      });
+      }
+      RearmLocked();
+    }
+    done(std::move(result));
+  });
 }
 
 void Evaluator::OnCollectionEvent(const sync::CollectionEvent& event) {
@@ -229,7 +237,8 @@ void Evaluator::ApplyRowLocked(const sync::CollectionEvent& event) {
   const sync::Registration& row = event.row;
   if (event.kind == sync::CollectionEvent::Kind::kExit) {
     EraseTimeoutLocked(row.id);
-    EraseBufferLocked(row.id);  // Unregistered (or consumed): buffered matches go with it.
+    // Its window (if any) closes without a wake when it is due.
+    EraseWindowLocked(row.id);
     return;
   }
   if (row.timeout_ms > 0 && !row.timeout_consumed) {
@@ -237,21 +246,21 @@ void Evaluator::ApplyRowLocked(const sync::CollectionEvent& event) {
   } else {
     EraseTimeoutLocked(row.id);
   }
-  if (auto it = buffers_.find(row.id); it != buffers_.end()) it->second.registration = row;
 }
 
-void Evaluator::SetBufferDeadlineLocked(int64_t id, Buffer& buffer,
-                                        common::MonotonicTime deadline) {
-  buffer_deadlines_.erase({buffer.deadline, id});  // Nothing to erase for a fresh buffer.
-  buffer.deadline = deadline;
-  buffer_deadlines_.insert({deadline, id});
+void Evaluator::SetWindowLocked(int64_t id, const std::string& tenant,
+                                common::MonotonicTime deadline) {
+  auto [it, fresh] = windows_.try_emplace(id);
+  if (!fresh) window_deadlines_.erase({it->second.deadline, id});
+  it->second = Window{tenant, deadline};
+  window_deadlines_.insert({deadline, id});
 }
 
-void Evaluator::EraseBufferLocked(int64_t id) {
-  auto it = buffers_.find(id);
-  if (it == buffers_.end()) return;
-  buffer_deadlines_.erase({it->second.deadline, id});
-  buffers_.erase(it);
+void Evaluator::EraseWindowLocked(int64_t id) {
+  auto it = windows_.find(id);
+  if (it == windows_.end()) return;
+  window_deadlines_.erase({it->second.deadline, id});
+  windows_.erase(it);
 }
 
 void Evaluator::SetTimeoutLocked(Timeout timeout) {
@@ -271,17 +280,12 @@ void Evaluator::EraseTimeoutLocked(int64_t id) {
 
 void Evaluator::RearmLocked() {
   std::optional<absl::Duration> next;
-  if (!buffer_deadlines_.empty()) {
-    next = common::ToAbsl(buffer_deadlines_.begin()->first - time_.MonotonicNow());
+  if (!window_deadlines_.empty()) {
+    next = common::ToAbsl(window_deadlines_.begin()->first - time_.MonotonicNow());
   }
-  // A timeout whose registration has buffered matches needs no timer of its
-  // own: the buffer consumes it, or ProcessDue looks at it again when the
-  // buffer fires. Only those are skipped (at most one per buffer).
-  for (const auto& [deadline, id] : timeout_deadlines_) {
-    if (buffers_.count(id) > 0) continue;
-    const absl::Duration delay = deadline - time_.SystemNow();
+  if (!timeout_deadlines_.empty()) {
+    const absl::Duration delay = timeout_deadlines_.begin()->first - time_.SystemNow();
     if (!next.has_value() || delay < *next) next = delay;
-    break;
   }
   if (next.has_value()) {
     timer_->Enable(std::max(*next, absl::ZeroDuration()));
@@ -293,31 +297,23 @@ void Evaluator::RearmLocked() {
 }
 
 void Evaluator::ProcessDue() {
+  std::vector<WindowKey> windows;
   std::vector<WakeDraft> drafts;
-  std::vector<Buffer> taken_buffers;
   std::vector<Timeout> taken_timeouts;
   {
     absl::MutexLock lock(&mu_);
     const common::MonotonicTime mono_now = time_.MonotonicNow();
     const absl::Time now = time_.SystemNow();
-    while (!buffer_deadlines_.empty() && buffer_deadlines_.begin()->first <= mono_now) {
-      const int64_t id = buffer_deadlines_.begin()->second;
-      buffer_deadlines_.erase(buffer_deadlines_.begin());
-      auto it = buffers_.find(id);
-      Buffer& buffer = it->second;
-      drafts.push_back(DraftFor(buffer.registration, absl::StrCat("debounce:", buffer.first_key),
-                                buffer.changes, buffer.last_status));
-      taken_buffers.push_back(std::move(buffer));
-      buffers_.erase(it);
+    while (!window_deadlines_.empty() && window_deadlines_.begin()->first <= mono_now) {
+      const int64_t id = window_deadlines_.begin()->second;
+      window_deadlines_.erase(window_deadlines_.begin());
+      auto it = windows_.find(id);
+      windows.push_back(WindowKey{it->second.tenant_id, id});
+      windows_.erase(it);
     }
-    for (auto due = timeout_deadlines_.begin();
-         due != timeout_deadlines_.end() && due->first <= now;) {
-      const int64_t id = due->second;
-      // A buffered match arrived first: it consumes the timeout when it fires.
-      if (buffers_.count(id) > 0) {
-        ++due;
-        continue;
-      }
+    while (!timeout_deadlines_.empty() && timeout_deadlines_.begin()->first <= now) {
+      const int64_t id = timeout_deadlines_.begin()->second;
+      timeout_deadlines_.erase(timeout_deadlines_.begin());
       auto it = timeouts_.find(id);
       WakeDraft draft =
           DraftFor(it->second.registration, "timeout", {}, v1::RUN_STATUS_UNSPECIFIED);
@@ -327,43 +323,26 @@ void Evaluator::ProcessDue() {
       drafts.push_back(std::move(draft));
       taken_timeouts.push_back(std::move(it->second));
       timeouts_.erase(it);
-      due = timeout_deadlines_.erase(due);
     }
   }
+  for (const WindowKey& window : windows) CloseWindow(window);
   absl::Status status = absl::OkStatus();
   if (!drafts.empty()) {
     absl::StatusOr<PersistResult> persisted = store_.PersistWakes(drafts);
     status = persisted.status();
     if (persisted.ok()) {
       for (const v1::Wake& wake : persisted->wakes) {
-        common::LogDebug("deferred_wake", {{"wake_id", wake.id()},
-                                           {"registration_id", wake.registration_id()},
-                                           {"key", wake.source_event_key()}});
+        common::LogDebug("timeout_wake", {{"wake_id", wake.id()},
+                                          {"registration_id", wake.registration_id()}});
       }
     }
   }
   absl::MutexLock lock(&mu_);
   if (!status.ok()) {
-    // Nothing may be lost: put everything back and try again shortly.
-    common::LogWarn("deferred_wake_failed", {{"error", std::string(status.message())},
-                                             {"retry_in", absl::FormatDuration(kRetryDelay)}});
-    const common::MonotonicTime retry = time_.MonotonicNow() + common::ToChrono(kRetryDelay);
-    for (Buffer& buffer : taken_buffers) {
-      const int64_t id = buffer.registration.id;
-      auto [it, fresh] = buffers_.try_emplace(id);
-      if (!fresh) {
-        // Newer matches arrived meanwhile: keep the older ones in front.
-        Buffer& newer = it->second;
-        buffer.changes.insert(buffer.changes.end(), newer.changes.begin(), newer.changes.end());
-        buffer.keys.insert(newer.keys.begin(), newer.keys.end());
-        if (newer.last_status != v1::RUN_STATUS_UNSPECIFIED) buffer.last_status = newer.last_status;
-        buffer.registration = newer.registration;
-        buffer_deadlines_.erase({newer.deadline, id});
-      }
-      buffer.deadline = retry;
-      buffer_deadlines_.insert({retry, id});
-      it->second = std::move(buffer);
-    }
+    // Nothing may be lost: arm them again and try shortly. (The rows stay
+    // unconsumed in the database, so a restart arms them again too.)
+    common::LogWarn("timeout_wake_failed", {{"error", std::string(status.message())},
+                                            {"retry_in", absl::FormatDuration(kRetryDelay)}});
     for (Timeout& timeout : taken_timeouts) {
       if (timeouts_.count(timeout.registration.id) > 0) continue;
       timeout.deadline = time_.SystemNow() + kRetryDelay;
@@ -374,14 +353,55 @@ void Evaluator::ProcessDue() {
   RearmLocked();
 }
 
+void Evaluator::CloseWindow(const WindowKey& key) {
+  absl::StatusOr<WindowResult> result = store_.CloseDebounceWindow(key);
+  std::optional<absl::Duration> again;
+  if (!result.ok()) {
+    // The window is safe in the database; look again shortly (the sweep of
+    // any replica would close it too).
+    common::LogWarn("debounce_close_failed", {{"registration_id", key.registration_id},
+                                              {"error", std::string(result.status().message())},
+                                              {"retry_in", absl::FormatDuration(kRetryDelay)}});
+    again = kRetryDelay;
+  } else if (result->outcome == WindowResult::Outcome::kNotDue) {
+    again = result->due_in;
+  } else if (result->wake.has_value()) {
+    common::LogDebug("debounced_wake", {{"wake_id", result->wake->id()},
+                                        {"registration_id", key.registration_id},
+                                        {"changes", result->wake->message().changes_size()}});
+  }
+  if (!again.has_value()) return;
+  absl::MutexLock lock(&mu_);
+  // A match since then armed it already (as late or later): keep that.
+  if (windows_.count(key.registration_id) > 0) return;
+  SetWindowLocked(key.registration_id, key.tenant_id,
+                  time_.MonotonicNow() + common::ToChrono(*again));
+  RearmLocked();
+}
+
+void Evaluator::CloseDueWindows(int limit) {
+  absl::StatusOr<std::vector<WindowKey>> due = store_.DueDebounceWindows(limit);
+  if (!due.ok()) {
+    common::LogWarn("debounce_sweep_failed", {{"error", std::string(due.status().message())}});
+    return;
+  }
+  for (const WindowKey& window : *due) {
+    {
+      absl::MutexLock lock(&mu_);
+      EraseWindowLocked(window.registration_id);
+    }
+    CloseWindow(window);
+  }
+}
+
 size_t Evaluator::ArmedTimeouts() {
   absl::MutexLock lock(&mu_);
   return timeouts_.size();
 }
 
-size_t Evaluator::DebounceBuffers() {
+size_t Evaluator::WatchedWindows() {
   absl::MutexLock lock(&mu_);
-  return buffers_.size();
+  return windows_.size();
 }
 
 }  // namespace wake::registry

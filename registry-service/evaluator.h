@@ -1,7 +1,13 @@
 // Turns source events into durable wakes (DESIGN.md section 4, matching
-// rules): matches registrations from the synced collection, buffers debounced
-// matches, fires timeouts that follow the collection, and persists wakes with
-// one-shot deletion and timeout consumption in the same statement.
+// rules): matches registrations from the synced collection, stores debounced
+// matches in their registration's window in PostgreSQL and closes windows
+// when due, fires timeouts that follow the collection, and persists wakes
+// with one-shot deletion and timeout consumption in the same statement.
+//
+// Nothing it holds in memory is needed for correctness: debounce windows and
+// event keys live in the database (any replica closes a window that is due,
+// whichever replica opened it), and timeouts are armed from the collection,
+// so a restart or another replica loses nothing.
 //
 // Requests are assumed validated (see validation.h) with the tenant filled in.
 #pragma once
@@ -43,6 +49,9 @@ bool Matches(const sync::Registration& registration, const SourceEvent& event);
 // "<offset>" when given, else "<op>:<key>" (op in lower case).
 std::string SourceEventKey(const std::string& offset, sync::ChangeOp op, const std::string& key);
 
+// How the key of an event with this offset is remembered.
+EventKeyKind SourceEventKeyKind(const std::string& offset);
+
 class Evaluator {
  public:
   // Deferred work (debounce and timeout wakes) runs on `executor`, never on
@@ -62,17 +71,19 @@ class Evaluator {
   void EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request, Done done);
   void EvaluateChangeAsync(const v1::EvaluateChangeRequest& request, Done done);
 
+  // Closes debounce windows that are due whoever opened them (a replica
+  // that died, or restarted, before its own timer fired), at most `limit`.
+  // Blocks on the database; for the registry's periodic sweep.
+  void CloseDueWindows(int limit);
+
   // For tests and health.
   size_t ArmedTimeouts();
-  size_t DebounceBuffers();
+  // Debounce windows this replica has a timer for.
+  size_t WatchedWindows();
 
  private:
-  struct Buffer {
-    sync::Registration registration;
-    std::vector<v1::WakeChange> changes;
-    v1::RunStatus last_status = v1::RUN_STATUS_UNSPECIFIED;
-    std::string first_key;
-    std::set<std::string> keys;
+  struct Window {
+    std::string tenant_id;
     common::MonotonicTime deadline;
   };
   struct Timeout {
@@ -83,23 +94,27 @@ class Evaluator {
   // The registrations of (tenant, source) that `event` matches, by id.
   std::vector<sync::Registration> Match(const std::string& tenant, const std::string& source_url,
                                         const SourceEvent& event);
-  // Persists (or buffers, when debounced) one wake per matched registration.
-  void Deliver(const std::vector<sync::Registration>& matched, const SourceEvent& event,
-               const std::string& event_key, const v1::WakeChange& change,
-               v1::RunStatus run_status, Done done);
+  // Persists one wake per matched registration (or stores the match in the
+  // registration's debounce window).
+  void Deliver(const std::vector<sync::Registration>& matched, const std::string& event_key,
+               EventKeyKind key_kind, const v1::WakeChange& change, v1::RunStatus run_status,
+               Done done);
   WakeDraft DraftFor(const sync::Registration& registration, std::string event_key,
                      std::vector<v1::WakeChange> changes, v1::RunStatus run_status) const;
+  // Closes one window whose local timer fired; re-arms it when a later
+  // match moved its deadline.
+  void CloseWindow(const WindowKey& key);
   void OnCollectionEvent(const sync::CollectionEvent& event);
-  // Follows one registration change (timeouts, buffered copies); no re-arm.
+  // Follows one registration change (timeouts, window timers); no re-arm.
   void ApplyRowLocked(const sync::CollectionEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ProcessDue();
   // Arms the timer for the earliest deadline: O(log n), not a scan.
   void RearmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // buffers_/timeouts_ and their deadline orders change only through these.
-  void SetBufferDeadlineLocked(int64_t id, Buffer& buffer, common::MonotonicTime deadline)
+  // windows_/timeouts_ and their deadline orders change only through these.
+  void SetWindowLocked(int64_t id, const std::string& tenant, common::MonotonicTime deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EraseBufferLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseWindowLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetTimeoutLocked(Timeout timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseTimeoutLocked(int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -110,10 +125,13 @@ class Evaluator {
   int listener_ = 0;
 
   absl::Mutex mu_;
-  std::map<int64_t, Buffer> buffers_ ABSL_GUARDED_BY(mu_);
+  // Local timers of the debounce windows this replica stored matches in, by
+  // registration id. The database holds the window; this only says when to
+  // look at it.
+  std::map<int64_t, Window> windows_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, Timeout> timeouts_ ABSL_GUARDED_BY(mu_);
-  // (deadline, registration id) of every buffer and timeout, earliest first.
-  absl::btree_set<std::pair<common::MonotonicTime, int64_t>> buffer_deadlines_
+  // (deadline, registration id) of every window and timeout, earliest first.
+  absl::btree_set<std::pair<common::MonotonicTime, int64_t>> window_deadlines_
       ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<absl::Time, int64_t>> timeout_deadlines_ ABSL_GUARDED_BY(mu_);
   bool process_posted_ ABSL_GUARDED_BY(mu_) = false;

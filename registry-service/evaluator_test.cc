@@ -219,6 +219,22 @@ TEST_F(EvaluatorTest, OneShotTimeoutAndIncludeResponseShapeTheDraft) {
   ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
 }
 
+TEST_F(EvaluatorTest, EventKeysSayHowTheyAreRemembered) {
+  Load({RunFinished(1, "/p1")});
+  EXPECT_CALL(store_, PersistWakes(ElementsAre(AllOf(
+                          Field(&WakeDraft::source_event_key, "0000_0042"),
+                          Field(&WakeDraft::key_kind, EventKeyKind::kOffset)))))
+      .WillOnce(Persisted);
+  v1::EvaluateRunFinishedRequest request = RunFinishedRequest();
+  request.set_offset("0000_0042");
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(request).ok());
+  EXPECT_CALL(store_, PersistWakes(ElementsAre(AllOf(
+                          Field(&WakeDraft::source_event_key, "update:run-1"),
+                          Field(&WakeDraft::key_kind, EventKeyKind::kEvent)))))
+      .WillOnce(Persisted);
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+}
+
 TEST_F(EvaluatorTest, ChangeCarriesValuesAndInboxFields) {
   Load({OnChange(1, {"inbox"}, {sync::ChangeOp::kInsert})});
   v1::EvaluateChangeRequest request = ChangeRequest("inbox", v1::INSERT, "m1");
@@ -265,52 +281,155 @@ TEST_F(EvaluatorTest, StoreFailureIsReturned) {
               StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr("db down")));
 }
 
-TEST_F(EvaluatorTest, DebounceCoalescesMatchesWithTheLastStatus) {
+// Answers a persist of debounced drafts: each joined its window.
+absl::StatusOr<PersistResult> Buffered(const std::vector<WakeDraft>& drafts) {
+  PersistResult result;
+  for (const WakeDraft& draft : drafts) {
+    if (draft.debounce_ms > 0) {
+      result.buffered.push_back(BufferedMatch{draft.tenant_id, draft.registration_id, 77});
+    }
+  }
+  result.txid = 7;
+  return result;
+}
+
+WindowResult Fired(int64_t registration_id) {
+  WindowResult result;
+  result.outcome = WindowResult::Outcome::kFired;
+  v1::Wake wake;
+  wake.set_id(500);
+  wake.set_registration_id(registration_id);
+  result.wake = wake;
+  return result;
+}
+
+WindowResult NotDue(absl::Duration due_in) {
+  WindowResult result;
+  result.outcome = WindowResult::Outcome::kNotDue;
+  result.due_in = due_in;
+  return result;
+}
+
+MATCHER_P2(WindowIs, tenant, registration_id, "") {
+  return arg.tenant_id == tenant && arg.registration_id == registration_id;
+}
+
+TEST_F(EvaluatorTest, DebouncedMatchJoinsItsWindowInTheStore) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 1000;
+  row.one_shot = true;
+  row.timeout_ms = 60000;
+  Load({row});
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
+      .WillOnce([](const std::vector<WakeDraft>& drafts) {
+        const WakeDraft& draft = drafts[0];
+        EXPECT_EQ(draft.debounce_ms, 1000);
+        EXPECT_EQ(draft.source_event_key, "update:run-1");
+        EXPECT_EQ(draft.key_kind, EventKeyKind::kEvent);
+        EXPECT_EQ(draft.run_finished_status, v1::COMPLETED);
+        EXPECT_EQ(draft.message.changes_size(), 1);
+        EXPECT_EQ(draft.message.changes(0).key(), "run-1");
+        // The one-shot row goes when the window closes, not now; the match
+        // consumes the timeout at once.
+        EXPECT_FALSE(draft.delete_registration);
+        EXPECT_TRUE(draft.consume_timeout);
+        return Buffered(drafts);
+      });
+  auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->debounced, 1);
+  EXPECT_THAT(result->wakes, IsEmpty());
+  EXPECT_EQ(evaluator_->WatchedWindows(), 1u);
+}
+
+TEST_F(EvaluatorTest, EachMatchRestartsTheWindowTimer) {
   sync::Registration row = RunFinished(1, "/p1");
   row.debounce_ms = 1000;
   Load({row});
-  auto first = evaluator_->EvaluateRunFinished(RunFinishedRequest());
-  ASSERT_TRUE(first.ok());
-  EXPECT_EQ(first->debounced, 1);
-  EXPECT_THAT(first->wakes, IsEmpty());
+  EXPECT_CALL(store_, PersistWakes(_)).Times(2).WillRepeatedly(Buffered);
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
   Advance(absl::Milliseconds(600));
   v1::EvaluateRunFinishedRequest second = RunFinishedRequest();
   second.set_run_key("run-2");
-  second.set_status(v1::FAILED);
   ASSERT_TRUE(evaluator_->EvaluateRunFinished(second).ok());
-  // The same event again is not buffered twice.
-  ASSERT_TRUE(evaluator_->EvaluateRunFinished(second).ok());
-  // The timer restarted with the second match: nothing at 1000 ms.
-  Advance(absl::Milliseconds(600));
-  EXPECT_EQ(evaluator_->DebounceBuffers(), 1u);
-  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        EXPECT_EQ(drafts[0].source_event_key, "debounce:update:run-1");
-        EXPECT_EQ(drafts[0].run_finished_status, v1::FAILED);
-        EXPECT_EQ(drafts[0].message.changes_size(), 2);
-        EXPECT_EQ(drafts[0].message.changes(0).key(), "run-1");
-        EXPECT_EQ(drafts[0].message.changes(1).key(), "run-2");
-        return Persisted(drafts);
-      });
-  Advance(absl::Milliseconds(400));
-  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
+  Advance(absl::Milliseconds(999));  // StrictMock: no close before 1600 ms.
+  EXPECT_CALL(store_, CloseDebounceWindow(WindowIs("t", 1))).WillOnce(Return(Fired(1)));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(evaluator_->WatchedWindows(), 0u);
 }
 
-TEST_F(EvaluatorTest, FailedDebouncedWakeIsRetriedNotLost) {
+TEST_F(EvaluatorTest, DuplicateMatchWatchesNoWindow) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 1000;
+  Load({row});
+  // The store knew the event already: nothing joined a window.
+  EXPECT_CALL(store_, PersistWakes(_)).WillOnce(Return(PersistResult()));
+  auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest());
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->debounced, 0);
+  EXPECT_EQ(evaluator_->WatchedWindows(), 0u);
+  Advance(absl::Seconds(5));  // StrictMock: no close.
+}
+
+TEST_F(EvaluatorTest, WindowMovedByAnotherReplicaIsLookedAtAgainWhenDue) {
   sync::Registration row = RunFinished(1, "/p1");
   row.debounce_ms = 100;
   Load({row});
+  EXPECT_CALL(store_, PersistWakes(_)).WillOnce(Buffered);
   ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
-  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
-      .WillOnce(Return(absl::UnavailableError("db down")))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        EXPECT_EQ(drafts[0].message.changes_size(), 1);
-        return Persisted(drafts);
-      });
+  EXPECT_CALL(store_, CloseDebounceWindow(WindowIs("t", 1)))
+      .WillOnce(Return(NotDue(absl::Milliseconds(250))));
   Advance(absl::Milliseconds(100));
-  EXPECT_EQ(evaluator_->DebounceBuffers(), 1u);
+  EXPECT_EQ(evaluator_->WatchedWindows(), 1u);
+  Advance(absl::Milliseconds(249));  // StrictMock: not yet.
+  EXPECT_CALL(store_, CloseDebounceWindow(WindowIs("t", 1))).WillOnce(Return(Fired(1)));
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(evaluator_->WatchedWindows(), 0u);
+}
+
+TEST_F(EvaluatorTest, FailedCloseIsRetriedNotLost) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 100;
+  Load({row});
+  EXPECT_CALL(store_, PersistWakes(_)).WillOnce(Buffered);
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+  EXPECT_CALL(store_, CloseDebounceWindow(_))
+      .WillOnce(Return(absl::UnavailableError("db down")))
+      .WillOnce(Return(Fired(1)));
+  Advance(absl::Milliseconds(100));
+  EXPECT_EQ(evaluator_->WatchedWindows(), 1u);
   Advance(absl::Seconds(1));
-  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
+  EXPECT_EQ(evaluator_->WatchedWindows(), 0u);
+}
+
+TEST_F(EvaluatorTest, DueWindowsOpenedElsewhereAreClosed) {
+  Load({});
+  // Windows of another (dead) replica: this one never saw their matches.
+  EXPECT_CALL(store_, DueDebounceWindows(50))
+      .WillOnce(Return(std::vector<WindowKey>{{"t", 4}, {"u", 9}}));
+  EXPECT_CALL(store_, CloseDebounceWindow(WindowIs("t", 4))).WillOnce(Return(Fired(4)));
+  EXPECT_CALL(store_, CloseDebounceWindow(WindowIs("u", 9)))
+      .WillOnce(Return(WindowResult()));  // Another replica was first.
+  evaluator_->CloseDueWindows(50);
+  EXPECT_EQ(evaluator_->WatchedWindows(), 0u);
+}
+
+TEST_F(EvaluatorTest, UnregisteringStopsWatchingTheWindow) {
+  sync::Registration row = RunFinished(1, "/p1");
+  row.debounce_ms = 1000;
+  Load({row});
+  EXPECT_CALL(store_, PersistWakes(_)).WillOnce(Buffered);
+  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
+  Sync(sync::ChangeOp::kDelete, row);
+  EXPECT_EQ(evaluator_->WatchedWindows(), 0u);
+  // StrictMock: no close from here; the sweep closes the window (without a
+  // wake) once it is due.
+  Advance(absl::Seconds(5));
+}
+
+TEST(MatchesTest, OffsetsAreOrderedKeys) {
+  EXPECT_EQ(SourceEventKeyKind("0000_0012"), EventKeyKind::kOffset);
+  EXPECT_EQ(SourceEventKeyKind(""), EventKeyKind::kEvent);
 }
 
 TEST_F(EvaluatorTest, TimeoutFiresOnceWhenNothingMatched) {
@@ -402,40 +521,6 @@ TEST_F(EvaluatorTest, ManyTimeoutsFireEachAtItsOwnDeadline) {
   Advance(absl::Seconds(5));
   EXPECT_THAT(fired, ElementsAre(2, 1, 3));
   EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
-}
-
-TEST_F(EvaluatorTest, BufferedMatchHoldsItsTimeoutUntilTheBufferFires) {
-  sync::Registration row = RunFinished(1, "/p1");
-  row.debounce_ms = 3000;
-  row.timeout_ms = 1000;
-  Load({row});
-  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
-  Advance(absl::Milliseconds(1500));  // The timeout is due but held: no wake yet.
-  // Nor is the timer re-armed for "now" over and over while it is held (in
-  // real time that would spin until the buffer fires).
-  time_.Advance(absl::ZeroDuration());
-  EXPECT_EQ(executor_.queued(), 0u);
-  // The debounced wake consumes the timeout; the timeout's own wake is gated
-  // by the store (require_timeout_unconsumed), so both drafts go together.
-  EXPECT_CALL(store_, PersistWakes(ElementsAre(Field(&WakeDraft::consume_timeout, true),
-                                               Field(&WakeDraft::require_timeout_unconsumed,
-                                                     true))))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        std::vector<WakeDraft> first(drafts.begin(), drafts.begin() + 1);
-        return Persisted(first);
-      });
-  Advance(absl::Milliseconds(1500));
-  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
-}
-
-TEST_F(EvaluatorTest, UnregisteringDropsBufferedMatches) {
-  sync::Registration row = RunFinished(1, "/p1");
-  row.debounce_ms = 1000;
-  Load({row});
-  ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
-  Sync(sync::ChangeOp::kDelete, row);
-  EXPECT_EQ(evaluator_->DebounceBuffers(), 0u);
-  Advance(absl::Seconds(5));  // StrictMock: no wake.
 }
 
 }  // namespace

@@ -72,6 +72,14 @@ void Prepare(pqxx::connection& c) {
   // `stream_claims`, dead rows included. Penalising sequential scans keeps
   // them on the indexes; a query with no usable index still gets one.
   pqxx::nontransaction(c).exec0("SET enable_seqscan = off");
+  // The read barrier waits for the stream to reach the server's WAL flush
+  // position, so a write it must see has to be flushed before its commit
+  // returns: with the server's synchronous_commit=off a confirmed
+  // RegisterWake could slip past a barrier on another replica. Stronger
+  // settings (on, remote_apply) are left as they are.
+  pqxx::nontransaction(c).exec0(
+      "SELECT set_config('synchronous_commit', 'local', false) "
+      "WHERE current_setting('synchronous_commit') = 'off'");
   c.prepare("insert_registration",
             absl::StrCat("INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, "
                          "condition, debounce_ms, timeout_ms, one_shot, include_response, "
@@ -101,23 +109,121 @@ void Prepare(pqxx::connection& c) {
             absl::StrCat("DELETE FROM wake_registrations WHERE tenant_id = $1 AND "
                          "subscriber_url = $2 AND source_url = $3",
                          returning));
-  // One statement: the one-shot delete or timeout consumption gates the insert,
-  // so concurrent evaluations on different replicas cannot both deliver.
+  // One statement: the event key, then the one-shot delete or timeout
+  // consumption, gate the insert, so concurrent evaluations on different
+  // replicas (and the same event evaluated again after its wake was acked)
+  // cannot both deliver. $11 is the EventKeyKind.
   c.prepare("persist_wake",
             absl::StrCat(
-                "WITH deleted AS (DELETE FROM wake_registrations WHERE $8 AND id = $3 AND "
-                "tenant_id = $1 AND (NOT $10 OR NOT timeout_consumed) RETURNING id), "
+                "WITH keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
+                "source_event_key, ordered) SELECT $1, $3, $4, $11 = 2 WHERE $11 > 0 AND NOT ($11 "
+                "= 2 AND EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = $1 AND "
+                "m.registration_id = $3 AND $4 COLLATE \"C\" <= m.offset_mark)) "
+                "ON CONFLICT DO NOTHING RETURNING 1), "
+                "admit AS (SELECT 1 WHERE $11 = 0 OR EXISTS (SELECT 1 FROM keyed)), "
+                "deleted AS (DELETE FROM wake_registrations WHERE $8 AND id = $3 AND "
+                "tenant_id = $1 AND (NOT $10 OR NOT timeout_consumed) AND "
+                "EXISTS (SELECT 1 FROM admit) RETURNING id), "
                 "consumed AS (UPDATE wake_registrations SET timeout_consumed = true WHERE "
                 "($9 OR $10) AND NOT $8 AND id = $3 AND tenant_id = $1 AND NOT timeout_consumed "
-                "RETURNING id), "
-                "gate AS (SELECT 1 WHERE (NOT $8 OR EXISTS (SELECT 1 FROM deleted)) AND "
-                "(NOT $10 OR $8 OR EXISTS (SELECT 1 FROM consumed))) "
+                "AND EXISTS (SELECT 1 FROM admit) RETURNING id), "
+                "gate AS (SELECT 1 FROM admit WHERE (NOT $8 OR EXISTS (SELECT 1 FROM deleted)) "
+                "AND (NOT $10 OR $8 OR EXISTS (SELECT 1 FROM consumed))) "
                 "INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, message, "
                 "run_finished_status, include_response) "
                 "SELECT $1, $2, $3, $4, $5::jsonb, $6, $7 FROM gate "
                 "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
                 "RETURNING id, (extract(epoch from created_at) * 1000000)::bigint, ",
                 kTxid));
+  // A debounced match joins its registration's window (opening one if none
+  // is open; each match moves the deadline on), in the same discipline as a
+  // wake: the event key first, so a replayed event joins nothing. Its
+  // arrival consumes the registration's timeout. $4 is the EventKeyKind.
+  // Returns the window's id, or nothing when the match was a duplicate or
+  // the registration is gone.
+  c.prepare("buffer_match",
+            absl::StrCat(
+                "WITH keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
+                "source_event_key, ordered) SELECT $1, $2, $3, $4 = 2 WHERE EXISTS (SELECT 1 FROM "
+                "wake_registrations r WHERE r.id = $2 AND r.tenant_id = $1) AND NOT ($4 = 2 AND "
+                "EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = $1 AND "
+                "m.registration_id = $2 AND $3 COLLATE \"C\" <= m.offset_mark)) "
+                "ON CONFLICT DO NOTHING RETURNING 1), "
+                "opened AS (INSERT INTO debounce_windows (tenant_id, registration_id, window_id, "
+                "first_key, deadline) SELECT $1, $2, nextval('debounce_window_ids'), $3, "
+                "now() + $5 * interval '1 millisecond' FROM keyed "
+                "ON CONFLICT (tenant_id, registration_id) DO UPDATE SET deadline = "
+                "GREATEST(debounce_windows.deadline, EXCLUDED.deadline) RETURNING window_id), "
+                "stored AS (INSERT INTO debounced_changes (window_id, change, run_finished_status) "
+                "SELECT window_id, $6::jsonb, $7 FROM opened RETURNING 1), "
+                "consumed AS (UPDATE wake_registrations SET timeout_consumed = true WHERE $8 AND "
+                "id = $2 AND tenant_id = $1 AND NOT timeout_consumed AND "
+                "EXISTS (SELECT 1 FROM keyed) RETURNING 1) "
+                "SELECT window_id, ",
+                kTxid, " FROM opened"));
+  // Closing a window takes two statements in one transaction: deleting the
+  // window row waits for (and so sees) every match that moved it; the
+  // second statement's fresh snapshot then holds all of their changes. A
+  // match that comes later opens a new window.
+  c.prepare("close_window",
+            "DELETE FROM debounce_windows WHERE tenant_id = $1 AND registration_id = $2 AND "
+            "deadline <= now() RETURNING window_id, first_key");
+  c.prepare("window_due_in",
+            "SELECT GREATEST(0, (extract(epoch from deadline - clock_timestamp()) * 1000)"
+            "::bigint) FROM debounce_windows WHERE tenant_id = $1 AND registration_id = $2");
+  // The window's changes become one wake, unless its registration is gone
+  // (unregistered: its buffered matches go with it); a one-shot
+  // registration is deleted with it.
+  c.prepare("fire_window",
+            absl::StrCat(
+                "WITH taken AS (DELETE FROM debounced_changes WHERE window_id = $3 "
+                "RETURNING id, change, run_finished_status), "
+                "reg AS (SELECT id, tenant_id, subscriber_url, source_url, include_response FROM "
+                "wake_registrations WHERE id = $2 AND tenant_id = $1), "
+                "gone AS (DELETE FROM wake_registrations WHERE id = $2 AND tenant_id = $1 AND "
+                "one_shot RETURNING id), "
+                "made AS (INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, "
+                "message, run_finished_status, include_response) "
+                "SELECT r.tenant_id, r.subscriber_url, r.id, 'debounce:' || $3::bigint || ':' || $4, "
+                "jsonb_build_object('source', r.source_url, 'changes', (SELECT "
+                "jsonb_agg(t.change ORDER BY t.id) FROM taken t)), (SELECT t.run_finished_status "
+                "FROM taken t WHERE t.run_finished_status IS NOT NULL ORDER BY t.id DESC LIMIT 1), "
+                "r.include_response FROM reg r WHERE EXISTS (SELECT 1 FROM taken) "
+                "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
+                "RETURNING ",
+                kWakeColumns, ") SELECT *, ", kTxid, " FROM made"));
+  c.prepare("due_windows",
+            "SELECT tenant_id, registration_id FROM debounce_windows WHERE deadline <= now() "
+            "ORDER BY deadline LIMIT $1");
+  // Expired keys go in small batches (replicas skip each other's rows); the
+  // expired offsets of a registration that still exists raise its mark.
+  c.prepare("sweep_event_keys",
+            "WITH expired AS (SELECT tenant_id, registration_id, source_event_key FROM "
+            "wake_event_keys WHERE created_at < now() - $1 * interval '1 millisecond' LIMIT $2 "
+            "FOR UPDATE SKIP LOCKED), "
+            "gone AS (DELETE FROM wake_event_keys k USING expired e WHERE k.tenant_id = "
+            "e.tenant_id AND k.registration_id = e.registration_id AND k.source_event_key = "
+            "e.source_event_key RETURNING k.tenant_id, k.registration_id, k.source_event_key, "
+            "k.ordered), "
+            "folded AS (INSERT INTO wake_offset_marks (tenant_id, registration_id, offset_mark) "
+            "SELECT g.tenant_id, g.registration_id, max(g.source_event_key COLLATE \"C\") FROM "
+            "gone g WHERE g.ordered AND EXISTS (SELECT 1 FROM wake_registrations r WHERE r.id = "
+            "g.registration_id AND r.tenant_id = g.tenant_id) GROUP BY g.tenant_id, "
+            "g.registration_id ORDER BY 1, 2 ON CONFLICT (tenant_id, registration_id) DO UPDATE "
+            "SET offset_mark = GREATEST(wake_offset_marks.offset_mark, EXCLUDED.offset_mark) "
+            "RETURNING 1) "
+            "SELECT count(*) FROM gone");
+  // Marks of registrations that are gone, a page at a time from a cursor.
+  c.prepare("sweep_marks",
+            "WITH page AS (SELECT tenant_id, registration_id FROM wake_offset_marks WHERE "
+            "(tenant_id, registration_id) > ($1, $2) ORDER BY tenant_id, registration_id "
+            "LIMIT $3), "
+            "gone AS (DELETE FROM wake_offset_marks m USING page p WHERE m.tenant_id = "
+            "p.tenant_id AND m.registration_id = p.registration_id AND NOT EXISTS (SELECT 1 FROM "
+            "wake_registrations r WHERE r.id = p.registration_id AND r.tenant_id = p.tenant_id) "
+            "RETURNING 1) "
+            "SELECT p.tenant_id, p.registration_id, (SELECT count(*) FROM page) FROM page p "
+            "ORDER BY p.tenant_id DESC, p.registration_id DESC LIMIT 1");
   // Group commit: many callers' upserts in one statement (one transaction).
   // Input: a JSON array of rows, each with its position "n". Rows another
   // transaction committed after this statement's snapshot conflict without
@@ -143,22 +249,34 @@ void Prepare(pqxx::connection& c) {
                 "FROM input i JOIN wake_registrations r USING (", kIdentity,
                 ") WHERE i.n NOT IN (SELECT n FROM created)) existing"));
   // Group commit of wakes without gates (no one-shot delete, no timeout
-  // consumption): a multi-row insert is the same as inserting them one by one.
+  // consumption): a multi-row insert is the same as inserting them one by
+  // one. Each event key goes in first; a draft whose key is already known
+  // (or at or below its registration's mark) makes no wake.
   c.prepare("insert_wakes",
             absl::StrCat(
                 "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
                 "tenant_id text, stream text, registration_id bigint, source_event_key text, "
-                "message jsonb, run_finished_status text, include_response bool)), "
+                "key_kind int, message jsonb, run_finished_status text, include_response bool)), "
+                "keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
+                "source_event_key, ordered) SELECT DISTINCT tenant_id, registration_id, "
+                "source_event_key, key_kind = 2 FROM input i WHERE key_kind > 0 AND NOT (key_kind "
+                "= 2 AND EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = i.tenant_id "
+                "AND m.registration_id = i.registration_id AND i.source_event_key COLLATE \"C\" "
+                "<= m.offset_mark)) ORDER BY 1, 2, 3 "
+                "ON CONFLICT DO NOTHING RETURNING tenant_id, registration_id, source_event_key), "
+                "admitted AS (SELECT i.* FROM input i WHERE i.key_kind = 0 OR EXISTS (SELECT 1 "
+                "FROM keyed k WHERE k.tenant_id = i.tenant_id AND k.registration_id = "
+                "i.registration_id AND k.source_event_key = i.source_event_key)), "
                 "inserted AS (INSERT INTO wakes (tenant_id, stream, registration_id, "
                 "source_event_key, message, run_finished_status, include_response) "
                 "SELECT tenant_id, stream, registration_id, source_event_key, message, "
-                "run_finished_status, include_response FROM input "
+                "run_finished_status, include_response FROM admitted "
                 "ORDER BY tenant_id, registration_id, source_event_key, n "
                 "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
                 "RETURNING id, tenant_id, registration_id, source_event_key, created_at) "
                 "SELECT i.n, r.id, (extract(epoch from r.created_at) * 1000000)::bigint, ",
                 kTxid,
-                " FROM input i JOIN inserted r USING (tenant_id, registration_id, "
+                " FROM admitted i JOIN inserted r USING (tenant_id, registration_id, "
                 "source_event_key)"));
   // Undoes a claim row that found its wakes gone (acked by a claim that ended
   // between the statement's snapshot and its row lock).
@@ -167,7 +285,7 @@ void Prepare(pqxx::connection& c) {
             "(SELECT 1 FROM wakes w WHERE w.tenant_id = s.tenant_id AND w.stream = s.stream AND "
             "w.claim_token = $1)");
   // Claims of one or more streams (distinct within a batch) in one statement,
-  // one round trip in autocommit. `pending` keeps the streams that have any
+  // in one transaction with the drop_empty_claim that may follow it. `pending` keeps the streams that have any
   // wake; only for those is the claim row inserted, or taken over when its
   // lease has expired (the primary key arbitrates between claimers), in key
   // order so concurrent batches cannot deadlock; only where the row was taken
@@ -202,15 +320,20 @@ void Prepare(pqxx::connection& c) {
             "LEFT JOIN taken t ON t.claim_token = i.claim_token "
             "LEFT JOIN claimed c ON c.token = i.claim_token");
   // Acks of one or more claims (tokens distinct within a batch) in one
-  // statement: each live claim ends, its acked wakes are deleted (all of them
+  // statement: the claim rows are locked in key order (as claims, heartbeats
+  // and the sweeper lock them, so no two of these statements can deadlock),
+  // each live claim ends, its acked wakes are deleted (all of them
   // when the id list is empty), its other wakes return to pending, and each
   // input row reports whether its stream still has pending wakes. The two
   // wake sub-statements touch disjoint rows (ids in the list, ids not in it).
   c.prepare("ack_claims",
             "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
             "tenant_id text, stream text, claim_token text, ids bigint[])), "
-            "ended AS (DELETE FROM stream_claims s USING input i WHERE s.tenant_id = i.tenant_id "
-            "AND s.stream = i.stream AND s.claim_token = i.claim_token RETURNING i.n), "
+            "locked AS (SELECT s.tenant_id, s.stream, s.claim_token, i.n FROM input i JOIN "
+            "stream_claims s ON s.tenant_id = i.tenant_id AND s.stream = i.stream AND "
+            "s.claim_token = i.claim_token ORDER BY s.tenant_id, s.stream FOR UPDATE OF s), "
+            "ended AS (DELETE FROM stream_claims s USING locked l WHERE s.tenant_id = l.tenant_id "
+            "AND s.stream = l.stream AND s.claim_token = l.claim_token RETURNING l.n), "
             "acked AS (DELETE FROM wakes w USING input i WHERE w.tenant_id = i.tenant_id AND "
             "w.stream = i.stream AND w.claim_token = i.claim_token AND "
             "i.n IN (SELECT n FROM ended) AND (cardinality(i.ids) = 0 OR w.id = ANY(i.ids)) "
@@ -244,12 +367,18 @@ void Prepare(pqxx::connection& c) {
             "s.claim_token = l.claim_token "
             "RETURNING s.tenant_id, s.stream, s.claim_token, "
             "(extract(epoch from s.lease_expires_at) * 1000000)::bigint");
+  // Expired claims, locked in key order; rows another statement holds (a
+  // claim taking one over) are left to it.
   c.prepare("release_expired",
-            "WITH expired AS (DELETE FROM stream_claims WHERE lease_expires_at <= now() "
-            "RETURNING tenant_id, stream, claim_token), released AS (UPDATE wakes w SET "
-            "claim_token = NULL, claimed_at = NULL FROM expired e WHERE w.tenant_id = e.tenant_id "
-            "AND w.stream = e.stream AND w.claim_token = e.claim_token RETURNING w.id) "
-            "SELECT (SELECT count(*) FROM expired), (SELECT count(*) FROM released)");
+            "WITH expired AS (SELECT tenant_id, stream, claim_token FROM stream_claims WHERE "
+            "lease_expires_at <= now() ORDER BY tenant_id, stream FOR UPDATE SKIP LOCKED), "
+            "ended AS (DELETE FROM stream_claims s USING expired e WHERE s.tenant_id = "
+            "e.tenant_id AND s.stream = e.stream AND s.claim_token = e.claim_token RETURNING "
+            "s.tenant_id, s.stream, s.claim_token), "
+            "released AS (UPDATE wakes w SET claim_token = NULL, claimed_at = NULL FROM ended e "
+            "WHERE w.tenant_id = e.tenant_id AND w.stream = e.stream AND w.claim_token = "
+            "e.claim_token RETURNING w.id) "
+            "SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM released)");
 }
 
 absl::Time FromMicros(int64_t micros) { return absl::FromUnixMicros(micros); }
@@ -311,6 +440,14 @@ std::string WakeMessageToJson(const v1::WakeMessage& message) {
   options.preserve_proto_field_names = true;
   std::string json;
   (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return json;
+}
+
+std::string WakeChangeToJson(const v1::WakeChange& change) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(change, &json, options);
   return json;
 }
 
@@ -506,26 +643,31 @@ absl::StatusOr<DeleteResult> PostgresWakeStore::DeleteRegistrations(
   return result;
 }
 
+namespace {
+
+// Drafts that cannot share a plain multi-row insert: gated by their
+// registration (one-shot, timeouts) or joining a debounce window.
+bool NeedsOwnStatement(const WakeDraft& draft) {
+  return draft.delete_registration || draft.consume_timeout ||
+         draft.require_timeout_unconsumed || draft.debounce_ms > 0;
+}
+
+}  // namespace
+
 absl::StatusOr<PersistResult> PostgresWakeStore::PersistWakes(
     const std::vector<WakeDraft>& drafts) {
   if (drafts.empty()) return PersistResult();
-  for (const WakeDraft& draft : drafts) {
-    // Gated drafts (one-shot, timeouts) keep their own statement, in order.
-    if (draft.delete_registration || draft.consume_timeout || draft.require_timeout_unconsumed) {
-      return PersistAlone(drafts);
-    }
-  }
+  // Such drafts keep their own statements, in order, in one transaction.
+  if (std::any_of(drafts.begin(), drafts.end(), NeedsOwnStatement)) return PersistAlone(drafts);
   return persists_.Submit(drafts);
 }
 
 void PostgresWakeStore::PersistWakesAsync(
     const std::vector<WakeDraft>& drafts,
     std::function<void(absl::StatusOr<PersistResult>)> done) {
-  for (const WakeDraft& draft : drafts) {
-    if (draft.delete_registration || draft.consume_timeout || draft.require_timeout_unconsumed) {
-      done(PersistAlone(drafts));  // Gated: its own statement, on the caller's thread.
-      return;
-    }
+  if (std::any_of(drafts.begin(), drafts.end(), NeedsOwnStatement)) {
+    done(PersistAlone(drafts));  // On the caller's thread.
+    return;
   }
   if (drafts.empty()) {
     done(PersistResult());
@@ -556,16 +698,30 @@ absl::StatusOr<PersistResult> PostgresWakeStore::PersistAlone(
     const std::vector<WakeDraft>& drafts) {
   PersistResult result;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    result.wakes.clear();
+    result = PersistResult();
     auto persist = [&](pqxx::transaction_base& tx, const WakeDraft& draft) {
       const char* run_status = draft.run_finished_status == v1::RUN_STATUS_UNSPECIFIED
                                    ? nullptr
                                    : v1::RunStatus_Name(draft.run_finished_status).c_str();
+      const int key_kind = static_cast<int>(draft.key_kind);
+      if (draft.debounce_ms > 0) {
+        // The draft's message holds the one change it brings to the window.
+        const std::string change =
+            draft.message.changes_size() > 0 ? WakeChangeToJson(draft.message.changes(0)) : "{}";
+        pqxx::result rows = tx.exec_prepared(
+            "buffer_match", draft.tenant_id, draft.registration_id, draft.source_event_key,
+            key_kind, draft.debounce_ms, change, run_status, draft.consume_timeout);
+        if (rows.empty()) return;
+        result.txid = rows[0][1].as<int64_t>();
+        result.buffered.push_back(
+            BufferedMatch{draft.tenant_id, draft.registration_id, rows[0][0].as<int64_t>()});
+        return;
+      }
       pqxx::result rows = tx.exec_prepared(
           "persist_wake", draft.tenant_id, draft.stream, draft.registration_id,
           draft.source_event_key, WakeMessageToJson(draft.message), run_status,
           draft.include_response, draft.delete_registration, draft.consume_timeout,
-          draft.require_timeout_unconsumed);
+          draft.require_timeout_unconsumed, key_kind);
       if (rows.empty()) return;
       result.txid = rows[0][2].as<int64_t>();
       result.wakes.push_back(
@@ -606,6 +762,7 @@ std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
       input.append(",\"stream\":");
       AppendJsonString(&input, draft.stream);
       absl::StrAppend(&input, ",\"registration_id\":", draft.registration_id,
+                      ",\"key_kind\":", static_cast<int>(draft.key_kind),
                       ",\"source_event_key\":");
       AppendJsonString(&input, draft.source_event_key);
       absl::StrAppend(&input, ",\"message\":", WakeMessageToJson(draft.message),
@@ -708,7 +865,9 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     settled.assign(calls.size(), ClaimResult());
     empty_claims.clear();
-    pqxx::nontransaction tx(c);
+    // One transaction: an empty claim row (see drop_empty_claim) is never
+    // visible to other claimers.
+    pqxx::work tx(c);
     pqxx::result rows = tx.exec_prepared("claim_streams", input);
     constexpr int kHasWakes = 9;
     constexpr int kLease = 10;
@@ -736,6 +895,7 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
       }
     }
     for (const std::string& token : empty_claims) tx.exec_prepared("drop_empty_claim", token);
+    tx.commit();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -869,6 +1029,90 @@ absl::StatusOr<int64_t> PostgresWakeStore::ReleaseExpiredClaims() {
   });
   if (!status.ok()) return status;
   return ended;
+}
+
+absl::StatusOr<WindowResult> PostgresWakeStore::CloseDebounceWindow(const WindowKey& window) {
+  WindowResult result;
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    result = WindowResult();
+    pqxx::work tx(c);
+    pqxx::result closed =
+        tx.exec_prepared("close_window", window.tenant_id, window.registration_id);
+    if (closed.empty()) {
+      pqxx::result open =
+          tx.exec_prepared("window_due_in", window.tenant_id, window.registration_id);
+      tx.commit();
+      if (!open.empty()) {
+        result.outcome = WindowResult::Outcome::kNotDue;
+        result.due_in = absl::Milliseconds(open[0][0].as<int64_t>());
+      }
+      return absl::OkStatus();
+    }
+    const int64_t window_id = closed[0][0].as<int64_t>();
+    pqxx::result made = tx.exec_prepared("fire_window", window.tenant_id, window.registration_id,
+                                         window_id, closed[0][1].c_str());
+    result.outcome = WindowResult::Outcome::kFired;
+    if (!made.empty()) {
+      absl::StatusOr<v1::Wake> wake = RowToWake(made[0]);
+      if (!wake.ok()) return wake.status();
+      result.wake = *std::move(wake);
+      result.txid = made[0][9].as<int64_t>();
+    }
+    tx.commit();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return result;
+}
+
+absl::StatusOr<std::vector<WindowKey>> PostgresWakeStore::DueDebounceWindows(int limit) {
+  std::vector<WindowKey> due;
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    due.clear();
+    pqxx::nontransaction tx(c);
+    for (const auto& row : tx.exec_prepared("due_windows", limit)) {
+      due.push_back(WindowKey{row[0].c_str(), row[1].as<int64_t>()});
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return due;
+}
+
+absl::StatusOr<int64_t> PostgresWakeStore::SweepEventKeys(absl::Duration retention, int limit) {
+  int64_t swept = 0;
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    pqxx::nontransaction tx(c);
+    swept = tx.exec_prepared("sweep_event_keys", LeaseMillis(retention), limit)[0][0]
+                .as<int64_t>();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  // One page of marks per sweep: a registration deleted takes its mark with
+  // it eventually, at no cost per delete.
+  std::string tenant;
+  int64_t after = 0;
+  {
+    absl::MutexLock lock(&mark_cursor_mu_);
+    tenant = mark_cursor_tenant_;
+    after = mark_cursor_id_;
+  }
+  std::optional<std::pair<std::string, int64_t>> next;
+  status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    next.reset();
+    pqxx::nontransaction tx(c);
+    pqxx::result page = tx.exec_prepared("sweep_marks", tenant, after, limit);
+    // A short page reached the end: start over next time.
+    if (!page.empty() && page[0][2].as<int64_t>() >= limit) {
+      next.emplace(page[0][0].c_str(), page[0][1].as<int64_t>());
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  absl::MutexLock lock(&mark_cursor_mu_);
+  mark_cursor_tenant_ = next.has_value() ? next->first : "";
+  mark_cursor_id_ = next.has_value() ? next->second : -1;
+  return swept;
 }
 
 }  // namespace wake::registry

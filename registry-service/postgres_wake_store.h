@@ -8,6 +8,7 @@
 #include <atomic>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "common/executor.h"
 #include "common/logging.h"
 #include "common/postgres.h"
@@ -39,6 +40,9 @@ class PostgresWakeStore final : public WakeStore {
                                                          absl::Duration lease) override;
   absl::StatusOr<int64_t> ReleaseClaim(const ClaimKey& claim) override;
   absl::StatusOr<int64_t> ReleaseExpiredClaims() override;
+  absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey& window) override;
+  absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) override;
+  absl::StatusOr<int64_t> SweepEventKeys(absl::Duration retention, int limit) override;
 
   // Group-commit statements that failed, so their calls ran one at a time
   // (for tests: a batch statement that never works would still give right
@@ -104,6 +108,10 @@ class PostgresWakeStore final : public WakeStore {
   }
 
   std::atomic<int64_t> failed_batches_{0};
+  // Where SweepEventKeys looks next for marks of deleted registrations.
+  absl::Mutex mark_cursor_mu_;
+  std::string mark_cursor_tenant_ ABSL_GUARDED_BY(mark_cursor_mu_);
+  int64_t mark_cursor_id_ ABSL_GUARDED_BY(mark_cursor_mu_) = -1;
   common::PgPool pool_;
   GroupCommit<sync::Registration, UpsertResult> upserts_;
   GroupCommit<std::vector<WakeDraft>, PersistResult> persists_;
@@ -113,6 +121,8 @@ class PostgresWakeStore final : public WakeStore {
 
 // Converts a wake message to the JSON stored in wakes.message and back.
 std::string WakeMessageToJson(const v1::WakeMessage& message);
+// One change as stored in a debounce window (the same form as in a message).
+std::string WakeChangeToJson(const v1::WakeChange& change);
 absl::StatusOr<v1::WakeMessage> WakeMessageFromJson(const std::string& json);
 
 }  // namespace wake::registry

@@ -26,6 +26,9 @@ common::ConfigParser Parser() {
           {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
            "how long in-flight calls may finish after SIGTERM"},
           {"db-pool-size", "WAKE_DB_POOL_SIZE", "16", "PostgreSQL connections for requests"},
+          {"event-key-retention", "WAKE_EVENT_KEY_RETENTION", "24h",
+           "how long the key of an event that made a wake is remembered after the wake is "
+           "acked (a replay within it makes no second wake)"},
           {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error (lifecycle lines always print)"},
       });
 }
@@ -99,6 +102,11 @@ absl::StatusOr<RegistryConfig> ParseRegistryConfig(const std::vector<std::string
   }
   if (auto s = duration("shutdown-grace", absl::ZeroDuration(), absl::Minutes(10),
                         &config.shutdown_grace);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = duration("event-key-retention", absl::Minutes(1), absl::Hours(24 * 365),
+                        &config.event_key_retention);
       !s.ok()) {
     return s;
   }

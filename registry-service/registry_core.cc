@@ -54,6 +54,20 @@ void RegistryCore::Sweep() {
   } else if (*ended > 0) {
     common::LogInfo("expired_claims_released", {{"claims", *ended}});
   }
+  evaluator_.CloseDueWindows(options_.window_sweep_batch);
+  int64_t forgotten = 0;
+  for (int batch = 0; batch < options_.key_sweep_batches; ++batch) {
+    absl::StatusOr<int64_t> swept =
+        store_.SweepEventKeys(options_.event_key_retention, options_.key_sweep_batch);
+    if (!swept.ok()) {
+      common::LogWarn("event_key_sweep_failed",
+                      {{"error", std::string(swept.status().message())}});
+      break;
+    }
+    forgotten += *swept;
+    if (*swept < options_.key_sweep_batch) break;
+  }
+  if (forgotten > 0) common::LogDebug("event_keys_forgotten", {{"keys", forgotten}});
   absl::MutexLock lock(&mu_);
   sweeping_ = false;
   if (!stopping_) sweep_timer_->Enable(options_.sweep_interval);

@@ -30,8 +30,18 @@ struct RegistryOptions {
   // pending wake of that stream retries for up to this long: logical decoding
   // can show a commit a little before other sessions' snapshots see it.
   absl::Duration claim_visibility_wait = absl::Milliseconds(250);
-  // How often expired claims are returned to pending (0 = never).
+  // How often the sweeper runs (0 = never): it returns the wakes of expired
+  // claims to pending, closes debounce windows that are due (whichever
+  // replica opened them), and forgets expired event keys.
   absl::Duration sweep_interval = absl::Seconds(1);
+  // How long an event key is remembered after it made a wake.
+  absl::Duration event_key_retention = absl::Hours(24);
+  // Event keys forgotten per statement, and statements per sweep at most:
+  // small batches keep each transaction short.
+  int key_sweep_batch = 1000;
+  int key_sweep_batches = 10;
+  // Due debounce windows closed per sweep at most.
+  int window_sweep_batch = 100;
   // When set, the only tenant this registry serves.
   std::optional<std::string> tenant;
 };

@@ -37,6 +37,20 @@ struct DeleteResult {
   int64_t txid = 0;
 };
 
+// How a draft's source event key is remembered once its wake is gone
+// (acked): re-evaluating the same event must never make a second wake.
+enum class EventKeyKind {
+  // Keys the store arbitrates otherwise ("timeout", debounce windows): only
+  // the wakes table's unique key, while the wake exists.
+  kInternal = 0,
+  // "<op>:<key>": remembered for the retention window.
+  kEvent = 1,
+  // An offset of the source (offsets sort in event order, byte-wise):
+  // remembered for the retention window, then folded into the
+  // registration's high-water mark, which rejects every offset at or below it.
+  kOffset = 2,
+};
+
 // A wake to persist, with what must happen to its registration in the same
 // transaction.
 struct WakeDraft {
@@ -53,12 +67,44 @@ struct WakeDraft {
   bool consume_timeout = false;
   // A timeout wake: only if the timeout was not consumed yet.
   bool require_timeout_unconsumed = false;
+  EventKeyKind key_kind = EventKeyKind::kInternal;
+  // > 0: the match joins the registration's debounce window (opened if
+  // none is open) instead of becoming a wake now, and the window's deadline
+  // moves to now + debounce_ms. `message` then holds the one change.
+  int32_t debounce_ms = 0;
+};
+
+// A debounced match stored in its registration's window.
+struct BufferedMatch {
+  std::string tenant_id;
+  int64_t registration_id = 0;
+  int64_t window_id = 0;
 };
 
 struct PersistResult {
   // Wakes inserted by this call (duplicates of earlier ones are skipped).
   std::vector<v1::Wake> wakes;
+  // Debounced drafts stored by this call (duplicates are skipped).
+  std::vector<BufferedMatch> buffered;
   int64_t txid = 0;
+};
+
+// What closing a debounce window did.
+struct WindowResult {
+  enum class Outcome {
+    kFired,     // Closed: `wake` holds its wake (none if the registration is gone).
+    kNotDue,    // Still open (a later match moved its deadline): due in `due_in`.
+    kNoWindow,  // No window is open (another replica closed it).
+  };
+  Outcome outcome = Outcome::kNoWindow;
+  std::optional<v1::Wake> wake;
+  absl::Duration due_in;
+  int64_t txid = 0;
+};
+
+struct WindowKey {
+  std::string tenant_id;
+  int64_t registration_id = 0;
 };
 
 struct ClaimResult {
@@ -133,6 +179,20 @@ class WakeStore {
   // Ends every claim whose lease has expired; its wakes become pending.
   // Returns how many claims were ended.
   virtual absl::StatusOr<int64_t> ReleaseExpiredClaims() = 0;
+
+  // Closes the registration's debounce window if its deadline has passed
+  // (database time), turning its changes into one wake; deletes a one-shot
+  // registration in the same transaction. Exactly one caller, across
+  // replicas, closes a window.
+  virtual absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey& window) = 0;
+
+  // Open windows whose deadline has passed, earliest first, at most `limit`.
+  virtual absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) = 0;
+
+  // Forgets up to `limit` event keys older than `retention` (offsets are
+  // folded into their registration's high-water mark) and the marks of
+  // registrations that are gone. Returns how many keys went.
+  virtual absl::StatusOr<int64_t> SweepEventKeys(absl::Duration retention, int limit) = 0;
 };
 
 using WakeStorePtr = std::unique_ptr<WakeStore>;

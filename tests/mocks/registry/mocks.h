@@ -34,6 +34,9 @@ class MockWakeStore : public WakeStore {
               (const std::vector<ClaimKey>&, absl::Duration), (override));
   MOCK_METHOD(absl::StatusOr<int64_t>, ReleaseClaim, (const ClaimKey&), (override));
   MOCK_METHOD(absl::StatusOr<int64_t>, ReleaseExpiredClaims, (), (override));
+  MOCK_METHOD(absl::StatusOr<WindowResult>, CloseDebounceWindow, (const WindowKey&), (override));
+  MOCK_METHOD(absl::StatusOr<std::vector<WindowKey>>, DueDebounceWindows, (int), (override));
+  MOCK_METHOD(absl::StatusOr<int64_t>, SweepEventKeys, (absl::Duration, int), (override));
 };
 
 }  // namespace wake::registry

@@ -1,0 +1,60 @@
+-- Idempotency that outlives the ack, and debounce windows that outlive the
+-- process (docs: "Delivery guarantees").
+
+-- Every source event key that produced a wake (or joined a debounce window)
+-- for a registration. A wake row is deleted when it is acked; this row stays
+-- for the retention window, so evaluating the same event again later makes
+-- no second wake. `ordered` keys are offsets of the source: when they expire
+-- they are folded into the registration's high-water mark below instead of
+-- being forgotten.
+CREATE TABLE IF NOT EXISTS wake_event_keys (
+  tenant_id        text        NOT NULL,
+  registration_id  bigint      NOT NULL,
+  source_event_key text        NOT NULL,
+  ordered          boolean     NOT NULL DEFAULT false,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, registration_id, source_event_key)
+);
+
+-- Rows arrive in time order, so a BRIN index finds the expired ones for a
+-- fraction of a btree's size and insert cost.
+CREATE INDEX IF NOT EXISTS wake_event_keys_created_idx
+  ON wake_event_keys USING brin (created_at);
+
+-- Per registration, the greatest expired offset: an event whose offset sorts
+-- at or below it (byte order) is a replay of one already handled.
+CREATE TABLE IF NOT EXISTS wake_offset_marks (
+  tenant_id       text                NOT NULL,
+  registration_id bigint              NOT NULL,
+  offset_mark     text COLLATE "C"    NOT NULL,
+  PRIMARY KEY (tenant_id, registration_id)
+);
+
+-- One open debounce window per registration. Each match moves `deadline`
+-- (the timer restarts); whichever replica finds it past due first closes the
+-- window and turns its changes into one wake.
+CREATE SEQUENCE IF NOT EXISTS debounce_window_ids;
+
+CREATE TABLE IF NOT EXISTS debounce_windows (
+  tenant_id       text        NOT NULL,
+  registration_id bigint      NOT NULL,
+  window_id       bigint      NOT NULL,
+  first_key       text        NOT NULL,
+  opened_at       timestamptz NOT NULL DEFAULT now(),
+  deadline        timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, registration_id)
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS debounce_windows_window_key ON debounce_windows (window_id);
+
+CREATE INDEX IF NOT EXISTS debounce_windows_deadline_idx ON debounce_windows (deadline);
+
+-- The matched changes of open windows, in arrival order.
+CREATE TABLE IF NOT EXISTS debounced_changes (
+  id                  bigserial PRIMARY KEY,
+  window_id           bigint NOT NULL,
+  change              jsonb  NOT NULL,
+  run_finished_status text
+);
+
+CREATE INDEX IF NOT EXISTS debounced_changes_window_idx ON debounced_changes (window_id, id);
