@@ -77,7 +77,7 @@ void Prepare(pqxx::connection& c) {
   // returns: with the server's synchronous_commit=off a confirmed
   // RegisterWake could slip past a barrier on another replica. Stronger
   // settings (on, remote_apply) are left as they are.
-  pqxx::nontransaction(c).exec0(
+  pqxx::nontransaction(c).exec(
       "SELECT set_config('synchronous_commit', 'local', false) "
       "WHERE current_setting('synchronous_commit') = 'off'");
   c.prepare("insert_registration",

@@ -201,8 +201,11 @@ void RegistrationCollection::OnUpToDate() {
         event.row = *staged_->by_id.at(id);
         events.push_back(std::move(event));
       }
+      // Every pending wake is announced again, not only those that were not
+      // pending before: while this replica was not following, a wake it saw
+      // pending may have been claimed and released (or its claim expired)
+      // without its release reaching any subscriber of this replica.
       for (const auto& [id, wake] : staged_->pending_wakes) {
-        if (table_.pending_wakes.count(id) > 0) continue;
         CollectionEvent event;
         event.kind = CollectionEvent::Kind::kWakeAvailable;
         event.wake = wake;

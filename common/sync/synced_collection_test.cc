@@ -200,6 +200,29 @@ TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
   EXPECT_THAT(collection_.PendingWakes(std::nullopt), IsEmpty());
 }
 
+TEST_F(SyncedCollectionTest, ResyncAnnouncesEveryPendingWakeAgain) {
+  Load({});
+  Commit({WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/q", true),
+          WakeChange(ChangeOp::kInsert, 3, "/r", true)},
+         5);
+  events_.clear();
+  // A resync: wake 1 was pending before and still is (it may have been
+  // claimed and released meanwhile), wake 2 went, wake 4 is new.
+  collection_.OnReset();
+  SyncBatch snapshot;
+  snapshot.changes = {WakeChange(ChangeOp::kInsert, 1, "/p", true),
+                      WakeChange(ChangeOp::kInsert, 3, "/r", false),
+                      WakeChange(ChangeOp::kInsert, 4, "/s", true)};
+  collection_.OnBatch(std::move(snapshot));
+  collection_.OnUpToDate();
+  std::vector<int64_t> announced;
+  for (const CollectionEvent& event : events_) {
+    if (event.kind == CollectionEvent::Kind::kWakeAvailable) announced.push_back(event.wake.id);
+  }
+  EXPECT_THAT(announced, ElementsAre(1, 4));
+  EXPECT_EQ(collection_.PendingWakes(std::nullopt).size(), 2u);
+}
+
 TEST_F(SyncedCollectionTest, HasPendingWakeFollowsEachStream) {
   Load({});
   EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));

@@ -70,6 +70,9 @@ TEST(ParentsChildrenTest, EveryParentReceivesEveryChildWakeOnceAcrossTwoRegistry
   for (int r = 0; r < kRunners; ++r) {
     RecordingRunnerOptions options;
     options.runner.runner_id = absl::StrCat("runner-", r);
+    // A parent's later children arrive while it holds a claim: they must
+    // come together in its next claim, not one claim each.
+    options.hold = absl::Milliseconds(5);
     auto runner = RecordingRunner::Connect(Connect(runtime->address), options, ledger);
     ASSERT_TRUE(runner.ok()) << runner.status();
     runners.push_back(std::move(*runner));
@@ -168,6 +171,10 @@ TEST(ParentsChildrenTest, EveryParentReceivesEveryChildWakeOnceAcrossTwoRegistry
   EXPECT_THAT(ledger.OverlappingWindows(), IsEmpty());
   EXPECT_EQ((*db)->QueryValue("SELECT count(*) FROM wakes"), "0");
   EXPECT_EQ((*db)->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+
+  // Claims take every pending wake of a stream at once.
+  EXPECT_GT(largest_batch, 1u);
+  EXPECT_LT(claims, static_cast<size_t>(kParents * kChildren));
 
   auto health = RuntimeHealth(runtime->address);
   ASSERT_TRUE(health.ok()) << health.status();

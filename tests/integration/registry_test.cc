@@ -454,6 +454,40 @@ TEST_F(RegistryTest, RegistrationOnAIsMatchedOnBImmediately1000Times) {
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "1000");
 }
 
+// The read barrier waits for the WAL flush position, so it holds only for
+// writes flushed before their commit returned: with the database's default
+// synchronous_commit=off, a one-shot registration deleted by an evaluation
+// on A would still be listed by a strong read on B a moment later.
+TEST_F(RegistryTest, BarrierHoldsWhenTheDatabaseDefaultsToAsynchronousCommit) {
+  db_->QueryValue(absl::StrCat("ALTER DATABASE ", db_->name(), " SET synchronous_commit = off"));
+  auto a_process = StartRegistry(db_->url());
+  ASSERT_TRUE(a_process.ok()) << a_process.status();
+  auto b_process = StartRegistry(db_->url());
+  ASSERT_TRUE(b_process.ok()) << b_process.status();
+  Registry a(a_process->address);
+  Registry b(b_process->address);
+  int stale = 0;
+  constexpr int kRounds = 100;
+  for (int i = 0; i < kRounds; ++i) {
+    const std::string parent = absl::StrCat("/parent/", i);
+    const std::string child = absl::StrCat("/child/", i);
+    v1::RegisterWakeResponse registered;
+    const grpc::Status status = a.Register(OnRunFinished(parent, child, /*one_shot=*/true), &registered);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    // The wake deletes the one-shot registration; nothing waits for the
+    // stream to show that delete.
+    v1::EvaluateRunFinishedResponse evaluated;
+    ASSERT_TRUE(a.RunFinished(Finished(child, "r"), &evaluated).ok());
+    ASSERT_EQ(evaluated.wakes_size(), 1) << "round " << i;
+    v1::ListRegistrationsRequest list;
+    list.set_subscriber_url(parent);
+    v1::ListRegistrationsResponse listed;
+    ASSERT_TRUE(b.List(list, &listed).ok());
+    if (listed.registrations_size() != 0) ++stale;
+  }
+  EXPECT_EQ(stale, 0) << "of " << kRounds << " strong reads on B";
+}
+
 TEST_F(RegistryTest, OneShotEvaluatedConcurrentlyOnTwoReplicasWakesExactlyOnce) {
   auto replica = StartRegistry(db_->url());
   ASSERT_TRUE(replica.ok()) << replica.status();
@@ -468,20 +502,23 @@ TEST_F(RegistryTest, OneShotEvaluatedConcurrentlyOnTwoReplicasWakesExactlyOnce) 
                     .ok());
     std::atomic<int> delivered{0};
     // Different events (two children finishing) racing on the two replicas.
+    // Both evaluations must succeed: one wake between them, not one because
+    // the other replica failed.
+    grpc::Status status_a, status_b;
     std::thread on_a([&] {
       v1::EvaluateRunFinishedResponse response;
-      if (client_->RunFinished(Finished(child, "run-a"), &response).ok()) {
-        delivered += response.wakes_size();
-      }
+      status_a = client_->RunFinished(Finished(child, "run-a"), &response);
+      delivered += response.wakes_size();
     });
     std::thread on_b([&] {
       v1::EvaluateRunFinishedResponse response;
-      if (b.RunFinished(Finished(child, "run-b"), &response).ok()) {
-        delivered += response.wakes_size();
-      }
+      status_b = b.RunFinished(Finished(child, "run-b"), &response);
+      delivered += response.wakes_size();
     });
     on_a.join();
     on_b.join();
+    ASSERT_TRUE(status_a.ok()) << "round " << i << ": " << status_a.error_message();
+    ASSERT_TRUE(status_b.ok()) << "round " << i << ": " << status_b.error_message();
     EXPECT_EQ(delivered.load(), 1) << "round " << i;
   }
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), std::to_string(kRounds));

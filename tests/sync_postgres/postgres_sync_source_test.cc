@@ -301,15 +301,28 @@ TEST_F(PostgresSyncSourceTest, BarrierAfterACommitElsewhereAlwaysSeesTheRow) {
 
 TEST_F(PostgresSyncSourceTest, BarrierWithoutWritesReturnsAndCountsNoMiss) {
   StartSource();
+  const PostgresSyncSource::Stats before = source_->stats();
+  // A quiet database: every barrier still asks the server and returns.
   for (int i = 0; i < 50; ++i) ASSERT_THAT(source_->Barrier(kWait), IsOk());
-  // Writes to a table outside the publication move the WAL, not the stream.
+  // Writes to a table outside the publication move the WAL, not the stream;
+  // a registration committed right after one must still be seen.
+  int misses = 0;
   for (int i = 0; i < 20; ++i) {
     db_->QueryValue(absl::StrCat(
         "INSERT INTO stream_claims (tenant_id, stream, claim_token, lease_expires_at) VALUES "
         "('t', '/s/",
         i, "', 'tok", i, "', now())"));
     ASSERT_THAT(source_->Barrier(kWait), IsOk()) << i;
+    const auto [id, txid] = InsertRegistration(absl::StrCat("/quiet/", i));
+    (void)txid;
+    ASSERT_THAT(source_->Barrier(kWait), IsOk()) << i;
+    if (!observer_.HasRegistration(id)) ++misses;
   }
+  EXPECT_EQ(misses, 0);
+  // One by one, barriers share nothing: each read the flush position.
+  const PostgresSyncSource::Stats after = source_->stats();
+  EXPECT_EQ(after.barrier_calls - before.barrier_calls, 90u);
+  EXPECT_EQ(after.flush_queries - before.flush_queries, 90u);
 }
 
 TEST_F(PostgresSyncSourceTest, ConcurrentBarrierCallersShareQueriesAndNeverMiss) {
