@@ -68,7 +68,7 @@ class NullStore final : public WakeStore {
   absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int) override {
     return std::vector<WindowKey>();
   }
-  absl::StatusOr<int64_t> SweepEventKeys(absl::Duration, int) override { return 0; }
+  absl::StatusOr<int64_t> SweepEventKeys(const KeyRetention&, int) override { return 0; }
 };
 
 size_t ResidentBytes() {

@@ -106,7 +106,8 @@ int Run(int argc, char** argv) {
   auto evaluator = std::make_unique<Evaluator>(collection, store, time, *deferred_executor);
   RegistryOptions options;
   options.write_confirm_timeout = config->write_confirm_timeout;
-  options.event_key_retention = config->event_key_retention;
+  options.key_retention.events = config->event_key_retention;
+  options.key_retention.offsets = config->offset_key_retention;
   if (!config->tenant.empty()) options.tenant = config->tenant;
   auto core = std::make_unique<RegistryCore>(collection, **source, store, *evaluator, time,
                                              *deferred_executor, options);

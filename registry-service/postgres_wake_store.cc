@@ -63,6 +63,45 @@ void AppendJsonString(std::string* out, absl::string_view text) {
   out->push_back('"');
 }
 
+// The CTEs that record one event key ($t tenant, $r registration, $k key,
+// $kind its EventKeyKind) in the table of its kind, offsets only above the
+// registration's mark; `keyed` has a row when the key was new. `extra` is a
+// further condition on recording it at all.
+std::string KeyCtes(const std::string& t, const std::string& r, const std::string& k,
+                    const std::string& kind, const std::string& extra = "true") {
+  return absl::StrCat(
+      "keyed_events AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
+      "source_event_key) SELECT ", t, ", ", r, ", ", k, " WHERE ", kind, " = 1 AND ", extra,
+      " ON CONFLICT DO NOTHING RETURNING 1), "
+      "keyed_offsets AS (INSERT INTO wake_offset_keys (tenant_id, registration_id, "
+      "source_event_key) SELECT ", t, ", ", r, ", ", k, " WHERE ", kind, " = 2 AND ", extra,
+      " AND NOT EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = ", t,
+      " AND m.registration_id = ", r, " AND ", k, " COLLATE \"C\" <= m.offset_mark) "
+      "ON CONFLICT DO NOTHING RETURNING 1), "
+      "keyed AS (SELECT 1 FROM keyed_events UNION ALL SELECT 1 FROM keyed_offsets), ");
+}
+
+// Expired keys of `table` go in small batches (replicas skip each other's
+// rows); `fold` adds the CTE that raises the marks from the expired offsets.
+std::string SweepKeys(const std::string& table, bool fold) {
+  return absl::StrCat(
+      "WITH expired AS (SELECT tenant_id, registration_id, source_event_key FROM ", table,
+      " WHERE created_at < now() - $1 * interval '1 millisecond' LIMIT $2 "
+      "FOR UPDATE SKIP LOCKED), "
+      "gone AS (DELETE FROM ", table, " k USING expired e WHERE k.tenant_id = e.tenant_id AND "
+      "k.registration_id = e.registration_id AND k.source_event_key = e.source_event_key "
+      "RETURNING k.tenant_id, k.registration_id, k.source_event_key)",
+      fold ? ", folded AS (INSERT INTO wake_offset_marks (tenant_id, registration_id, "
+             "offset_mark) SELECT g.tenant_id, g.registration_id, max(g.source_event_key "
+             "COLLATE \"C\") FROM gone g WHERE EXISTS (SELECT 1 FROM wake_registrations r "
+             "WHERE r.id = g.registration_id AND r.tenant_id = g.tenant_id) GROUP BY "
+             "g.tenant_id, g.registration_id ORDER BY 1, 2 ON CONFLICT (tenant_id, "
+             "registration_id) DO UPDATE SET offset_mark = GREATEST(wake_offset_marks.offset_mark, "
+             "EXCLUDED.offset_mark) RETURNING 1) "
+           : " ",
+      "SELECT count(*) FROM gone");
+}
+
 void Prepare(pqxx::connection& c) {
   // Every statement on these sessions finds its rows by key, for batches of at
   // most kMaxBatch input rows. The planner cannot see that: it takes every
@@ -115,11 +154,7 @@ void Prepare(pqxx::connection& c) {
   // cannot both deliver. $11 is the EventKeyKind.
   c.prepare("persist_wake",
             absl::StrCat(
-                "WITH keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
-                "source_event_key, ordered) SELECT $1, $3, $4, $11 = 2 WHERE $11 > 0 AND NOT ($11 "
-                "= 2 AND EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = $1 AND "
-                "m.registration_id = $3 AND $4 COLLATE \"C\" <= m.offset_mark)) "
-                "ON CONFLICT DO NOTHING RETURNING 1), "
+                "WITH ", KeyCtes("$1", "$3", "$4", "$11"),
                 "admit AS (SELECT 1 WHERE $11 = 0 OR EXISTS (SELECT 1 FROM keyed)), "
                 "deleted AS (DELETE FROM wake_registrations WHERE $8 AND id = $3 AND "
                 "tenant_id = $1 AND (NOT $10 OR NOT timeout_consumed) AND "
@@ -143,12 +178,10 @@ void Prepare(pqxx::connection& c) {
   // the registration is gone.
   c.prepare("buffer_match",
             absl::StrCat(
-                "WITH keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
-                "source_event_key, ordered) SELECT $1, $2, $3, $4 = 2 WHERE EXISTS (SELECT 1 FROM "
-                "wake_registrations r WHERE r.id = $2 AND r.tenant_id = $1) AND NOT ($4 = 2 AND "
-                "EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = $1 AND "
-                "m.registration_id = $2 AND $3 COLLATE \"C\" <= m.offset_mark)) "
-                "ON CONFLICT DO NOTHING RETURNING 1), "
+                "WITH ",
+                KeyCtes("$1", "$2", "$3", "$4",
+                        "EXISTS (SELECT 1 FROM wake_registrations r WHERE r.id = $2 AND "
+                        "r.tenant_id = $1)"),
                 "opened AS (INSERT INTO debounce_windows (tenant_id, registration_id, window_id, "
                 "first_key, deadline) SELECT $1, $2, nextval('debounce_window_ids'), $3, "
                 "now() + $5 * interval '1 millisecond' FROM keyed "
@@ -195,24 +228,10 @@ void Prepare(pqxx::connection& c) {
   c.prepare("due_windows",
             "SELECT tenant_id, registration_id FROM debounce_windows WHERE deadline <= now() "
             "ORDER BY deadline LIMIT $1");
-  // Expired keys go in small batches (replicas skip each other's rows); the
-  // expired offsets of a registration that still exists raise its mark.
-  c.prepare("sweep_event_keys",
-            "WITH expired AS (SELECT tenant_id, registration_id, source_event_key FROM "
-            "wake_event_keys WHERE created_at < now() - $1 * interval '1 millisecond' LIMIT $2 "
-            "FOR UPDATE SKIP LOCKED), "
-            "gone AS (DELETE FROM wake_event_keys k USING expired e WHERE k.tenant_id = "
-            "e.tenant_id AND k.registration_id = e.registration_id AND k.source_event_key = "
-            "e.source_event_key RETURNING k.tenant_id, k.registration_id, k.source_event_key, "
-            "k.ordered), "
-            "folded AS (INSERT INTO wake_offset_marks (tenant_id, registration_id, offset_mark) "
-            "SELECT g.tenant_id, g.registration_id, max(g.source_event_key COLLATE \"C\") FROM "
-            "gone g WHERE g.ordered AND EXISTS (SELECT 1 FROM wake_registrations r WHERE r.id = "
-            "g.registration_id AND r.tenant_id = g.tenant_id) GROUP BY g.tenant_id, "
-            "g.registration_id ORDER BY 1, 2 ON CONFLICT (tenant_id, registration_id) DO UPDATE "
-            "SET offset_mark = GREATEST(wake_offset_marks.offset_mark, EXCLUDED.offset_mark) "
-            "RETURNING 1) "
-            "SELECT count(*) FROM gone");
+  // Expired keys; the expired offsets of a registration that still exists
+  // raise its mark.
+  c.prepare("sweep_event_keys", SweepKeys("wake_event_keys", /*fold=*/false));
+  c.prepare("sweep_offset_keys", SweepKeys("wake_offset_keys", /*fold=*/true));
   // Marks of registrations that are gone, a page at a time from a cursor.
   c.prepare("sweep_marks",
             "WITH page AS (SELECT tenant_id, registration_id FROM wake_offset_marks WHERE "
@@ -257,13 +276,17 @@ void Prepare(pqxx::connection& c) {
                 "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
                 "tenant_id text, stream text, registration_id bigint, source_event_key text, "
                 "key_kind int, message jsonb, run_finished_status text, include_response bool)), "
-                "keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
-                "source_event_key, ordered) SELECT DISTINCT tenant_id, registration_id, "
-                "source_event_key, key_kind = 2 FROM input i WHERE key_kind > 0 AND NOT (key_kind "
-                "= 2 AND EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = i.tenant_id "
-                "AND m.registration_id = i.registration_id AND i.source_event_key COLLATE \"C\" "
-                "<= m.offset_mark)) ORDER BY 1, 2, 3 "
+                "keyed_events AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
+                "source_event_key) SELECT DISTINCT tenant_id, registration_id, source_event_key "
+                "FROM input WHERE key_kind = 1 ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING "
+                "RETURNING tenant_id, registration_id, source_event_key), "
+                "keyed_offsets AS (INSERT INTO wake_offset_keys (tenant_id, registration_id, "
+                "source_event_key) SELECT DISTINCT tenant_id, registration_id, source_event_key "
+                "FROM input i WHERE key_kind = 2 AND NOT EXISTS (SELECT 1 FROM wake_offset_marks "
+                "m WHERE m.tenant_id = i.tenant_id AND m.registration_id = i.registration_id AND "
+                "i.source_event_key COLLATE \"C\" <= m.offset_mark) ORDER BY 1, 2, 3 "
                 "ON CONFLICT DO NOTHING RETURNING tenant_id, registration_id, source_event_key), "
+                "keyed AS (SELECT * FROM keyed_events UNION ALL SELECT * FROM keyed_offsets), "
                 "admitted AS (SELECT i.* FROM input i WHERE i.key_kind = 0 OR EXISTS (SELECT 1 "
                 "FROM keyed k WHERE k.tenant_id = i.tenant_id AND k.registration_id = "
                 "i.registration_id AND k.source_event_key = i.source_event_key)), "
@@ -1079,12 +1102,15 @@ absl::StatusOr<std::vector<WindowKey>> PostgresWakeStore::DueDebounceWindows(int
   return due;
 }
 
-absl::StatusOr<int64_t> PostgresWakeStore::SweepEventKeys(absl::Duration retention, int limit) {
+absl::StatusOr<int64_t> PostgresWakeStore::SweepEventKeys(const KeyRetention& retention,
+                                                           int limit) {
   int64_t swept = 0;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     pqxx::nontransaction tx(c);
-    swept = tx.exec_prepared("sweep_event_keys", LeaseMillis(retention), limit)[0][0]
+    swept = tx.exec_prepared("sweep_event_keys", LeaseMillis(retention.events), limit)[0][0]
                 .as<int64_t>();
+    swept += tx.exec_prepared("sweep_offset_keys", LeaseMillis(retention.offsets), limit)[0][0]
+                 .as<int64_t>();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

@@ -42,7 +42,7 @@ class PostgresWakeStore final : public WakeStore {
   absl::StatusOr<int64_t> ReleaseExpiredClaims() override;
   absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey& window) override;
   absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) override;
-  absl::StatusOr<int64_t> SweepEventKeys(absl::Duration retention, int limit) override;
+  absl::StatusOr<int64_t> SweepEventKeys(const KeyRetention& retention, int limit) override;
 
   // Group-commit statements that failed, so their calls ran one at a time
   // (for tests: a batch statement that never works would still give right

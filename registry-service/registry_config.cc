@@ -27,8 +27,12 @@ common::ConfigParser Parser() {
            "how long in-flight calls may finish after SIGTERM"},
           {"db-pool-size", "WAKE_DB_POOL_SIZE", "16", "PostgreSQL connections for requests"},
           {"event-key-retention", "WAKE_EVENT_KEY_RETENTION", "24h",
-           "how long the key of an event that made a wake is remembered after the wake is "
-           "acked (a replay within it makes no second wake)"},
+           "how long the key of an event without an offset (\"<op>:<key>\") is remembered "
+           "after it made a wake: a replay within it makes no second wake"},
+          {"offset-key-retention", "WAKE_OFFSET_KEY_RETENTION", "1h",
+           "how long an event's offset is remembered before it joins its registration's "
+           "high-water mark (replays at or below the mark never wake again); an older offset "
+           "that arrives after a newer one within it still wakes"},
           {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error (lifecycle lines always print)"},
       });
 }
@@ -107,6 +111,11 @@ absl::StatusOr<RegistryConfig> ParseRegistryConfig(const std::vector<std::string
   }
   if (auto s = duration("event-key-retention", absl::Minutes(1), absl::Hours(24 * 365),
                         &config.event_key_retention);
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = duration("offset-key-retention", absl::Minutes(1), absl::Hours(24 * 365),
+                        &config.offset_key_retention);
       !s.ok()) {
     return s;
   }

@@ -25,8 +25,10 @@ struct RegistryConfig {
   absl::Duration startup_timeout;
   absl::Duration write_confirm_timeout;
   absl::Duration shutdown_grace;
-  // How long event keys are remembered for idempotency after their wake.
+  // How long event keys (without an offset, and offsets) are remembered for
+  // idempotency after their wake.
   absl::Duration event_key_retention;
+  absl::Duration offset_key_retention;
   int db_pool_size = 16;
   common::LogLevel log_level = common::LogLevel::kInfo;
   bool help_requested = false;

@@ -32,6 +32,19 @@ TEST(RegistryConfigTest, DefaultsWithDatabaseFromEnvironment) {
   EXPECT_EQ(config->write_confirm_timeout, absl::Seconds(2));
   EXPECT_EQ(config->db_pool_size, 16);
   EXPECT_TRUE(config->tenant.empty());
+  EXPECT_EQ(config->event_key_retention, absl::Hours(24));
+  EXPECT_EQ(config->offset_key_retention, absl::Hours(1));
+}
+
+TEST(RegistryConfigTest, KeyRetentionsFromFlagsOrEnvironment) {
+  auto env = kDb;
+  env["WAKE_OFFSET_KEY_RETENTION"] = "10m";
+  auto config = ParseRegistryConfig({"--event-key-retention=48h"}, Env(env));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->event_key_retention, absl::Hours(48));
+  EXPECT_EQ(config->offset_key_retention, absl::Minutes(10));
+  EXPECT_THAT(ParseRegistryConfig({"--event-key-retention=5s"}, Env(kDb)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--event-key-retention")));
 }
 
 TEST(RegistryConfigTest, DatabaseUrlIsRequired) {

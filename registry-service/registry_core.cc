@@ -58,7 +58,7 @@ void RegistryCore::Sweep() {
   int64_t forgotten = 0;
   for (int batch = 0; batch < options_.key_sweep_batches; ++batch) {
     absl::StatusOr<int64_t> swept =
-        store_.SweepEventKeys(options_.event_key_retention, options_.key_sweep_batch);
+        store_.SweepEventKeys(options_.key_retention, options_.key_sweep_batch);
     if (!swept.ok()) {
       common::LogWarn("event_key_sweep_failed",
                       {{"error", std::string(swept.status().message())}});

@@ -34,8 +34,8 @@ struct RegistryOptions {
   // claims to pending, closes debounce windows that are due (whichever
   // replica opened them), and forgets expired event keys.
   absl::Duration sweep_interval = absl::Seconds(1);
-  // How long an event key is remembered after it made a wake.
-  absl::Duration event_key_retention = absl::Hours(24);
+  // How long event keys are remembered after they made a wake.
+  KeyRetention key_retention;
   // Event keys forgotten per statement, and statements per sweep at most:
   // small batches keep each transaction short.
   int key_sweep_batch = 1000;

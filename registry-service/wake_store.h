@@ -46,8 +46,9 @@ enum class EventKeyKind {
   // "<op>:<key>": remembered for the retention window.
   kEvent = 1,
   // An offset of the source (offsets sort in event order, byte-wise):
-  // remembered for the retention window, then folded into the
-  // registration's high-water mark, which rejects every offset at or below it.
+  // remembered for a while (time for out-of-order evaluations), then folded
+  // into the registration's high-water mark, which rejects every offset at
+  // or below it.
   kOffset = 2,
 };
 
@@ -100,6 +101,15 @@ struct WindowResult {
   std::optional<v1::Wake> wake;
   absl::Duration due_in;
   int64_t txid = 0;
+};
+
+// How long event keys are remembered after they made a wake.
+struct KeyRetention {
+  // "<op>:<key>" keys: then they are forgotten.
+  absl::Duration events = absl::Hours(24);
+  // Offsets: then they are folded into the registration's high-water mark,
+  // which still rejects them (and every older offset) as replays.
+  absl::Duration offsets = absl::Hours(1);
 };
 
 struct WindowKey {
@@ -189,10 +199,11 @@ class WakeStore {
   // Open windows whose deadline has passed, earliest first, at most `limit`.
   virtual absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) = 0;
 
-  // Forgets up to `limit` event keys older than `retention` (offsets are
-  // folded into their registration's high-water mark) and the marks of
-  // registrations that are gone. Returns how many keys went.
-  virtual absl::StatusOr<int64_t> SweepEventKeys(absl::Duration retention, int limit) = 0;
+  // Forgets up to `limit` event keys older than their retention, and as
+  // many offsets (each registration's expired offsets raise its high-water
+  // mark), and the marks of registrations that are gone. Returns how many
+  // keys went.
+  virtual absl::StatusOr<int64_t> SweepEventKeys(const KeyRetention& retention, int limit) = 0;
 };
 
 using WakeStorePtr = std::unique_ptr<WakeStore>;

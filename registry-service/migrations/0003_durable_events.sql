@@ -2,24 +2,35 @@
 -- process (docs: "Delivery guarantees").
 
 -- Every source event key that produced a wake (or joined a debounce window)
--- for a registration. A wake row is deleted when it is acked; this row stays
--- for the retention window, so evaluating the same event again later makes
--- no second wake. `ordered` keys are offsets of the source: when they expire
--- they are folded into the registration's high-water mark below instead of
--- being forgotten.
+-- for a registration. A wake row is deleted when it is acked; its key row
+-- stays, so evaluating the same event again later makes no second wake.
+-- Keys without an ordered offset ("<op>:<key>") are kept for the event key
+-- retention (default 24 h) and then forgotten.
 CREATE TABLE IF NOT EXISTS wake_event_keys (
   tenant_id        text        NOT NULL,
   registration_id  bigint      NOT NULL,
   source_event_key text        NOT NULL,
-  ordered          boolean     NOT NULL DEFAULT false,
   created_at       timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (tenant_id, registration_id, source_event_key)
 );
 
--- Rows arrive in time order, so a BRIN index finds the expired ones for a
+-- Offsets of the source (they sort in event order, byte-wise) are kept for
+-- a shorter while (default 1 h, time enough for out-of-order evaluations)
+-- and then folded into the registration's high-water mark below.
+CREATE TABLE IF NOT EXISTS wake_offset_keys (
+  tenant_id        text        NOT NULL,
+  registration_id  bigint      NOT NULL,
+  source_event_key text        NOT NULL,
+  created_at       timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, registration_id, source_event_key)
+);
+
+-- Rows arrive in time order, so BRIN indexes find the expired ones for a
 -- fraction of a btree's size and insert cost.
 CREATE INDEX IF NOT EXISTS wake_event_keys_created_idx
   ON wake_event_keys USING brin (created_at);
+CREATE INDEX IF NOT EXISTS wake_offset_keys_created_idx
+  ON wake_offset_keys USING brin (created_at);
 
 -- Per registration, the greatest expired offset: an event whose offset sorts
 -- at or below it (byte order) is a replay of one already handled.

@@ -36,7 +36,7 @@ class MockWakeStore : public WakeStore {
   MOCK_METHOD(absl::StatusOr<int64_t>, ReleaseExpiredClaims, (), (override));
   MOCK_METHOD(absl::StatusOr<WindowResult>, CloseDebounceWindow, (const WindowKey&), (override));
   MOCK_METHOD(absl::StatusOr<std::vector<WindowKey>>, DueDebounceWindows, (int), (override));
-  MOCK_METHOD(absl::StatusOr<int64_t>, SweepEventKeys, (absl::Duration, int), (override));
+  MOCK_METHOD(absl::StatusOr<int64_t>, SweepEventKeys, (const KeyRetention&, int), (override));
 };
 
 }  // namespace wake::registry
