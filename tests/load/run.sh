@@ -197,15 +197,19 @@ eval_1_default() {
     "{\"source_url\":\"/load/one/$RUN_ID/child\",\"run_key\":\"r$1-{{.RequestNumber}}\",\"status\":\"COMPLETED\"}"
 }
 # (pgbench reads \`:name\` as a variable even inside quotes: the key's colon is chr(58).)
+# The wake goes in with its event key, as the registry's persist does.
 pgbench_wake_insert() {
-  pgbench_row "pgbench_wake_insert$1" "single-row insert into wakes, prepared" "\
+  pgbench_row "pgbench_wake_insert$1" "a wake and its event key, prepared" "\
 \\set n random(1, 2000000000)
+WITH keyed AS (INSERT INTO wake_event_keys (tenant_id, registration_id, source_event_key)
+  VALUES ('default', :n::bigint, 'update' || chr(58) || 'r$1-' || :client_id::text || '-' || :n::text)
+  ON CONFLICT DO NOTHING RETURNING 1)
 INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, message,
   run_finished_status, include_response)
-VALUES ('default', '/load/pgbench/$RUN_ID/parent', :n::bigint,
+SELECT 'default', '/load/pgbench/$RUN_ID/parent', :n::bigint,
   'update' || chr(58) || 'r$1-' || :client_id::text || '-' || :n::text,
   '{\"source\":\"/load/pgbench/$RUN_ID/child\",\"changes\":[{\"collection\":\"runs\",\"kind\":\"UPDATE\",\"key\":\"r1\"}]}'::jsonb,
-  'COMPLETED', true)
+  'COMPLETED', true FROM keyed
 ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING
 RETURNING id, (extract(epoch from created_at) * 1000000)::bigint, pg_current_xact_id()::text::bigint;"
 }
