@@ -7,12 +7,14 @@
 #      real binaries;
 #   3. tests/load/run.sh --smoke: every ghz load row for a second, so the load
 #      suite cannot rot.
-# Ends with one summary line per suite and fails if any suite failed.
+# Ends with one summary line per suite, with its duration, and the total, and
+# fails if any suite failed.
 # Extra arguments go to bazel test (e.g. --config=asan or a target pattern);
 # with any, only the bazel suite runs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$WAKE_ROOT"
+script_started=$(date +%s)
 
 install_debian_packages
 
@@ -34,33 +36,42 @@ log "throwaway PostgreSQL at $DATABASE_URL"
 targets=("$@")
 all_suites=0
 [ "${#targets[@]}" -eq 0 ] && targets=(//...) && all_suites=1
+# elapsed SINCE: seconds since SINCE (from `date +%s`), as "Ns".
+elapsed() { echo "$(($(date +%s) - $1))s"; }
+started=$(date +%s)
 set +e
 bazel test --test_summary=short "${targets[@]}" 2>&1 | tee "$PG_DIR/bazel-test.log"
 status=${PIPESTATUS[0]}
 set -e
+bazel_time=$(elapsed "$started")
 passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$PG_DIR/bazel-test.log" || true)
 failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' \
   "$PG_DIR/bazel-test.log" || true)
-summary=("bazel: $passed passed, $failed failed")
+summary=("bazel: $passed passed, $failed failed ($bazel_time)")
 if [ "$all_suites" = 1 ]; then
   # The other suites start their own stack; this cluster is no longer needed.
   stop_cluster "$PG_DIR/data"
   set +e
+  started=$(date +%s)
   bash tests/polyglot/run.sh 2>&1 | tee "$PG_DIR/polyglot.log"
   polyglot_status=${PIPESTATUS[0]}
+  polyglot_time=$(elapsed "$started")
+  started=$(date +%s)
   bash tests/load/run.sh --smoke --out "$PG_DIR/load" 2>&1 | tee "$PG_DIR/load.log"
   load_status=${PIPESTATUS[0]}
+  load_time=$(elapsed "$started")
   set -e
   polyglot_line=$(grep -E '^polyglot: ' "$PG_DIR/polyglot.log" | tail -n 1 || true)
-  summary+=("${polyglot_line:-polyglot: did not report (exit $polyglot_status)}")
+  summary+=("${polyglot_line:-polyglot: did not report (exit $polyglot_status)} ($polyglot_time)")
   [ "$polyglot_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$polyglot_status
   if [ "$load_status" -eq 0 ]; then
-    summary+=("load smoke: passed (every ghz row ran without errors)")
+    summary+=("load smoke: passed (every ghz row ran without errors) ($load_time)")
   else
-    summary+=("load smoke: FAILED (exit $load_status)")
+    summary+=("load smoke: FAILED (exit $load_status) ($load_time)")
     [ "$status" -eq 0 ] && status=$load_status
   fi
 fi
+summary+=("total: $(elapsed "$script_started") (packages, cluster and every suite)")
 echo
 printf '%s\n' "${summary[@]}"
 exit "$status"
