@@ -1,5 +1,8 @@
 #include "registry-service/evaluator.h"
 
+#include <atomic>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
@@ -488,6 +491,33 @@ TEST_F(EvaluatorTest, TimeoutsFollowTheCollection) {
       .WillOnce(Persisted);
   Sync(sync::ChangeOp::kInsert, late);
   Advance(absl::ZeroDuration());
+}
+
+// A registration that enters the collection while an evaluator is being
+// built must arm its timeout: the evaluator listens before it snapshots.
+TEST_F(EvaluatorTest, RegistrationArrivingWhileTheEvaluatorStartsArmsItsTimeout) {
+  Load({});
+  evaluator_.reset();
+  int missed = 0;
+  int64_t id = 1;
+  for (int round = 0; round < 300; ++round) {
+    std::atomic<bool> go{false};
+    std::thread writer([&] {
+      while (!go.load()) {
+      }
+      for (int i = 0; i < 5; ++i) {
+        sync::Registration row = RunFinished(id++, "/p");
+        row.timeout_ms = 3600 * 1000;
+        row.created_at = time_.SystemNow();
+        Sync(sync::ChangeOp::kInsert, row);
+      }
+    });
+    go.store(true);
+    Evaluator evaluator(collection_, store_, time_, executor_);
+    writer.join();
+    if (evaluator.ArmedTimeouts() != collection_.size()) ++missed;
+  }
+  EXPECT_EQ(missed, 0) << "evaluators that missed a registration";
 }
 
 TEST_F(EvaluatorTest, ManyTimeoutsFireEachAtItsOwnDeadline) {
