@@ -55,8 +55,13 @@ void RegistryCore::Sweep() {
     common::LogInfo("expired_claims_released", {{"claims", *ended}});
   }
   evaluator_.CloseDueWindows(options_.window_sweep_batch);
+  const common::MonotonicTime now = time_.MonotonicNow();
+  const bool keys_due =
+      !keys_swept_at_.has_value() ||
+      now - *keys_swept_at_ >= common::ToChrono(options_.key_sweep_interval);
+  if (keys_due) keys_swept_at_ = now;
   int64_t forgotten = 0;
-  for (int batch = 0; batch < options_.key_sweep_batches; ++batch) {
+  for (int batch = 0; keys_due && batch < options_.key_sweep_batches; ++batch) {
     absl::StatusOr<int64_t> swept =
         store_.SweepEventKeys(options_.key_retention, options_.key_sweep_batch);
     if (!swept.ok()) {

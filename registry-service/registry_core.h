@@ -36,10 +36,13 @@ struct RegistryOptions {
   absl::Duration sweep_interval = absl::Seconds(1);
   // How long event keys are remembered after they made a wake.
   KeyRetention key_retention;
-  // Event keys forgotten per statement, and statements per sweep at most:
-  // small batches keep each transaction short.
+  // Expired event keys are looked for this often (each look reads the
+  // pages not yet summarized by the keys' BRIN index), in batches of
+  // key_sweep_batch rows per statement (short transactions), at most
+  // key_sweep_batches statements per look: 5,000 keys a second at most.
+  absl::Duration key_sweep_interval = absl::Seconds(10);
   int key_sweep_batch = 1000;
-  int key_sweep_batches = 10;
+  int key_sweep_batches = 50;
   // Due debounce windows closed per sweep at most.
   int window_sweep_batch = 100;
   // When set, the only tenant this registry serves.
@@ -106,6 +109,8 @@ class RegistryCore {
   common::TimerPtr sweep_timer_;
   absl::Mutex mu_;
   bool sweeping_ ABSL_GUARDED_BY(mu_) = false;
+  // When the sweeper last looked for expired event keys (only it touches it).
+  std::optional<common::MonotonicTime> keys_swept_at_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -117,12 +117,27 @@ TEST_F(RegistryCoreTest, TenantScopedRegistryRejectsOtherTenants) {
 
 TEST_F(RegistryCoreTest, SweeperReleasesExpiredClaimsPeriodically) {
   EXPECT_CALL(store_, ReleaseExpiredClaims()).WillOnce(Return(2)).WillOnce(Return(0));
-  EXPECT_CALL(store_, DueDebounceWindows(_)).Times(2).WillRepeatedly(Return(std::vector<WindowKey>()));
+  EXPECT_CALL(store_, DueDebounceWindows(_))
+      .Times(2)
+      .WillRepeatedly(Return(std::vector<WindowKey>()));
+  // Event keys are looked at on the first sweep, then every 10 s.
+  EXPECT_CALL(store_, SweepEventKeys(_, _)).WillOnce(Return(0));
+  time_.Advance(absl::Seconds(1));
+  executor_.RunAll();
+  time_.Advance(absl::Seconds(1));
+  executor_.RunAll();
+}
+
+TEST_F(RegistryCoreTest, EventKeysAreSweptEveryTenSeconds) {
+  EXPECT_CALL(store_, ReleaseExpiredClaims()).Times(11).WillRepeatedly(Return(0));
+  EXPECT_CALL(store_, DueDebounceWindows(_))
+      .Times(11)
+      .WillRepeatedly(Return(std::vector<WindowKey>()));
   EXPECT_CALL(store_, SweepEventKeys(_, _)).Times(2).WillRepeatedly(Return(0));
-  time_.Advance(absl::Seconds(1));
-  executor_.RunAll();
-  time_.Advance(absl::Seconds(1));
-  executor_.RunAll();
+  for (int i = 0; i < 11; ++i) {
+    time_.Advance(absl::Seconds(1));
+    executor_.RunAll();
+  }
 }
 
 TEST_F(RegistryCoreTest, SweeperClosesDueWindowsAndForgetsKeysInSmallBatches) {
