@@ -56,6 +56,7 @@ void Accounting::Record(const std::string& runner, const RecordLine& line) {
         ++orphan_acks_;
         break;
       }
+      if (line.kind == RecordLine::Kind::kAck) ++ack_codes_[line.code];
       for (int64_t id : it->second.wake_ids) {
         WakeState& wake = wakes_.at(id);
         wake.ack_attempted = true;
@@ -65,8 +66,10 @@ void Accounting::Record(const std::string& runner, const RecordLine& line) {
       }
       break;
     }
-    case RecordLine::Kind::kStart:
     case RecordLine::Kind::kSessionOpen:
+      ++sessions_opened_;
+      break;
+    case RecordLine::Kind::kStart:
     case RecordLine::Kind::kSessionClosed:
       break;
   }
@@ -130,6 +133,8 @@ Report Accounting::Summarize(size_t sample_size) const {
   r.held = held_;
   r.orphan_acks = orphan_acks_;
   r.conflicting_ids = conflicting_ids_;
+  r.ack_codes = ack_codes_;
+  r.sessions_opened = sessions_opened_;
   for (const auto& [id, wake] : wakes_) {
     ++r.produced;
     if (!wake.delivered_at.empty()) ++r.delivered;

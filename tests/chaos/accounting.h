@@ -68,6 +68,8 @@ struct Report {
   int64_t held = 0;             // claims a sabotaging runner never acked
   int64_t orphan_acks = 0;      // ack lines whose claim line is missing (harness check)
   int64_t conflicting_ids = 0;  // a wake id seen with two different pairs (harness check)
+  std::map<int, int64_t> ack_codes;  // runner ack results, by grpc::StatusCode
+  int64_t sessions_opened = 0;       // runner sessions (a new one per connect)
   std::vector<WakeKey> lost_sample;
   std::vector<WakeKey> duplicated_sample;
   std::vector<int64_t> double_ack_sample;
@@ -137,6 +139,8 @@ class Accounting {
   int64_t held_ = 0;
   int64_t orphan_acks_ = 0;
   int64_t conflicting_ids_ = 0;
+  std::map<int, int64_t> ack_codes_;
+  int64_t sessions_opened_ = 0;
 };
 
 }  // namespace wake::chaos

@@ -391,6 +391,10 @@ class Driver {
                        stats.no_wake_on_only_call, "; response wakes of another event: ",
                        stats.foreign_wakes, "; intents abandoned: ", stats.abandoned));
     }
+    std::vector<std::string> acks;
+    for (const auto& [code, n] : r.ack_codes) acks.push_back(absl::StrCat(n, " ", CodeName(code)));
+    Say(absl::StrCat("  runner acks: ", acks.empty() ? "none" : absl::StrJoin(acks, ", "), "; ",
+                     r.sessions_opened, " runner sessions"));
     PrintDatabaseCrossCheck(remaining, registrations);
     int64_t malformed = 0;
     for (auto& [name, reader] : readers_) malformed += reader->malformed();

@@ -113,7 +113,7 @@ void Producer::StartFamily(int f) {
 template <typename Call>
 bool Producer::WithRetries(Call call, std::vector<Attempt>* attempts, int64_t* calls) {
   int registry = RandomInt(0, static_cast<int>(stubs_.size()) - 1);
-  absl::Duration backoff = absl::Milliseconds(50);
+  absl::Duration backoff = absl::Milliseconds(100);
   for (;;) {
     if (Stopping()) return false;
     grpc::ClientContext context;
@@ -136,7 +136,7 @@ bool Producer::WithRetries(Call call, std::vector<Attempt>* attempts, int64_t* c
     if (Permanent(status.error_code())) return false;
     registry = (registry + 1) % static_cast<int>(stubs_.size());
     absl::SleepFor(RandomDuration(backoff / 2, backoff));  // Client retry backoff.
-    backoff = std::min(backoff * 2, absl::Seconds(1));
+    backoff = std::min(backoff * 2, absl::Seconds(2));
   }
 }
 

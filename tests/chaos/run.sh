@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --never-ack) SABOTAGE+=("--never-ack-fraction=$2"); shift ;;
     --no-runtime-restart) SABOTAGE+=("--no-runtime-restart") ;;
-    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
