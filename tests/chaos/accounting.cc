@@ -60,6 +60,7 @@ void Accounting::Record(const std::string& runner, const RecordLine& line) {
       for (int64_t id : it->second.wake_ids) {
         WakeState& wake = wakes_.at(id);
         wake.ack_attempted = true;
+        wake.first_ack_sent = std::min(wake.first_ack_sent, line.at);
         if (line.kind == RecordLine::Kind::kAck && line.code == grpc::StatusCode::OK) {
           wake.ok_acked_at.push_back(line.at);
         }
@@ -98,7 +99,8 @@ void Accounting::Remaining(const std::vector<RemainingWake>& rows) {
 bool Accounting::IsAcked(const WakeState& wake) {
   // Only an ack deletes a wake row; a row deleted after our runner sent an
   // ack whose reply never came was acked by that ack.
-  return IsAckedOk(wake) || (wake.audit_deleted && wake.ack_attempted);
+  return IsAckedOk(wake) ||
+         (wake.audit_deleted && wake.ack_attempted && wake.deleted_at >= wake.first_ack_sent);
 }
 
 bool Accounting::PairAcked(const WakeKey& key) const {
@@ -212,7 +214,9 @@ std::string Accounting::Describe(const WakeKey& key) const {
     }
     for (absl::Time t : w.ok_acked_at) facts.push_back(absl::StrCat("ack OK ", Time(t)));
     if (w.held) facts.push_back("held without an ack by a sabotaging runner");
-    if (w.ack_attempted && w.ok_acked_at.empty()) facts.push_back("ack attempted, no OK reply");
+    if (w.ack_attempted && w.ok_acked_at.empty()) {
+      facts.push_back(absl::StrCat("ack sent ", Time(w.first_ack_sent), ", no OK reply"));
+    }
     if (w.audit_deleted) facts.push_back(absl::StrCat("row deleted ", Time(w.deleted_at)));
     if (w.remaining) {
       facts.push_back(w.remaining_claimed ? "row still in wakes (claimed)"

@@ -7,8 +7,8 @@
 // A wake is identified by (registration id, source event key): the pair the
 // registry promises to produce exactly once. Acks count only when the runner
 // recorded an OK reply; an ack whose reply was lost (runtime killed, deadline)
-// counts as acked only if the database audit shows its row deleted, which
-// nothing but an ack does.
+// counts as acked only if the database audit shows its row deleted after
+// the ack was sent (nothing but an ack deletes a wake row).
 #pragma once
 
 #include <cstdint>
@@ -115,6 +115,7 @@ class Accounting {
     bool remaining = false;
     bool remaining_claimed = false;
     bool ack_attempted = false;
+    absl::Time first_ack_sent = absl::InfiniteFuture();
     bool held = false;  // In a claim a sabotaging runner kept without acking.
     std::vector<absl::Time> delivered_at;
     std::vector<absl::Time> ok_acked_at;

@@ -173,7 +173,9 @@ TEST(AccountingTest, AckWhoseReplyWasLostCountsOnlyIfTheRowIsGone) {
   books.Record("r2", Ack("t2", grpc::StatusCode::UNAVAILABLE));
   EXPECT_EQ(books.Unacked().size(), 2u);
   books.Audit(Inserted(10, kA));
-  books.Audit(Deleted(10, kA));  // The ack landed.
+  AuditRow landed = Deleted(10, kA);  // The ack landed.
+  landed.at = kT0 + absl::Milliseconds(3);
+  books.Audit(landed);
   books.Audit(Inserted(11, kB));
   books.Remaining({{11, kB.first, kB.second, false}});  // This one did not.
   EXPECT_THAT(books.Unacked(), ElementsAre(kB));
@@ -182,6 +184,22 @@ TEST(AccountingTest, AckWhoseReplyWasLostCountsOnlyIfTheRowIsGone) {
   EXPECT_EQ(r.acked_by_database, 1);
   EXPECT_EQ(r.lost, 1);
   EXPECT_EQ(r.lost_pending, 1);
+}
+
+TEST(AccountingTest, RowDeletedBeforeAnyAckWasSentIsNotAnAck) {
+  Accounting books;
+  books.Expect(kA, "/p");
+  books.Record("r1", Claim("t1", {{10, kA.first, kA.second}}));
+  RecordLine sent = AckSent("t1");
+  sent.at = kT0 + absl::Seconds(5);
+  books.Record("r1", sent);
+  AuditRow deleted = Deleted(10, kA);
+  deleted.at = kT0 + absl::Seconds(1);  // Something else deleted it first.
+  books.Audit(Inserted(10, kA));
+  books.Audit(deleted);
+  const Report r = books.Summarize();
+  EXPECT_EQ(r.lost, 1);
+  EXPECT_EQ(r.lost_deleted_unacked, 1);
 }
 
 TEST(AccountingTest, AcksAreMatchedToTheirOwnRunnerAndSession) {
