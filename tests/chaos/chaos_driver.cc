@@ -408,15 +408,13 @@ class Driver {
                        ", final database read ", remaining.ok() ? "ok" : remaining.status().ToString(),
                        g_abort.load() ? ", ABORTED by signal" : ""));
     }
-    Evidence(books, producer, r, registrations);
+    if (!g_abort.load()) Evidence(books, producer, r, registrations);
     Say(absl::StrCat("  elapsed: startup ", Secs(started - began), ", production ",
                      Secs(produced - started), ", faults finished +", Secs(faults_done - produced),
                      ", drain ", Secs(drained - faults_done), ", total ", Secs(absl::Now() - began),
                      " (driver; the script adds build and cluster time)"));
 
-    for (auto& runtime : runtimes_) runtime->Stop(absl::Seconds(5));
-    for (auto& registry : registries_) registry->Stop(absl::Seconds(5));
-    proxies_.clear();
+    StopServices();
 
     const bool pass = r.lost == 0 && r.duplicated == 0;
     if (!harness_ok) {
@@ -443,10 +441,21 @@ class Driver {
 
   int Fatal(const std::string& why) {
     Say(absl::StrCat("RESULT: INCOMPLETE (could not set the stack up: ", why, ")"));
-    for (auto& runner : runners_) runner->Stop(absl::Seconds(1));
-    for (auto& runtime : runtimes_) runtime->Stop(absl::Seconds(2));
-    for (auto& registry : registries_) registry->Stop(absl::Seconds(2));
+    for (auto& runner : runners_) runner->Kill();
+    StopServices();
     return 2;
+  }
+
+  // Gracefully (SIGTERM) after a run; at once when the run was interrupted.
+  void StopServices() {
+    if (g_abort.load()) {
+      for (auto* group : {&runtimes_, &registries_}) {
+        for (auto& process : *group) process->Signal(SIGKILL);
+      }
+    }
+    for (auto& runtime : runtimes_) runtime->Stop(absl::Seconds(5));
+    for (auto& registry : registries_) registry->Stop(absl::Seconds(5));
+    proxies_.clear();
   }
 
   static bool AwaitLog(ManagedProcess& process, const std::string& needle,
