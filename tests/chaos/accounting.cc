@@ -150,7 +150,8 @@ Report Accounting::Summarize(size_t sample_size) const {
       if (r.double_ack_sample.size() < sample_size) r.double_ack_sample.push_back(id);
     }
     if (!wake.ok_acked_at.empty()) {
-      const absl::Time first_ack = *std::min_element(wake.ok_acked_at.begin(), wake.ok_acked_at.end());
+      const absl::Time first_ack =
+          *std::min_element(wake.ok_acked_at.begin(), wake.ok_acked_at.end());
       if (std::any_of(wake.delivered_at.begin(), wake.delivered_at.end(),
                       [&](absl::Time t) { return t > first_ack; })) {
         ++r.redelivered_after_ack;
@@ -200,8 +201,7 @@ Report Accounting::Summarize(size_t sample_size) const {
 
 std::string Accounting::Describe(const WakeKey& key) const {
   std::string out = absl::StrCat("registration ", key.first, " event ", key.second, " (stream ",
-                                 StreamOf(key), expected_.count(key) ? "" : ", NOT expected",
-                                 ")");
+                                 StreamOf(key), expected_.count(key) ? "" : ", NOT expected", ")");
   auto it = ids_.find(key);
   if (it == ids_.end()) return absl::StrCat(out, ": no wake id seen anywhere");
   for (int64_t id : it->second) {

@@ -47,29 +47,29 @@ struct RemainingWake {
 };
 
 struct Report {
-  int64_t expected = 0;         // (registration, event) pairs that must be woken
-  int64_t produced = 0;         // distinct wake ids seen anywhere
-  int64_t delivered = 0;        // distinct wake ids some runner received
-  int64_t deliveries = 0;       // wake deliveries, redeliveries included
-  int64_t acked = 0;            // distinct wake ids acked (OK reply, or row deleted after an ack attempt)
+  int64_t expected = 0;    // (registration, event) pairs that must be woken
+  int64_t produced = 0;    // distinct wake ids seen anywhere
+  int64_t delivered = 0;   // distinct wake ids some runner received
+  int64_t deliveries = 0;  // wake deliveries, redeliveries included
+  int64_t acked = 0;  // distinct wake ids acked (OK reply, or row deleted after an ack attempt)
   int64_t acked_by_database = 0;  // ... of which only the database shows it (ack reply lost)
-  int64_t lost = 0;             // expected pairs with no acked wake
+  int64_t lost = 0;               // expected pairs with no acked wake
   int64_t lost_never_produced = 0;
-  int64_t lost_pending = 0;     // row still in wakes, unclaimed
-  int64_t lost_claimed = 0;     // row still in wakes, claimed
-  int64_t lost_deleted_unacked = 0;  // row deleted, but no runner ever tried to ack it
-  int64_t lost_unknown = 0;     // seen, but neither in the table nor deleted (no audit?)
-  int64_t duplicated = 0;       // pairs with more than one wake id
-  int64_t duplicate_extra = 0;  // wake ids beyond the first of those pairs
-  int64_t double_acks = 0;      // wake ids with more than one OK ack
-  int64_t unexpected = 0;       // wake ids for pairs the driver never produced
+  int64_t lost_pending = 0;           // row still in wakes, unclaimed
+  int64_t lost_claimed = 0;           // row still in wakes, claimed
+  int64_t lost_deleted_unacked = 0;   // row deleted, but no runner ever tried to ack it
+  int64_t lost_unknown = 0;           // seen, but neither in the table nor deleted (no audit?)
+  int64_t duplicated = 0;             // pairs with more than one wake id
+  int64_t duplicate_extra = 0;        // wake ids beyond the first of those pairs
+  int64_t double_acks = 0;            // wake ids with more than one OK ack
+  int64_t unexpected = 0;             // wake ids for pairs the driver never produced
   int64_t redelivered_after_ack = 0;  // wake ids received again after an OK ack of them
   int64_t acked_but_remaining = 0;    // OK ack, yet the row is still in wakes
-  int64_t held = 0;             // claims a sabotaging runner never acked
-  int64_t orphan_acks = 0;      // ack lines whose claim line is missing (harness check)
-  int64_t conflicting_ids = 0;  // a wake id seen with two different pairs (harness check)
-  std::map<int, int64_t> ack_codes;  // runner ack results, by grpc::StatusCode
-  int64_t sessions_opened = 0;       // runner sessions (a new one per connect)
+  int64_t held = 0;                   // claims a sabotaging runner never acked
+  int64_t orphan_acks = 0;            // ack lines whose claim line is missing (harness check)
+  int64_t conflicting_ids = 0;        // a wake id seen with two different pairs (harness check)
+  std::map<int, int64_t> ack_codes;   // runner ack results, by grpc::StatusCode
+  int64_t sessions_opened = 0;        // runner sessions (a new one per connect)
   std::vector<WakeKey> lost_sample;
   std::vector<WakeKey> duplicated_sample;
   std::vector<int64_t> double_ack_sample;

@@ -151,8 +151,8 @@ TEST(AccountingTest, LostWakesAreSortedByWhatTheDatabaseShows) {
   books.Audit(Inserted(60, vanished));
   books.Record("r1", Claim("t5", {{50, claimed.first, claimed.second}}));  // Held, never acked.
   books.Audit(Deleted(60, vanished));  // Gone, and no runner ever acked it.
-  books.Remaining({{40, pending.first, pending.second, false},
-                   {50, claimed.first, claimed.second, true}});
+  books.Remaining(
+      {{40, pending.first, pending.second, false}, {50, claimed.first, claimed.second, true}});
   const Report r = books.Summarize();
   EXPECT_EQ(r.lost, 4);
   EXPECT_EQ(r.lost_never_produced, 1);
@@ -206,8 +206,8 @@ TEST(AccountingTest, AcksAreMatchedToTheirOwnRunnerAndSession) {
   Accounting books;
   books.Expect(kA, "/p");
   books.Record("r1", Claim("t1", {{10, kA.first, kA.second}}, kT0, "s1"));
-  books.Record("r2", Ack("t1", grpc::StatusCode::OK));               // Another runner.
-  books.Record("r1", Ack("t1", grpc::StatusCode::OK, kT0, "s2"));    // Another session.
+  books.Record("r2", Ack("t1", grpc::StatusCode::OK));             // Another runner.
+  books.Record("r1", Ack("t1", grpc::StatusCode::OK, kT0, "s2"));  // Another session.
   EXPECT_EQ(books.Unacked().size(), 1u);
   EXPECT_EQ(books.Summarize().orphan_acks, 2);
 }

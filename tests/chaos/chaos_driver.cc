@@ -191,10 +191,10 @@ class Driver {
     const absl::Duration window = absl::Seconds(o_.duration_s);
     const std::vector<PlannedFault> plan =
         PlanFaults(o_.faults, window, 2, 2, runner_count, o_.seed);
-    Say(absl::StrCat("== chaos run: mode=", o_.mode, " seed=", o_.seed, " wakes=", o_.wakes,
-                     " (", families.size(), " parents, ", one_shot_wakes,
-                     " one-shot, bursts up to ", max_children, " children) window=",
-                     o_.duration_s, "s runners=", runner_count, " lease=", o_.lease_s, "s"));
+    Say(absl::StrCat("== chaos run: mode=", o_.mode, " seed=", o_.seed, " wakes=", o_.wakes, " (",
+                     families.size(), " parents, ", one_shot_wakes, " one-shot, bursts up to ",
+                     max_children, " children) window=", o_.duration_s, "s runners=", runner_count,
+                     " lease=", o_.lease_s, "s"));
     Say(absl::StrCat("   faults planned: ", o_.faults.registry_kills, " registry kill(s), ",
                      o_.faults.runtime_kills, " runtime kill(s), ", o_.faults.runner_kills,
                      " runner kill(s), ", o_.faults.postgres_restarts, " PostgreSQL restart(s), ",
@@ -203,7 +203,8 @@ class Driver {
       Say(absl::StrCat("   SABOTAGE (harness check): never-ack fraction ", o_.never_ack_fraction,
                        o_.restart_runtimes ? "" : ", killed runtimes stay down"));
     }
-    Say(absl::StrCat("   work directory ", o_.work_dir, " (service logs in logs/, runner records in records/)"));
+    Say(absl::StrCat("   work directory ", o_.work_dir,
+                     " (service logs in logs/, runner records in records/)"));
 
     // --- the stack ---------------------------------------------------------
     std::set<int> taken;
@@ -244,7 +245,8 @@ class Driver {
     }
     for (auto& runtime : runtimes_) {
       if (!AwaitLog(*runtime, "event=serving", absl::Seconds(60))) {
-        return Fatal(absl::StrCat(runtime->name(), " never reached its registry (no event=serving); see ",
+        return Fatal(absl::StrCat(runtime->name(),
+                                  " never reached its registry (no event=serving); see ",
                                   runtime->log_path()));
       }
     }
@@ -280,9 +282,9 @@ class Driver {
     stack.postgres_restart_command = o_.postgres_restart_command;
     const absl::Time started = absl::Now();
     Say(absl::StrCat("   stack up after ", Secs(started - began), ": registries ",
-                     Loopback(registry_ports[0]), " ", Loopback(registry_ports[1]),
-                     ", runtimes ", Loopback(runtime_ports[0]), " ", Loopback(runtime_ports[1]),
-                     " (via proxies ", proxies_[0]->port(), " ", proxies_[1]->port(), ")"));
+                     Loopback(registry_ports[0]), " ", Loopback(registry_ports[1]), ", runtimes ",
+                     Loopback(runtime_ports[0]), " ", Loopback(runtime_ports[1]), " (via proxies ",
+                     proxies_[0]->port(), " ", proxies_[1]->port(), ")"));
 
     // --- production under faults --------------------------------------------
     FaultInjector injector(stack, plan, started, o_.restart_runtimes);
@@ -387,9 +389,10 @@ class Driver {
                      stats.evaluate_calls, " calls; failed calls (retried): ",
                      failures.empty() ? "none" : absl::StrJoin(failures, ", ")));
     if (stats.no_wake_on_only_call > 0 || stats.foreign_wakes > 0 || stats.abandoned > 0) {
-      Say(absl::StrCat("  !! evaluations answered OK at once with no wake: ",
-                       stats.no_wake_on_only_call, "; response wakes of another event: ",
-                       stats.foreign_wakes, "; intents abandoned: ", stats.abandoned));
+      Say(absl::StrCat(
+          "  !! evaluations answered OK at once with no wake: ", stats.no_wake_on_only_call,
+          "; response wakes of another event: ", stats.foreign_wakes,
+          "; intents abandoned: ", stats.abandoned));
     }
     std::vector<std::string> acks;
     for (const auto& [code, n] : r.ack_codes) acks.push_back(absl::StrCat(n, " ", CodeName(code)));
@@ -404,8 +407,8 @@ class Driver {
       Say(absl::StrCat("  !! harness checks: abandoned intents ", stats.abandoned,
                        ", ack lines without their claim line ", r.orphan_acks,
                        ", wake ids seen with two pairs ", r.conflicting_ids,
-                       ", malformed record lines ", malformed,
-                       ", final database read ", remaining.ok() ? "ok" : remaining.status().ToString(),
+                       ", malformed record lines ", malformed, ", final database read ",
+                       remaining.ok() ? "ok" : remaining.status().ToString(),
                        g_abort.load() ? ", ABORTED by signal" : ""));
     }
     if (!g_abort.load()) Evidence(books, producer, r, registrations);
@@ -431,11 +434,23 @@ class Driver {
   static std::string Letter(int i) { return std::string(1, static_cast<char>('a' + i)); }
 
   static const char* CodeName(int code) {
-    static const char* const kNames[] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-        "UNAUTHENTICATED"};
+    static const char* const kNames[] = {"OK",
+                                         "CANCELLED",
+                                         "UNKNOWN",
+                                         "INVALID_ARGUMENT",
+                                         "DEADLINE_EXCEEDED",
+                                         "NOT_FOUND",
+                                         "ALREADY_EXISTS",
+                                         "PERMISSION_DENIED",
+                                         "RESOURCE_EXHAUSTED",
+                                         "FAILED_PRECONDITION",
+                                         "ABORTED",
+                                         "OUT_OF_RANGE",
+                                         "UNIMPLEMENTED",
+                                         "INTERNAL",
+                                         "UNAVAILABLE",
+                                         "DATA_LOSS",
+                                         "UNAUTHENTICATED"};
     return code >= 0 && code <= 16 ? kNames[code] : "?";
   }
 
@@ -458,8 +473,7 @@ class Driver {
     proxies_.clear();
   }
 
-  static bool AwaitLog(ManagedProcess& process, const std::string& needle,
-                       absl::Duration timeout) {
+  static bool AwaitLog(ManagedProcess& process, const std::string& needle, absl::Duration timeout) {
     const absl::Time deadline = absl::Now() + timeout;
     while (absl::Now() < deadline && !g_abort.load()) {
       if (process.LogContains(needle)) return true;
@@ -487,7 +501,8 @@ class Driver {
   static void Row(const std::string& label, int64_t value, const std::string& note = "") {
     std::string padded = label;
     if (padded.size() < 52) padded.append(52 - padded.size(), ' ');
-    Say(absl::StrCat("  ", padded, " ", value, note.empty() ? "" : absl::StrCat("   (", note, ")")));
+    Say(absl::StrCat("  ", padded, " ", value,
+                     note.empty() ? "" : absl::StrCat("   (", note, ")")));
   }
 
   // The database's own count, independent of what runners recorded.
@@ -509,25 +524,23 @@ class Driver {
     if (remaining.ok()) {
       for (const RemainingWake& wake : *remaining) claimed += wake.claimed ? 1 : 0;
     }
-    Say(absl::StrCat("  database audit: ", inserted, " wake rows inserted for ", inserts.size(),
-                     " pairs (", twice, " pairs inserted more than once), ", deleted,
-                     " deleted; at the end ",
-                     remaining.ok() ? absl::StrCat(remaining->size(), " rows in wakes (", claimed,
-                                                   " claimed)")
-                                    : remaining.status().ToString(),
-                     ", ",
-                     registrations.ok() ? absl::StrCat(registrations->size(), " registrations")
-                                        : registrations.status().ToString()));
+    Say(absl::StrCat(
+        "  database audit: ", inserted, " wake rows inserted for ", inserts.size(), " pairs (",
+        twice, " pairs inserted more than once), ", deleted, " deleted; at the end ",
+        remaining.ok() ? absl::StrCat(remaining->size(), " rows in wakes (", claimed, " claimed)")
+                       : remaining.status().ToString(),
+        ", ",
+        registrations.ok() ? absl::StrCat(registrations->size(), " registrations")
+                           : registrations.status().ToString()));
   }
 
   void Evidence(const Accounting& books, const Producer& producer, const Report& r,
                 const absl::StatusOr<std::set<int64_t>>& registrations) {
     auto event_line = [&](const WakeKey& key) {
       const EventRecord* event = producer.FindEvent(key);
-      return event == nullptr
-                 ? std::string("      evaluate calls: none recorded")
-                 : absl::StrCat("      source ", event->source, "; evaluate calls: ",
-                                Producer::History(*event));
+      return event == nullptr ? std::string("      evaluate calls: none recorded")
+                              : absl::StrCat("      source ", event->source,
+                                             "; evaluate calls: ", Producer::History(*event));
     };
     if (!r.lost_sample.empty()) {
       Say(absl::StrCat("== lost wakes (", r.lost_sample.size(), " of ", r.lost, ")"));
@@ -567,12 +580,12 @@ class Driver {
         std::vector<std::string> audit;
         for (const AuditRow& row : audit_) {
           if (row.registration_id != key.first || row.source_event_key != key.second) continue;
-          audit.push_back(absl::StrCat(row.inserted ? "insert" : "delete", " id ", row.wake_id,
-                                       " at ",
-                                       absl::FormatTime("%H:%M:%E3S", row.at,
-                                                        absl::LocalTimeZone())));
+          audit.push_back(
+              absl::StrCat(row.inserted ? "insert" : "delete", " id ", row.wake_id, " at ",
+                           absl::FormatTime("%H:%M:%E3S", row.at, absl::LocalTimeZone())));
         }
-        Say(absl::StrCat("      database audit: ", audit.empty() ? "nothing" : absl::StrJoin(audit, ", ")));
+        Say(absl::StrCat("      database audit: ",
+                         audit.empty() ? "nothing" : absl::StrJoin(audit, ", ")));
       }
     }
     if (!r.double_ack_sample.empty()) {

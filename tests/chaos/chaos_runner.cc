@@ -104,7 +104,8 @@ class Runner {
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    channel_ = grpc::CreateCustomChannel(options_.runtime, grpc::InsecureChannelCredentials(), args);
+    channel_ =
+        grpc::CreateCustomChannel(options_.runtime, grpc::InsecureChannelCredentials(), args);
   }
 
   [[noreturn]] void Run() {
@@ -182,9 +183,9 @@ class Runner {
                    acked.ok() ? acked->acked() : 0);
       if (acked.ok() || !RetryableAck(acked.status().code()) || attempt >= kMaxAckAttempts) {
         if (!acked.ok()) {
-          Log("ack_failed", absl::StrCat("session=", session, " stream=", claim.stream(),
-                                         " attempt=", attempt, " error=\"",
-                                         acked.status().ToString(), "\""));
+          Log("ack_failed",
+              absl::StrCat("session=", session, " stream=", claim.stream(), " attempt=", attempt,
+                           " error=\"", acked.status().ToString(), "\""));
         }
         return;
       }
@@ -238,8 +239,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   (*record)->Start(options.runner_id, getpid());
-  wake::chaos::Log("started", absl::StrCat("runner_id=", options.runner_id, " runtime=",
-                                           options.runtime, " pid=", getpid()));
+  wake::chaos::Log("started", absl::StrCat("runner_id=", options.runner_id,
+                                           " runtime=", options.runtime, " pid=", getpid()));
   wake::chaos::Runner runner(options, std::move(*record));
   runner.Run();
 }

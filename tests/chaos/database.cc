@@ -116,8 +116,7 @@ absl::StatusOr<std::set<int64_t>> ReadRegistrationIds(const std::string& url) {
   });
 }
 
-absl::StatusOr<std::vector<std::string>> QueryRows(const std::string& url,
-                                                   const std::string& sql) {
+absl::StatusOr<std::vector<std::string>> QueryRows(const std::string& url, const std::string& sql) {
   return WithConnection(url, [&sql](pqxx::work& tx) -> absl::StatusOr<std::vector<std::string>> {
     std::vector<std::string> rows;
     for (const auto& row : tx.exec(sql)) {

@@ -136,8 +136,7 @@ void FaultInjector::Restart(ManagedProcess& process, absl::Duration timeout) {
 void FaultInjector::Inject(const PlannedFault& fault) {
   auto kill_and_restart = [&](ManagedProcess& process, bool restart, absl::Duration timeout) {
     const pid_t pid = process.Kill();
-    Note(absl::StrCat("SIGKILL ", process.name(), " (pid ", pid, "), down for ",
-                      Secs(fault.down)));
+    Note(absl::StrCat("SIGKILL ", process.name(), " (pid ", pid, "), down for ", Secs(fault.down)));
     SuperviseUntil(absl::Now() + fault.down);
     if (!restart) {
       Note(absl::StrCat(process.name(), " left down (sabotage: --no-runtime-restart)"));

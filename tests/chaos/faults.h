@@ -23,8 +23,8 @@ enum class FaultKind { kKillRegistry, kKillRuntime, kKillRunner, kRestartPostgre
 struct PlannedFault {
   absl::Duration at;  // After the start of production.
   FaultKind kind = FaultKind::kKillRunner;
-  int target = 0;          // Index into the registries, runtimes, runners or proxies.
-  absl::Duration down;     // How long it stays killed / cut.
+  int target = 0;       // Index into the registries, runtimes, runners or proxies.
+  absl::Duration down;  // How long it stays killed / cut.
 };
 
 struct FaultCounts {

@@ -10,9 +10,8 @@
 
 namespace wake::chaos {
 
-ManagedProcess::ManagedProcess(std::string name, std::string binary,
-                               std::vector<std::string> args, std::string ready,
-                               std::string log_dir)
+ManagedProcess::ManagedProcess(std::string name, std::string binary, std::vector<std::string> args,
+                               std::string ready, std::string log_dir)
     : name_(std::move(name)),
       binary_(std::move(binary)),
       args_(std::move(args)),
@@ -42,9 +41,8 @@ absl::Status ManagedProcess::Start(absl::Duration timeout) {
     if (!process_->Running()) {
       const int code = process_->WaitForExit(absl::ZeroDuration()).value_or(-1);
       process_.reset();
-      return absl::UnavailableError(absl::StrCat(name_, " exited (status ", code,
-                                                 ") before logging \"", ready_, "\"; see ",
-                                                 log_path_));
+      return absl::UnavailableError(absl::StrCat(
+          name_, " exited (status ", code, ") before logging \"", ready_, "\"; see ", log_path_));
     }
     if (absl::Now() > deadline) {
       process_.reset();  // Kills it.

@@ -14,17 +14,28 @@ namespace {
 // Codes a real client gives up on at once: the request itself is wrong.
 bool Permanent(grpc::StatusCode code) {
   return code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::UNIMPLEMENTED ||
-         code == grpc::StatusCode::PERMISSION_DENIED ||
-         code == grpc::StatusCode::UNAUTHENTICATED || code == grpc::StatusCode::OUT_OF_RANGE;
+         code == grpc::StatusCode::PERMISSION_DENIED || code == grpc::StatusCode::UNAUTHENTICATED ||
+         code == grpc::StatusCode::OUT_OF_RANGE;
 }
 
 const char* CodeName(int code) {
-  static const char* const kNames[] = {
-      "OK",       "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",      "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
   return code >= 0 && code <= 16 ? kNames[code] : "?";
 }
 
@@ -92,9 +103,8 @@ void Producer::Run() {
   // Every started family ends: its calls succeed or, once Stopping(), are
   // abandoned at their next attempt.
   absl::MutexLock lock(&mu_);
-  auto done = [this, started]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return families_done_ == started;
-  };
+  auto done = [this, started]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return families_done_ == started; };
   mu_.Await(absl::Condition(&done));
 }
 
@@ -150,11 +160,9 @@ void Producer::Register(int f, int c) {
   v1::RegisterWakeResponse response;
   std::vector<Attempt> attempts;
   int64_t calls = 0;
-  const bool ok = WithRetries(
-      [&](v1::WakeRegistry::Stub& stub, grpc::ClientContext* context, int*) {
-        return stub.RegisterWake(context, request, &response);
-      },
-      &attempts, &calls);
+  const bool ok = WithRetries([&](v1::WakeRegistry::Stub& stub, grpc::ClientContext* context,
+                                  int*) { return stub.RegisterWake(context, request, &response); },
+                              &attempts, &calls);
   absl::MutexLock lock(&mu_);
   stats_.register_calls += calls;
   FamilyState& state = state_[f];
@@ -265,10 +273,11 @@ ProducerStats Producer::stats() {
 std::string Producer::History(const EventRecord& event) {
   std::vector<std::string> parts;
   for (const Attempt& attempt : event.attempts) {
-    std::string part = absl::StrCat(
-        "registry-", std::string(1, static_cast<char>('a' + attempt.registry)), " ",
-        absl::FormatTime("%H:%M:%E3S", attempt.start, absl::LocalTimeZone()), " ",
-        CodeName(attempt.code), " after ", absl::FormatDuration(absl::Trunc(attempt.took, absl::Milliseconds(1))));
+    std::string part =
+        absl::StrCat("registry-", std::string(1, static_cast<char>('a' + attempt.registry)), " ",
+                     absl::FormatTime("%H:%M:%E3S", attempt.start, absl::LocalTimeZone()), " ",
+                     CodeName(attempt.code), " after ",
+                     absl::FormatDuration(absl::Trunc(attempt.took, absl::Milliseconds(1))));
     if (attempt.code == 0) absl::StrAppend(&part, " (", attempt.wakes, " wake(s))");
     parts.push_back(std::move(part));
   }

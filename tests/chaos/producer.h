@@ -43,7 +43,7 @@ struct Attempt {
   int registry = 0;
   absl::Time start;
   absl::Duration took;
-  int code = 0;  // grpc::StatusCode
+  int code = 0;   // grpc::StatusCode
   int wakes = 0;  // EvaluateRunFinished: wakes in the response
 };
 
@@ -58,13 +58,13 @@ struct EventRecord {
 };
 
 struct ProducerStats {
-  int64_t registrations = 0;       // RegisterWake intents that succeeded
+  int64_t registrations = 0;  // RegisterWake intents that succeeded
   int64_t register_calls = 0;
-  int64_t evaluations = 0;         // EvaluateRunFinished intents (events)
+  int64_t evaluations = 0;  // EvaluateRunFinished intents (events)
   int64_t evaluate_calls = 0;
-  int64_t abandoned = 0;           // intents given up (abort, give-up time, or a permanent error)
+  int64_t abandoned = 0;             // intents given up (abort, give-up time, or a permanent error)
   int64_t no_wake_on_only_call = 0;  // evaluations that succeeded at once and matched nothing
-  int64_t foreign_wakes = 0;       // response wakes for another registration or event
+  int64_t foreign_wakes = 0;         // response wakes for another registration or event
   std::map<int, int64_t> failures_by_code;  // failed calls, by grpc::StatusCode
 };
 

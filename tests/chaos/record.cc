@@ -251,8 +251,8 @@ void RecordWriter::AckSent(const std::string& session_id, const std::string& cla
   Write(FormatLine(line));
 }
 
-void RecordWriter::Ack(const std::string& session_id, const std::string& claim_token,
-                       int attempt, int code, int64_t acked) {
+void RecordWriter::Ack(const std::string& session_id, const std::string& claim_token, int attempt,
+                       int code, int64_t acked) {
   RecordLine line;
   line.kind = RecordLine::Kind::kAck;
   line.at = absl::Now();

@@ -9,10 +9,10 @@
 //   start    <t> <runner_id> <pid>
 //   session  <t> <session_id> open
 //   session  <t> <session_id> closed <grpc code>
-//   claim    <t> <session_id> <claim_token> <stream> <n> <id,registration_id,key> ...(n, space separated)
-//   hold     <t> <session_id> <claim_token>          (sabotage: never acked)
-//   ack_sent <t> <session_id> <claim_token> <attempt>
-//   ack      <t> <session_id> <claim_token> <attempt> <grpc code> <acked>
+//   claim    <t> <session_id> <claim_token> <stream> <n> <id,registration_id,key> ...(n, space
+//   separated) hold     <t> <session_id> <claim_token>          (sabotage: never acked) ack_sent
+//   <t> <session_id> <claim_token> <attempt> ack      <t> <session_id> <claim_token> <attempt>
+//   <grpc code> <acked>
 #pragma once
 
 #include <cstdint>
@@ -41,12 +41,12 @@ struct RecordLine {
   absl::Time at;
   std::string session_id;  // kStart: the runner id.
   std::string claim_token;
-  std::string stream;                // kClaim.
-  std::vector<RecordedWake> wakes;   // kClaim.
-  int attempt = 0;                   // kAckSent, kAck.
-  int code = 0;                      // kAck, kSessionClosed: a grpc::StatusCode.
-  int64_t acked = 0;                 // kAck.
-  int64_t pid = 0;                   // kStart.
+  std::string stream;               // kClaim.
+  std::vector<RecordedWake> wakes;  // kClaim.
+  int attempt = 0;                  // kAckSent, kAck.
+  int code = 0;                     // kAck, kSessionClosed: a grpc::StatusCode.
+  int64_t acked = 0;                // kAck.
+  int64_t pid = 0;                  // kStart.
 };
 
 // Appends lines to one file (O_APPEND; a restarted runner continues it).
