@@ -6,7 +6,10 @@
 #   2. tests/polyglot/run.sh: the Python, Go and TypeScript clients against the
 #      real binaries;
 #   3. tests/load/run.sh --smoke: every ghz load row for a second, so the load
-#      suite cannot rot.
+#      suite cannot rot;
+#   4. tests/chaos/run.sh --smoke: 1,500 wakes through two registries and two
+#      runtimes while a registry, a runtime, a runner and PostgreSQL are
+#      killed or restarted and a connection cut (about 30 s of faults).
 # Ends with one summary line per suite, with its duration, and the total, and
 # fails if any suite failed.
 # Extra arguments go to bazel test (e.g. --config=asan or a target pattern);
@@ -60,6 +63,10 @@ if [ "$all_suites" = 1 ]; then
   bash tests/load/run.sh --smoke --out "$PG_DIR/load" 2>&1 | tee "$PG_DIR/load.log"
   load_status=${PIPESTATUS[0]}
   load_time=$(elapsed "$started")
+  started=$(date +%s)
+  bash tests/chaos/run.sh --smoke 2>&1 | tee "$PG_DIR/chaos.log"
+  chaos_status=${PIPESTATUS[0]}
+  chaos_time=$(elapsed "$started")
   set -e
   polyglot_line=$(grep -E '^polyglot: ' "$PG_DIR/polyglot.log" | tail -n 1 || true)
   summary+=("${polyglot_line:-polyglot: did not report (exit $polyglot_status)} ($polyglot_time)")
@@ -70,6 +77,9 @@ if [ "$all_suites" = 1 ]; then
     summary+=("load smoke: FAILED (exit $load_status) ($load_time)")
     [ "$status" -eq 0 ] && status=$load_status
   fi
+  chaos_line=$(grep -E '^RESULT: ' "$PG_DIR/chaos.log" | tail -n 1 || true)
+  summary+=("chaos smoke: ${chaos_line:-did not report (exit $chaos_status)} ($chaos_time)")
+  [ "$chaos_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$chaos_status
 fi
 summary+=("total: $(elapsed "$script_started") (packages, cluster and every suite)")
 echo
