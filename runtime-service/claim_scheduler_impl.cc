@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 
@@ -330,12 +329,11 @@ void ClaimSchedulerImpl::HoldLocked(const Key& key, StreamState& state) {
 }
 
 void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
-  if (sessions_.empty()) return;
+  if (pool_.size() == 0) return;
   for (auto it = held_.begin(); it != held_.end();) {
     const Key key = it->second;
-    SessionId id = 0;
-    Session* session = PickRunnerLocked(key, &id);
-    if (session == nullptr) {
+    const SessionId id = pool_.Pick(key);
+    if (id == 0) {
       ++it;
       continue;
     }
@@ -344,36 +342,13 @@ void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
     state.phase = Phase::kDelivered;
     state.claim->session = id;
     ++delivered_claims_;
-    session->claims.insert(key);
+    pool_.AddClaim(id, key);
     ++counters_.claims_dispatched;
-    fx.push_back([sink = session->sink, message = state.claim->message] {
+    fx.push_back([sink = pool_.Find(id)->sink, message = state.claim->message] {
       // A closed stream is followed by its Disconnect, which releases this claim.
       sink->Send(message);
     });
   }
-}
-
-ClaimSchedulerImpl::Session* ClaimSchedulerImpl::PickRunnerLocked(const Key& key, SessionId* id) {
-  auto ring_it = rings_.find(key.first);
-  if (ring_it == rings_.end()) return nullptr;
-  TenantRing& ring = ring_it->second;
-  const size_t n = ring.sessions.size();
-  for (size_t i = 0; i < n; ++i) {
-    const size_t index = (ring.next + i) % n;
-    Session& session = sessions_.at(ring.sessions[index]);
-    if (static_cast<int>(session.claims.size()) >= session.spec.max_in_flight) continue;
-    const std::vector<std::string>& prefixes = session.spec.stream_prefixes;
-    if (!prefixes.empty() &&
-        std::none_of(prefixes.begin(), prefixes.end(), [&key](const std::string& prefix) {
-          return absl::StartsWith(key.second, prefix);
-        })) {
-      continue;
-    }
-    ring.next = (index + 1) % n;
-    *id = ring.sessions[index];
-    return &session;
-  }
-  return nullptr;
 }
 
 absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, ClaimSinkPtr sink) {
@@ -382,21 +357,15 @@ absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, Cl
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("runtime is shutting down");
-    id = next_session_++;
-    if (auto it = current_session_.find(spec.runner_id); it != current_session_.end()) {
-      const SessionId old = it->second;
-      ClaimSinkPtr old_sink = sessions_.at(old).sink;
+    if (const SessionId old = pool_.CurrentOf(spec.runner_id); old != 0) {
+      const RunnerPool::Session& old_session = *pool_.Find(old);
       const absl::Status superseded = absl::AbortedError(absl::StrCat(
-          "session_id: session \"", sessions_.at(old).spec.session_id, "\" of runner \"",
+          "session_id: session \"", old_session.spec.session_id, "\" of runner \"",
           spec.runner_id, "\" was superseded by session \"", spec.session_id, "\""));
-      fx.push_back([old_sink, superseded] { old_sink->Close(superseded); });
+      fx.push_back([old_sink = old_session.sink, superseded] { old_sink->Close(superseded); });
       RemoveSessionLocked(old, fx);
     }
-    Session& session = sessions_[id];
-    session.spec = spec;
-    session.sink = std::move(sink);
-    current_session_[spec.runner_id] = id;
-    rings_[spec.tenant_id].sessions.push_back(id);
+    id = pool_.Add(spec, std::move(sink));
     common::LogInfo("runner_connected", {{"runner_id", spec.runner_id},
                                          {"session_id", spec.session_id},
                                          {"tenant_id", spec.tenant_id},
@@ -411,38 +380,20 @@ void ClaimSchedulerImpl::Disconnect(SessionId session) {
   Effects fx;
   {
     absl::MutexLock lock(&mu_);
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return;
-    common::LogInfo("runner_disconnected", {{"runner_id", it->second.spec.runner_id},
-                                            {"session_id", it->second.spec.session_id},
-                                            {"claims", it->second.claims.size()}});
+    const RunnerPool::Session* found = pool_.Find(session);
+    if (found == nullptr) return;
+    common::LogInfo("runner_disconnected", {{"runner_id", found->spec.runner_id},
+                                            {"session_id", found->spec.session_id},
+                                            {"claims", found->claims.size()}});
     RemoveSessionLocked(session, fx);
   }
   Run(fx);
 }
 
 void ClaimSchedulerImpl::RemoveSessionLocked(SessionId id, Effects& fx) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
-  Session& session = it->second;
-  if (auto cur = current_session_.find(session.spec.runner_id);
-      cur != current_session_.end() && cur->second == id) {
-    current_session_.erase(cur);
-  }
-  if (auto ring_it = rings_.find(session.spec.tenant_id); ring_it != rings_.end()) {
-    TenantRing& ring = ring_it->second;
-    auto pos = std::find(ring.sessions.begin(), ring.sessions.end(), id);
-    if (pos != ring.sessions.end()) {
-      const size_t index = pos - ring.sessions.begin();
-      ring.sessions.erase(pos);
-      if (index < ring.next) --ring.next;
-      if (ring.next >= ring.sessions.size()) ring.next = 0;
-    }
-    if (ring.sessions.empty()) rings_.erase(ring_it);
-  }
-  const absl::flat_hash_set<Key> claims = std::move(session.claims);
-  sessions_.erase(it);
-  for (const Key& key : claims) {
+  std::optional<RunnerPool::Session> session = pool_.Remove(id);
+  if (!session.has_value()) return;
+  for (const Key& key : session->claims) {
     StreamState& state = streams_[key];
     // A claim being acked stays with its AckWakes; its completion finds the
     // session gone.
@@ -455,9 +406,7 @@ void ClaimSchedulerImpl::DetachClaimLocked(const Key& key, StreamState& state) {
   if (state.phase == Phase::kHeld) held_.erase({state.claim->held_seq, key});
   if (state.claim->session != 0) {
     --delivered_claims_;
-    if (auto it = sessions_.find(state.claim->session); it != sessions_.end()) {
-      it->second.claims.erase(key);
-    }
+    pool_.RemoveClaim(state.claim->session, key);
     state.claim->session = 0;
   }
 }
@@ -543,13 +492,13 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
     for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
     if (known) {
       StreamState& state = it->second;
-      auto session = sessions_.find(state.claim->session);
+      const RunnerPool::Session* session = pool_.Find(state.claim->session);
       if (state.phase == Phase::kAcking) {
         rejected = absl::FailedPreconditionError(
             "claim_token: an ack of this claim is already in progress");
-      } else if (state.phase != Phase::kDelivered || session == sessions_.end() ||
-                 session->second.spec.runner_id != request.runner_id ||
-                 session->second.spec.session_id != request.session_id) {
+      } else if (state.phase != Phase::kDelivered || session == nullptr ||
+                 session->spec.runner_id != request.runner_id ||
+                 session->spec.session_id != request.session_id) {
         rejected = absl::FailedPreconditionError(
             "claim_token: the claim is not held by this runner session");
       } else {
@@ -639,7 +588,7 @@ void ClaimSchedulerImpl::OnAcked(const Key& key, const std::string& token,
     } else {
       // Transient: the claim is still held; the runner may ack again.
       RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
-      if (sessions_.contains(state.claim->session)) {
+      if (pool_.Find(state.claim->session) != nullptr) {
         state.phase = Phase::kDelivered;
       } else {
         ReleaseLocked(key, state, fx);
@@ -664,11 +613,11 @@ void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::stri
   common::MonotonicTime sent_at;
   {
     absl::MutexLock lock(&mu_);
-    auto current = current_session_.find(runner_id);
-    if (current == current_session_.end()) {
+    const SessionId current = pool_.CurrentOf(runner_id);
+    if (current == 0) {
       rejected = absl::FailedPreconditionError(
           absl::StrCat("session_id: runner \"", runner_id, "\" has no connected session"));
-    } else if (const Session& session = sessions_.at(current->second);
+    } else if (const RunnerPool::Session& session = *pool_.Find(current);
                session.spec.session_id != session_id) {
       // An older (or unknown) session: never touches the current one's leases.
       rejected = absl::FailedPreconditionError(
@@ -799,7 +748,7 @@ void ClaimSchedulerImpl::RecordErrorLocked(const std::string& what, const absl::
 SchedulerHealth ClaimSchedulerImpl::Health() {
   absl::MutexLock lock(&mu_);
   SchedulerHealth health;
-  health.connected_runners = static_cast<int>(sessions_.size());
+  health.connected_runners = static_cast<int>(pool_.size());
   health.active_claims = active_claims_;
   for (const auto& [key, state] : streams_) {
     if (state.queued) ++health.queued_streams;

@@ -26,6 +26,7 @@
 #include "common/time_source.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_calls.h"
+#include "runtime-service/runner_pool.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
@@ -85,7 +86,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   bool AwaitRunnersDone(absl::Duration timeout);
 
  private:
-  using Key = std::pair<std::string, std::string>;  // (tenant_id, stream)
+  using Key = StreamKey;
   using Effects = std::vector<std::function<void()>>;
 
   enum class Phase {
@@ -132,17 +133,6 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     int rechecks = 0;
   };
 
-  struct Session {
-    RunnerSpec spec;
-    ClaimSinkPtr sink;
-    absl::flat_hash_set<Key> claims;  // kDelivered / kAcking claims it holds.
-  };
-
-  struct TenantRing {
-    std::vector<SessionId> sessions;
-    size_t next = 0;  // Round-robin cursor.
-  };
-
   void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Remembers wakes acked through this runtime: gone for good, so a late
@@ -163,7 +153,6 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
 
   void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Session* PickRunnerLocked(const Key& key, SessionId* id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Detaches the claim from its session or from held_ (not from the stream).
   void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -200,11 +189,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // Claims waiting for a runner, in the order they were claimed.
   std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<common::MonotonicTime, Key>> retries_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<SessionId, Session> sessions_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, SessionId> current_session_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, TenantRing> rings_ ABSL_GUARDED_BY(mu_);
+  RunnerPool pool_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  SessionId next_session_ ABSL_GUARDED_BY(mu_) = 1;
   int claims_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int releases_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int active_claims_ ABSL_GUARDED_BY(mu_) = 0;
