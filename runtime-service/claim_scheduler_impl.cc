@@ -255,7 +255,9 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
       claim.message.set_stream(key.second);
       *claim.message.mutable_wakes() = std::move(*result->mutable_wakes());
       *claim.message.mutable_lease_expires_at() = result->lease_expires_at();
-      claim.lease_deadline = time_.MonotonicNow() + common::ToChrono(options_.lease);
+      // The registry counts the lease from when it took the claim, which may
+      // be any time after the request left: only the send time is safe.
+      claim.lease_deadline = sent + common::ToChrono(options_.lease);
       for (const v1::Wake& wake : claim.message.wakes()) {
         claim.wake_ids.insert(wake.id());
         state.unseen.erase(wake.id());

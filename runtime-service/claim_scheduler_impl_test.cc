@@ -682,6 +682,42 @@ TEST_F(ClaimSchedulerTest, WithoutRunnersTheClaimIsHeldKeptAliveAndDeliveredOnCo
   executor_.RunAll();
 }
 
+// The registry starts the lease when it takes the claim, somewhere between
+// the request leaving and the answer arriving: a slow answer must not make
+// the runtime think the claim lives longer than it does.
+TEST_F(ClaimSchedulerTest, LocalLeaseDeadlineCountsFromWhenTheClaimWasSent) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  ASSERT_EQ(executor_.queued(), 1u);
+  time_.Advance(kLease / 3);  // The answer comes a third of a lease late.
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  // The runner never heartbeats: the claim is lost one lease after it was
+  // sent (not after its answer came), and the stream is claimed again.
+  time_.Advance(kLease / 3);
+  EXPECT_EQ(executor_.queued(), 0u);
+  time_.Advance(kLease / 3);
+  EXPECT_EQ(executor_.queued(), 1u);
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
 TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
   {
     InSequence seq;
