@@ -21,10 +21,21 @@ absl::Time FromProto(const google::protobuf::Timestamp& ts) {
 }
 
 // The registry no longer knows the claim: acking or releasing it again
-// cannot succeed, so the claim is over for this runtime.
+// cannot succeed, so the claim is over for this runtime. ABORTED is not one
+// of these: the store maps deadlocks and serialization failures to it, and
+// the same call made again succeeds.
 bool ClaimIsGone(const absl::Status& status) {
   return absl::IsNotFound(status) || absl::IsFailedPrecondition(status) ||
-         absl::IsAborted(status) || absl::IsPermissionDenied(status);
+         absl::IsPermissionDenied(status);
+}
+
+// Delay before retry number `attempt` (1 = the first retry) of a call that
+// failed with ABORTED.
+absl::Duration AbortRetryDelay(const SchedulerOptions& options, int attempt) {
+  common::Backoff backoff(options.abort_retry_initial, options.abort_retry_max);
+  absl::Duration delay;
+  for (int i = 0; i < attempt; ++i) delay = backoff.Next();
+  return delay;
 }
 
 // How many acked wake ids are remembered (about 1 MB).
@@ -39,6 +50,7 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
       options_(std::move(options)),
       retry_timer_(time.CreateTimer([this] { OnRetryTimer(); })),
       lease_timer_(time.CreateTimer([this] { OnLeaseTimer(); })),
+      delay_timer_(time.CreateTimer([this] { OnDelayTimer(); })),
       calls_(registry, executor, time, options_.rpc_timeout) {
   lease_timer_->Enable(options_.lease / 3);
 }
@@ -46,6 +58,33 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
 ClaimSchedulerImpl::~ClaimSchedulerImpl() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
+  destroying_ = true;
+  delayed_.clear();
+}
+
+void ClaimSchedulerImpl::DelayLocked(absl::Duration delay, std::function<void()> work) {
+  const common::MonotonicTime at = time_.MonotonicNow() + common::ToChrono(delay);
+  delayed_.emplace(at, std::move(work));
+  // Enable() only re-arms, so it is safe under mu_.
+  delay_timer_->Enable(common::ToAbsl(delayed_.begin()->first - time_.MonotonicNow()));
+}
+
+void ClaimSchedulerImpl::OnDelayTimer() {
+  std::vector<std::function<void()>> due;
+  {
+    absl::MutexLock lock(&mu_);
+    // Not stopping_: releases are still retried during a graceful shutdown.
+    if (destroying_) return;
+    const common::MonotonicTime now = time_.MonotonicNow();
+    while (!delayed_.empty() && delayed_.begin()->first <= now) {
+      due.push_back(std::move(delayed_.begin()->second));
+      delayed_.erase(delayed_.begin());
+    }
+    if (!delayed_.empty()) {
+      delay_timer_->Enable(common::ToAbsl(delayed_.begin()->first - now));
+    }
+  }
+  for (std::function<void()>& work : due) work();
 }
 
 void ClaimSchedulerImpl::Run(Effects& fx) {
@@ -416,18 +455,21 @@ void ClaimSchedulerImpl::DetachClaimLocked(const Key& key, StreamState& state) {
 void ClaimSchedulerImpl::ReleaseLocked(const Key& key, StreamState& state, Effects& fx) {
   DetachClaimLocked(key, state);
   state.phase = Phase::kReleasing;
+  state.release_backoff.reset();
   ++releases_in_flight_;
+  fx.push_back(
+      [this, key, token = state.claim->message.claim_token()] { SendRelease(key, token); });
+}
+
+void ClaimSchedulerImpl::SendRelease(const Key& key, const std::string& token) {
   v1::ReleaseClaimRequest request;
   request.set_tenant_id(key.first);
   request.set_stream(key.second);
-  request.set_claim_token(state.claim->message.claim_token());
-  fx.push_back([this, key, request = std::move(request)]() mutable {
-    std::string token = request.claim_token();
-    calls_.ReleaseClaim(std::move(request),
-                        [this, key, token](absl::StatusOr<v1::ReleaseClaimResponse> r) {
-                          OnReleased(key, token, std::move(r));
-                        });
-  });
+  request.set_claim_token(token);
+  calls_.ReleaseClaim(std::move(request),
+                      [this, key, token](absl::StatusOr<v1::ReleaseClaimResponse> r) {
+                        OnReleased(key, token, std::move(r));
+                      });
 }
 
 void ClaimSchedulerImpl::OnReleased(const Key& key, const std::string& token,
@@ -442,6 +484,19 @@ void ClaimSchedulerImpl::OnReleased(const Key& key, const std::string& token,
       MaybeForgetLocked(key);
       return;
     }
+    if (!result.ok() && absl::IsAborted(result.status()) && !destroying_) {
+      // A deadlock or serialization failure: the claim is still ours and the
+      // release is made again until it lands or the claim is gone.
+      RecordErrorLocked(absl::StrCat("release ", key.first, "/", key.second), result.status());
+      if (!state.release_backoff) {
+        state.release_backoff = std::make_unique<common::Backoff>(options_.abort_retry_initial,
+                                                                  options_.abort_retry_max);
+      }
+      ++releases_in_flight_;  // Until the retry completes.
+      DelayLocked(state.release_backoff->Next(), [this, key, token] { SendRelease(key, token); });
+      return;
+    }
+    state.release_backoff.reset();
     if (result.ok() || ClaimIsGone(result.status())) {
       if (result.ok()) ++counters_.claims_released;
       // Redeliver: the released wakes are pending again; claim them anew.
@@ -479,19 +534,14 @@ void ClaimSchedulerImpl::DropClaimLocked(const Key& key, StreamState& state, Eff
 // ---------------------------------------------------------------------------
 
 void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done) {
-  Effects fx;
   absl::Status rejected;
+  bool known = false;
   const Key key(request.tenant_id, request.stream);
   {
     absl::MutexLock lock(&mu_);
     auto it = streams_.find(key);
-    const bool known = it != streams_.end() && it->second.claim.has_value() &&
-                       it->second.claim->message.claim_token() == request.claim_token;
-    v1::AckWakesRequest ack;
-    ack.set_tenant_id(request.tenant_id);
-    ack.set_stream(request.stream);
-    ack.set_claim_token(request.claim_token);
-    for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
+    known = it != streams_.end() && it->second.claim.has_value() &&
+            it->second.claim->message.claim_token() == request.claim_token;
     if (known) {
       StreamState& state = it->second;
       const RunnerPool::Session* session = pool_.Find(state.claim->session);
@@ -505,43 +555,33 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
             "claim_token: the claim is not held by this runner session");
       } else {
         state.phase = Phase::kAcking;
-        fx.push_back([this, key, ack = std::move(ack), done = std::move(done),
-                      wake_ids = request.wake_ids]() mutable {
-          std::string token = ack.claim_token();
-          calls_.AckWakes(std::move(ack),
-                          [this, key, token, wake_ids = std::move(wake_ids),
-                           done = std::move(done)](absl::StatusOr<v1::AckWakesResponse> r) mutable {
-                            OnAcked(key, token, wake_ids, std::move(r), std::move(done));
-                          });
-        });
       }
-    } else {
-      // Not ours (any more): the registry checks the token. If the ack lands,
-      // follow its more_pending like any other.
-      fx.push_back([this, key, ack = std::move(ack), done = std::move(done)]() mutable {
-        calls_.AckWakes(std::move(ack), [this, key, done = std::move(done)](
-                                            absl::StatusOr<v1::AckWakesResponse> r) {
-          if (!r.ok()) {
-            done(r.status());
-            return;
-          }
-          Effects fx;
-          {
-            absl::MutexLock lock(&mu_);
-            ++counters_.claims_acked;
-            if (r->more_pending()) TriggerLocked(key, 0, fx);
-          }
-          Run(fx);
-          done(AckResult{r->acked(), r->more_pending()});
-        });
-      });
     }
   }
   if (!rejected.ok()) {
     done(rejected);
     return;
   }
-  Run(fx);
+  // A claim that is not ours (any more) goes to the registry, which checks
+  // the token; if the ack lands, its more_pending is followed like any other.
+  v1::AckWakesRequest ack;
+  ack.set_tenant_id(request.tenant_id);
+  ack.set_stream(request.stream);
+  ack.set_claim_token(request.claim_token);
+  for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
+  SendAck(key, std::move(ack), request.wake_ids, /*attempt=*/1, known, std::move(done));
+}
+
+void ClaimSchedulerImpl::SendAck(const Key& key, v1::AckWakesRequest ack,
+                                 std::vector<int64_t> wake_ids, int attempt, bool known,
+                                 Callback<AckResult> done) {
+  v1::AckWakesRequest again = ack;  // For a retry.
+  calls_.AckWakes(std::move(ack),
+                  [this, key, again = std::move(again), wake_ids = std::move(wake_ids), attempt,
+                   known, done = std::move(done)](absl::StatusOr<v1::AckWakesResponse> r) mutable {
+                    OnAcked(key, std::move(again), std::move(wake_ids), attempt, known,
+                            std::move(r), std::move(done));
+                  });
 }
 
 void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
@@ -563,45 +603,70 @@ void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
   }
 }
 
-void ClaimSchedulerImpl::OnAcked(const Key& key, const std::string& token,
-                                 const std::vector<int64_t>& wake_ids,
+void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
+                                 std::vector<int64_t> wake_ids, int attempt, bool known,
                                  absl::StatusOr<v1::AckWakesResponse> result,
                                  Callback<AckResult> done) {
   Effects fx;
-  absl::StatusOr<AckResult> reply;
+  std::optional<absl::StatusOr<AckResult>> reply;
   {
     absl::MutexLock lock(&mu_);
-    StreamState& state = streams_[key];
-    if (state.phase != Phase::kAcking || !state.claim.has_value() ||
-        state.claim->message.claim_token() != token) {
-      reply = absl::InternalError("claim changed while its ack was in flight");
-    } else if (result.ok()) {
-      ++counters_.claims_acked;
-      RememberAckedLocked(*state.claim, wake_ids);
-      DetachClaimLocked(key, state);
-      if (result->more_pending()) QueueLocked(state);
-      GoIdleLocked(key, state);
-      DispatchHeldLocked(fx);  // The runner has room again.
-      reply = AckResult{result->acked(), result->more_pending() && !stopping_};
-    } else if (ClaimIsGone(result.status())) {
-      RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
-      DropClaimLocked(key, state, fx);
-      reply = result.status();
-    } else {
-      // Transient: the claim is still held; the runner may ack again.
-      RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
-      if (pool_.Find(state.claim->session) != nullptr) {
-        state.phase = Phase::kDelivered;
-      } else {
-        ReleaseLocked(key, state, fx);
-      }
-      reply = result.status();
+    const std::string what = absl::StrCat("ack ", key.first, "/", key.second);
+    if (!result.ok() && absl::IsAborted(result.status()) &&
+        attempt < options_.max_ack_attempts && !destroying_) {
+      // A deadlock or serialization failure in the store: the same ack
+      // succeeds when made again. The claim stays in kAcking meanwhile.
+      RecordErrorLocked(what, result.status());
+      DelayLocked(AbortRetryDelay(options_, attempt),
+                  [this, key, request = std::move(request), wake_ids = std::move(wake_ids),
+                   attempt, known, done = std::move(done)]() mutable {
+                    SendAck(key, std::move(request), std::move(wake_ids), attempt + 1, known,
+                            std::move(done));
+                  });
+      return;
     }
-    MaybeForgetLocked(key);
+    if (!known) {
+      if (result.ok()) {
+        ++counters_.claims_acked;
+        if (result->more_pending()) TriggerLocked(key, 0, fx);
+        reply = AckResult{result->acked(), result->more_pending()};
+      } else {
+        reply = result.status();
+      }
+    } else {
+      StreamState& state = streams_[key];
+      if (state.phase != Phase::kAcking || !state.claim.has_value() ||
+          state.claim->message.claim_token() != request.claim_token()) {
+        reply = absl::InternalError("claim changed while its ack was in flight");
+      } else if (result.ok()) {
+        ++counters_.claims_acked;
+        RememberAckedLocked(*state.claim, wake_ids);
+        DetachClaimLocked(key, state);
+        if (result->more_pending()) QueueLocked(state);
+        GoIdleLocked(key, state);
+        DispatchHeldLocked(fx);  // The runner has room again.
+        reply = AckResult{result->acked(), result->more_pending() && !stopping_};
+      } else if (ClaimIsGone(result.status())) {
+        RecordErrorLocked(what, result.status());
+        DropClaimLocked(key, state, fx);
+        reply = result.status();
+      } else {
+        // Transient (ABORTED included, once its retries are spent): the claim
+        // is still held; the runner may ack again.
+        RecordErrorLocked(what, result.status());
+        if (pool_.Find(state.claim->session) != nullptr) {
+          state.phase = Phase::kDelivered;
+        } else {
+          ReleaseLocked(key, state, fx);
+        }
+        reply = result.status();
+      }
+      MaybeForgetLocked(key);
+    }
     PumpLocked(fx);
   }
   Run(fx);
-  done(std::move(reply));
+  done(*std::move(reply));
 }
 
 // ---------------------------------------------------------------------------

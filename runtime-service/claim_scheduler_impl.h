@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -43,6 +44,14 @@ struct SchedulerOptions {
   absl::Duration retry_max = absl::Seconds(30);
   // Deadline of every registry call.
   absl::Duration rpc_timeout = absl::Seconds(10);
+  // AckWakes and ReleaseClaim failing with ABORTED (a deadlock or
+  // serialization failure in the store) are made again after a backoff from
+  // abort_retry_initial up to abort_retry_max: an ack at most
+  // max_ack_attempts times in all before the runner gets the error (the claim
+  // stays delivered), a release until it lands or the claim is gone.
+  absl::Duration abort_retry_initial = absl::Milliseconds(10);
+  absl::Duration abort_retry_max = absl::Seconds(1);
+  int max_ack_attempts = 4;
   // ClaimWakes calls in flight at once; further streams wait their turn.
   int max_concurrent_claims = 64;
   // Claims per ExtendClaims call made for claims that wait for a runner.
@@ -131,6 +140,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     absl::flat_hash_set<int64_t> unseen;
     // Looks again since a claim last found wakes.
     int rechecks = 0;
+    // While a ReleaseClaim failing with ABORTED is retried.
+    std::unique_ptr<common::Backoff> release_backoff;
   };
 
   void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
@@ -158,6 +169,9 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `work` (outside mu_) once `delay` has passed.
+  void DelayLocked(absl::Duration delay, std::function<void()> work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The claim ended without an ack (lease lost, claim gone): claim the stream
   // again so its wakes are redelivered.
   void DropClaimLocked(const Key& key, StreamState& state, Effects& fx)
@@ -167,8 +181,13 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
 
   void OnClaimed(const Key& key, common::MonotonicTime sent,
                  absl::StatusOr<v1::ClaimWakesResponse> result);
-  void OnAcked(const Key& key, const std::string& token, const std::vector<int64_t>& wake_ids,
-               absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
+  // Attempt `attempt` of an ack; `known`: of a claim this runtime holds.
+  void SendAck(const Key& key, v1::AckWakesRequest ack, std::vector<int64_t> wake_ids,
+               int attempt, bool known, Callback<AckResult> done);
+  void OnAcked(const Key& key, v1::AckWakesRequest request, std::vector<int64_t> wake_ids,
+               int attempt, bool known, absl::StatusOr<v1::AckWakesResponse> result,
+               Callback<AckResult> done);
+  void SendRelease(const Key& key, const std::string& token);
   void OnReleased(const Key& key, const std::string& token,
                   absl::StatusOr<v1::ReleaseClaimResponse> result);
   // Applies an ExtendClaims answer; `done` (heartbeats only) gets the result.
@@ -176,6 +195,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
                   Callback<HeartbeatResult> done);
   void OnRetryTimer();
   void OnLeaseTimer();
+  void OnDelayTimer();
 
   static void Run(Effects& fx);
 
@@ -197,6 +217,9 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // Claims delivered to a runner (kDelivered or kAcking).
   int delivered_claims_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by the destructor: delayed work no longer runs.
+  bool destroying_ ABSL_GUARDED_BY(mu_) = false;
+  std::multimap<common::MonotonicTime, std::function<void()>> delayed_ ABSL_GUARDED_BY(mu_);
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);
   // Recently acked wake ids (see RememberAckedLocked), oldest first.
   absl::flat_hash_set<int64_t> acked_ids_ ABSL_GUARDED_BY(mu_);
@@ -207,6 +230,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // completions, which may still touch the timers.
   common::TimerPtr retry_timer_;
   common::TimerPtr lease_timer_;
+  common::TimerPtr delay_timer_;
   RegistryCalls calls_;
 };
 

@@ -615,6 +615,168 @@ TEST_F(ClaimSchedulerTest, AckOfAClaimThisRuntimeDoesNotKnowGoesToTheRegistry) {
   EXPECT_TRUE((*ack.result)->more_pending);
 }
 
+grpc::Status Deadlock() {
+  return grpc::Status(grpc::StatusCode::ABORTED, "deadlock detected; retry");
+}
+
+// ABORTED is how the store reports a deadlock or serialization failure: the
+// same ack succeeds when made again, so the runtime retries it instead of
+// giving the claim up.
+TEST_F(ClaimSchedulerTest, AbortedAckIsRetriedAndSucceeds) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Return(Deadlock()))
+      .WillOnce(Return(Deadlock()))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_FALSE(ack.result.has_value());  // Not answered: retried after a short backoff.
+  EXPECT_EQ(executor_.queued(), 0u);
+  time_.Advance(absl::Milliseconds(10));
+  executor_.RunAll();
+  EXPECT_FALSE(ack.result.has_value());
+  time_.Advance(absl::Milliseconds(20));
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result.has_value());
+  EXPECT_THAT(*ack.result, IsOkAndHolds(::testing::Field(&AckResult::acked, 1)));
+  const SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.active_claims, 0);
+  EXPECT_EQ(health.counters.claims_acked, 1);
+  time_.Advance(3 * kLease);  // Nothing is left to redeliver.
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, AckAbortedOnEveryAttemptReachesTheRunnerAndTheClaimStaysDelivered) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .Times(4)  // SchedulerOptions::max_ack_attempts
+      .WillRepeatedly(Return(Deadlock()));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  for (absl::Duration backoff :
+       {absl::Milliseconds(10), absl::Milliseconds(20), absl::Milliseconds(40)}) {
+    EXPECT_FALSE(ack.result.has_value());
+    time_.Advance(backoff);
+    executor_.RunAll();
+  }
+  ASSERT_TRUE(ack.result.has_value());
+  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kAborted, HasSubstr("deadlock")));
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+  EXPECT_THAT(scheduler_->Health().last_error, HasSubstr("ack acme//p"));
+
+  // Still the runner's claim: its next ack goes through.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> again;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), again.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(*again.result, IsOkAndHolds(::testing::Field(&AckResult::acked, 1)));
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+}
+
+// A claim the registry no longer has is over: its ack is not retried, and
+// the stream is claimed again so its wakes are redelivered.
+TEST_F(ClaimSchedulerTest, AckOfAClaimThatIsGoneIsNotRetried) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                      "claim_token: the claim is not live")));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result.has_value());
+  EXPECT_THAT(*ack.result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not live")));
+  time_.Advance(absl::Seconds(1));
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+}
+
+TEST_F(ClaimSchedulerTest, AbortedReleaseIsRetriedUntilItLands) {
+  auto sink_a = ConnectRunner("runner-a", "s1");
+  auto sink_b = ConnectRunner("runner-b", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Return(Deadlock()))
+        .WillOnce(Return(Deadlock()))
+        .WillOnce(Released(1));
+    // Only once the release landed is the stream claimed for another runner.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink_a->Tokens(), ElementsAre("tok-1"));
+
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_FALSE(scheduler_->AwaitSettled(absl::ZeroDuration()));  // The release is pending.
+  time_.Advance(absl::Milliseconds(10));
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(20));
+  executor_.RunAll();
+  EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok-2"));
+  EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink_b->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, ReleaseOfAClaimThatIsGoneIsNotRetried) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  ConnectRunner("runner-b", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                      "claim_token: the claim is not live")));
+    // Redelivery: whoever holds the wakes now, this runtime looks for them.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  time_.Advance(absl::Seconds(1));
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_TRUE(scheduler_->AwaitSettled(absl::ZeroDuration()));
+  EXPECT_EQ(scheduler_->Health().counters.claims_released, 0);
+}
+
 TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
   auto sink_a = ConnectRunner("runner-a", "s1");
   auto sink_b = ConnectRunner("runner-b", "s1");
