@@ -81,6 +81,8 @@ class ClaimScheduler : public TriggerSink {
   // Connects a runner session; claims are sent to `sink` until Disconnect.
   // A session of the same runner that is still connected is superseded: its
   // sink is closed (ABORTED) and its claims are released for redelivery.
+  // A session id superseded earlier (a later session of its runner connected
+  // since) is refused with FAILED_PRECONDITION and changes nothing.
   // UNAVAILABLE while shutting down.
   virtual absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) = 0;
 

@@ -398,6 +398,9 @@ absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, Cl
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("runtime is shutting down");
+    // A superseded session changes nothing: it must not take the runner's
+    // current session (and its claims) away again.
+    if (absl::Status s = pool_.CheckNotSuperseded(spec); !s.ok()) return s;
     if (const SessionId old = pool_.CurrentOf(spec.runner_id); old != 0) {
       const RunnerPool::Session& old_session = *pool_.Find(old);
       const absl::Status superseded = absl::AbortedError(absl::StrCat(

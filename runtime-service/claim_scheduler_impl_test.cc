@@ -574,6 +574,62 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   EXPECT_TRUE(ack.result->ok());
 }
 
+// A runner's superseded session (an old process, a late retry) connecting
+// again must not take the stream back from the current session: it would
+// close that session and release its claims.
+TEST_F(ClaimSchedulerTest, SupersededSessionCannotConnectAgainAndChangesNothing) {
+  auto old_sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Released(1));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  auto new_sink = ConnectRunner("runner-a", "s2");
+  executor_.RunAll();
+  ASSERT_THAT(new_sink->Tokens(), ElementsAre("tok-2"));
+
+  RunnerSpec stale;
+  stale.runner_id = "runner-a";
+  stale.session_id = "s1";
+  stale.tenant_id = kTenant;
+  auto stale_sink = std::make_shared<RecordingSink>();
+  EXPECT_THAT(scheduler_->Connect(stale, stale_sink),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("session_id"), HasSubstr("superseded"))));
+  executor_.RunAll();  // StrictMock: no release, no claim.
+  EXPECT_FALSE(new_sink->closed.has_value());
+  EXPECT_FALSE(stale_sink->closed.has_value());
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.connected_runners, 1);
+  EXPECT_EQ(health.active_claims, 1);
+  EXPECT_EQ(health.counters.claims_released, 1);  // Only s1's own claim, on supersede.
+
+  // The current session still heartbeats and acks its claim.
+  EXPECT_CALL(registry_, ExtendClaims(_, _, _)).WillOnce(Replies(Extended("/p", "tok-2", true)));
+  Captured<HeartbeatResult> beat;
+  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(beat.result->ok());
+  EXPECT_EQ((*beat.result)->extended, 1);
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s2", new_sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+
+  // Reconnecting with the current session id is not refused.
+  scheduler_->Disconnect(sessions_["runner-a/s2"]);
+  ConnectRunner("runner-a", "s2");
+  EXPECT_EQ(scheduler_->Health().connected_runners, 1);
+}
+
 TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
   auto sink = ConnectRunner("runner-a", "s1");
   ConnectRunner("runner-b", "s9");

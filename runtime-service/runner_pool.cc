@@ -3,10 +3,50 @@
 #include <algorithm>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace wake::runtime {
 
+absl::Status RunnerPool::CheckNotSuperseded(const RunnerSpec& spec) const {
+  auto it = history_.find(spec.runner_id);
+  if (it == history_.end() || !it->second.superseded_set.contains(spec.session_id)) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "session_id: session \"", spec.session_id, "\" of runner \"", spec.runner_id,
+      "\" was superseded by a newer session (\"", it->second.last_session,
+      "\") and cannot connect again"));
+}
+
+void RunnerPool::RecordSession(const RunnerSpec& spec) {
+  RunnerHistory& history = history_[spec.runner_id];
+  if (history.touched != 0) history_lru_.erase({history.touched, spec.runner_id});
+  history.touched = next_touch_++;
+  history_lru_.emplace(history.touched, spec.runner_id);
+  if (!history.last_session.empty() && history.last_session != spec.session_id &&
+      history.superseded_set.insert(history.last_session).second) {
+    history.superseded.push_back(history.last_session);
+    ++superseded_total_;
+    if (history.superseded.size() > superseded_per_runner_) {
+      history.superseded_set.erase(history.superseded.front());
+      history.superseded.pop_front();
+      --superseded_total_;
+    }
+  }
+  history.last_session = spec.session_id;
+  // Forget the least recently connected runners (never the one just seen).
+  while ((superseded_total_ > superseded_kept_ || history_.size() > superseded_kept_) &&
+         history_lru_.size() > 1) {
+    auto oldest = history_lru_.begin();
+    auto it = history_.find(oldest->second);
+    superseded_total_ -= it->second.superseded.size();
+    history_.erase(it);
+    history_lru_.erase(oldest);
+  }
+}
+
 SessionId RunnerPool::Add(const RunnerSpec& spec, ClaimSinkPtr sink) {
+  RecordSession(spec);
   const SessionId id = next_id_++;
   Session& session = sessions_[id];
   session.spec = spec;

@@ -1,21 +1,24 @@
 // The runner sessions connected to one runtime, as the claim scheduler sees
 // them: which session may take a claim of which stream (same tenant, a
 // matching stream prefix or none), how much room each has (max_in_flight
-// minus the claims it holds), and round-robin fairness among the sessions of
-// a tenant.
+// minus the claims it holds), round-robin fairness among the sessions of a
+// tenant, and which session ids of a runner were superseded by a newer one.
 //
 // Not thread-safe: the claim scheduler calls it under its own lock.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/claim_sink.h"
 
@@ -26,6 +29,17 @@ using StreamKey = std::pair<std::string, std::string>;
 
 class RunnerPool {
  public:
+  // How many superseded session ids are remembered: the last
+  // `superseded_per_runner` of each runner, at most `superseded_kept` in all
+  // and as many runners; beyond that the least recently connected runners are
+  // forgotten first.
+  static constexpr size_t kSupersededPerRunner = 256;
+  static constexpr size_t kSupersededKept = 65536;
+
+  explicit RunnerPool(size_t superseded_per_runner = kSupersededPerRunner,
+                      size_t superseded_kept = kSupersededKept)
+      : superseded_per_runner_(superseded_per_runner), superseded_kept_(superseded_kept) {}
+
   struct Session {
     RunnerSpec spec;
     ClaimSinkPtr sink;
@@ -33,8 +47,15 @@ class RunnerPool {
     absl::flat_hash_set<StreamKey> claims;
   };
 
-  // Adds a session and makes it its runner's current one. A session of the
-  // same runner still in the pool must have been removed first.
+  // OK, or FAILED_PRECONDITION naming session_id when a later session of the
+  // runner has connected since `spec.session_id` did: a superseded session
+  // never comes back.
+  absl::Status CheckNotSuperseded(const RunnerSpec& spec) const;
+
+  // Adds a session and makes it its runner's current one; the runner's
+  // previous session id (connected or not) counts as superseded from now on.
+  // A session of the same runner still in the pool must have been removed
+  // first.
   SessionId Add(const RunnerSpec& spec, ClaimSinkPtr sink);
 
   // Removes a session (no-op for unknown ids) and returns it, claims and all.
@@ -67,10 +88,26 @@ class RunnerPool {
     size_t next = 0;  // Round-robin cursor.
   };
 
+  // Session ids a runner has used on this runtime.
+  struct RunnerHistory {
+    std::string last_session;
+    std::deque<std::string> superseded;  // Oldest first.
+    absl::flat_hash_set<std::string> superseded_set;
+    uint64_t touched = 0;  // Key in history_lru_.
+  };
+
+  void RecordSession(const RunnerSpec& spec);
+
+  const size_t superseded_per_runner_;
+  const size_t superseded_kept_;
   absl::flat_hash_map<SessionId, Session> sessions_;
   absl::flat_hash_map<std::string, SessionId> current_;  // By runner_id.
   absl::flat_hash_map<std::string, TenantRing> rings_;   // By tenant_id.
   SessionId next_id_ = 1;
+  absl::flat_hash_map<std::string, RunnerHistory> history_;  // By runner_id.
+  std::set<std::pair<uint64_t, std::string>> history_lru_;  // (touched, runner_id)
+  uint64_t next_touch_ = 1;
+  size_t superseded_total_ = 0;
 };
 
 }  // namespace wake::runtime

@@ -4,11 +4,17 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/support/status_matchers.h"
 
 namespace wake::runtime {
 namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::wake::testing::StatusIs;
 
 RunnerSpec Spec(const std::string& runner_id, const std::string& session_id,
                 const std::string& tenant_id = "acme", int max_in_flight = 16,
@@ -66,6 +72,58 @@ TEST(RunnerPoolTest, RemoveReturnsTheSessionWithItsClaimsAndForgetsIt) {
   EXPECT_EQ(pool.Room(a), 0);
   EXPECT_EQ(pool.Pick(Acme("/p")), b);
   EXPECT_EQ(pool.size(), 1u);
+}
+
+TEST(RunnerPoolTest, ASupersededSessionIdIsRefusedWhetherOrNotItWasStillConnected) {
+  RunnerPool pool;
+  const SessionId s1 = pool.Add(Spec("a", "s1"), nullptr);
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("a", "s1")).ok());  // Reconnecting is fine...
+  pool.Remove(s1);
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("a", "s1")).ok());
+  pool.Add(Spec("a", "s2"), nullptr);  // ...until a later session has connected.
+  EXPECT_THAT(pool.CheckNotSuperseded(Spec("a", "s1")),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("session_id"), HasSubstr("\"s1\""),
+                             HasSubstr("superseded by a newer session (\"s2\")"))));
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("a", "s2")).ok());
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("b", "s1")).ok());  // Per runner.
+}
+
+TEST(RunnerPoolTest, SupersededIdsAreKeptPerRunnerUpToTheBound) {
+  RunnerPool pool(/*superseded_per_runner=*/3, /*superseded_kept=*/100);
+  for (int i = 0; i < 5; ++i) {
+    pool.Remove(pool.CurrentOf("a"));
+    pool.Add(Spec("a", absl::StrCat("s", i)), nullptr);
+  }
+  // s0..s3 were superseded; only the last three are remembered.
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("a", "s0")).ok());
+  for (const char* id : {"s1", "s2", "s3"}) {
+    EXPECT_FALSE(pool.CheckNotSuperseded(Spec("a", id)).ok()) << id;
+  }
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("a", "s4")).ok());
+}
+
+TEST(RunnerPoolTest, TheLeastRecentlyConnectedRunnersAreForgottenBeyondTheOverallBound) {
+  RunnerPool pool(/*superseded_per_runner=*/10, /*superseded_kept=*/4);
+  for (const char* runner : {"a", "b", "c"}) {
+    pool.Add(Spec(runner, "old"), nullptr);
+    pool.Remove(pool.CurrentOf(runner));
+    pool.Add(Spec(runner, "new"), nullptr);
+  }
+  for (const char* runner : {"a", "b", "c"}) {
+    EXPECT_FALSE(pool.CheckNotSuperseded(Spec(runner, "old")).ok()) << runner;
+  }
+  // Two more superseded ids of runner c: five in all, so a (connected
+  // longest ago) is forgotten, c's own history is kept.
+  pool.Remove(pool.CurrentOf("c"));
+  pool.Add(Spec("c", "newer"), nullptr);
+  pool.Remove(pool.CurrentOf("c"));
+  pool.Add(Spec("c", "newest"), nullptr);
+  EXPECT_TRUE(pool.CheckNotSuperseded(Spec("a", "old")).ok());
+  EXPECT_FALSE(pool.CheckNotSuperseded(Spec("b", "old")).ok());
+  for (const char* id : {"old", "new", "newer"}) {
+    EXPECT_FALSE(pool.CheckNotSuperseded(Spec("c", id)).ok()) << id;
+  }
 }
 
 }  // namespace
