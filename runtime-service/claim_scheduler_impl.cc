@@ -126,7 +126,7 @@ void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects&
                                  {"queued", state.queued ? 1 : 0}});
   }
   QueueLocked(state, /*for_announcements=*/wake_id != 0);
-  if (state.phase == Phase::kIdle) ready_.emplace(state.queued_seq, key);
+  if (state.phase == Phase::kIdle) EnqueueLocked(key, state);
   PumpLocked(fx);
 }
 
@@ -138,11 +138,49 @@ void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements)
   state.queued_seq = next_seq_++;
 }
 
+void ClaimSchedulerImpl::EnqueueLocked(const Key& key, StreamState& state) {
+  if (!state.parked) ready_.emplace(state.queued_seq, key);
+}
+
+void ClaimSchedulerImpl::ParkLocked(const Key& key, StreamState& state) {
+  CancelRetryLocked(key, state);
+  state.parked = true;
+  parked_[key.first].emplace(state.queued_seq, key);
+  ++parked_count_;
+}
+
+void ClaimSchedulerImpl::UnparkLocked(const Key& key, StreamState& state) {
+  if (!state.parked) return;
+  state.parked = false;
+  --parked_count_;
+  if (auto it = parked_.find(key.first); it != parked_.end()) {
+    it->second.erase({state.queued_seq, key});
+    if (it->second.empty()) parked_.erase(it);
+  }
+}
+
 void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
-  while (!stopping_ && claims_in_flight_ < options_.max_concurrent_claims && !ready_.empty()) {
+  if (stopping_) return;
+  DispatchHeldLocked(fx);
+  do {
+    ClaimReadyLocked(fx);
+  } while (claims_in_flight_ < options_.max_concurrent_claims && RefillLocked());
+}
+
+void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
+  while (claims_in_flight_ < options_.max_concurrent_claims && !ready_.empty()) {
     const Key key = ready_.begin()->second;
     ready_.erase(ready_.begin());
     StreamState& state = streams_[key];
+    const SessionId runner = pool_.Pick(key);
+    if (runner == 0) {
+      // Claiming now would hold wakes no runner here can take, and keep them
+      // from another runtime that has one.
+      ParkLocked(key, state);
+      continue;
+    }
+    pool_.Reserve(runner);
+    state.reserved = runner;
     CancelRetryLocked(key, state);
     state.queued = false;
     state.queued_anonymous = false;
@@ -163,13 +201,50 @@ void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
   }
 }
 
+bool ClaimSchedulerImpl::RefillLocked() {
+  if (parked_count_ == 0) {
+    pool_.ClearAllGrown();
+    return false;
+  }
+  bool moved = false;
+  const std::vector<SessionId> grown(pool_.grown().begin(), pool_.grown().end());
+  for (const SessionId id : grown) {
+    const RunnerPool::Session* session = pool_.Find(id);
+    int room = pool_.Room(id);
+    auto tenant = session == nullptr ? parked_.end() : parked_.find(session->spec.tenant_id);
+    int taken = 0;
+    if (tenant != parked_.end()) {
+      // Copies: UnparkLocked erases from the set being walked.
+      std::vector<Key> take;
+      for (const auto& [seq, key] : tenant->second) {
+        if (static_cast<int>(take.size()) >= room) break;
+        if (pool_.Serves(*session, key)) take.push_back(key);
+      }
+      for (const Key& key : take) {
+        StreamState& state = streams_.at(key);
+        UnparkLocked(key, state);
+        ready_.emplace(state.queued_seq, key);
+        ++taken;
+      }
+    }
+    // A session keeps its mark while it took streams: they may go to another
+    // session, and then it looks again.
+    if (taken == 0) {
+      pool_.ClearGrown(id);
+    } else {
+      moved = true;
+    }
+  }
+  return moved;
+}
+
 void ClaimSchedulerImpl::GoIdleLocked(const Key& key, StreamState& state) {
   state.phase = Phase::kIdle;
   if (state.claim.has_value()) {
     state.claim.reset();
     --active_claims_;
   }
-  if (state.queued && !stopping_) ready_.emplace(state.queued_seq, key);
+  if (state.queued && !stopping_) EnqueueLocked(key, state);
 }
 
 void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
@@ -179,6 +254,7 @@ void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
   if (state.phase == Phase::kIdle && !state.retry_at.has_value() &&
       (!state.queued || stopping_) && (state.unseen.empty() || stopping_)) {
     if (state.queued) ready_.erase({state.queued_seq, key});
+    UnparkLocked(key, it->second);
     streams_.erase(it);
   }
 }
@@ -222,7 +298,7 @@ void ClaimSchedulerImpl::OnRetryTimer() {
         // ALREADY_CLAIMED earlier (look again in case that claim lapsed), or
         // an announced wake was not found (look again for it).
         QueueLocked(state);
-        ready_.emplace(state.queued_seq, key);
+        EnqueueLocked(key, state);
       }
     }
     PumpLocked(fx);
@@ -238,6 +314,10 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
     absl::MutexLock lock(&mu_);
     --claims_in_flight_;
     StreamState& state = streams_[key];
+    // The reserved room goes back; a claim taken goes to that runner below.
+    const SessionId reserved = state.reserved;
+    state.reserved = 0;
+    pool_.Unreserve(reserved);
     if (common::LogEnabled(common::LogLevel::kDebug)) {
       common::LogDebug("claimed", {{"tenant_id", key.first},
                                    {"stream", key.second},
@@ -313,7 +393,10 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
       ++active_claims_;
       if (stopping_) {
         ReleaseLocked(key, state, fx);
+      } else if (pool_.Room(reserved) > 0) {
+        DeliverLocked(key, state, reserved, fx);
       } else {
+        // Its runner left meanwhile: another one, or wait for one.
         HoldLocked(key, state);
         DispatchHeldLocked(fx);
       }
@@ -370,7 +453,7 @@ void ClaimSchedulerImpl::HoldLocked(const Key& key, StreamState& state) {
 }
 
 void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
-  if (pool_.size() == 0) return;
+  if (pool_.size() == 0 || held_.empty()) return;
   for (auto it = held_.begin(); it != held_.end();) {
     const Key key = it->second;
     const SessionId id = pool_.Pick(key);
@@ -379,17 +462,21 @@ void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
       continue;
     }
     it = held_.erase(it);
-    StreamState& state = streams_[key];
-    state.phase = Phase::kDelivered;
-    state.claim->session = id;
-    ++delivered_claims_;
-    pool_.AddClaim(id, key);
-    ++counters_.claims_dispatched;
-    fx.push_back([sink = pool_.Find(id)->sink, message = state.claim->message] {
-      // A closed stream is followed by its Disconnect, which releases this claim.
-      sink->Send(message);
-    });
+    DeliverLocked(key, streams_[key], id, fx);
   }
+}
+
+void ClaimSchedulerImpl::DeliverLocked(const Key& key, StreamState& state, SessionId session,
+                                       Effects& fx) {
+  state.phase = Phase::kDelivered;
+  state.claim->session = session;
+  ++delivered_claims_;
+  pool_.AddClaim(session, key);
+  ++counters_.claims_dispatched;
+  fx.push_back([sink = pool_.Find(session)->sink, message = state.claim->message] {
+    // A closed stream is followed by its Disconnect, which releases this claim.
+    sink->Send(message);
+  });
 }
 
 absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, ClaimSinkPtr sink) {
@@ -414,7 +501,8 @@ absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, Cl
                                          {"session_id", spec.session_id},
                                          {"tenant_id", spec.tenant_id},
                                          {"max_in_flight", spec.max_in_flight}});
-    DispatchHeldLocked(fx);
+    // Held claims, then the parked streams it serves.
+    PumpLocked(fx);
   }
   Run(fx);
   return id;
@@ -823,6 +911,7 @@ SchedulerHealth ClaimSchedulerImpl::Health() {
   for (const auto& [key, state] : streams_) {
     if (state.queued) ++health.queued_streams;
   }
+  health.waiting_for_runner = parked_count_;
   health.counters = counters_;
   health.last_error = last_error_;
   return health;
@@ -834,6 +923,11 @@ void ClaimSchedulerImpl::BeginShutdown() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     ready_.clear();
+    for (auto& [tenant, parked] : parked_) {
+      for (const auto& [seq, key] : parked) streams_.at(key).parked = false;
+    }
+    parked_.clear();
+    parked_count_ = 0;
     std::vector<Key> held;
     for (const auto& [seq, key] : held_) held.push_back(key);
     for (const Key& key : held) ReleaseLocked(key, streams_.at(key), fx);

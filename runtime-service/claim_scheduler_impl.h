@@ -99,7 +99,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   using Effects = std::vector<std::function<void()>>;
 
   enum class Phase {
-    kIdle,       // No claim; may wait in ready_ for its turn to claim.
+    kIdle,       // No claim; may wait in ready_ or parked_ for its turn to claim.
     kClaiming,   // ClaimWakes in flight.
     kBackoff,    // ClaimWakes failed; retried when retry_at passes.
     kHeld,       // Claimed, waiting in held_ for a runner with capacity.
@@ -128,9 +128,14 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     // current one carries. Otherwise the queued triggers were announcements,
     // and a claim carrying all of them makes the next one unnecessary.
     bool queued_anonymous = false;
+    // Queued and idle, but no connected runner may take the stream now: it
+    // waits in parked_ (keeping queued_seq) until one connects or gains room.
+    bool parked = false;
     // Sequence of the trigger the current claim attempt serves (kept when a
     // failed attempt is retried, so the retry keeps its place).
     uint64_t attempt_seq = 0;
+    // While kClaiming: the session whose room the claim is reserved in.
+    SessionId reserved = 0;
     std::optional<Claim> claim;
     std::unique_ptr<common::Backoff> backoff;  // While ClaimWakes fails.
     std::optional<common::MonotonicTime> retry_at;
@@ -154,7 +159,19 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // StreamState::queued_anonymous).
   void QueueLocked(StreamState& state, bool for_announcements = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts what can start now: held claims go to runners with room, ready
+  // streams are claimed for a runner that serves them (or parked), and
+  // runners that gained room take parked streams.
   void PumpLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClaimReadyLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves parked streams to ready_ for the sessions that gained room, the
+  // oldest first and as many as each has room for; false if none moved.
+  bool RefillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A queued idle stream waits for its turn: in ready_, or in parked_ if
+  // already parked.
+  void EnqueueLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ParkLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnparkLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void GoIdleLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeForgetLocked(const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleRetryLocked(const Key& key, StreamState& state, common::MonotonicTime at)
@@ -163,6 +180,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void ArmRetryTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Detaches the claim from its session or from held_ (not from the stream).
@@ -206,6 +225,11 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   absl::node_hash_map<Key, StreamState> streams_ ABSL_GUARDED_BY(mu_);
   // Idle streams with a queued trigger, by trigger arrival.
   std::set<std::pair<uint64_t, Key>> ready_ ABSL_GUARDED_BY(mu_);
+  // Idle streams with a queued trigger that no connected runner can take
+  // now, per tenant, by trigger arrival.
+  absl::flat_hash_map<std::string, std::set<std::pair<uint64_t, Key>>> parked_
+      ABSL_GUARDED_BY(mu_);
+  int parked_count_ ABSL_GUARDED_BY(mu_) = 0;
   // Claims waiting for a runner, in the order they were claimed.
   std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<common::MonotonicTime, Key>> retries_ ABSL_GUARDED_BY(mu_);

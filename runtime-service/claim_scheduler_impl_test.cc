@@ -240,6 +240,7 @@ TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) 
 
 TEST_F(ClaimSchedulerTest, NewerTriggerNeverJumpsAheadOfAQueuedOne) {
   MakeScheduler(Options(/*max_concurrent_claims=*/1));
+  ConnectRunner("runner-a", "s1");
   std::vector<std::string> order;
   EXPECT_CALL(registry_, ClaimWakes(_, _, _))
       .Times(4)
@@ -436,6 +437,7 @@ TEST_F(ClaimSchedulerTest, AnnouncementsOfWakesTheClaimCarriesMakeNoFollowUpClai
 
 TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {
   // E.g. another runtime claimed and acked it before this one looked.
+  ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .Times(4)
       .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
@@ -654,6 +656,7 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
 
 TEST_F(ClaimSchedulerTest, AckOfAClaimThisRuntimeDoesNotKnowGoesToTheRegistry) {
   // E.g. a claim delivered by an earlier runtime process.
+  ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-old"), _))
       .WillOnce(Replies(Acked(2, true)));
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
@@ -868,70 +871,161 @@ TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
   EXPECT_TRUE(ack.result->ok());
 }
 
-TEST_F(ClaimSchedulerTest, WithoutRunnersTheClaimIsHeldKeptAliveAndDeliveredOnConnect) {
+// Claims follow runners: a runtime without a runner for a stream does not
+// claim it (another runtime may have one), but keeps the trigger.
+TEST_F(ClaimSchedulerTest, WithoutARunnerTheStreamIsParkedAndClaimedWhenOneConnects) {
+  scheduler_->Trigger(kTenant, "/p", 7);
+  EXPECT_EQ(executor_.queued(), 0u);  // StrictMock: no ClaimWakes.
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.waiting_for_runner, 1);
+  EXPECT_EQ(health.queued_streams, 1);
+  EXPECT_EQ(health.active_claims, 0);
+  time_.Advance(3 * kLease);  // Parked, not given up.
+  EXPECT_EQ(executor_.queued(), 0u);
+
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p", 0);
-  executor_.RunAll();
-  EXPECT_EQ(scheduler_->Health().active_claims, 1);
-
-  // The runtime extends the lease of a claim no runner holds.
-  EXPECT_CALL(registry_,
-              ExtendClaims(_,
-                           Property(&v1::ExtendClaimsRequest::claims,
-                                    ElementsAre(Property(&v1::ClaimRef::claim_token, "tok-1"))),
-                           _))
-      .Times(3)
-      .WillRepeatedly(Replies(Extended("/p", "tok-1", true)));
-  for (int i = 0; i < 3; ++i) {
-    time_.Advance(kLease / 3);
-    executor_.RunAll();
-  }
-  EXPECT_EQ(scheduler_->Health().active_claims, 1);  // Past one lease, still ours.
-
+      .WillOnce(Replies(Claimed("tok-1", "/p", {7})));
   auto sink = ConnectRunner("runner-a", "s1");
+  executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
-  EXPECT_EQ(sink->claims[0].lease_expires_at().seconds(), 1767225700);
+  health = scheduler_->Health();
+  EXPECT_EQ(health.waiting_for_runner, 0);
+  EXPECT_EQ(health.queued_streams, 0);
 
   EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
       .WillOnce(Replies(Acked(1, false)));
   Captured<AckResult> ack;
   scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
   executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
 }
 
-// The registry starts the lease when it takes the claim, somewhere between
-// the request leaving and the answer arriving: a slow answer must not make
-// the runtime think the claim lives longer than it does.
-TEST_F(ClaimSchedulerTest, LocalLeaseDeadlineCountsFromWhenTheClaimWasSent) {
-  auto sink = ConnectRunner("runner-a", "s1");
+TEST_F(ClaimSchedulerTest, NoClaimWithoutARunnerOfTheTenantWithAMatchingPrefixAndRoom) {
+  auto full = ConnectRunner("runner-full", "s1", /*max_in_flight=*/1, {"/busy/", "/p"});
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/busy/1"), _))
+      .WillOnce(Replies(Claimed("tok-busy", "/busy/1", {1})));
+  scheduler_->Trigger(kTenant, "/busy/1", 0);
+  executor_.RunAll();
+  ASSERT_THAT(full->Tokens(), ElementsAre("tok-busy"));
+
+  RunnerSpec other_tenant;
+  other_tenant.runner_id = "runner-beta";
+  other_tenant.session_id = "s1";
+  other_tenant.tenant_id = "beta";
+  ASSERT_TRUE(scheduler_->Connect(other_tenant, std::make_shared<RecordingSink>()).ok());
+  ConnectRunner("runner-prefix", "s1", /*max_in_flight=*/16, {"/q/"});
+
+  // Wrong tenant, wrong prefix, no room: StrictMock fails on any ClaimWakes.
+  scheduler_->Trigger(kTenant, "/p", 2);
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
+
+  // Room again (the busy claim is acked): now /p is claimed, for that runner.
   {
     InSequence seq;
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-busy"), _))
+        .WillOnce(Replies(Acked(1, false)));
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+        .WillOnce(Replies(Claimed("tok-p", "/p", {2})));
   }
-  scheduler_->Trigger(kTenant, "/p", 0);
-  ASSERT_EQ(executor_.queued(), 1u);
-  time_.Advance(kLease / 3);  // The answer comes a third of a lease late.
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-full", "s1", full->claims[0]), ack.Callback());
   executor_.RunAll();
-  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_TRUE(ack.result->ok());
+  EXPECT_THAT(full->Tokens(), ElementsAre("tok-busy", "tok-p"));
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 0);
 
-  // The runner never heartbeats: the claim is lost one lease after it was
-  // sent (not after its answer came), and the stream is claimed again.
-  time_.Advance(kLease / 3);
-  EXPECT_EQ(executor_.queued(), 0u);
-  time_.Advance(kLease / 3);
-  EXPECT_EQ(executor_.queued(), 1u);
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-p"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
   executor_.RunAll();
-  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
-  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+}
 
-  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+// Room is taken when ClaimWakes is sent, not when its answer comes: the
+// runtime never claims more than its runners can take.
+TEST_F(ClaimSchedulerTest, RoomIsReservedWhenTheClaimIsSent) {
+  auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/2);
+  std::vector<std::string> claimed;
+  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
+      .WillRepeatedly([&claimed](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                                 v1::ClaimWakesResponse* response) {
+        claimed.push_back(request.stream());
+        *response = Claimed("tok" + request.stream(), request.stream(), {1});
+        return grpc::Status::OK;
+      });
+  for (const char* stream : {"/a", "/b", "/c", "/d"}) scheduler_->Trigger(kTenant, stream, 0);
+  EXPECT_EQ(executor_.queued(), 2u);  // Two calls in flight, none answered yet.
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 2);
+  executor_.RunAll();
+  EXPECT_THAT(claimed, ElementsAre("/a", "/b"));
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok/a", "tok/b"));
+
+  // A claim that finds nothing gives its room back at once.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok/a"), _))
       .WillOnce(Replies(Acked(1, false)));
   Captured<AckResult> ack;
-  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), ack.Callback());
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(claimed, ElementsAre("/a", "/b", "/c"));
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, _, _)).Times(2).WillRepeatedly(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, ParkedStreamsAreClaimedInTheirQueuedOrder) {
+  std::vector<std::string> claimed;
+  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
+      .WillRepeatedly([&claimed](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                                 v1::ClaimWakesResponse* response) {
+        claimed.push_back(request.stream());
+        *response = Claimed("tok" + request.stream(), request.stream(), {1});
+        return grpc::Status::OK;
+      });
+  for (const char* stream : {"/c", "/a", "/d", "/b"}) scheduler_->Trigger(kTenant, stream, 0);
+  scheduler_->Trigger(kTenant, "/a", 0);  // Coalesces: /a keeps its place.
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 4);
+
+  // Room for two: the two oldest.
+  auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/2);
+  executor_.RunAll();
+  EXPECT_THAT(claimed, ElementsAre("/c", "/a"));
+
+  // Each ack makes room for the next one in line.
+  EXPECT_CALL(registry_, AckWakes(_, _, _)).WillRepeatedly(Replies(Acked(1, false)));
+  for (size_t i = 0; i < 2; ++i) {
+    Captured<AckResult> ack;
+    scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[i]), ack.Callback());
+    executor_.RunAll();
+    EXPECT_TRUE(ack.result->ok());
+  }
+  EXPECT_THAT(claimed, ElementsAre("/c", "/a", "/d", "/b"));
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 0);
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, _, _)).Times(2).WillRepeatedly(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+// The runner a claim was taken for left while ClaimWakes was in flight.
+TEST_F(ClaimSchedulerTest, ClaimWhoseRunnerLeftMidClaimGoesToAnotherRunner) {
+  ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  auto sink_b = ConnectRunner("runner-b", "s1");
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink_b->claims[0]), ack.Callback());
   executor_.RunAll();
   EXPECT_TRUE(ack.result->ok());
 }
@@ -946,11 +1040,18 @@ TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
   }
+  // Held: the runner it was claimed for left while ClaimWakes was in flight.
+  ConnectRunner("runner-a", "s1");
   scheduler_->Trigger(kTenant, "/p", 0);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
   executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
   time_.Advance(kLease / 3);
   executor_.RunAll();
-  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
+  auto sink = ConnectRunner("runner-b", "s1");
+  executor_.RunAll();
   EXPECT_THAT(sink->Tokens(), ElementsAre("tok-2"));
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-2"), _))
@@ -975,7 +1076,9 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
   }
   EXPECT_THAT(sink_a->Tokens(), ElementsAre("tok/a/1"));
   EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok/a/2", "tok/b/1"));
-  EXPECT_EQ(scheduler_->Health().active_claims, 4);  // /a/3 waits for room.
+  // /a/3 waits for room, unclaimed.
+  EXPECT_EQ(scheduler_->Health().active_claims, 3);
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
 
   EXPECT_CALL(registry_, AckWakes(_, _, _)).WillOnce(Replies(Acked(1, false)));
   Captured<AckResult> ack;
@@ -993,8 +1096,12 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
 TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  // Held: its runner left while ClaimWakes was in flight.
+  ConnectRunner("runner-a", "s1");
   scheduler_->Trigger(kTenant, "/p", 0);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
   executor_.RunAll();
+  ASSERT_EQ(scheduler_->Health().active_claims, 1);
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));
@@ -1005,7 +1112,7 @@ TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
   EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);
 
   RunnerSpec spec;
-  spec.runner_id = "runner-a";
+  spec.runner_id = "runner-b";
   spec.session_id = "s1";
   spec.tenant_id = kTenant;
   EXPECT_THAT(scheduler_->Connect(spec, std::make_shared<RecordingSink>()),

@@ -53,6 +53,7 @@ SessionId RunnerPool::Add(const RunnerSpec& spec, ClaimSinkPtr sink) {
   session.sink = std::move(sink);
   current_[spec.runner_id] = id;
   rings_[spec.tenant_id].sessions.push_back(id);
+  grown_.insert(id);
   return id;
 }
 
@@ -61,6 +62,7 @@ std::optional<RunnerPool::Session> RunnerPool::Remove(SessionId id) {
   if (it == sessions_.end()) return std::nullopt;
   Session session = std::move(it->second);
   sessions_.erase(it);
+  grown_.erase(id);
   if (auto cur = current_.find(session.spec.runner_id);
       cur != current_.end() && cur->second == id) {
     current_.erase(cur);
@@ -106,7 +108,8 @@ bool RunnerPool::Serves(const Session& session, const StreamKey& key) const {
 int RunnerPool::Room(SessionId id) const {
   const Session* session = Find(id);
   if (session == nullptr) return 0;
-  return std::max(0, session->spec.max_in_flight - static_cast<int>(session->claims.size()));
+  return std::max(0, session->spec.max_in_flight - static_cast<int>(session->claims.size()) -
+                         session->reserved);
 }
 
 SessionId RunnerPool::Pick(const StreamKey& key) {
@@ -124,12 +127,23 @@ SessionId RunnerPool::Pick(const StreamKey& key) {
   return 0;
 }
 
+void RunnerPool::Reserve(SessionId id) { ++sessions_.at(id).reserved; }
+
+void RunnerPool::Unreserve(SessionId id) {
+  Session* session = Find(id);
+  if (session == nullptr || session->reserved == 0) return;
+  --session->reserved;
+  grown_.insert(id);
+}
+
 void RunnerPool::AddClaim(SessionId id, const StreamKey& key) {
   sessions_.at(id).claims.insert(key);
 }
 
 void RunnerPool::RemoveClaim(SessionId id, const StreamKey& key) {
-  if (Session* session = Find(id)) session->claims.erase(key);
+  Session* session = Find(id);
+  if (session == nullptr || session->claims.erase(key) == 0) return;
+  grown_.insert(id);
 }
 
 }  // namespace wake::runtime

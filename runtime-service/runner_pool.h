@@ -1,8 +1,10 @@
 // The runner sessions connected to one runtime, as the claim scheduler sees
 // them: which session may take a claim of which stream (same tenant, a
 // matching stream prefix or none), how much room each has (max_in_flight
-// minus the claims it holds), round-robin fairness among the sessions of a
-// tenant, and which session ids of a runner were superseded by a newer one.
+// minus the claims it holds and the claims being taken for it), round-robin
+// fairness among the sessions of a tenant, which sessions gained room since
+// the scheduler last looked, and which session ids of a runner were
+// superseded by a newer one.
 //
 // Not thread-safe: the claim scheduler calls it under its own lock.
 #pragma once
@@ -45,6 +47,8 @@ class RunnerPool {
     ClaimSinkPtr sink;
     // Claims delivered to it and not yet acked or released.
     absl::flat_hash_set<StreamKey> claims;
+    // ClaimWakes calls in flight whose claim is meant for it.
+    int reserved = 0;
   };
 
   // OK, or FAILED_PRECONDITION naming session_id when a later session of the
@@ -73,12 +77,23 @@ class RunnerPool {
 
   // Whether the session serves the stream (tenant and prefixes), room aside.
   bool Serves(const Session& session, const StreamKey& key) const;
-  // How many more claims the session can take (0 for unknown ids).
+  // How many more claims the session can take: max_in_flight minus claims
+  // held and reserved (0 for unknown ids).
   int Room(SessionId id) const;
 
+  // Holds room for a claim being taken for the session (ClaimWakes sent).
+  void Reserve(SessionId id);
+  // The claim being taken ended (claimed, or not); no-op for unknown ids.
+  void Unreserve(SessionId id);
   void AddClaim(SessionId id, const StreamKey& key);
   // No-op for unknown ids.
   void RemoveClaim(SessionId id, const StreamKey& key);
+
+  // Sessions that connected or gained room (Unreserve, RemoveClaim) since
+  // ClearGrown was last called for them.
+  const absl::flat_hash_set<SessionId>& grown() const { return grown_; }
+  void ClearGrown(SessionId id) { grown_.erase(id); }
+  void ClearAllGrown() { grown_.clear(); }
 
   size_t size() const { return sessions_.size(); }
 
@@ -103,6 +118,7 @@ class RunnerPool {
   absl::flat_hash_map<SessionId, Session> sessions_;
   absl::flat_hash_map<std::string, SessionId> current_;  // By runner_id.
   absl::flat_hash_map<std::string, TenantRing> rings_;   // By tenant_id.
+  absl::flat_hash_set<SessionId> grown_;
   SessionId next_id_ = 1;
   absl::flat_hash_map<std::string, RunnerHistory> history_;  // By runner_id.
   std::set<std::pair<uint64_t, std::string>> history_lru_;  // (touched, runner_id)

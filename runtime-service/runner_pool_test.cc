@@ -57,6 +57,33 @@ TEST(RunnerPoolTest, FullSessionsAreSkippedUntilAClaimEnds) {
   EXPECT_EQ(pool.Pick(Acme("/q")), a);
 }
 
+TEST(RunnerPoolTest, ReservedRoomCountsUntilTheClaimIsTakenOrGivenBack) {
+  RunnerPool pool;
+  const SessionId a = pool.Add(Spec("a", "s1", "acme", 2), nullptr);
+  EXPECT_THAT(pool.grown(), ::testing::ElementsAre(a));  // Connected: room to fill.
+  pool.ClearGrown(a);
+  pool.Reserve(a);
+  pool.Reserve(a);
+  EXPECT_EQ(pool.Room(a), 0);
+  EXPECT_EQ(pool.Pick(Acme("/p")), 0u);
+  // One claim is taken for it: the reservation becomes a claim.
+  pool.Unreserve(a);
+  pool.AddClaim(a, Acme("/p"));
+  EXPECT_EQ(pool.Room(a), 0);
+  // The other found nothing: room again, and the pool says so.
+  pool.Unreserve(a);
+  EXPECT_EQ(pool.Room(a), 1);
+  EXPECT_THAT(pool.grown(), ::testing::ElementsAre(a));
+  pool.ClearAllGrown();
+  pool.RemoveClaim(a, Acme("/q"));  // Not its claim: nothing changes.
+  EXPECT_TRUE(pool.grown().empty());
+  pool.RemoveClaim(a, Acme("/p"));
+  EXPECT_EQ(pool.Room(a), 2);
+  EXPECT_THAT(pool.grown(), ::testing::ElementsAre(a));
+  pool.Unreserve(a);  // Nothing reserved: no-op.
+  EXPECT_EQ(pool.Room(a), 2);
+}
+
 TEST(RunnerPoolTest, RemoveReturnsTheSessionWithItsClaimsAndForgetsIt) {
   RunnerPool pool;
   const SessionId a = pool.Add(Spec("a", "s1"), nullptr);

@@ -109,6 +109,7 @@ void ToProto(const SchedulerHealth& scheduler, const FollowerStatus& follower,
   response->set_connected_runners(scheduler.connected_runners);
   response->set_active_claims(scheduler.active_claims);
   response->set_queued_streams(scheduler.queued_streams);
+  response->set_waiting_for_runner(scheduler.waiting_for_runner);
   response->set_registry_connected(follower.up_to_date);
   // While the change stream is down its error is the one that matters.
   response->set_last_error(!follower.up_to_date && !follower.last_error.empty()

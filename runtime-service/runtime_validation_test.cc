@@ -108,6 +108,7 @@ TEST(RuntimeValidationTest, HealthCombinesSchedulerAndFollower) {
   scheduler.connected_runners = 2;
   scheduler.active_claims = 3;
   scheduler.queued_streams = 4;
+  scheduler.waiting_for_runner = 9;
   scheduler.counters.claims_succeeded = 5;
   scheduler.counters.claims_released = 6;
   scheduler.last_error = "claim x: UNAVAILABLE";
@@ -121,6 +122,7 @@ TEST(RuntimeValidationTest, HealthCombinesSchedulerAndFollower) {
   EXPECT_EQ(response.connected_runners(), 2);
   EXPECT_EQ(response.active_claims(), 3);
   EXPECT_EQ(response.queued_streams(), 4);
+  EXPECT_EQ(response.waiting_for_runner(), 9);
   EXPECT_EQ(response.counters().claims_succeeded(), 5);
   EXPECT_EQ(response.counters().claims_released(), 6);
   EXPECT_EQ(response.counters().events_received(), 7);
