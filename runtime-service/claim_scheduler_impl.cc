@@ -50,6 +50,7 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
       options_(std::move(options)),
       retry_timer_(time.CreateTimer([this] { OnRetryTimer(); })),
       lease_timer_(time.CreateTimer([this] { OnLeaseTimer(); })),
+      hold_timer_(time.CreateTimer([this] { OnHoldTimer(); })),
       delay_timer_(time.CreateTimer([this] { OnDelayTimer(); })),
       calls_(registry, executor, time, options_.rpc_timeout) {
   lease_timer_->Enable(options_.lease / 3);
@@ -449,7 +450,10 @@ void ClaimSchedulerImpl::HoldLocked(const Key& key, StreamState& state) {
   state.phase = Phase::kHeld;
   state.claim->session = 0;
   state.claim->held_seq = next_seq_++;
+  state.claim->hold_deadline = time_.MonotonicNow() + common::ToChrono(options_.hold_timeout);
+  const bool first = held_.empty();
   held_.emplace(state.claim->held_seq, key);
+  if (first) ArmHoldTimerLocked();
 }
 
 void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
@@ -847,36 +851,22 @@ void ClaimSchedulerImpl::OnExtended(common::MonotonicTime sent_at,
     PumpLocked(fx);
   }
   Run(fx);
-  if (done) done(std::move(reply));
+  done(std::move(reply));
 }
 
 void ClaimSchedulerImpl::OnLeaseTimer() {
   Effects fx;
-  std::vector<v1::ExtendClaimsRequest> requests;
-  common::MonotonicTime now;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
-    now = time_.MonotonicNow();
+    const common::MonotonicTime now = time_.MonotonicNow();
+    // Runners heartbeat their claims; one that stopped loses them here, and
+    // the stream is claimed again so its wakes are redelivered.
     std::vector<Key> lost;
     for (auto& [key, state] : streams_) {
       if (!state.claim.has_value()) continue;
       if (state.phase != Phase::kHeld && state.phase != Phase::kDelivered) continue;
-      if (state.claim->lease_deadline <= now) {
-        lost.push_back(key);
-        continue;
-      }
-      // Runners heartbeat their own claims; the runtime keeps the rest alive.
-      if (state.phase != Phase::kHeld) continue;
-      if (requests.empty() ||
-          requests.back().claims_size() >= options_.max_claims_per_extend) {
-        requests.emplace_back();
-        *requests.back().mutable_lease() = ToProto(options_.lease);
-      }
-      v1::ClaimRef* ref = requests.back().add_claims();
-      ref->set_tenant_id(key.first);
-      ref->set_stream(key.second);
-      ref->set_claim_token(state.claim->message.claim_token());
+      if (state.claim->lease_deadline <= now) lost.push_back(key);
     }
     for (const Key& key : lost) {
       DropClaimLocked(key, streams_.at(key), fx);
@@ -886,12 +876,36 @@ void ClaimSchedulerImpl::OnLeaseTimer() {
     lease_timer_->Enable(options_.lease / 3);
   }
   Run(fx);
-  for (v1::ExtendClaimsRequest& request : requests) {
-    calls_.ExtendClaims(std::move(request),
-                        [this, now](absl::StatusOr<v1::ExtendClaimsResponse> r) {
-                          OnExtended(now, std::move(r), nullptr);
-                        });
+}
+
+void ClaimSchedulerImpl::OnHoldTimer() {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    const common::MonotonicTime now = time_.MonotonicNow();
+    // held_ is in hold order, and every hold lasts hold_timeout.
+    while (!held_.empty()) {
+      const Key key = held_.begin()->second;
+      StreamState& state = streams_.at(key);
+      if (state.claim->hold_deadline > now) break;
+      // Keeping it would keep its wakes from any runtime that has a runner
+      // for them: give it back (the registry announces the release).
+      common::LogInfo("held_claim_released", {{"tenant_id", key.first},
+                                              {"stream", key.second},
+                                              {"claim_token", state.claim->message.claim_token()}});
+      ReleaseLocked(key, state, fx);
+    }
+    ArmHoldTimerLocked();
+    PumpLocked(fx);
   }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::ArmHoldTimerLocked() {
+  if (held_.empty()) return;
+  const StreamState& first = streams_.at(held_.begin()->second);
+  hold_timer_->Enable(common::ToAbsl(first.claim->hold_deadline - time_.MonotonicNow()));
 }
 
 // ---------------------------------------------------------------------------

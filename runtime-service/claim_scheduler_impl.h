@@ -35,10 +35,16 @@ namespace wake::runtime {
 struct SchedulerOptions {
   // Recorded by the registry as the holder of the claims this runtime takes.
   std::string runtime_id = "runtime";
-  // Lease asked for on ClaimWakes and ExtendClaims. Claims that wait for a
-  // runner are extended every lease/3; ALREADY_CLAIMED is retried after one
-  // lease, when the other holder's claim has been acked or has expired.
+  // Lease asked for on ClaimWakes and ExtendClaims. ALREADY_CLAIMED is
+  // retried after one lease, when the other holder's claim has been acked or
+  // has expired.
   absl::Duration lease = absl::Seconds(30);
+  // A claim no connected runner can take (the one it was taken for left
+  // while ClaimWakes was in flight) waits this long for one, then is
+  // released, never extended: the registry announces the release, so a
+  // runtime with a runner for the stream claims it at once. Shorter than
+  // the lease.
+  absl::Duration hold_timeout = absl::Seconds(1);
   // Backoff of failed ClaimWakes calls.
   absl::Duration retry_initial = absl::Milliseconds(100);
   absl::Duration retry_max = absl::Seconds(30);
@@ -54,8 +60,6 @@ struct SchedulerOptions {
   int max_ack_attempts = 4;
   // ClaimWakes calls in flight at once; further streams wait their turn.
   int max_concurrent_claims = 64;
-  // Claims per ExtendClaims call made for claims that wait for a runner.
-  int max_claims_per_extend = 500;
   // An announced wake can be invisible to ClaimWakes for a moment: the
   // registry learns of it from the WAL, where PostgreSQL puts the commit
   // before it shows the transaction to new snapshots. A claim that finds
@@ -102,7 +106,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     kIdle,       // No claim; may wait in ready_ or parked_ for its turn to claim.
     kClaiming,   // ClaimWakes in flight.
     kBackoff,    // ClaimWakes failed; retried when retry_at passes.
-    kHeld,       // Claimed, waiting in held_ for a runner with capacity.
+    kHeld,       // Claimed, waiting in held_ (hold_timeout) for a runner with room.
     kDelivered,  // Sent to a runner session.
     kAcking,     // AckWakes in flight.
     kReleasing,  // ReleaseClaim in flight.
@@ -115,6 +119,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     common::MonotonicTime lease_deadline;
     SessionId session = 0;  // Holder while kDelivered / kAcking.
     uint64_t held_seq = 0;  // Position in held_ while kHeld.
+    common::MonotonicTime hold_deadline;  // Released then, while kHeld.
   };
 
   struct StreamState {
@@ -180,6 +185,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void ArmRetryTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmHoldTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -209,11 +215,12 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void SendRelease(const Key& key, const std::string& token);
   void OnReleased(const Key& key, const std::string& token,
                   absl::StatusOr<v1::ReleaseClaimResponse> result);
-  // Applies an ExtendClaims answer; `done` (heartbeats only) gets the result.
+  // Applies the ExtendClaims answer of a heartbeat; `done` gets the result.
   void OnExtended(common::MonotonicTime sent_at, absl::StatusOr<v1::ExtendClaimsResponse> result,
                   Callback<HeartbeatResult> done);
   void OnRetryTimer();
   void OnLeaseTimer();
+  void OnHoldTimer();
   void OnDelayTimer();
 
   static void Run(Effects& fx);
@@ -254,6 +261,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // completions, which may still touch the timers.
   common::TimerPtr retry_timer_;
   common::TimerPtr lease_timer_;
+  common::TimerPtr hold_timer_;
   common::TimerPtr delay_timer_;
   RegistryCalls calls_;
 };

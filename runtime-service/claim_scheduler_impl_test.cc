@@ -1030,7 +1030,73 @@ TEST_F(ClaimSchedulerTest, ClaimWhoseRunnerLeftMidClaimGoesToAnotherRunner) {
   EXPECT_TRUE(ack.result->ok());
 }
 
-TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
+// A claim no runner here can take is given back after a short hold, not
+// kept alive: another runtime may have a runner for it.
+TEST_F(ClaimSchedulerTest, HeldClaimIsReleasedAfterTheHoldTimeoutNotExtended) {
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Released(1));
+  }
+  // Held: the runner it was claimed for left while ClaimWakes was in flight.
+  ConnectRunner("runner-a", "s1");
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+  time_.Advance(absl::Milliseconds(999));  // SchedulerOptions::hold_timeout is 1s.
+  EXPECT_EQ(executor_.queued(), 0u);
+  time_.Advance(absl::Milliseconds(1));
+  executor_.RunAll();
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.active_claims, 0);
+  EXPECT_EQ(health.counters.claims_released, 1);
+  // Still no runner: the stream waits here, unclaimed and never extended.
+  EXPECT_EQ(health.waiting_for_runner, 1);
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+
+  // A runner comes: the stream is claimed for it.
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  auto sink = ConnectRunner("runner-b", "s1");
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-2"));
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, HeldClaimGoesToARunnerThatConnectsWithinTheHold) {
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  ConnectRunner("runner-a", "s1");
+  scheduler_->Trigger(kTenant, "/p", 0);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(500));
+  auto sink = ConnectRunner("runner-b", "s1");
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  time_.Advance(absl::Seconds(1));  // No release: it is delivered.
+  EXPECT_EQ(executor_.queued(), 0u);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+// A heartbeat finds the claim gone in the registry (it expired and another
+// runtime took it): this runtime gives it up and claims the stream again.
+TEST_F(ClaimSchedulerTest, DeliveredClaimTheRegistryNoLongerExtendsIsClaimedAgain) {
+  auto sink = ConnectRunner("runner-a", "s1");
   {
     InSequence seq;
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
@@ -1038,26 +1104,30 @@ TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
     EXPECT_CALL(registry_, ExtendClaims(_, _, _))
         .WillOnce(Replies(Extended("/p", "tok-1", false)));
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+        .WillOnce(Replies(WithStatus(v1::ALREADY_CLAIMED)));
   }
-  // Held: the runner it was claimed for left while ClaimWakes was in flight.
-  ConnectRunner("runner-a", "s1");
   scheduler_->Trigger(kTenant, "/p", 0);
-  scheduler_->Disconnect(sessions_["runner-a/s1"]);
   executor_.RunAll();
-  EXPECT_EQ(scheduler_->Health().active_claims, 1);
-  time_.Advance(kLease / 3);
+  Captured<HeartbeatResult> beat;
+  scheduler_->Heartbeat("runner-a", "s1", beat.Callback());
   executor_.RunAll();
+  ASSERT_TRUE(beat.result->ok());
+  EXPECT_EQ((*beat.result)->extended, 0);
   EXPECT_EQ(scheduler_->Health().active_claims, 0);
-  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
-  auto sink = ConnectRunner("runner-b", "s1");
-  executor_.RunAll();
-  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-2"));
 
-  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-2"), _))
-      .WillOnce(Released(1));
-  scheduler_->BeginShutdown();
-  scheduler_->ReleaseAll();
+  // Its ack now goes to the registry, which has the last word on the token.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "claim_token: the claim is not live")));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("live")));
+
+  // ALREADY_CLAIMED is looked at again after a lease.
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  time_.Advance(kLease);
   executor_.RunAll();
 }
 

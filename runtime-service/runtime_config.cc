@@ -22,6 +22,9 @@ common::ConfigParser Parser() {
            "registry-service address host:port"},
           {"runtime-id", "WAKE_RUNTIME_ID", "", "identity of this replica (default host-pid)"},
           {"lease", "WAKE_LEASE", "30s", "claim lease; runners heartbeat to extend it"},
+          {"hold-timeout", "WAKE_HOLD_TIMEOUT", "1s",
+           "how long a claim no connected runner can take waits for one before it is "
+           "released (shorter than --lease)"},
           {"retry-initial", "WAKE_RETRY_INITIAL", "100ms",
            "first delay before retrying a failed claim or registry reconnect"},
           {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
@@ -60,6 +63,14 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::vector<std::string>&
     return absl::InvalidArgumentError("--lease: must be between 1s and 1h");
   }
   config.lease = *lease;
+  absl::StatusOr<absl::Duration> hold = values->GetDuration("hold-timeout");
+  if (!hold.ok()) return hold.status();
+  if (*hold < absl::Milliseconds(1) || *hold >= config.lease) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--hold-timeout: must be at least 1ms and shorter than --lease (",
+                     absl::FormatDuration(config.lease), "), got ", absl::FormatDuration(*hold)));
+  }
+  config.hold_timeout = *hold;
   absl::StatusOr<absl::Duration> retry = values->GetDuration("retry-initial");
   if (!retry.ok()) return retry.status();
   if (*retry < absl::Milliseconds(1) || *retry > absl::Minutes(1)) {
