@@ -40,6 +40,8 @@ absl::Duration AbortRetryDelay(const SchedulerOptions& options, int attempt) {
 
 // How many acked wake ids are remembered (about 1 MB).
 constexpr size_t kAckedIdsKept = 1 << 16;
+// How many announced wake ids are remembered for the rescan (about 3 MB).
+constexpr size_t kAnnouncedIdsKept = 1 << 17;
 
 }  // namespace
 
@@ -48,6 +50,8 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
                                        SchedulerOptions options)
     : time_(time),
       options_(std::move(options)),
+      acked_ids_(kAckedIdsKept),
+      announced_ids_(kAnnouncedIdsKept),
       retry_timer_(time.CreateTimer([this] { OnRetryTimer(); })),
       lease_timer_(time.CreateTimer([this] { OnLeaseTimer(); })),
       hold_timer_(time.CreateTimer([this] { OnHoldTimer(); })),
@@ -110,10 +114,11 @@ void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects&
   if (stopping_) return;
   StreamState& state = streams_[key];
   if (wake_id != 0) {
+    announced_ids_.Insert(wake_id);
     // A wake the current claim carries, or one acked already, is accounted
     // for (its announcement came late) and needs no claim; any other must
     // turn up in one.
-    if (acked_ids_.contains(wake_id) ||
+    if (acked_ids_.Contains(wake_id) ||
         (state.claim.has_value() && state.claim->wake_ids.contains(wake_id))) {
       MaybeForgetLocked(key);
       return;
@@ -132,6 +137,7 @@ void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects&
 }
 
 void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements) {
+  state.last_queued = time_.MonotonicNow();
   if (!for_announcements) state.queued_anonymous = true;
   // Coalesce: a stream already queued keeps its place.
   if (state.queued) return;
@@ -681,14 +687,7 @@ void ClaimSchedulerImpl::SendAck(const Key& key, v1::AckWakesRequest ack,
 
 void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
                                              const std::vector<int64_t>& wake_ids) {
-  auto remember = [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!acked_ids_.insert(id).second) return;
-    acked_order_.push_back(id);
-    if (acked_order_.size() > kAckedIdsKept) {
-      acked_ids_.erase(acked_order_.front());
-      acked_order_.pop_front();
-    }
-  };
+  auto remember = [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { acked_ids_.Insert(id); };
   if (wake_ids.empty()) {
     for (const v1::Wake& wake : claim.message.wakes()) remember(wake.id());
   } else {
@@ -906,6 +905,60 @@ void ClaimSchedulerImpl::ArmHoldTimerLocked() {
   if (held_.empty()) return;
   const StreamState& first = streams_.at(held_.begin()->second);
   hold_timer_->Enable(common::ToAbsl(first.claim->hold_deadline - time_.MonotonicNow()));
+}
+
+// ---------------------------------------------------------------------------
+// Accounting for the rescan
+// ---------------------------------------------------------------------------
+
+std::vector<PendingStream> ClaimSchedulerImpl::Unaccounted(
+    const std::vector<PendingStream>& pending) {
+  absl::MutexLock lock(&mu_);
+  std::vector<PendingStream> out;
+  for (const PendingStream& stream : pending) {
+    auto it = streams_.find(Key(stream.tenant_id, stream.stream));
+    const StreamState* state = it == streams_.end() ? nullptr : &it->second;
+    PendingStream missing{stream.tenant_id, stream.stream, {}};
+    for (const int64_t id : stream.wake_ids) {
+      if (announced_ids_.Contains(id) || acked_ids_.Contains(id)) continue;
+      if (state != nullptr &&
+          (state->unseen.contains(id) ||
+           (state->claim.has_value() && state->claim->wake_ids.contains(id)))) {
+        continue;
+      }
+      missing.wake_ids.push_back(id);
+    }
+    if (!missing.wake_ids.empty()) out.push_back(std::move(missing));
+  }
+  return out;
+}
+
+int ClaimSchedulerImpl::ForgetParkedWithoutPending(const std::vector<PendingStream>& pending,
+                                                   common::MonotonicTime since) {
+  absl::flat_hash_set<Key> pending_streams;
+  for (const PendingStream& stream : pending) {
+    pending_streams.emplace(stream.tenant_id, stream.stream);
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<Key> forget;
+  for (const auto& [tenant, parked] : parked_) {
+    for (const auto& [seq, key] : parked) {
+      if (streams_.at(key).last_queued < since && !pending_streams.contains(key)) {
+        forget.push_back(key);
+      }
+    }
+  }
+  for (const Key& key : forget) {
+    StreamState& state = streams_.at(key);
+    UnparkLocked(key, state);
+    state.queued = false;
+    state.queued_anonymous = false;
+    state.unseen.clear();
+    state.rechecks = 0;
+    CancelRetryLocked(key, state);
+    MaybeForgetLocked(key);
+  }
+  return static_cast<int>(forget.size());
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,9 +24,11 @@
 #include "common/backoff.h"
 #include "common/executor.h"
 #include "common/time_source.h"
+#include "runtime-service/bounded_id_set.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_calls.h"
 #include "runtime-service/runner_pool.h"
+#include "runtime-service/wake_accounting.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
@@ -70,7 +71,7 @@ struct SchedulerOptions {
   int max_rechecks = 3;
 };
 
-class ClaimSchedulerImpl final : public ClaimScheduler {
+class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
  public:
   // `registry`, `time` and `executor` must outlive this object.
   ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry, common::TimeSource& time,
@@ -85,6 +86,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void Heartbeat(const std::string& runner_id, const std::string& session_id,
                  Callback<HeartbeatResult> done) override;
   SchedulerHealth Health() override;
+
+  std::vector<PendingStream> Unaccounted(const std::vector<PendingStream>& pending) override;
+  int ForgetParkedWithoutPending(const std::vector<PendingStream>& pending,
+                                 common::MonotonicTime since) override;
 
   // Graceful shutdown, in this order: BeginShutdown() stops claiming and
   // connecting and releases the claims no runner holds; runners may still
@@ -150,6 +155,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     absl::flat_hash_set<int64_t> unseen;
     // Looks again since a claim last found wakes.
     int rechecks = 0;
+    // When a trigger (or a redelivery) last queued the stream.
+    common::MonotonicTime last_queued;
     // While a ReleaseClaim failing with ABORTED is retried.
     std::unique_ptr<common::Backoff> release_backoff;
   };
@@ -252,9 +259,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   bool destroying_ ABSL_GUARDED_BY(mu_) = false;
   std::multimap<common::MonotonicTime, std::function<void()>> delayed_ ABSL_GUARDED_BY(mu_);
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);
-  // Recently acked wake ids (see RememberAckedLocked), oldest first.
-  absl::flat_hash_set<int64_t> acked_ids_ ABSL_GUARDED_BY(mu_);
-  std::deque<int64_t> acked_order_ ABSL_GUARDED_BY(mu_);
+  // Recently acked wake ids (see RememberAckedLocked).
+  BoundedIdSet acked_ids_ ABSL_GUARDED_BY(mu_);
+  // Wake ids announced to this runtime (Trigger), for the rescan.
+  BoundedIdSet announced_ids_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
 
   // Timers before calls_: calls_ is destroyed first and waits for running

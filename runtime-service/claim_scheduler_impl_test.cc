@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
@@ -834,6 +835,37 @@ TEST_F(ClaimSchedulerTest, ReleaseOfAClaimThatIsGoneIsNotRetried) {
   EXPECT_EQ(executor_.queued(), 0u);
   EXPECT_TRUE(scheduler_->AwaitSettled(absl::ZeroDuration()));
   EXPECT_EQ(scheduler_->Health().counters.claims_released, 0);
+}
+
+// What the rescan asks: which pending wakes was this runtime never told of?
+TEST_F(ClaimSchedulerTest, UnaccountedWakesAreThoseNeverAnnouncedClaimedParkedOrAcked) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Trigger("beta", "/parked", 5);  // No runner of tenant beta.
+  executor_.RunAll();
+  const std::vector<PendingStream> pending = {{kTenant, "/p", {1, 2, 3}},
+                                              {"beta", "/parked", {5, 6}},
+                                              {kTenant, "/never", {9}}};
+  auto ids = [](const std::vector<PendingStream>& streams) {
+    std::vector<std::string> out;
+    for (const PendingStream& stream : streams) {
+      for (int64_t id : stream.wake_ids) out.push_back(absl::StrCat(stream.stream, ":", id));
+    }
+    return out;
+  };
+  // 1 announced, 2 carried by the claim, 5 announced to a parked stream.
+  EXPECT_THAT(ids(scheduler_->Unaccounted(pending)), ElementsAre("/p:3", "/parked:6", "/never:9"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(2, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result->ok());
+  // Acked (2 was never announced): still accounted for, the snapshot was older.
+  EXPECT_THAT(ids(scheduler_->Unaccounted(pending)), ElementsAre("/p:3", "/parked:6", "/never:9"));
 }
 
 TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
