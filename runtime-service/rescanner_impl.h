@@ -6,7 +6,10 @@
 // live follower hears of it, so the snapshot is compared with what the
 // scheduler knows only once the follower has caught up with the snapshot's
 // offset ("<epoch>_<seq>" of one registry process; when the epochs differ or
-// an offset is not of that form, after `settle` instead). The registry takes
+// an offset is not of that form, after `settle` instead). The follower only
+// wants wakes, and the registry moves its offset past the registration
+// changes it skips only once per 1024 of them: a follower that is up to date
+// and has received nothing for `settle` counts as caught up. The registry takes
 // the snapshot's offset before reading its pending wakes, so a wake made
 // pending in between is announced just after that offset: what is still
 // unaccounted then is looked at again `settle` later, and only what is
@@ -96,6 +99,9 @@ class RescannerImpl final : public Rescanner {
   std::string snapshot_offset_ ABSL_GUARDED_BY(mu_);
   common::MonotonicTime snapshot_started_ ABSL_GUARDED_BY(mu_);
   common::MonotonicTime snapshot_read_ ABSL_GUARDED_BY(mu_);
+  // The follower's offset as last seen while catching up, and since when.
+  std::string follower_offset_seen_ ABSL_GUARDED_BY(mu_);
+  common::MonotonicTime follower_still_since_ ABSL_GUARDED_BY(mu_);
   std::vector<PendingStream> candidates_ ABSL_GUARDED_BY(mu_);
   RescanStatus status_ ABSL_GUARDED_BY(mu_);
   common::TimerPtr timer_;

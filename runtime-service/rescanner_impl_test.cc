@@ -245,11 +245,35 @@ TEST_F(RescannerTest, FollowerOfAnotherRegistryProcessGetsTheSettleTimeInstead) 
   EXPECT_EQ(rescanner_->Status().rescans, 1);
 }
 
+// The follower wants wakes only; the registry moves its offset past the
+// registration changes it skips once per 1024 of them. Live and idle for the
+// settle time, it has heard of every wake before the snapshot.
+TEST_F(RescannerTest, IdleLiveFollowerBehindOnlyBySkippedChangesCountsAsCaughtUp) {
+  MakeRescanner(accounting_, triggers_);
+  EXPECT_CALL(registry_, SubscribeChangesRaw(_, _))
+      .WillOnce(Return(Snapshot({WakeEvent("acme", "/p", 1)}, "e1_800")));
+  EXPECT_CALL(follower_, Status())
+      .WillOnce(Return(FollowerAt("e1_5")))
+      .WillOnce(Return(FollowerAt("e1_6")))  // Still receiving: not idle.
+      .WillRepeatedly(Return(FollowerAt("e1_7")));
+  rescanner_->Start();
+  NextRescan();
+  time_.Advance(absl::Milliseconds(50));
+  time_.Advance(kSettle);
+  EXPECT_EQ(rescanner_->Status().rescans, 0);  // Idle for less than the settle time.
+  EXPECT_CALL(accounting_, Unaccounted(_)).WillOnce(Return(std::vector<PendingStream>{}));
+  EXPECT_CALL(accounting_, ForgetParkedWithoutPending(_, _)).WillOnce(Return(0));
+  time_.Advance(absl::Milliseconds(50));
+  EXPECT_EQ(rescanner_->Status().rescans, 1);
+}
+
 TEST_F(RescannerTest, FollowerThatDoesNotCatchUpSkipsTheRescan) {
   MakeRescanner(accounting_, triggers_);
   EXPECT_CALL(registry_, SubscribeChangesRaw(_, _))
       .WillOnce(Return(Snapshot({WakeEvent("acme", "/p", 1)}, "e1_8")));
-  EXPECT_CALL(follower_, Status()).WillRepeatedly(Return(FollowerAt("e1_2")));
+  FollowerStatus reconnecting = FollowerAt("e1_2");
+  reconnecting.up_to_date = false;
+  EXPECT_CALL(follower_, Status()).WillRepeatedly(Return(reconnecting));
   rescanner_->Start();
   NextRescan();
   time_.Advance(absl::Seconds(10));  // catch_up_timeout; StrictMock: no comparison.
