@@ -4,10 +4,16 @@
 // dispatched -> idle. A trigger for a stream that is claiming or dispatched
 // is queued; any number of queued triggers coalesce into exactly one
 // follow-up claim, and streams waiting for a claim are served in the order
-// their first queued trigger arrived. A claim takes every pending wake of the
-// stream (ClaimWakes) and goes to one connected runner of the tenant (round
-// robin among those whose prefixes match and who have capacity), or is held,
-// its lease kept alive, until one can take it.
+// their first queued trigger arrived.
+//
+// Claims follow runners: a stream is claimed only for a connected runner
+// session that may take it (same tenant, a matching prefix or none, room
+// below max_in_flight counting the claims being taken for it), chosen round
+// robin when ClaimWakes is sent. A stream no runner can take is parked: no
+// claim is made, and it keeps its place until a runner that serves it
+// connects or gains room. A claim takes every pending wake of the stream
+// (ClaimWakes) and goes to the runner it was taken for; if that runner left
+// meanwhile, to another one, or it is held until one can take it.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +73,8 @@ struct SchedulerHealth {
   int connected_runners = 0;
   int active_claims = 0;
   int queued_streams = 0;
+  // Queued streams parked for want of a runner that can take them.
+  int waiting_for_runner = 0;
   SchedulerCounters counters;
   std::string last_error;
 };
@@ -81,6 +89,8 @@ class ClaimScheduler : public TriggerSink {
   // Connects a runner session; claims are sent to `sink` until Disconnect.
   // A session of the same runner that is still connected is superseded: its
   // sink is closed (ABORTED) and its claims are released for redelivery.
+  // A session id superseded earlier (a later session of its runner connected
+  // since) is refused with FAILED_PRECONDITION and changes nothing.
   // UNAVAILABLE while shutting down.
   virtual absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) = 0;
 

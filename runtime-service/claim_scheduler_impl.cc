@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 
@@ -22,14 +21,27 @@ absl::Time FromProto(const google::protobuf::Timestamp& ts) {
 }
 
 // The registry no longer knows the claim: acking or releasing it again
-// cannot succeed, so the claim is over for this runtime.
+// cannot succeed, so the claim is over for this runtime. ABORTED is not one
+// of these: the store maps deadlocks and serialization failures to it, and
+// the same call made again succeeds.
 bool ClaimIsGone(const absl::Status& status) {
   return absl::IsNotFound(status) || absl::IsFailedPrecondition(status) ||
-         absl::IsAborted(status) || absl::IsPermissionDenied(status);
+         absl::IsPermissionDenied(status);
+}
+
+// Delay before retry number `attempt` (1 = the first retry) of a call that
+// failed with ABORTED.
+absl::Duration AbortRetryDelay(const SchedulerOptions& options, int attempt) {
+  common::Backoff backoff(options.abort_retry_initial, options.abort_retry_max);
+  absl::Duration delay;
+  for (int i = 0; i < attempt; ++i) delay = backoff.Next();
+  return delay;
 }
 
 // How many acked wake ids are remembered (about 1 MB).
 constexpr size_t kAckedIdsKept = 1 << 16;
+// How many announced wake ids are remembered for the rescan (about 3 MB).
+constexpr size_t kAnnouncedIdsKept = 1 << 17;
 
 }  // namespace
 
@@ -38,8 +50,12 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
                                        SchedulerOptions options)
     : time_(time),
       options_(std::move(options)),
+      acked_ids_(kAckedIdsKept),
+      announced_ids_(kAnnouncedIdsKept),
       retry_timer_(time.CreateTimer([this] { OnRetryTimer(); })),
       lease_timer_(time.CreateTimer([this] { OnLeaseTimer(); })),
+      hold_timer_(time.CreateTimer([this] { OnHoldTimer(); })),
+      delay_timer_(time.CreateTimer([this] { OnDelayTimer(); })),
       calls_(registry, executor, time, options_.rpc_timeout) {
   lease_timer_->Enable(options_.lease / 3);
 }
@@ -47,6 +63,33 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
 ClaimSchedulerImpl::~ClaimSchedulerImpl() {
   absl::MutexLock lock(&mu_);
   stopping_ = true;
+  destroying_ = true;
+  delayed_.clear();
+}
+
+void ClaimSchedulerImpl::DelayLocked(absl::Duration delay, std::function<void()> work) {
+  const common::MonotonicTime at = time_.MonotonicNow() + common::ToChrono(delay);
+  delayed_.emplace(at, std::move(work));
+  // Enable() only re-arms, so it is safe under mu_.
+  delay_timer_->Enable(common::ToAbsl(delayed_.begin()->first - time_.MonotonicNow()));
+}
+
+void ClaimSchedulerImpl::OnDelayTimer() {
+  std::vector<std::function<void()>> due;
+  {
+    absl::MutexLock lock(&mu_);
+    // Not stopping_: releases are still retried during a graceful shutdown.
+    if (destroying_) return;
+    const common::MonotonicTime now = time_.MonotonicNow();
+    while (!delayed_.empty() && delayed_.begin()->first <= now) {
+      due.push_back(std::move(delayed_.begin()->second));
+      delayed_.erase(delayed_.begin());
+    }
+    if (!delayed_.empty()) {
+      delay_timer_->Enable(common::ToAbsl(delayed_.begin()->first - now));
+    }
+  }
+  for (std::function<void()>& work : due) work();
 }
 
 void ClaimSchedulerImpl::Run(Effects& fx) {
@@ -71,10 +114,11 @@ void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects&
   if (stopping_) return;
   StreamState& state = streams_[key];
   if (wake_id != 0) {
+    announced_ids_.Insert(wake_id);
     // A wake the current claim carries, or one acked already, is accounted
     // for (its announcement came late) and needs no claim; any other must
     // turn up in one.
-    if (acked_ids_.contains(wake_id) ||
+    if (acked_ids_.Contains(wake_id) ||
         (state.claim.has_value() && state.claim->wake_ids.contains(wake_id))) {
       MaybeForgetLocked(key);
       return;
@@ -88,11 +132,12 @@ void ClaimSchedulerImpl::TriggerLocked(const Key& key, int64_t wake_id, Effects&
                                  {"queued", state.queued ? 1 : 0}});
   }
   QueueLocked(state, /*for_announcements=*/wake_id != 0);
-  if (state.phase == Phase::kIdle) ready_.emplace(state.queued_seq, key);
+  if (state.phase == Phase::kIdle) EnqueueLocked(key, state);
   PumpLocked(fx);
 }
 
 void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements) {
+  state.last_queued = time_.MonotonicNow();
   if (!for_announcements) state.queued_anonymous = true;
   // Coalesce: a stream already queued keeps its place.
   if (state.queued) return;
@@ -100,11 +145,49 @@ void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements)
   state.queued_seq = next_seq_++;
 }
 
+void ClaimSchedulerImpl::EnqueueLocked(const Key& key, StreamState& state) {
+  if (!state.parked) ready_.emplace(state.queued_seq, key);
+}
+
+void ClaimSchedulerImpl::ParkLocked(const Key& key, StreamState& state) {
+  CancelRetryLocked(key, state);
+  state.parked = true;
+  parked_[key.first].emplace(state.queued_seq, key);
+  ++parked_count_;
+}
+
+void ClaimSchedulerImpl::UnparkLocked(const Key& key, StreamState& state) {
+  if (!state.parked) return;
+  state.parked = false;
+  --parked_count_;
+  if (auto it = parked_.find(key.first); it != parked_.end()) {
+    it->second.erase({state.queued_seq, key});
+    if (it->second.empty()) parked_.erase(it);
+  }
+}
+
 void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
-  while (!stopping_ && claims_in_flight_ < options_.max_concurrent_claims && !ready_.empty()) {
+  if (stopping_) return;
+  DispatchHeldLocked(fx);
+  do {
+    ClaimReadyLocked(fx);
+  } while (claims_in_flight_ < options_.max_concurrent_claims && RefillLocked());
+}
+
+void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
+  while (claims_in_flight_ < options_.max_concurrent_claims && !ready_.empty()) {
     const Key key = ready_.begin()->second;
     ready_.erase(ready_.begin());
     StreamState& state = streams_[key];
+    const SessionId runner = pool_.Pick(key);
+    if (runner == 0) {
+      // Claiming now would hold wakes no runner here can take, and keep them
+      // from another runtime that has one.
+      ParkLocked(key, state);
+      continue;
+    }
+    pool_.Reserve(runner);
+    state.reserved = runner;
     CancelRetryLocked(key, state);
     state.queued = false;
     state.queued_anonymous = false;
@@ -125,13 +208,50 @@ void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
   }
 }
 
+bool ClaimSchedulerImpl::RefillLocked() {
+  if (parked_count_ == 0) {
+    pool_.ClearAllGrown();
+    return false;
+  }
+  bool moved = false;
+  const std::vector<SessionId> grown(pool_.grown().begin(), pool_.grown().end());
+  for (const SessionId id : grown) {
+    const RunnerPool::Session* session = pool_.Find(id);
+    int room = pool_.Room(id);
+    auto tenant = session == nullptr ? parked_.end() : parked_.find(session->spec.tenant_id);
+    int taken = 0;
+    if (tenant != parked_.end()) {
+      // Copies: UnparkLocked erases from the set being walked.
+      std::vector<Key> take;
+      for (const auto& [seq, key] : tenant->second) {
+        if (static_cast<int>(take.size()) >= room) break;
+        if (pool_.Serves(*session, key)) take.push_back(key);
+      }
+      for (const Key& key : take) {
+        StreamState& state = streams_.at(key);
+        UnparkLocked(key, state);
+        ready_.emplace(state.queued_seq, key);
+        ++taken;
+      }
+    }
+    // A session keeps its mark while it took streams: they may go to another
+    // session, and then it looks again.
+    if (taken == 0) {
+      pool_.ClearGrown(id);
+    } else {
+      moved = true;
+    }
+  }
+  return moved;
+}
+
 void ClaimSchedulerImpl::GoIdleLocked(const Key& key, StreamState& state) {
   state.phase = Phase::kIdle;
   if (state.claim.has_value()) {
     state.claim.reset();
     --active_claims_;
   }
-  if (state.queued && !stopping_) ready_.emplace(state.queued_seq, key);
+  if (state.queued && !stopping_) EnqueueLocked(key, state);
 }
 
 void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
@@ -141,6 +261,7 @@ void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
   if (state.phase == Phase::kIdle && !state.retry_at.has_value() &&
       (!state.queued || stopping_) && (state.unseen.empty() || stopping_)) {
     if (state.queued) ready_.erase({state.queued_seq, key});
+    UnparkLocked(key, it->second);
     streams_.erase(it);
   }
 }
@@ -184,7 +305,7 @@ void ClaimSchedulerImpl::OnRetryTimer() {
         // ALREADY_CLAIMED earlier (look again in case that claim lapsed), or
         // an announced wake was not found (look again for it).
         QueueLocked(state);
-        ready_.emplace(state.queued_seq, key);
+        EnqueueLocked(key, state);
       }
     }
     PumpLocked(fx);
@@ -200,6 +321,10 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
     absl::MutexLock lock(&mu_);
     --claims_in_flight_;
     StreamState& state = streams_[key];
+    // The reserved room goes back; a claim taken goes to that runner below.
+    const SessionId reserved = state.reserved;
+    state.reserved = 0;
+    pool_.Unreserve(reserved);
     if (common::LogEnabled(common::LogLevel::kDebug)) {
       common::LogDebug("claimed", {{"tenant_id", key.first},
                                    {"stream", key.second},
@@ -256,7 +381,9 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
       claim.message.set_stream(key.second);
       *claim.message.mutable_wakes() = std::move(*result->mutable_wakes());
       *claim.message.mutable_lease_expires_at() = result->lease_expires_at();
-      claim.lease_deadline = time_.MonotonicNow() + common::ToChrono(options_.lease);
+      // The registry counts the lease from when it took the claim, which may
+      // be any time after the request left: only the send time is safe.
+      claim.lease_deadline = sent + common::ToChrono(options_.lease);
       for (const v1::Wake& wake : claim.message.wakes()) {
         claim.wake_ids.insert(wake.id());
         state.unseen.erase(wake.id());
@@ -273,7 +400,10 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
       ++active_claims_;
       if (stopping_) {
         ReleaseLocked(key, state, fx);
+      } else if (pool_.Room(reserved) > 0) {
+        DeliverLocked(key, state, reserved, fx);
       } else {
+        // Its runner left meanwhile: another one, or wait for one.
         HoldLocked(key, state);
         DispatchHeldLocked(fx);
       }
@@ -326,54 +456,37 @@ void ClaimSchedulerImpl::HoldLocked(const Key& key, StreamState& state) {
   state.phase = Phase::kHeld;
   state.claim->session = 0;
   state.claim->held_seq = next_seq_++;
+  state.claim->hold_deadline = time_.MonotonicNow() + common::ToChrono(options_.hold_timeout);
+  const bool first = held_.empty();
   held_.emplace(state.claim->held_seq, key);
+  if (first) ArmHoldTimerLocked();
 }
 
 void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
-  if (sessions_.empty()) return;
+  if (pool_.size() == 0 || held_.empty()) return;
   for (auto it = held_.begin(); it != held_.end();) {
     const Key key = it->second;
-    SessionId id = 0;
-    Session* session = PickRunnerLocked(key, &id);
-    if (session == nullptr) {
+    const SessionId id = pool_.Pick(key);
+    if (id == 0) {
       ++it;
       continue;
     }
     it = held_.erase(it);
-    StreamState& state = streams_[key];
-    state.phase = Phase::kDelivered;
-    state.claim->session = id;
-    ++delivered_claims_;
-    session->claims.insert(key);
-    ++counters_.claims_dispatched;
-    fx.push_back([sink = session->sink, message = state.claim->message] {
-      // A closed stream is followed by its Disconnect, which releases this claim.
-      sink->Send(message);
-    });
+    DeliverLocked(key, streams_[key], id, fx);
   }
 }
 
-ClaimSchedulerImpl::Session* ClaimSchedulerImpl::PickRunnerLocked(const Key& key, SessionId* id) {
-  auto ring_it = rings_.find(key.first);
-  if (ring_it == rings_.end()) return nullptr;
-  TenantRing& ring = ring_it->second;
-  const size_t n = ring.sessions.size();
-  for (size_t i = 0; i < n; ++i) {
-    const size_t index = (ring.next + i) % n;
-    Session& session = sessions_.at(ring.sessions[index]);
-    if (static_cast<int>(session.claims.size()) >= session.spec.max_in_flight) continue;
-    const std::vector<std::string>& prefixes = session.spec.stream_prefixes;
-    if (!prefixes.empty() &&
-        std::none_of(prefixes.begin(), prefixes.end(), [&key](const std::string& prefix) {
-          return absl::StartsWith(key.second, prefix);
-        })) {
-      continue;
-    }
-    ring.next = (index + 1) % n;
-    *id = ring.sessions[index];
-    return &session;
-  }
-  return nullptr;
+void ClaimSchedulerImpl::DeliverLocked(const Key& key, StreamState& state, SessionId session,
+                                       Effects& fx) {
+  state.phase = Phase::kDelivered;
+  state.claim->session = session;
+  ++delivered_claims_;
+  pool_.AddClaim(session, key);
+  ++counters_.claims_dispatched;
+  fx.push_back([sink = pool_.Find(session)->sink, message = state.claim->message] {
+    // A closed stream is followed by its Disconnect, which releases this claim.
+    sink->Send(message);
+  });
 }
 
 absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, ClaimSinkPtr sink) {
@@ -382,26 +495,24 @@ absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, Cl
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return absl::UnavailableError("runtime is shutting down");
-    id = next_session_++;
-    if (auto it = current_session_.find(spec.runner_id); it != current_session_.end()) {
-      const SessionId old = it->second;
-      ClaimSinkPtr old_sink = sessions_.at(old).sink;
+    // A superseded session changes nothing: it must not take the runner's
+    // current session (and its claims) away again.
+    if (absl::Status s = pool_.CheckNotSuperseded(spec); !s.ok()) return s;
+    if (const SessionId old = pool_.CurrentOf(spec.runner_id); old != 0) {
+      const RunnerPool::Session& old_session = *pool_.Find(old);
       const absl::Status superseded = absl::AbortedError(absl::StrCat(
-          "session_id: session \"", sessions_.at(old).spec.session_id, "\" of runner \"",
+          "session_id: session \"", old_session.spec.session_id, "\" of runner \"",
           spec.runner_id, "\" was superseded by session \"", spec.session_id, "\""));
-      fx.push_back([old_sink, superseded] { old_sink->Close(superseded); });
+      fx.push_back([old_sink = old_session.sink, superseded] { old_sink->Close(superseded); });
       RemoveSessionLocked(old, fx);
     }
-    Session& session = sessions_[id];
-    session.spec = spec;
-    session.sink = std::move(sink);
-    current_session_[spec.runner_id] = id;
-    rings_[spec.tenant_id].sessions.push_back(id);
+    id = pool_.Add(spec, std::move(sink));
     common::LogInfo("runner_connected", {{"runner_id", spec.runner_id},
                                          {"session_id", spec.session_id},
                                          {"tenant_id", spec.tenant_id},
                                          {"max_in_flight", spec.max_in_flight}});
-    DispatchHeldLocked(fx);
+    // Held claims, then the parked streams it serves.
+    PumpLocked(fx);
   }
   Run(fx);
   return id;
@@ -411,38 +522,20 @@ void ClaimSchedulerImpl::Disconnect(SessionId session) {
   Effects fx;
   {
     absl::MutexLock lock(&mu_);
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return;
-    common::LogInfo("runner_disconnected", {{"runner_id", it->second.spec.runner_id},
-                                            {"session_id", it->second.spec.session_id},
-                                            {"claims", it->second.claims.size()}});
+    const RunnerPool::Session* found = pool_.Find(session);
+    if (found == nullptr) return;
+    common::LogInfo("runner_disconnected", {{"runner_id", found->spec.runner_id},
+                                            {"session_id", found->spec.session_id},
+                                            {"claims", found->claims.size()}});
     RemoveSessionLocked(session, fx);
   }
   Run(fx);
 }
 
 void ClaimSchedulerImpl::RemoveSessionLocked(SessionId id, Effects& fx) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
-  Session& session = it->second;
-  if (auto cur = current_session_.find(session.spec.runner_id);
-      cur != current_session_.end() && cur->second == id) {
-    current_session_.erase(cur);
-  }
-  if (auto ring_it = rings_.find(session.spec.tenant_id); ring_it != rings_.end()) {
-    TenantRing& ring = ring_it->second;
-    auto pos = std::find(ring.sessions.begin(), ring.sessions.end(), id);
-    if (pos != ring.sessions.end()) {
-      const size_t index = pos - ring.sessions.begin();
-      ring.sessions.erase(pos);
-      if (index < ring.next) --ring.next;
-      if (ring.next >= ring.sessions.size()) ring.next = 0;
-    }
-    if (ring.sessions.empty()) rings_.erase(ring_it);
-  }
-  const absl::flat_hash_set<Key> claims = std::move(session.claims);
-  sessions_.erase(it);
-  for (const Key& key : claims) {
+  std::optional<RunnerPool::Session> session = pool_.Remove(id);
+  if (!session.has_value()) return;
+  for (const Key& key : session->claims) {
     StreamState& state = streams_[key];
     // A claim being acked stays with its AckWakes; its completion finds the
     // session gone.
@@ -455,9 +548,7 @@ void ClaimSchedulerImpl::DetachClaimLocked(const Key& key, StreamState& state) {
   if (state.phase == Phase::kHeld) held_.erase({state.claim->held_seq, key});
   if (state.claim->session != 0) {
     --delivered_claims_;
-    if (auto it = sessions_.find(state.claim->session); it != sessions_.end()) {
-      it->second.claims.erase(key);
-    }
+    pool_.RemoveClaim(state.claim->session, key);
     state.claim->session = 0;
   }
 }
@@ -465,18 +556,21 @@ void ClaimSchedulerImpl::DetachClaimLocked(const Key& key, StreamState& state) {
 void ClaimSchedulerImpl::ReleaseLocked(const Key& key, StreamState& state, Effects& fx) {
   DetachClaimLocked(key, state);
   state.phase = Phase::kReleasing;
+  state.release_backoff.reset();
   ++releases_in_flight_;
+  fx.push_back(
+      [this, key, token = state.claim->message.claim_token()] { SendRelease(key, token); });
+}
+
+void ClaimSchedulerImpl::SendRelease(const Key& key, const std::string& token) {
   v1::ReleaseClaimRequest request;
   request.set_tenant_id(key.first);
   request.set_stream(key.second);
-  request.set_claim_token(state.claim->message.claim_token());
-  fx.push_back([this, key, request = std::move(request)]() mutable {
-    std::string token = request.claim_token();
-    calls_.ReleaseClaim(std::move(request),
-                        [this, key, token](absl::StatusOr<v1::ReleaseClaimResponse> r) {
-                          OnReleased(key, token, std::move(r));
-                        });
-  });
+  request.set_claim_token(token);
+  calls_.ReleaseClaim(std::move(request),
+                      [this, key, token](absl::StatusOr<v1::ReleaseClaimResponse> r) {
+                        OnReleased(key, token, std::move(r));
+                      });
 }
 
 void ClaimSchedulerImpl::OnReleased(const Key& key, const std::string& token,
@@ -491,6 +585,19 @@ void ClaimSchedulerImpl::OnReleased(const Key& key, const std::string& token,
       MaybeForgetLocked(key);
       return;
     }
+    if (!result.ok() && absl::IsAborted(result.status()) && !destroying_) {
+      // A deadlock or serialization failure: the claim is still ours and the
+      // release is made again until it lands or the claim is gone.
+      RecordErrorLocked(absl::StrCat("release ", key.first, "/", key.second), result.status());
+      if (!state.release_backoff) {
+        state.release_backoff = std::make_unique<common::Backoff>(options_.abort_retry_initial,
+                                                                  options_.abort_retry_max);
+      }
+      ++releases_in_flight_;  // Until the retry completes.
+      DelayLocked(state.release_backoff->Next(), [this, key, token] { SendRelease(key, token); });
+      return;
+    }
+    state.release_backoff.reset();
     if (result.ok() || ClaimIsGone(result.status())) {
       if (result.ok()) ++counters_.claims_released;
       // Redeliver: the released wakes are pending again; claim them anew.
@@ -528,81 +635,59 @@ void ClaimSchedulerImpl::DropClaimLocked(const Key& key, StreamState& state, Eff
 // ---------------------------------------------------------------------------
 
 void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done) {
-  Effects fx;
   absl::Status rejected;
+  bool known = false;
   const Key key(request.tenant_id, request.stream);
   {
     absl::MutexLock lock(&mu_);
     auto it = streams_.find(key);
-    const bool known = it != streams_.end() && it->second.claim.has_value() &&
-                       it->second.claim->message.claim_token() == request.claim_token;
-    v1::AckWakesRequest ack;
-    ack.set_tenant_id(request.tenant_id);
-    ack.set_stream(request.stream);
-    ack.set_claim_token(request.claim_token);
-    for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
+    known = it != streams_.end() && it->second.claim.has_value() &&
+            it->second.claim->message.claim_token() == request.claim_token;
     if (known) {
       StreamState& state = it->second;
-      auto session = sessions_.find(state.claim->session);
+      const RunnerPool::Session* session = pool_.Find(state.claim->session);
       if (state.phase == Phase::kAcking) {
         rejected = absl::FailedPreconditionError(
             "claim_token: an ack of this claim is already in progress");
-      } else if (state.phase != Phase::kDelivered || session == sessions_.end() ||
-                 session->second.spec.runner_id != request.runner_id ||
-                 session->second.spec.session_id != request.session_id) {
+      } else if (state.phase != Phase::kDelivered || session == nullptr ||
+                 session->spec.runner_id != request.runner_id ||
+                 session->spec.session_id != request.session_id) {
         rejected = absl::FailedPreconditionError(
             "claim_token: the claim is not held by this runner session");
       } else {
         state.phase = Phase::kAcking;
-        fx.push_back([this, key, ack = std::move(ack), done = std::move(done),
-                      wake_ids = request.wake_ids]() mutable {
-          std::string token = ack.claim_token();
-          calls_.AckWakes(std::move(ack),
-                          [this, key, token, wake_ids = std::move(wake_ids),
-                           done = std::move(done)](absl::StatusOr<v1::AckWakesResponse> r) mutable {
-                            OnAcked(key, token, wake_ids, std::move(r), std::move(done));
-                          });
-        });
       }
-    } else {
-      // Not ours (any more): the registry checks the token. If the ack lands,
-      // follow its more_pending like any other.
-      fx.push_back([this, key, ack = std::move(ack), done = std::move(done)]() mutable {
-        calls_.AckWakes(std::move(ack), [this, key, done = std::move(done)](
-                                            absl::StatusOr<v1::AckWakesResponse> r) {
-          if (!r.ok()) {
-            done(r.status());
-            return;
-          }
-          Effects fx;
-          {
-            absl::MutexLock lock(&mu_);
-            ++counters_.claims_acked;
-            if (r->more_pending()) TriggerLocked(key, 0, fx);
-          }
-          Run(fx);
-          done(AckResult{r->acked(), r->more_pending()});
-        });
-      });
     }
   }
   if (!rejected.ok()) {
     done(rejected);
     return;
   }
-  Run(fx);
+  // A claim that is not ours (any more) goes to the registry, which checks
+  // the token; if the ack lands, its more_pending is followed like any other.
+  v1::AckWakesRequest ack;
+  ack.set_tenant_id(request.tenant_id);
+  ack.set_stream(request.stream);
+  ack.set_claim_token(request.claim_token);
+  for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
+  SendAck(key, std::move(ack), request.wake_ids, /*attempt=*/1, known, std::move(done));
+}
+
+void ClaimSchedulerImpl::SendAck(const Key& key, v1::AckWakesRequest ack,
+                                 std::vector<int64_t> wake_ids, int attempt, bool known,
+                                 Callback<AckResult> done) {
+  v1::AckWakesRequest again = ack;  // For a retry.
+  calls_.AckWakes(std::move(ack),
+                  [this, key, again = std::move(again), wake_ids = std::move(wake_ids), attempt,
+                   known, done = std::move(done)](absl::StatusOr<v1::AckWakesResponse> r) mutable {
+                    OnAcked(key, std::move(again), std::move(wake_ids), attempt, known,
+                            std::move(r), std::move(done));
+                  });
 }
 
 void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
                                              const std::vector<int64_t>& wake_ids) {
-  auto remember = [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!acked_ids_.insert(id).second) return;
-    acked_order_.push_back(id);
-    if (acked_order_.size() > kAckedIdsKept) {
-      acked_ids_.erase(acked_order_.front());
-      acked_order_.pop_front();
-    }
-  };
+  auto remember = [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { acked_ids_.Insert(id); };
   if (wake_ids.empty()) {
     for (const v1::Wake& wake : claim.message.wakes()) remember(wake.id());
   } else {
@@ -612,45 +697,70 @@ void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
   }
 }
 
-void ClaimSchedulerImpl::OnAcked(const Key& key, const std::string& token,
-                                 const std::vector<int64_t>& wake_ids,
+void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
+                                 std::vector<int64_t> wake_ids, int attempt, bool known,
                                  absl::StatusOr<v1::AckWakesResponse> result,
                                  Callback<AckResult> done) {
   Effects fx;
-  absl::StatusOr<AckResult> reply;
+  std::optional<absl::StatusOr<AckResult>> reply;
   {
     absl::MutexLock lock(&mu_);
-    StreamState& state = streams_[key];
-    if (state.phase != Phase::kAcking || !state.claim.has_value() ||
-        state.claim->message.claim_token() != token) {
-      reply = absl::InternalError("claim changed while its ack was in flight");
-    } else if (result.ok()) {
-      ++counters_.claims_acked;
-      RememberAckedLocked(*state.claim, wake_ids);
-      DetachClaimLocked(key, state);
-      if (result->more_pending()) QueueLocked(state);
-      GoIdleLocked(key, state);
-      DispatchHeldLocked(fx);  // The runner has room again.
-      reply = AckResult{result->acked(), result->more_pending() && !stopping_};
-    } else if (ClaimIsGone(result.status())) {
-      RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
-      DropClaimLocked(key, state, fx);
-      reply = result.status();
-    } else {
-      // Transient: the claim is still held; the runner may ack again.
-      RecordErrorLocked(absl::StrCat("ack ", key.first, "/", key.second), result.status());
-      if (sessions_.contains(state.claim->session)) {
-        state.phase = Phase::kDelivered;
-      } else {
-        ReleaseLocked(key, state, fx);
-      }
-      reply = result.status();
+    const std::string what = absl::StrCat("ack ", key.first, "/", key.second);
+    if (!result.ok() && absl::IsAborted(result.status()) &&
+        attempt < options_.max_ack_attempts && !destroying_) {
+      // A deadlock or serialization failure in the store: the same ack
+      // succeeds when made again. The claim stays in kAcking meanwhile.
+      RecordErrorLocked(what, result.status());
+      DelayLocked(AbortRetryDelay(options_, attempt),
+                  [this, key, request = std::move(request), wake_ids = std::move(wake_ids),
+                   attempt, known, done = std::move(done)]() mutable {
+                    SendAck(key, std::move(request), std::move(wake_ids), attempt + 1, known,
+                            std::move(done));
+                  });
+      return;
     }
-    MaybeForgetLocked(key);
+    if (!known) {
+      if (result.ok()) {
+        ++counters_.claims_acked;
+        if (result->more_pending()) TriggerLocked(key, 0, fx);
+        reply = AckResult{result->acked(), result->more_pending()};
+      } else {
+        reply = result.status();
+      }
+    } else {
+      StreamState& state = streams_[key];
+      if (state.phase != Phase::kAcking || !state.claim.has_value() ||
+          state.claim->message.claim_token() != request.claim_token()) {
+        reply = absl::InternalError("claim changed while its ack was in flight");
+      } else if (result.ok()) {
+        ++counters_.claims_acked;
+        RememberAckedLocked(*state.claim, wake_ids);
+        DetachClaimLocked(key, state);
+        if (result->more_pending()) QueueLocked(state);
+        GoIdleLocked(key, state);
+        DispatchHeldLocked(fx);  // The runner has room again.
+        reply = AckResult{result->acked(), result->more_pending() && !stopping_};
+      } else if (ClaimIsGone(result.status())) {
+        RecordErrorLocked(what, result.status());
+        DropClaimLocked(key, state, fx);
+        reply = result.status();
+      } else {
+        // Transient (ABORTED included, once its retries are spent): the claim
+        // is still held; the runner may ack again.
+        RecordErrorLocked(what, result.status());
+        if (pool_.Find(state.claim->session) != nullptr) {
+          state.phase = Phase::kDelivered;
+        } else {
+          ReleaseLocked(key, state, fx);
+        }
+        reply = result.status();
+      }
+      MaybeForgetLocked(key);
+    }
     PumpLocked(fx);
   }
   Run(fx);
-  done(std::move(reply));
+  done(*std::move(reply));
 }
 
 // ---------------------------------------------------------------------------
@@ -664,11 +774,11 @@ void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::stri
   common::MonotonicTime sent_at;
   {
     absl::MutexLock lock(&mu_);
-    auto current = current_session_.find(runner_id);
-    if (current == current_session_.end()) {
+    const SessionId current = pool_.CurrentOf(runner_id);
+    if (current == 0) {
       rejected = absl::FailedPreconditionError(
           absl::StrCat("session_id: runner \"", runner_id, "\" has no connected session"));
-    } else if (const Session& session = sessions_.at(current->second);
+    } else if (const RunnerPool::Session& session = *pool_.Find(current);
                session.spec.session_id != session_id) {
       // An older (or unknown) session: never touches the current one's leases.
       rejected = absl::FailedPreconditionError(
@@ -740,36 +850,22 @@ void ClaimSchedulerImpl::OnExtended(common::MonotonicTime sent_at,
     PumpLocked(fx);
   }
   Run(fx);
-  if (done) done(std::move(reply));
+  done(std::move(reply));
 }
 
 void ClaimSchedulerImpl::OnLeaseTimer() {
   Effects fx;
-  std::vector<v1::ExtendClaimsRequest> requests;
-  common::MonotonicTime now;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
-    now = time_.MonotonicNow();
+    const common::MonotonicTime now = time_.MonotonicNow();
+    // Runners heartbeat their claims; one that stopped loses them here, and
+    // the stream is claimed again so its wakes are redelivered.
     std::vector<Key> lost;
     for (auto& [key, state] : streams_) {
       if (!state.claim.has_value()) continue;
       if (state.phase != Phase::kHeld && state.phase != Phase::kDelivered) continue;
-      if (state.claim->lease_deadline <= now) {
-        lost.push_back(key);
-        continue;
-      }
-      // Runners heartbeat their own claims; the runtime keeps the rest alive.
-      if (state.phase != Phase::kHeld) continue;
-      if (requests.empty() ||
-          requests.back().claims_size() >= options_.max_claims_per_extend) {
-        requests.emplace_back();
-        *requests.back().mutable_lease() = ToProto(options_.lease);
-      }
-      v1::ClaimRef* ref = requests.back().add_claims();
-      ref->set_tenant_id(key.first);
-      ref->set_stream(key.second);
-      ref->set_claim_token(state.claim->message.claim_token());
+      if (state.claim->lease_deadline <= now) lost.push_back(key);
     }
     for (const Key& key : lost) {
       DropClaimLocked(key, streams_.at(key), fx);
@@ -779,12 +875,90 @@ void ClaimSchedulerImpl::OnLeaseTimer() {
     lease_timer_->Enable(options_.lease / 3);
   }
   Run(fx);
-  for (v1::ExtendClaimsRequest& request : requests) {
-    calls_.ExtendClaims(std::move(request),
-                        [this, now](absl::StatusOr<v1::ExtendClaimsResponse> r) {
-                          OnExtended(now, std::move(r), nullptr);
-                        });
+}
+
+void ClaimSchedulerImpl::OnHoldTimer() {
+  Effects fx;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    const common::MonotonicTime now = time_.MonotonicNow();
+    // held_ is in hold order, and every hold lasts hold_timeout.
+    while (!held_.empty()) {
+      const Key key = held_.begin()->second;
+      StreamState& state = streams_.at(key);
+      if (state.claim->hold_deadline > now) break;
+      // Keeping it would keep its wakes from any runtime that has a runner
+      // for them: give it back (the registry announces the release).
+      common::LogInfo("held_claim_released", {{"tenant_id", key.first},
+                                              {"stream", key.second},
+                                              {"claim_token", state.claim->message.claim_token()}});
+      ReleaseLocked(key, state, fx);
+    }
+    ArmHoldTimerLocked();
+    PumpLocked(fx);
   }
+  Run(fx);
+}
+
+void ClaimSchedulerImpl::ArmHoldTimerLocked() {
+  if (held_.empty()) return;
+  const StreamState& first = streams_.at(held_.begin()->second);
+  hold_timer_->Enable(common::ToAbsl(first.claim->hold_deadline - time_.MonotonicNow()));
+}
+
+// ---------------------------------------------------------------------------
+// Accounting for the rescan
+// ---------------------------------------------------------------------------
+
+std::vector<PendingStream> ClaimSchedulerImpl::Unaccounted(
+    const std::vector<PendingStream>& pending) {
+  absl::MutexLock lock(&mu_);
+  std::vector<PendingStream> out;
+  for (const PendingStream& stream : pending) {
+    auto it = streams_.find(Key(stream.tenant_id, stream.stream));
+    const StreamState* state = it == streams_.end() ? nullptr : &it->second;
+    PendingStream missing{stream.tenant_id, stream.stream, {}};
+    for (const int64_t id : stream.wake_ids) {
+      if (announced_ids_.Contains(id) || acked_ids_.Contains(id)) continue;
+      if (state != nullptr &&
+          (state->unseen.contains(id) ||
+           (state->claim.has_value() && state->claim->wake_ids.contains(id)))) {
+        continue;
+      }
+      missing.wake_ids.push_back(id);
+    }
+    if (!missing.wake_ids.empty()) out.push_back(std::move(missing));
+  }
+  return out;
+}
+
+int ClaimSchedulerImpl::ForgetParkedWithoutPending(const std::vector<PendingStream>& pending,
+                                                   common::MonotonicTime since) {
+  absl::flat_hash_set<Key> pending_streams;
+  for (const PendingStream& stream : pending) {
+    pending_streams.emplace(stream.tenant_id, stream.stream);
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<Key> forget;
+  for (const auto& [tenant, parked] : parked_) {
+    for (const auto& [seq, key] : parked) {
+      if (streams_.at(key).last_queued < since && !pending_streams.contains(key)) {
+        forget.push_back(key);
+      }
+    }
+  }
+  for (const Key& key : forget) {
+    StreamState& state = streams_.at(key);
+    UnparkLocked(key, state);
+    state.queued = false;
+    state.queued_anonymous = false;
+    state.unseen.clear();
+    state.rechecks = 0;
+    CancelRetryLocked(key, state);
+    MaybeForgetLocked(key);
+  }
+  return static_cast<int>(forget.size());
 }
 
 // ---------------------------------------------------------------------------
@@ -799,11 +973,12 @@ void ClaimSchedulerImpl::RecordErrorLocked(const std::string& what, const absl::
 SchedulerHealth ClaimSchedulerImpl::Health() {
   absl::MutexLock lock(&mu_);
   SchedulerHealth health;
-  health.connected_runners = static_cast<int>(sessions_.size());
+  health.connected_runners = static_cast<int>(pool_.size());
   health.active_claims = active_claims_;
   for (const auto& [key, state] : streams_) {
     if (state.queued) ++health.queued_streams;
   }
+  health.waiting_for_runner = parked_count_;
   health.counters = counters_;
   health.last_error = last_error_;
   return health;
@@ -815,6 +990,11 @@ void ClaimSchedulerImpl::BeginShutdown() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     ready_.clear();
+    for (auto& [tenant, parked] : parked_) {
+      for (const auto& [seq, key] : parked) streams_.at(key).parked = false;
+    }
+    parked_.clear();
+    parked_count_ = 0;
     std::vector<Key> held;
     for (const auto& [seq, key] : held_) held.push_back(key);
     for (const Key& key : held) ReleaseLocked(key, streams_.at(key), fx);

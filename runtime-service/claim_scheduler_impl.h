@@ -7,8 +7,8 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -24,8 +24,11 @@
 #include "common/backoff.h"
 #include "common/executor.h"
 #include "common/time_source.h"
+#include "runtime-service/bounded_id_set.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_calls.h"
+#include "runtime-service/runner_pool.h"
+#include "runtime-service/wake_accounting.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::runtime {
@@ -33,19 +36,31 @@ namespace wake::runtime {
 struct SchedulerOptions {
   // Recorded by the registry as the holder of the claims this runtime takes.
   std::string runtime_id = "runtime";
-  // Lease asked for on ClaimWakes and ExtendClaims. Claims that wait for a
-  // runner are extended every lease/3; ALREADY_CLAIMED is retried after one
-  // lease, when the other holder's claim has been acked or has expired.
+  // Lease asked for on ClaimWakes and ExtendClaims. ALREADY_CLAIMED is
+  // retried after one lease, when the other holder's claim has been acked or
+  // has expired.
   absl::Duration lease = absl::Seconds(30);
+  // A claim no connected runner can take (the one it was taken for left
+  // while ClaimWakes was in flight) waits this long for one, then is
+  // released, never extended: the registry announces the release, so a
+  // runtime with a runner for the stream claims it at once. Shorter than
+  // the lease.
+  absl::Duration hold_timeout = absl::Seconds(1);
   // Backoff of failed ClaimWakes calls.
   absl::Duration retry_initial = absl::Milliseconds(100);
   absl::Duration retry_max = absl::Seconds(30);
   // Deadline of every registry call.
   absl::Duration rpc_timeout = absl::Seconds(10);
+  // AckWakes and ReleaseClaim failing with ABORTED (a deadlock or
+  // serialization failure in the store) are made again after a backoff from
+  // abort_retry_initial up to abort_retry_max: an ack at most
+  // max_ack_attempts times in all before the runner gets the error (the claim
+  // stays delivered), a release until it lands or the claim is gone.
+  absl::Duration abort_retry_initial = absl::Milliseconds(10);
+  absl::Duration abort_retry_max = absl::Seconds(1);
+  int max_ack_attempts = 4;
   // ClaimWakes calls in flight at once; further streams wait their turn.
   int max_concurrent_claims = 64;
-  // Claims per ExtendClaims call made for claims that wait for a runner.
-  int max_claims_per_extend = 500;
   // An announced wake can be invisible to ClaimWakes for a moment: the
   // registry learns of it from the WAL, where PostgreSQL puts the commit
   // before it shows the transaction to new snapshots. A claim that finds
@@ -56,7 +71,7 @@ struct SchedulerOptions {
   int max_rechecks = 3;
 };
 
-class ClaimSchedulerImpl final : public ClaimScheduler {
+class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
  public:
   // `registry`, `time` and `executor` must outlive this object.
   ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry, common::TimeSource& time,
@@ -72,6 +87,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
                  Callback<HeartbeatResult> done) override;
   SchedulerHealth Health() override;
 
+  std::vector<PendingStream> Unaccounted(const std::vector<PendingStream>& pending) override;
+  int ForgetParkedWithoutPending(const std::vector<PendingStream>& pending,
+                                 common::MonotonicTime since) override;
+
   // Graceful shutdown, in this order: BeginShutdown() stops claiming and
   // connecting and releases the claims no runner holds; runners may still
   // ack what they hold; ReleaseAll() releases the rest; AwaitSettled() waits
@@ -85,14 +104,14 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   bool AwaitRunnersDone(absl::Duration timeout);
 
  private:
-  using Key = std::pair<std::string, std::string>;  // (tenant_id, stream)
+  using Key = StreamKey;
   using Effects = std::vector<std::function<void()>>;
 
   enum class Phase {
-    kIdle,       // No claim; may wait in ready_ for its turn to claim.
+    kIdle,       // No claim; may wait in ready_ or parked_ for its turn to claim.
     kClaiming,   // ClaimWakes in flight.
     kBackoff,    // ClaimWakes failed; retried when retry_at passes.
-    kHeld,       // Claimed, waiting in held_ for a runner with capacity.
+    kHeld,       // Claimed, waiting in held_ (hold_timeout) for a runner with room.
     kDelivered,  // Sent to a runner session.
     kAcking,     // AckWakes in flight.
     kReleasing,  // ReleaseClaim in flight.
@@ -105,6 +124,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     common::MonotonicTime lease_deadline;
     SessionId session = 0;  // Holder while kDelivered / kAcking.
     uint64_t held_seq = 0;  // Position in held_ while kHeld.
+    common::MonotonicTime hold_deadline;  // Released then, while kHeld.
   };
 
   struct StreamState {
@@ -118,9 +138,14 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     // current one carries. Otherwise the queued triggers were announcements,
     // and a claim carrying all of them makes the next one unnecessary.
     bool queued_anonymous = false;
+    // Queued and idle, but no connected runner may take the stream now: it
+    // waits in parked_ (keeping queued_seq) until one connects or gains room.
+    bool parked = false;
     // Sequence of the trigger the current claim attempt serves (kept when a
     // failed attempt is retried, so the retry keeps its place).
     uint64_t attempt_seq = 0;
+    // While kClaiming: the session whose room the claim is reserved in.
+    SessionId reserved = 0;
     std::optional<Claim> claim;
     std::unique_ptr<common::Backoff> backoff;  // While ClaimWakes fails.
     std::optional<common::MonotonicTime> retry_at;
@@ -130,17 +155,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
     absl::flat_hash_set<int64_t> unseen;
     // Looks again since a claim last found wakes.
     int rechecks = 0;
-  };
-
-  struct Session {
-    RunnerSpec spec;
-    ClaimSinkPtr sink;
-    absl::flat_hash_set<Key> claims;  // kDelivered / kAcking claims it holds.
-  };
-
-  struct TenantRing {
-    std::vector<SessionId> sessions;
-    size_t next = 0;  // Round-robin cursor.
+    // When a trigger (or a redelivery) last queued the stream.
+    common::MonotonicTime last_queued;
+    // While a ReleaseClaim failing with ABORTED is retried.
+    std::unique_ptr<common::Backoff> release_backoff;
   };
 
   void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
@@ -153,7 +171,19 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   // StreamState::queued_anonymous).
   void QueueLocked(StreamState& state, bool for_announcements = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts what can start now: held claims go to runners with room, ready
+  // streams are claimed for a runner that serves them (or parked), and
+  // runners that gained room take parked streams.
   void PumpLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ClaimReadyLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves parked streams to ready_ for the sessions that gained room, the
+  // oldest first and as many as each has room for; false if none moved.
+  bool RefillLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A queued idle stream waits for its turn: in ready_, or in parked_ if
+  // already parked.
+  void EnqueueLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ParkLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UnparkLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void GoIdleLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeForgetLocked(const Key& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ScheduleRetryLocked(const Key& key, StreamState& state, common::MonotonicTime at)
@@ -162,12 +192,17 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   void ArmRetryTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmHoldTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Session* PickRunnerLocked(const Key& key, SessionId* id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Detaches the claim from its session or from held_ (not from the stream).
   void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs `work` (outside mu_) once `delay` has passed.
+  void DelayLocked(absl::Duration delay, std::function<void()> work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The claim ended without an ack (lease lost, claim gone): claim the stream
   // again so its wakes are redelivered.
@@ -178,15 +213,22 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
 
   void OnClaimed(const Key& key, common::MonotonicTime sent,
                  absl::StatusOr<v1::ClaimWakesResponse> result);
-  void OnAcked(const Key& key, const std::string& token, const std::vector<int64_t>& wake_ids,
-               absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
+  // Attempt `attempt` of an ack; `known`: of a claim this runtime holds.
+  void SendAck(const Key& key, v1::AckWakesRequest ack, std::vector<int64_t> wake_ids,
+               int attempt, bool known, Callback<AckResult> done);
+  void OnAcked(const Key& key, v1::AckWakesRequest request, std::vector<int64_t> wake_ids,
+               int attempt, bool known, absl::StatusOr<v1::AckWakesResponse> result,
+               Callback<AckResult> done);
+  void SendRelease(const Key& key, const std::string& token);
   void OnReleased(const Key& key, const std::string& token,
                   absl::StatusOr<v1::ReleaseClaimResponse> result);
-  // Applies an ExtendClaims answer; `done` (heartbeats only) gets the result.
+  // Applies the ExtendClaims answer of a heartbeat; `done` gets the result.
   void OnExtended(common::MonotonicTime sent_at, absl::StatusOr<v1::ExtendClaimsResponse> result,
                   Callback<HeartbeatResult> done);
   void OnRetryTimer();
   void OnLeaseTimer();
+  void OnHoldTimer();
+  void OnDelayTimer();
 
   static void Run(Effects& fx);
 
@@ -197,30 +239,38 @@ class ClaimSchedulerImpl final : public ClaimScheduler {
   absl::node_hash_map<Key, StreamState> streams_ ABSL_GUARDED_BY(mu_);
   // Idle streams with a queued trigger, by trigger arrival.
   std::set<std::pair<uint64_t, Key>> ready_ ABSL_GUARDED_BY(mu_);
+  // Idle streams with a queued trigger that no connected runner can take
+  // now, per tenant, by trigger arrival.
+  absl::flat_hash_map<std::string, std::set<std::pair<uint64_t, Key>>> parked_
+      ABSL_GUARDED_BY(mu_);
+  int parked_count_ ABSL_GUARDED_BY(mu_) = 0;
   // Claims waiting for a runner, in the order they were claimed.
   std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<common::MonotonicTime, Key>> retries_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<SessionId, Session> sessions_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, SessionId> current_session_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, TenantRing> rings_ ABSL_GUARDED_BY(mu_);
+  RunnerPool pool_ ABSL_GUARDED_BY(mu_);
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
-  SessionId next_session_ ABSL_GUARDED_BY(mu_) = 1;
   int claims_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int releases_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int active_claims_ ABSL_GUARDED_BY(mu_) = 0;
   // Claims delivered to a runner (kDelivered or kAcking).
   int delivered_claims_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set by the destructor: delayed work no longer runs.
+  bool destroying_ ABSL_GUARDED_BY(mu_) = false;
+  std::multimap<common::MonotonicTime, std::function<void()>> delayed_ ABSL_GUARDED_BY(mu_);
   SchedulerCounters counters_ ABSL_GUARDED_BY(mu_);
-  // Recently acked wake ids (see RememberAckedLocked), oldest first.
-  absl::flat_hash_set<int64_t> acked_ids_ ABSL_GUARDED_BY(mu_);
-  std::deque<int64_t> acked_order_ ABSL_GUARDED_BY(mu_);
+  // Recently acked wake ids (see RememberAckedLocked).
+  BoundedIdSet acked_ids_ ABSL_GUARDED_BY(mu_);
+  // Wake ids announced to this runtime (Trigger), for the rescan.
+  BoundedIdSet announced_ids_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
 
   // Timers before calls_: calls_ is destroyed first and waits for running
   // completions, which may still touch the timers.
   common::TimerPtr retry_timer_;
   common::TimerPtr lease_timer_;
+  common::TimerPtr hold_timer_;
+  common::TimerPtr delay_timer_;
   RegistryCalls calls_;
 };
 

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/executor.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
@@ -240,6 +241,7 @@ TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) 
 
 TEST_F(ClaimSchedulerTest, NewerTriggerNeverJumpsAheadOfAQueuedOne) {
   MakeScheduler(Options(/*max_concurrent_claims=*/1));
+  ConnectRunner("runner-a", "s1");
   std::vector<std::string> order;
   EXPECT_CALL(registry_, ClaimWakes(_, _, _))
       .Times(4)
@@ -436,6 +438,7 @@ TEST_F(ClaimSchedulerTest, AnnouncementsOfWakesTheClaimCarriesMakeNoFollowUpClai
 
 TEST_F(ClaimSchedulerTest, AnnouncedWakeNeverFoundIsGivenUpAfterMaxRechecks) {
   // E.g. another runtime claimed and acked it before this one looked.
+  ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .Times(4)
       .WillRepeatedly(Replies(WithStatus(v1::NOTHING_PENDING)));
@@ -574,6 +577,62 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   EXPECT_TRUE(ack.result->ok());
 }
 
+// A runner's superseded session (an old process, a late retry) connecting
+// again must not take the stream back from the current session: it would
+// close that session and release its claims.
+TEST_F(ClaimSchedulerTest, SupersededSessionCannotConnectAgainAndChangesNothing) {
+  auto old_sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Released(1));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  auto new_sink = ConnectRunner("runner-a", "s2");
+  executor_.RunAll();
+  ASSERT_THAT(new_sink->Tokens(), ElementsAre("tok-2"));
+
+  RunnerSpec stale;
+  stale.runner_id = "runner-a";
+  stale.session_id = "s1";
+  stale.tenant_id = kTenant;
+  auto stale_sink = std::make_shared<RecordingSink>();
+  EXPECT_THAT(scheduler_->Connect(stale, stale_sink),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("session_id"), HasSubstr("superseded"))));
+  executor_.RunAll();  // StrictMock: no release, no claim.
+  EXPECT_FALSE(new_sink->closed.has_value());
+  EXPECT_FALSE(stale_sink->closed.has_value());
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.connected_runners, 1);
+  EXPECT_EQ(health.active_claims, 1);
+  EXPECT_EQ(health.counters.claims_released, 1);  // Only s1's own claim, on supersede.
+
+  // The current session still heartbeats and acks its claim.
+  EXPECT_CALL(registry_, ExtendClaims(_, _, _)).WillOnce(Replies(Extended("/p", "tok-2", true)));
+  Captured<HeartbeatResult> beat;
+  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(beat.result->ok());
+  EXPECT_EQ((*beat.result)->extended, 1);
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s2", new_sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+
+  // Reconnecting with the current session id is not refused.
+  scheduler_->Disconnect(sessions_["runner-a/s2"]);
+  ConnectRunner("runner-a", "s2");
+  EXPECT_EQ(scheduler_->Health().connected_runners, 1);
+}
+
 TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
   auto sink = ConnectRunner("runner-a", "s1");
   ConnectRunner("runner-b", "s9");
@@ -598,6 +657,7 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
 
 TEST_F(ClaimSchedulerTest, AckOfAClaimThisRuntimeDoesNotKnowGoesToTheRegistry) {
   // E.g. a claim delivered by an earlier runtime process.
+  ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-old"), _))
       .WillOnce(Replies(Acked(2, true)));
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
@@ -613,6 +673,199 @@ TEST_F(ClaimSchedulerTest, AckOfAClaimThisRuntimeDoesNotKnowGoesToTheRegistry) {
   executor_.RunAll();
   ASSERT_TRUE(ack.result->ok());
   EXPECT_TRUE((*ack.result)->more_pending);
+}
+
+grpc::Status Deadlock() {
+  return grpc::Status(grpc::StatusCode::ABORTED, "deadlock detected; retry");
+}
+
+// ABORTED is how the store reports a deadlock or serialization failure: the
+// same ack succeeds when made again, so the runtime retries it instead of
+// giving the claim up.
+TEST_F(ClaimSchedulerTest, AbortedAckIsRetriedAndSucceeds) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Return(Deadlock()))
+      .WillOnce(Return(Deadlock()))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_FALSE(ack.result.has_value());  // Not answered: retried after a short backoff.
+  EXPECT_EQ(executor_.queued(), 0u);
+  time_.Advance(absl::Milliseconds(10));
+  executor_.RunAll();
+  EXPECT_FALSE(ack.result.has_value());
+  time_.Advance(absl::Milliseconds(20));
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result.has_value());
+  EXPECT_THAT(*ack.result, IsOkAndHolds(::testing::Field(&AckResult::acked, 1)));
+  const SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.active_claims, 0);
+  EXPECT_EQ(health.counters.claims_acked, 1);
+  time_.Advance(3 * kLease);  // Nothing is left to redeliver.
+  EXPECT_EQ(executor_.queued(), 0u);
+}
+
+TEST_F(ClaimSchedulerTest, AckAbortedOnEveryAttemptReachesTheRunnerAndTheClaimStaysDelivered) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .Times(4)  // SchedulerOptions::max_ack_attempts
+      .WillRepeatedly(Return(Deadlock()));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  for (absl::Duration backoff :
+       {absl::Milliseconds(10), absl::Milliseconds(20), absl::Milliseconds(40)}) {
+    EXPECT_FALSE(ack.result.has_value());
+    time_.Advance(backoff);
+    executor_.RunAll();
+  }
+  ASSERT_TRUE(ack.result.has_value());
+  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kAborted, HasSubstr("deadlock")));
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+  EXPECT_THAT(scheduler_->Health().last_error, HasSubstr("ack acme//p"));
+
+  // Still the runner's claim: its next ack goes through.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> again;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), again.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(*again.result, IsOkAndHolds(::testing::Field(&AckResult::acked, 1)));
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+}
+
+// A claim the registry no longer has is over: its ack is not retried, and
+// the stream is claimed again so its wakes are redelivered.
+TEST_F(ClaimSchedulerTest, AckOfAClaimThatIsGoneIsNotRetried) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                      "claim_token: the claim is not live")));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result.has_value());
+  EXPECT_THAT(*ack.result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not live")));
+  time_.Advance(absl::Seconds(1));
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+}
+
+TEST_F(ClaimSchedulerTest, AbortedReleaseIsRetriedUntilItLands) {
+  auto sink_a = ConnectRunner("runner-a", "s1");
+  auto sink_b = ConnectRunner("runner-b", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Return(Deadlock()))
+        .WillOnce(Return(Deadlock()))
+        .WillOnce(Released(1));
+    // Only once the release landed is the stream claimed for another runner.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink_a->Tokens(), ElementsAre("tok-1"));
+
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_FALSE(scheduler_->AwaitSettled(absl::ZeroDuration()));  // The release is pending.
+  time_.Advance(absl::Milliseconds(10));
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(20));
+  executor_.RunAll();
+  EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok-2"));
+  EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink_b->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, ReleaseOfAClaimThatIsGoneIsNotRetried) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  ConnectRunner("runner-b", "s1");
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                      "claim_token: the claim is not live")));
+    // Redelivery: whoever holds the wakes now, this runtime looks for them.
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  time_.Advance(absl::Seconds(1));
+  EXPECT_EQ(executor_.queued(), 0u);
+  EXPECT_TRUE(scheduler_->AwaitSettled(absl::ZeroDuration()));
+  EXPECT_EQ(scheduler_->Health().counters.claims_released, 0);
+}
+
+// What the rescan asks: which pending wakes was this runtime never told of?
+TEST_F(ClaimSchedulerTest, UnaccountedWakesAreThoseNeverAnnouncedClaimedParkedOrAcked) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Trigger("beta", "/parked", 5);  // No runner of tenant beta.
+  executor_.RunAll();
+  const std::vector<PendingStream> pending = {{kTenant, "/p", {1, 2, 3}},
+                                              {"beta", "/parked", {5, 6}},
+                                              {kTenant, "/never", {9}}};
+  auto ids = [](const std::vector<PendingStream>& streams) {
+    std::vector<std::string> out;
+    for (const PendingStream& stream : streams) {
+      for (int64_t id : stream.wake_ids) out.push_back(absl::StrCat(stream.stream, ":", id));
+    }
+    return out;
+  };
+  // 1 announced, 2 carried by the claim, 5 announced to a parked stream.
+  EXPECT_THAT(ids(scheduler_->Unaccounted(pending)), ElementsAre("/p:3", "/parked:6", "/never:9"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(2, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result->ok());
+  // Acked (2 was never announced): still accounted for, the snapshot was older.
+  EXPECT_THAT(ids(scheduler_->Unaccounted(pending)), ElementsAre("/p:3", "/parked:6", "/never:9"));
 }
 
 TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
@@ -650,39 +903,232 @@ TEST_F(ClaimSchedulerTest, RunnerDisconnectReleasesItsClaimsForRedelivery) {
   EXPECT_TRUE(ack.result->ok());
 }
 
-TEST_F(ClaimSchedulerTest, WithoutRunnersTheClaimIsHeldKeptAliveAndDeliveredOnConnect) {
+// Claims follow runners: a runtime without a runner for a stream does not
+// claim it (another runtime may have one), but keeps the trigger.
+TEST_F(ClaimSchedulerTest, WithoutARunnerTheStreamIsParkedAndClaimedWhenOneConnects) {
+  scheduler_->Trigger(kTenant, "/p", 7);
+  EXPECT_EQ(executor_.queued(), 0u);  // StrictMock: no ClaimWakes.
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.waiting_for_runner, 1);
+  EXPECT_EQ(health.queued_streams, 1);
+  EXPECT_EQ(health.active_claims, 0);
+  time_.Advance(3 * kLease);  // Parked, not given up.
+  EXPECT_EQ(executor_.queued(), 0u);
+
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-  scheduler_->Trigger(kTenant, "/p", 0);
-  executor_.RunAll();
-  EXPECT_EQ(scheduler_->Health().active_claims, 1);
-
-  // The runtime extends the lease of a claim no runner holds.
-  EXPECT_CALL(registry_,
-              ExtendClaims(_,
-                           Property(&v1::ExtendClaimsRequest::claims,
-                                    ElementsAre(Property(&v1::ClaimRef::claim_token, "tok-1"))),
-                           _))
-      .Times(3)
-      .WillRepeatedly(Replies(Extended("/p", "tok-1", true)));
-  for (int i = 0; i < 3; ++i) {
-    time_.Advance(kLease / 3);
-    executor_.RunAll();
-  }
-  EXPECT_EQ(scheduler_->Health().active_claims, 1);  // Past one lease, still ours.
-
+      .WillOnce(Replies(Claimed("tok-1", "/p", {7})));
   auto sink = ConnectRunner("runner-a", "s1");
+  executor_.RunAll();
   ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
-  EXPECT_EQ(sink->claims[0].lease_expires_at().seconds(), 1767225700);
+  health = scheduler_->Health();
+  EXPECT_EQ(health.waiting_for_runner, 0);
+  EXPECT_EQ(health.queued_streams, 0);
 
   EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
       .WillOnce(Replies(Acked(1, false)));
   Captured<AckResult> ack;
   scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
   executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
 }
 
-TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
+TEST_F(ClaimSchedulerTest, NoClaimWithoutARunnerOfTheTenantWithAMatchingPrefixAndRoom) {
+  auto full = ConnectRunner("runner-full", "s1", /*max_in_flight=*/1, {"/busy/", "/p"});
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/busy/1"), _))
+      .WillOnce(Replies(Claimed("tok-busy", "/busy/1", {1})));
+  scheduler_->Trigger(kTenant, "/busy/1", 0);
+  executor_.RunAll();
+  ASSERT_THAT(full->Tokens(), ElementsAre("tok-busy"));
+
+  RunnerSpec other_tenant;
+  other_tenant.runner_id = "runner-beta";
+  other_tenant.session_id = "s1";
+  other_tenant.tenant_id = "beta";
+  ASSERT_TRUE(scheduler_->Connect(other_tenant, std::make_shared<RecordingSink>()).ok());
+  ConnectRunner("runner-prefix", "s1", /*max_in_flight=*/16, {"/q/"});
+
+  // Wrong tenant, wrong prefix, no room: StrictMock fails on any ClaimWakes.
+  scheduler_->Trigger(kTenant, "/p", 2);
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
+
+  // Room again (the busy claim is acked): now /p is claimed, for that runner.
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-busy"), _))
+        .WillOnce(Replies(Acked(1, false)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-p", "/p", {2})));
+  }
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-full", "s1", full->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+  EXPECT_THAT(full->Tokens(), ElementsAre("tok-busy", "tok-p"));
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 0);
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-p"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+// Room is taken when ClaimWakes is sent, not when its answer comes: the
+// runtime never claims more than its runners can take.
+TEST_F(ClaimSchedulerTest, RoomIsReservedWhenTheClaimIsSent) {
+  auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/2);
+  std::vector<std::string> claimed;
+  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
+      .WillRepeatedly([&claimed](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                                 v1::ClaimWakesResponse* response) {
+        claimed.push_back(request.stream());
+        *response = Claimed("tok" + request.stream(), request.stream(), {1});
+        return grpc::Status::OK;
+      });
+  for (const char* stream : {"/a", "/b", "/c", "/d"}) scheduler_->Trigger(kTenant, stream, 0);
+  EXPECT_EQ(executor_.queued(), 2u);  // Two calls in flight, none answered yet.
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 2);
+  executor_.RunAll();
+  EXPECT_THAT(claimed, ElementsAre("/a", "/b"));
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok/a", "tok/b"));
+
+  // A claim that finds nothing gives its room back at once.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok/a"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(claimed, ElementsAre("/a", "/b", "/c"));
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, _, _)).Times(2).WillRepeatedly(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+TEST_F(ClaimSchedulerTest, ParkedStreamsAreClaimedInTheirQueuedOrder) {
+  std::vector<std::string> claimed;
+  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
+      .WillRepeatedly([&claimed](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                                 v1::ClaimWakesResponse* response) {
+        claimed.push_back(request.stream());
+        *response = Claimed("tok" + request.stream(), request.stream(), {1});
+        return grpc::Status::OK;
+      });
+  for (const char* stream : {"/c", "/a", "/d", "/b"}) scheduler_->Trigger(kTenant, stream, 0);
+  scheduler_->Trigger(kTenant, "/a", 0);  // Coalesces: /a keeps its place.
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 4);
+
+  // Room for two: the two oldest.
+  auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/2);
+  executor_.RunAll();
+  EXPECT_THAT(claimed, ElementsAre("/c", "/a"));
+
+  // Each ack makes room for the next one in line.
+  EXPECT_CALL(registry_, AckWakes(_, _, _)).WillRepeatedly(Replies(Acked(1, false)));
+  for (size_t i = 0; i < 2; ++i) {
+    Captured<AckResult> ack;
+    scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[i]), ack.Callback());
+    executor_.RunAll();
+    EXPECT_TRUE(ack.result->ok());
+  }
+  EXPECT_THAT(claimed, ElementsAre("/c", "/a", "/d", "/b"));
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 0);
+
+  EXPECT_CALL(registry_, ReleaseClaim(_, _, _)).Times(2).WillRepeatedly(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
+// The runner a claim was taken for left while ClaimWakes was in flight.
+TEST_F(ClaimSchedulerTest, ClaimWhoseRunnerLeftMidClaimGoesToAnotherRunner) {
+  ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  auto sink_b = ConnectRunner("runner-b", "s1");
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok-1"));
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink_b->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+// A claim no runner here can take is given back after a short hold, not
+// kept alive: another runtime may have a runner for it.
+TEST_F(ClaimSchedulerTest, HeldClaimIsReleasedAfterTheHoldTimeoutNotExtended) {
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+    EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
+        .WillOnce(Released(1));
+  }
+  // Held: the runner it was claimed for left while ClaimWakes was in flight.
+  ConnectRunner("runner-a", "s1");
+  scheduler_->Trigger(kTenant, "/p", 1);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+  time_.Advance(absl::Milliseconds(999));  // SchedulerOptions::hold_timeout is 1s.
+  EXPECT_EQ(executor_.queued(), 0u);
+  time_.Advance(absl::Milliseconds(1));
+  executor_.RunAll();
+  SchedulerHealth health = scheduler_->Health();
+  EXPECT_EQ(health.active_claims, 0);
+  EXPECT_EQ(health.counters.claims_released, 1);
+  // Still no runner: the stream waits here, unclaimed and never extended.
+  EXPECT_EQ(health.waiting_for_runner, 1);
+  time_.Advance(3 * kLease);
+  EXPECT_EQ(executor_.queued(), 0u);
+
+  // A runner comes: the stream is claimed for it.
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+  auto sink = ConnectRunner("runner-b", "s1");
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-2"));
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, HeldClaimGoesToARunnerThatConnectsWithinTheHold) {
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  ConnectRunner("runner-a", "s1");
+  scheduler_->Trigger(kTenant, "/p", 0);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(500));
+  auto sink = ConnectRunner("runner-b", "s1");
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  time_.Advance(absl::Seconds(1));  // No release: it is delivered.
+  EXPECT_EQ(executor_.queued(), 0u);
+
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-b", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_TRUE(ack.result->ok());
+}
+
+// A heartbeat finds the claim gone in the registry (it expired and another
+// runtime took it): this runtime gives it up and claims the stream again.
+TEST_F(ClaimSchedulerTest, DeliveredClaimTheRegistryNoLongerExtendsIsClaimedAgain) {
+  auto sink = ConnectRunner("runner-a", "s1");
   {
     InSequence seq;
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
@@ -690,19 +1136,30 @@ TEST_F(ClaimSchedulerTest, HeldClaimWhoseLeaseIsLostIsClaimedAgain) {
     EXPECT_CALL(registry_, ExtendClaims(_, _, _))
         .WillOnce(Replies(Extended("/p", "tok-1", false)));
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
-        .WillOnce(Replies(Claimed("tok-2", "/p", {1})));
+        .WillOnce(Replies(WithStatus(v1::ALREADY_CLAIMED)));
   }
   scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
-  time_.Advance(kLease / 3);
+  Captured<HeartbeatResult> beat;
+  scheduler_->Heartbeat("runner-a", "s1", beat.Callback());
   executor_.RunAll();
-  auto sink = ConnectRunner("runner-a", "s1");
-  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-2"));
+  ASSERT_TRUE(beat.result->ok());
+  EXPECT_EQ((*beat.result)->extended, 0);
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
 
-  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-2"), _))
-      .WillOnce(Released(1));
-  scheduler_->BeginShutdown();
-  scheduler_->ReleaseAll();
+  // Its ack now goes to the registry, which has the last word on the token.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Return(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "claim_token: the claim is not live")));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("live")));
+
+  // ALREADY_CLAIMED is looked at again after a lease.
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(WithStatus(v1::NOTHING_PENDING)));
+  time_.Advance(kLease);
   executor_.RunAll();
 }
 
@@ -721,7 +1178,9 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
   }
   EXPECT_THAT(sink_a->Tokens(), ElementsAre("tok/a/1"));
   EXPECT_THAT(sink_b->Tokens(), ElementsAre("tok/a/2", "tok/b/1"));
-  EXPECT_EQ(scheduler_->Health().active_claims, 4);  // /a/3 waits for room.
+  // /a/3 waits for room, unclaimed.
+  EXPECT_EQ(scheduler_->Health().active_claims, 3);
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
 
   EXPECT_CALL(registry_, AckWakes(_, _, _)).WillOnce(Replies(Acked(1, false)));
   Captured<AckResult> ack;
@@ -739,8 +1198,12 @@ TEST_F(ClaimSchedulerTest, RoundRobinRespectsCapacityAndPrefixes) {
 TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  // Held: its runner left while ClaimWakes was in flight.
+  ConnectRunner("runner-a", "s1");
   scheduler_->Trigger(kTenant, "/p", 0);
+  scheduler_->Disconnect(sessions_["runner-a/s1"]);
   executor_.RunAll();
+  ASSERT_EQ(scheduler_->Health().active_claims, 1);
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));
@@ -751,7 +1214,7 @@ TEST_F(ClaimSchedulerTest, ShutdownReleasesHeldClaimsAndStopsClaiming) {
   EXPECT_EQ(scheduler_->Health().counters.claims_released, 1);
 
   RunnerSpec spec;
-  spec.runner_id = "runner-a";
+  spec.runner_id = "runner-b";
   spec.session_id = "s1";
   spec.tenant_id = kTenant;
   EXPECT_THAT(scheduler_->Connect(spec, std::make_shared<RecordingSink>()),

@@ -15,6 +15,7 @@
 #include "grpcpp/grpcpp.h"
 #include "runtime-service/claim_scheduler_impl.h"
 #include "runtime-service/registry_follower_impl.h"
+#include "runtime-service/rescanner_impl.h"
 #include "runtime-service/runtime_config.h"
 #include "runtime-service/runtime_service.h"
 #include "wake/v1/registry.grpc.pb.h"
@@ -70,6 +71,7 @@ int Run(int argc, char** argv) {
   SchedulerOptions scheduler_options;
   scheduler_options.runtime_id = config->runtime_id;
   scheduler_options.lease = config->lease;
+  scheduler_options.hold_timeout = config->hold_timeout;
   scheduler_options.retry_initial = config->retry_initial;
   ClaimSchedulerImpl scheduler(*registry, time, executor, scheduler_options);
 
@@ -86,7 +88,12 @@ int Run(int argc, char** argv) {
   };
   RegistryFollowerImpl follower(*registry, scheduler, time, follower_options);
 
-  WakeRuntimeService runtime_service(scheduler, follower);
+  RescanOptions rescan_options;
+  rescan_options.interval = config->rescan_interval;
+  RescannerImpl rescanner(*registry, follower, scheduler, scheduler, time, executor,
+                          rescan_options);
+
+  WakeRuntimeService runtime_service(scheduler, follower, &rescanner);
   absl::StatusOr<common::StartedServer> server =
       common::StartGrpcServer(config->listen_address, {&runtime_service}, kHealthNames);
   if (!server.ok()) {
@@ -99,11 +106,13 @@ int Run(int argc, char** argv) {
                                 {"registry", config->registry_address},
                                 {"runtime_id", config->runtime_id}});
   std::thread follower_thread([&follower] { follower.Run(); });
+  rescanner.Start();
 
   shutdown.Wait();
   common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
   server_for_health.store(nullptr);
   common::SetServing(*server->server, kHealthNames, false);
+  rescanner.Stop();
   follower.Stop();
   follower_thread.join();
 

@@ -138,18 +138,16 @@ TEST_F(RuntimeComponentTest, RestartedRunnerSupersedesItsOldSessionAndGetsTheCla
   ASSERT_TRUE(beat.ok()) << beat.status();
   EXPECT_EQ(beat->extended(), 1);
 
-  // The runner goes away: its claim is released.
+  // The runner goes away: its claim is released, and with no runner left
+  // the stream waits for one instead of being claimed again.
   EXPECT_CALL(registry_,
               ReleaseClaim(_, Property(&v1::ReleaseClaimRequest::claim_token, "tok-2"), _))
       .WillOnce(Return(grpc::Status::OK));
-  v1::ClaimWakesResponse nothing;
-  nothing.set_status(v1::NOTHING_PENDING);
-  EXPECT_CALL(registry_, ClaimWakes(_, _, _))
-      .WillOnce(DoAll(SetArgPointee<2>(nothing), Return(grpc::Status::OK)));
   new_session->Disconnect();
   EXPECT_EQ(new_session->WaitClosed(kWait).code(), absl::StatusCode::kCancelled);
   EXPECT_TRUE(scheduler_->AwaitSettled(kWait));
   EXPECT_EQ(scheduler_->Health().counters.claims_released, 2);
+  EXPECT_EQ(scheduler_->Health().waiting_for_runner, 1);
 }
 
 }  // namespace

@@ -22,6 +22,12 @@ common::ConfigParser Parser() {
            "registry-service address host:port"},
           {"runtime-id", "WAKE_RUNTIME_ID", "", "identity of this replica (default host-pid)"},
           {"lease", "WAKE_LEASE", "30s", "claim lease; runners heartbeat to extend it"},
+          {"hold-timeout", "WAKE_HOLD_TIMEOUT", "1s",
+           "how long a claim no connected runner can take waits for one before it is "
+           "released (shorter than --lease)"},
+          {"rescan-interval", "WAKE_RESCAN_INTERVAL", "30s",
+           "how often the registry's pending wakes are read to find any the change stream "
+           "never announced (0 = off)"},
           {"retry-initial", "WAKE_RETRY_INITIAL", "100ms",
            "first delay before retrying a failed claim or registry reconnect"},
           {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
@@ -60,6 +66,23 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::vector<std::string>&
     return absl::InvalidArgumentError("--lease: must be between 1s and 1h");
   }
   config.lease = *lease;
+  absl::StatusOr<absl::Duration> hold = values->GetDuration("hold-timeout");
+  if (!hold.ok()) return hold.status();
+  if (*hold < absl::Milliseconds(1) || *hold >= config.lease) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--hold-timeout: must be at least 1ms and shorter than --lease (",
+                     absl::FormatDuration(config.lease), "), got ", absl::FormatDuration(*hold)));
+  }
+  config.hold_timeout = *hold;
+  absl::StatusOr<absl::Duration> rescan = values->GetDuration("rescan-interval");
+  if (!rescan.ok()) return rescan.status();
+  if (*rescan != absl::ZeroDuration() && (*rescan < absl::Milliseconds(100) ||
+                                          *rescan > absl::Hours(24))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--rescan-interval: must be 0 (off) or between 100ms and 24h, got ",
+        absl::FormatDuration(*rescan)));
+  }
+  config.rescan_interval = *rescan;
   absl::StatusOr<absl::Duration> retry = values->GetDuration("retry-initial");
   if (!retry.ok()) return retry.status();
   if (*retry < absl::Milliseconds(1) || *retry > absl::Minutes(1)) {

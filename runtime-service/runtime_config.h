@@ -19,6 +19,10 @@ struct RuntimeConfig {
   std::string runtime_id;
   // Lease of a claim; runners heartbeat to extend it.
   absl::Duration lease;
+  // How long a claim no connected runner can take is held before release.
+  absl::Duration hold_timeout;
+  // Period of the rescan backstop; zero = off.
+  absl::Duration rescan_interval;
   // How long to wait before retrying a failed claim or reconnect (initial).
   absl::Duration retry_initial;
   absl::Duration shutdown_grace;

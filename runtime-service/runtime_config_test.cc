@@ -27,17 +27,22 @@ TEST(RuntimeConfigTest, Defaults) {
   EXPECT_EQ(config->listen_address, "127.0.0.1:50052");
   EXPECT_EQ(config->registry_address, "127.0.0.1:50051");
   EXPECT_EQ(config->lease, absl::Seconds(30));
+  EXPECT_EQ(config->hold_timeout, absl::Seconds(1));
+  EXPECT_EQ(config->rescan_interval, absl::Seconds(30));
   EXPECT_FALSE(config->runtime_id.empty());
 }
 
 TEST(RuntimeConfigTest, EnvironmentFallbacks) {
   auto config = ParseRuntimeConfig(
       {}, Env({{"WAKE_REGISTRY_ADDR", "127.0.0.1:7001"}, {"WAKE_LEASE", "5s"},
-               {"WAKE_RUNTIME_ID", "rt-a"}}));
+               {"WAKE_RUNTIME_ID", "rt-a"}, {"WAKE_HOLD_TIMEOUT", "250ms"},
+               {"WAKE_RESCAN_INTERVAL", "0"}}));
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->registry_address, "127.0.0.1:7001");
   EXPECT_EQ(config->lease, absl::Seconds(5));
   EXPECT_EQ(config->runtime_id, "rt-a");
+  EXPECT_EQ(config->hold_timeout, absl::Milliseconds(250));
+  EXPECT_EQ(config->rescan_interval, absl::ZeroDuration());  // Off.
 }
 
 TEST(RuntimeConfigTest, BadValuesAreNamed) {
@@ -48,6 +53,17 @@ TEST(RuntimeConfigTest, BadValuesAreNamed) {
   EXPECT_THAT(ParseRuntimeConfig({}, Env({{"WAKE_LEASE", "forever"}})),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--lease (from env WAKE_LEASE)")));
+  // A held claim is never extended: it must go back before its lease ends.
+  EXPECT_THAT(ParseRuntimeConfig({"--lease=2s", "--hold-timeout=2s"}, Env({})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("--hold-timeout: must be at least 1ms and shorter than "
+                                  "--lease (2s), got 2s")));
+  EXPECT_THAT(ParseRuntimeConfig({"--hold-timeout=0s"}, Env({})),
+              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("--hold-timeout")));
+  EXPECT_THAT(ParseRuntimeConfig({"--rescan-interval=10ms"}, Env({})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("--rescan-interval: must be 0 (off) or between 100ms and 24h, "
+                                  "got 10ms")));
 }
 
 }  // namespace

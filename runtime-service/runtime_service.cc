@@ -178,8 +178,9 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
 
 }  // namespace
 
-WakeRuntimeService::WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower)
-    : scheduler_(scheduler), follower_(follower) {}
+WakeRuntimeService::WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
+                                       Rescanner* rescanner)
+    : scheduler_(scheduler), follower_(follower), rescanner_(rescanner) {}
 
 grpc::ServerWriteReactor<v1::WakeClaim>* WakeRuntimeService::StreamWakeClaims(
     grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) {
@@ -224,7 +225,8 @@ grpc::ServerUnaryReactor* WakeRuntimeService::Heartbeat(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WakeRuntimeService::GetHealth(grpc::CallbackServerContext* context,
                                                         const v1::GetHealthRequest* /*request*/,
                                                         v1::GetHealthResponse* response) {
-  ToProto(scheduler_.Health(), follower_.Status(), response);
+  ToProto(scheduler_.Health(), follower_.Status(),
+          rescanner_ != nullptr ? rescanner_->Status() : RescanStatus(), response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;

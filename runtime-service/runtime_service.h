@@ -5,6 +5,7 @@
 #include "grpcpp/grpcpp.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_follower.h"
+#include "runtime-service/rescanner.h"
 #include "wake/v1/runtime.grpc.pb.h"
 
 namespace wake::runtime {
@@ -15,8 +16,10 @@ inline constexpr char kSessionMetadataKey[] = "wake-session-id";
 
 class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
  public:
-  // The references must outlive the server this service is registered with.
-  WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower);
+  // The references must outlive the server this service is registered with;
+  // `rescanner` may be null (no rescan counters).
+  WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
+                     Rescanner* rescanner = nullptr);
 
   grpc::ServerWriteReactor<v1::WakeClaim>* StreamWakeClaims(
       grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) override;
@@ -33,6 +36,7 @@ class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
  private:
   ClaimScheduler& scheduler_;
   RegistryFollower& follower_;
+  Rescanner* const rescanner_;
 };
 
 }  // namespace wake::runtime

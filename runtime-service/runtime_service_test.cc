@@ -38,7 +38,7 @@ v1::WakeClaim ClaimFor(const std::string& token) {
 class WakeRuntimeServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    service_ = std::make_unique<WakeRuntimeService>(scheduler_, follower_);
+    service_ = std::make_unique<WakeRuntimeService>(scheduler_, follower_, &rescanner_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -58,6 +58,7 @@ class WakeRuntimeServiceTest : public ::testing::Test {
 
   StrictMock<MockClaimScheduler> scheduler_;
   StrictMock<MockRegistryFollower> follower_;
+  StrictMock<MockRescanner> rescanner_;
   std::unique_ptr<WakeRuntimeService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::WakeRuntime::Stub> stub_;
@@ -224,8 +225,13 @@ TEST_F(WakeRuntimeServiceTest, HeartbeatOfAnOldSessionIsFailedPrecondition) {
 TEST_F(WakeRuntimeServiceTest, GetHealthReportsCounters) {
   SchedulerHealth health;
   health.connected_runners = 3;
+  health.waiting_for_runner = 5;
   health.counters.claims_dispatched = 11;
   EXPECT_CALL(scheduler_, Health()).WillOnce(Return(health));
+  RescanStatus rescan;
+  rescan.rescans = 6;
+  rescan.found = 1;
+  EXPECT_CALL(rescanner_, Status()).WillOnce(Return(rescan));
   FollowerStatus status;
   status.up_to_date = true;
   status.events_received = 42;
@@ -236,6 +242,9 @@ TEST_F(WakeRuntimeServiceTest, GetHealthReportsCounters) {
   EXPECT_EQ(response.connected_runners(), 3);
   EXPECT_EQ(response.counters().claims_dispatched(), 11);
   EXPECT_EQ(response.counters().events_received(), 42);
+  EXPECT_EQ(response.waiting_for_runner(), 5);
+  EXPECT_EQ(response.counters().rescans(), 6);
+  EXPECT_EQ(response.counters().rescan_found(), 1);
   EXPECT_TRUE(response.registry_connected());
 }
 

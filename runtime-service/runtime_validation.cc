@@ -105,16 +105,22 @@ void ToProto(const HeartbeatResult& result, v1::HeartbeatResponse* response) {
 }
 
 void ToProto(const SchedulerHealth& scheduler, const FollowerStatus& follower,
-             v1::GetHealthResponse* response) {
+             const RescanStatus& rescan, v1::GetHealthResponse* response) {
   response->set_connected_runners(scheduler.connected_runners);
   response->set_active_claims(scheduler.active_claims);
   response->set_queued_streams(scheduler.queued_streams);
+  response->set_waiting_for_runner(scheduler.waiting_for_runner);
   response->set_registry_connected(follower.up_to_date);
   // While the change stream is down its error is the one that matters.
-  response->set_last_error(!follower.up_to_date && !follower.last_error.empty()
-                               ? follower.last_error
-                               : !scheduler.last_error.empty() ? scheduler.last_error
-                                                               : follower.last_error);
+  if (!follower.up_to_date && !follower.last_error.empty()) {
+    response->set_last_error(follower.last_error);
+  } else if (!scheduler.last_error.empty()) {
+    response->set_last_error(scheduler.last_error);
+  } else if (!follower.last_error.empty()) {
+    response->set_last_error(follower.last_error);
+  } else {
+    response->set_last_error(rescan.last_error);
+  }
   v1::RuntimeCounters* counters = response->mutable_counters();
   counters->set_events_received(follower.events_received);
   counters->set_reconnects(follower.reconnects);
@@ -124,6 +130,8 @@ void ToProto(const SchedulerHealth& scheduler, const FollowerStatus& follower,
   counters->set_claims_dispatched(scheduler.counters.claims_dispatched);
   counters->set_claims_acked(scheduler.counters.claims_acked);
   counters->set_claims_released(scheduler.counters.claims_released);
+  counters->set_rescans(rescan.rescans);
+  counters->set_rescan_found(rescan.found);
 }
 
 }  // namespace wake::runtime

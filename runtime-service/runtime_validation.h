@@ -5,6 +5,7 @@
 #include "absl/status/statusor.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_follower.h"
+#include "runtime-service/rescanner.h"
 #include "wake/v1/runtime.pb.h"
 
 namespace wake::runtime {
@@ -18,6 +19,6 @@ absl::Status ValidateHeartbeat(const v1::HeartbeatRequest& request);
 
 void ToProto(const HeartbeatResult& result, v1::HeartbeatResponse* response);
 void ToProto(const SchedulerHealth& scheduler, const FollowerStatus& follower,
-             v1::GetHealthResponse* response);
+             const RescanStatus& rescan, v1::GetHealthResponse* response);
 
 }  // namespace wake::runtime

@@ -108,6 +108,7 @@ TEST(RuntimeValidationTest, HealthCombinesSchedulerAndFollower) {
   scheduler.connected_runners = 2;
   scheduler.active_claims = 3;
   scheduler.queued_streams = 4;
+  scheduler.waiting_for_runner = 9;
   scheduler.counters.claims_succeeded = 5;
   scheduler.counters.claims_released = 6;
   scheduler.last_error = "claim x: UNAVAILABLE";
@@ -116,15 +117,21 @@ TEST(RuntimeValidationTest, HealthCombinesSchedulerAndFollower) {
   follower.events_received = 7;
   follower.reconnects = 8;
   follower.last_error = "UNAVAILABLE: connection refused";
+  RescanStatus rescan;
+  rescan.rescans = 10;
+  rescan.found = 11;
   v1::GetHealthResponse response;
-  ToProto(scheduler, follower, &response);
+  ToProto(scheduler, follower, rescan, &response);
   EXPECT_EQ(response.connected_runners(), 2);
   EXPECT_EQ(response.active_claims(), 3);
   EXPECT_EQ(response.queued_streams(), 4);
+  EXPECT_EQ(response.waiting_for_runner(), 9);
   EXPECT_EQ(response.counters().claims_succeeded(), 5);
   EXPECT_EQ(response.counters().claims_released(), 6);
   EXPECT_EQ(response.counters().events_received(), 7);
   EXPECT_EQ(response.counters().reconnects(), 8);
+  EXPECT_EQ(response.counters().rescans(), 10);
+  EXPECT_EQ(response.counters().rescan_found(), 11);
   EXPECT_FALSE(response.registry_connected());
   // While the change stream is down, its error is the one shown.
   EXPECT_EQ(response.last_error(), "UNAVAILABLE: connection refused");

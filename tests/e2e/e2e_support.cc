@@ -101,6 +101,14 @@ bool Ledger::AwaitAcked(const std::set<int64_t>& ids, absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
+bool Ledger::AwaitDeliveries(size_t count, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto done = [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return deliveries_.size() >= count;
+  };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+}
+
 bool Ledger::AwaitReceivedBy(const std::string& runner_id, const std::set<int64_t>& ids,
                              absl::Duration timeout) {
   absl::MutexLock lock(&mu_);

@@ -65,6 +65,8 @@ class Ledger {
 
   // Waits until every id in `ids` was part of a claim whose ack succeeded.
   bool AwaitAcked(const std::set<int64_t>& ids, absl::Duration timeout);
+  // Waits until at least `count` claims were received (by any runner).
+  bool AwaitDeliveries(size_t count, absl::Duration timeout);
   // Waits until every id in `ids` was received by runner `runner_id`.
   bool AwaitReceivedBy(const std::string& runner_id, const std::set<int64_t>& ids,
                        absl::Duration timeout);

@@ -11,5 +11,9 @@ MockClaimScheduler::MockClaimScheduler() = default;
 MockClaimScheduler::~MockClaimScheduler() = default;
 MockRegistryFollower::MockRegistryFollower() = default;
 MockRegistryFollower::~MockRegistryFollower() = default;
+MockWakeAccounting::MockWakeAccounting() = default;
+MockWakeAccounting::~MockWakeAccounting() = default;
+MockRescanner::MockRescanner() = default;
+MockRescanner::~MockRescanner() = default;
 
 }  // namespace wake::runtime

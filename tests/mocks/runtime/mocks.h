@@ -7,7 +7,9 @@
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/claim_sink.h"
 #include "runtime-service/registry_follower.h"
+#include "runtime-service/rescanner.h"
 #include "runtime-service/trigger_sink.h"
+#include "runtime-service/wake_accounting.h"
 
 namespace wake::runtime {
 
@@ -53,6 +55,26 @@ class MockRegistryFollower : public RegistryFollower {
   MOCK_METHOD(void, Run, (), (override));
   MOCK_METHOD(void, Stop, (), (override));
   MOCK_METHOD(FollowerStatus, Status, (), (override));
+};
+
+class MockWakeAccounting : public WakeAccounting {
+ public:
+  MockWakeAccounting();
+  ~MockWakeAccounting() override;
+  MOCK_METHOD(std::vector<PendingStream>, Unaccounted,
+              (const std::vector<PendingStream>& pending), (override));
+  MOCK_METHOD(int, ForgetParkedWithoutPending,
+              (const std::vector<PendingStream>& pending, common::MonotonicTime since),
+              (override));
+};
+
+class MockRescanner : public Rescanner {
+ public:
+  MockRescanner();
+  ~MockRescanner() override;
+  MOCK_METHOD(void, Start, (), (override));
+  MOCK_METHOD(void, Stop, (), (override));
+  MOCK_METHOD(RescanStatus, Status, (), (override));
 };
 
 }  // namespace wake::runtime
