@@ -746,7 +746,8 @@ TEST_F(ElectricSyncSourceTest, RejectionAfterStartupIsReportedAndRecovers) {
 TEST_F(ElectricSyncSourceTest, UnknownTableIsAConfigurationError) {
   auto server = ScriptedElectricServer::Start();
   ASSERT_TRUE(server.ok()) << server.status();
-  server_ = std::move(*server);  // No tables: Electric answers 400.
+  server_ = std::move(*server);
+  server_->CreateShape(kMarkersTable, "markers-1");  // No wake_registrations: 400.
   source_ = MakeSource(Config());
   EXPECT_THAT(source_->Start(observer_, absl::Seconds(60)),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -147,17 +148,95 @@ std::string Text(const nlohmann::json& value) {
   return value.dump();
 }
 
-const std::map<std::string, std::vector<std::string>>& KnownTables() {
-  static const auto* tables = new std::map<std::string, std::vector<std::string>>{
-      {"wake_registrations",
-       {"id", "tenant_id", "subscriber_url", "source_url", "condition", "debounce_ms",
-        "timeout_ms", "one_shot", "timeout_consumed", "include_response", "manifest_key",
-        "created_at"}},
-      {"wakes",
-       {"id", "tenant_id", "stream", "registration_id", "source_event_key", "message",
-        "run_finished_status", "include_response", "created_at", "claim_token", "claimed_at"}},
-      {"wake_sync_markers", {"replica_id", "seq", "written_at"}},
+// The `columns` parameter: comma-separated identifiers, each unquoted
+// (folded to lower case) or double-quoted (verbatim, "" for a quote)
+// (plug/utils.ex parse_columns_param, postgres/identifiers.ex parse).
+absl::StatusOr<std::vector<std::string>> ParseColumns(absl::string_view text) {
+  std::vector<std::string> out;
+  std::string current;
+  bool quoted = false;
+  bool in_quotes = false;
+  auto finish = [&]() -> absl::Status {
+    if (current.empty()) {
+      return absl::InvalidArgumentError("Invalid zero-length delimited identifier");
+    }
+    if (!quoted) {
+      for (char c : current) {
+        if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '$') {
+          return absl::InvalidArgumentError(
+              absl::StrCat("Invalid unquoted identifier contains special characters: ", current));
+        }
+      }
+      current = absl::AsciiStrToLower(current);
+    }
+    out.push_back(current);
+    current.clear();
+    quoted = false;
+    return absl::OkStatus();
   };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_quotes) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        current.push_back('"');
+        ++i;
+      } else if (c == '"') {
+        in_quotes = false;
+      } else {
+        current.push_back(c);
+      }
+    } else if (c == '"' && current.empty() && !quoted) {
+      in_quotes = quoted = true;
+    } else if (c == ',') {
+      if (absl::Status s = finish(); !s.ok()) return s;
+    } else {
+      if (quoted) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Invalid unquoted identifier contains special characters: \"", current));
+      }
+      current.push_back(c);
+    }
+  }
+  if (in_quotes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Invalid unquoted identifier contains special characters: \"", current));
+  }
+  if (absl::Status s = finish(); !s.ok()) return s;
+  return out;
+}
+
+// Wakeline's tables with their Postgres types (registry-service/migrations).
+const std::map<std::string, std::vector<std::pair<std::string, std::string>>>& KnownTables() {
+  static const auto* tables =
+      new std::map<std::string, std::vector<std::pair<std::string, std::string>>>{
+          {"wake_registrations",
+           {{"id", "int8"},
+            {"tenant_id", "text"},
+            {"subscriber_url", "text"},
+            {"source_url", "text"},
+            {"condition", "jsonb"},
+            {"debounce_ms", "int4"},
+            {"timeout_ms", "int4"},
+            {"one_shot", "bool"},
+            {"timeout_consumed", "bool"},
+            {"include_response", "bool"},
+            {"manifest_key", "text"},
+            {"created_at", "timestamptz"}}},
+          {"wakes",
+           {{"id", "int8"},
+            {"tenant_id", "text"},
+            {"stream", "text"},
+            {"registration_id", "int8"},
+            {"source_event_key", "text"},
+            {"message", "jsonb"},
+            {"run_finished_status", "text"},
+            {"include_response", "bool"},
+            {"created_at", "timestamptz"},
+            {"claim_token", "text"},
+            {"claimed_at", "timestamptz"}}},
+          {"wake_sync_markers",
+           {{"replica_id", "text"}, {"seq", "int8"}, {"written_at", "timestamptz"}}},
+      };
   return *tables;
 }
 
@@ -375,13 +454,12 @@ absl::StatusOr<ScriptedElectricServer::Definition> ScriptedElectricServer::Parse
   // columns: every one must exist and the primary key must be among them
   // (shapes/shape.ex validate_selected_columns).
   if (request.Has("columns")) {
-    std::vector<std::string> wanted = absl::StrSplit(request.Param("columns"), ',');
-    for (const std::string& column : wanted) {
-      if (column.empty()) {
-        return absl::InvalidArgumentError(
-            InvalidRequest("columns", "Invalid zero-length identifier").body);
-      }
+    absl::StatusOr<std::vector<std::string>> parsed = ParseColumns(request.Param("columns"));
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          InvalidRequest("columns", std::string(parsed.status().message())).body);
     }
+    const std::vector<std::string>& wanted = *parsed;
     if (std::find(wanted.begin(), wanted.end(), all[0]) == wanted.end()) {
       return absl::InvalidArgumentError(
           InvalidRequest("columns",
@@ -646,11 +724,16 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
     r.headers.emplace_back("etag", absl::StrCat("\"", etag, "\""));
     r.headers.emplace_back("electric-handle", shape->handle);
     if (!live) {
+      // The selected columns' types (schema.ex from_column_info); only sent
+      // on non-live responses (shapes/api/response.ex put_schema_header).
+      const Table& t = tables_[definition.table];
       nlohmann::json schema = nlohmann::json::object();
-      for (size_t i = 0; i < definition.columns.size(); ++i) {
-        schema[definition.columns[i]] = {{"type", "text"}};
+      for (const std::string& column : definition.columns) {
+        auto type = t.types.find(column);
+        schema[column] = {{"type", type == t.types.end() ? "text" : type->second}};
       }
-      schema[tables_[definition.table].columns[0]]["pk_index"] = 0;
+      schema[t.columns[0]]["pk_index"] = 0;
+      schema[t.columns[0]]["not_null"] = true;
       r.headers.emplace_back("electric-schema", schema.dump());
     }
     if (up_to_date) r.headers.emplace_back("electric-up-to-date", "");
@@ -766,12 +849,21 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
 void ScriptedElectricServer::CreateTable(const std::string& table,
                                          std::vector<std::string> columns) {
   absl::MutexLock lock(&mu_);
-  if (columns.empty()) {
-    auto known = KnownTables().find(table);
-    if (known != KnownTables().end()) columns = known->second;
+  Table& t = tables_[table];
+  t.types.clear();
+  auto known = KnownTables().find(table);
+  if (known != KnownTables().end()) {
+    for (const auto& [name, type] : known->second) {
+      if (columns.empty() || std::find(columns.begin(), columns.end(), name) != columns.end()) {
+        t.types[name] = type;
+      }
+    }
+    if (columns.empty()) {
+      for (const auto& column : known->second) columns.push_back(column.first);
+    }
   }
   if (columns.empty()) columns = {"id"};
-  tables_[table].columns = std::move(columns);
+  t.columns = std::move(columns);
 }
 
 void ScriptedElectricServer::CreateShape(const std::string& table, const std::string& handle) {

@@ -142,6 +142,7 @@ class ScriptedElectricServer {
  private:
   struct Table {
     std::vector<std::string> columns;  // columns[0] is the primary key.
+    std::map<std::string, std::string> types;  // Postgres type names, where known.
   };
   struct Shape {
     std::string handle;

@@ -192,7 +192,6 @@ absl::Status ElectricSyncSource::Barrier(absl::Duration timeout) {
     if (!started_ || stopping_) {
       return absl::FailedPreconditionError("electric sync source is not running");
     }
-    ++stats_.barrier_calls;
   }
   if (!database_.write_marker) {
     return absl::FailedPreconditionError(
@@ -216,6 +215,9 @@ absl::Status ElectricSyncSource::Barrier(absl::Duration timeout) {
           last_error_.ok() || !stopped_.ok() ? ""
                                              : absl::StrCat("; last error: ", last_error_.message())));
     };
+    // Counted where the caller joins a marker round, so a count seen by a
+    // test means the caller already knows which write it needs.
+    ++stats_.barrier_calls;
     absl::StatusOr<int64_t> seq = WriteMarkerLocked(*timed_out);
     if (!seq.ok()) {
       result = absl::IsAborted(seq.status()) ? describe(seq.status().message()) : seq.status();
