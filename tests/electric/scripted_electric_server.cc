@@ -563,12 +563,23 @@ absl::StatusOr<ScriptedElectricServer::Definition> ScriptedElectricServer::Parse
   return definition;
 }
 
-std::vector<ScriptedElectricServer::Entry> ScriptedElectricServer::LogEntriesLocked(
+const std::vector<ScriptedElectricServer::Entry>& ScriptedElectricServer::LogEntriesLocked(
     const Definition& definition) {
-  std::vector<Entry> entries;
   const Shape& shape = shapes_[definition.table];
+  std::string key = absl::StrCat(definition.table, "\n", absl::StrJoin(definition.columns, ","),
+                                 "\n", definition.full ? "full" : "default");
+  for (const auto& [column, literal] : definition.where) {
+    absl::StrAppend(&key, "\n", column, "=", literal);
+  }
+  // Entries are computed once per shape definition and extended as the log
+  // grows, so a request costs its page, not the whole log.
+  EntryCache& cache = entry_cache_[key];
+  if (cache.handle != shape.handle || cache.log_start != shape.log_start) {
+    cache = EntryCache{shape.handle, shape.log_start, shape.log_start, {}};
+  }
+  std::vector<Entry>& entries = cache.entries;
   const std::string& pk = tables_[definition.table].columns[0];
-  for (size_t t = shape.log_start; t < log_.size(); ++t) {
+  for (size_t t = cache.upto; t < log_.size(); ++t) {
     const PeerTransaction& txn = log_[t];
     const size_t first = entries.size();
     for (size_t i = 0; i < txn.changes.size(); ++i) {
@@ -627,6 +638,7 @@ std::vector<ScriptedElectricServer::Entry> ScriptedElectricServer::LogEntriesLoc
     // maybe_mark_last_change, shapes/consumer/transaction_converter.ex).
     if (entries.size() > first) entries.back().message["headers"]["last"] = true;
   }
+  cache.upto = log_.size();
   return entries;
 }
 
@@ -779,8 +791,8 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
   };
   if (initial) return snapshot_chunk(0);
 
-  std::vector<Entry> entries = LogEntriesLocked(definition);
-  const Offset latest = entries.empty() ? Offset{0, 0, true} : entries.back().offset;
+  const std::vector<Entry>* entries = &LogEntriesLocked(definition);
+  const Offset latest = entries->empty() ? Offset{0, 0, true} : entries->back().offset;
   if (now) {
     // offset=now: the end of the shape at once (shapes/api.ex seek for :now).
     return respond("", latest.ToString(),
@@ -794,15 +806,15 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
     // poll for the offset to appear; the peer answers at once).
     return InvalidRequest("offset", "out of bounds for this shape");
   }
+  // The first entry after the request's offset (the log is in commit order).
   auto after = [&](const std::vector<Entry>& all) {
-    std::vector<Entry> out;
-    for (const Entry& e : all) {
-      if (Less(*offset, e.offset)) out.push_back(e);
-    }
-    return out;
+    return static_cast<size_t>(
+        std::upper_bound(all.begin(), all.end(), *offset,
+                         [](const Offset& o, const Entry& e) { return Less(o, e.offset); }) -
+        all.begin());
   };
-  std::vector<Entry> fresh = after(entries);
-  if (live && fresh.empty()) {
+  size_t fresh = after(*entries);
+  if (live && fresh == entries->size()) {
     // Hold the long poll until the shape changes or the timeout passes
     // (shapes/api.ex hold_until_change).
     const std::string handle = shape->handle;
@@ -815,24 +827,24 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
       if (!mu_.AwaitWithDeadline(absl::Condition(&changed), deadline) || stopping_) break;
       shape = &shapes_[definition.table];
       if (shape->handle != handle) return conflict(shape->handle);  // Rotated meanwhile.
-      entries = LogEntriesLocked(definition);
-      fresh = after(entries);
-      if (!fresh.empty()) break;
+      entries = &LogEntriesLocked(definition);
+      fresh = after(*entries);
+      if (fresh < entries->size()) break;
     }
-    if (fresh.empty()) {
+    if (fresh == entries->size()) {
       // Nothing new: only up-to-date, at the last LSN Electric processed,
       // and the offset the client sent (shapes/api.ex no_change_response).
       return respond("", offset_text,
                      nlohmann::json::array({up_to_date_message(last_processed_lsn_)}), true, true);
     }
   }
-  const Offset end_of_shape = entries.empty() ? Offset{0, 0, true} : entries.back().offset;
+  const Offset end_of_shape = entries->empty() ? Offset{0, 0, true} : entries->back().offset;
   nlohmann::json body = nlohmann::json::array();
   Offset end = *offset;
-  if (fresh.empty()) end = end_of_shape;
-  for (size_t i = 0; i < fresh.size() && i < page; ++i) {
-    body.push_back(fresh[i].message);
-    end = fresh[i].offset;
+  if (fresh == entries->size()) end = end_of_shape;
+  for (size_t i = fresh; i < entries->size() && i < fresh + page; ++i) {
+    body.push_back((*entries)[i].message);
+    end = (*entries)[i].offset;
   }
   const bool up_to_date = end == end_of_shape;
   if (up_to_date) {

@@ -160,6 +160,12 @@ class ScriptedElectricServer {
   };
   struct Definition;
   struct Entry;
+  struct EntryCache {
+    std::string handle;
+    size_t log_start = 0;
+    size_t upto = 0;  // log_ index computed so far.
+    std::vector<Entry> entries;
+  };
 
   ScriptedElectricServer(Options options, int listen_fd, int port, int wake_read, int wake_write);
   void AcceptLoop();
@@ -168,7 +174,8 @@ class ScriptedElectricServer {
   CannedResponse ServeShapeLocked(const ShapeRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Definition> ParseDefinitionLocked(const ShapeRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::vector<Entry> LogEntriesLocked(const Definition& definition)
+  // The shape's log as messages for `definition`; valid until the next call.
+  const std::vector<Entry>& LogEntriesLocked(const Definition& definition)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
@@ -183,6 +190,7 @@ class ScriptedElectricServer {
   std::map<std::string, Table> tables_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Shape> shapes_ ABSL_GUARDED_BY(mu_);
   std::vector<PeerTransaction> log_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, EntryCache> entry_cache_ ABSL_GUARDED_BY(mu_);
   uint64_t last_processed_lsn_ ABSL_GUARDED_BY(mu_);
   int64_t next_xid_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // Bumped by every change; wakes live polls.
