@@ -150,7 +150,8 @@ TEST_F(ElectricShapeClientTest, RetryAfterTravelsWithTheStatus) {
   overloaded.status = 503;
   overloaded.headers = {{"retry-after", "7"}};
   overloaded.body =
-      R"({"code":"concurrent_request_limit_exceeded","message":"Concurrent initial request limit exceeded (limit: 300), please retry"})";
+      R"({"code":"concurrent_request_limit_exceeded","message":"Concurrent initial request )"
+      R"(limit exceeded (limit: 300), please retry"})";
   http_.next = overloaded;
   absl::StatusOr<ShapeResponse> r = Client().Fetch(ShapePosition{}, false, nullptr);
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable,

@@ -207,13 +207,16 @@ absl::Status ElectricSyncSource::Barrier(absl::Duration timeout) {
   {
     absl::MutexLock lock(&mu_);
     auto describe = [&](absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return absl::UnavailableError(absl::StrCat(
-          "read barrier: ", what,
-          !stopped_.ok() ? absl::StrCat(" (electric sync stopped: ", stopped_.message(), ")")
-          : stopping_    ? std::string(" (source stopping)")
-                         : absl::StrCat(" within ", absl::FormatDuration(timeout)),
-          last_error_.ok() || !stopped_.ok() ? ""
-                                             : absl::StrCat("; last error: ", last_error_.message())));
+      std::string why;
+      if (!stopped_.ok()) {
+        why = absl::StrCat(" (electric sync stopped: ", stopped_.message(), ")");
+      } else if (stopping_) {
+        why = " (source stopping)";
+      } else {
+        why = absl::StrCat(" within ", absl::FormatDuration(timeout));
+        if (!last_error_.ok()) absl::StrAppend(&why, "; last error: ", last_error_.message());
+      }
+      return absl::UnavailableError(absl::StrCat("read barrier: ", what, why));
     };
     // Counted where the caller joins a marker round, so a count seen by a
     // test means the caller already knows which write it needs.
