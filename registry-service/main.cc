@@ -1,5 +1,6 @@
 // registry-service: wires the real database, sync source and gRPC server
 // together. Everything else lives in libraries that tests exercise directly.
+#include <atomic>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "common/postgres.h"
 #include "common/real_time_source.h"
 #include "common/shutdown.h"
+#include "common/sync/sync_health.h"
 #include "common/sync/synced_collection.h"
 #include "registry-service/change_feed.h"
 #include "registry-service/evaluator.h"
@@ -92,7 +94,20 @@ int Run(int argc, char** argv) {
     stop_server();
     return Fail("startup_failed", source.status());
   }
-  if (absl::Status started = (*source)->Start(collection, config->startup_timeout);
+  // Health follows the source: NOT_SERVING while it cannot follow (its
+  // upstream rejects this replica, or it stopped on a row it cannot decode),
+  // SERVING again once it is up to date. Only between "serving" and SIGTERM.
+  std::atomic<bool> health_follows_sync{false};
+  sync::SyncHealthObserver sync_health(
+      collection, [&](bool healthy, const absl::Status& why) {
+        if (healthy) {
+          common::LogInfo("sync_recovered");
+        } else {
+          common::LogError("sync_failed", {{"error", why}, {"health", "NOT_SERVING"}});
+        }
+        if (health_follows_sync.load()) common::SetServing(*server->server, kHealthNames, healthy);
+      });
+  if (absl::Status started = (*source)->Start(sync_health, config->startup_timeout);
       !started.ok()) {
     stop_server();
     return Fail("sync_failed", started);
@@ -113,11 +128,13 @@ int Run(int argc, char** argv) {
                                              *deferred_executor, options);
   service.Attach(core.get(), &feed, &collection);
 
-  common::SetServing(*server->server, kHealthNames, true);
+  health_follows_sync.store(true);
+  common::SetServing(*server->server, kHealthNames, sync_health.failure().ok());
   common::LogLifecycle("serving", {{"address", server->address}});
 
   shutdown.Wait();
   common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
+  health_follows_sync.store(false);
   common::SetServing(*server->server, kHealthNames, false);
   stop_server();
   // The sync source first: until it stops, it may hand confirmed writes to

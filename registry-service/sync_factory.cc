@@ -4,14 +4,14 @@
 
 #include "common/postgres.h"
 #include "common/sync/electric/electric_sync_source.h"
-#include "common/sync/electric/postgres_lsn.h"
+#include "common/sync/electric/postgres_electric_database.h"
 #include "common/sync/postgres/postgres_sync_source.h"
 
 namespace wake::registry {
 namespace {
 
-// The Electric source reads the database's WAL position for its read
-// barrier; this owns the small pool that serves those reads.
+// The Electric source writes read-barrier markers to the database; this owns
+// the small pool that serves those writes.
 class ElectricWithLsnPool final : public sync::SyncSource {
  public:
   ElectricWithLsnPool(const RegistryConfig& config, common::TimeSource& time)
@@ -20,8 +20,8 @@ class ElectricWithLsnPool final : public sync::SyncSource {
     electric.url = config.electric_url;
     electric.secret = config.electric_secret;
     electric.tenant = config.tenant;
-    source_ = std::make_unique<sync::ElectricSyncSource>(electric, time,
-                                                         sync::MakePostgresLsnProvider(pool_));
+    source_ = std::make_unique<sync::ElectricSyncSource>(
+        electric, time, sync::MakePostgresElectricDatabase(pool_));
   }
 
   absl::Status Start(sync::SyncObserver& observer, absl::Duration timeout) override {

@@ -2,7 +2,8 @@
 # Runs every test: installs missing Debian packages, starts a throwaway
 # PostgreSQL cluster (removed afterwards), then
 #   1. `bazel test //...`: unit, integration and end-to-end tests (benchmarks
-#      are only built);
+#      are only built), including Electric's TypeScript client against the
+#      scripted Electric (npm ci in tests/electric/conformance first);
 #   2. tests/polyglot/run.sh: the Python, Go and TypeScript clients against the
 #      real binaries;
 #   3. tests/load/run.sh --smoke: every ghz load row for a second, so the load
@@ -16,10 +17,17 @@
 # with any, only the bazel suite runs.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$WAKE_ROOT/scripts/toolchains.sh"
 cd "$WAKE_ROOT"
 script_started=$(date +%s)
 
 install_debian_packages
+# Electric's TypeScript client checks the scripted Electric from the client
+# side (//tests/electric:electric_client_conformance_test).
+ensure_electric_client
+export WAKE_ELECTRIC_CLIENT_DIR="$WAKE_ROOT/tests/electric/conformance"
+export WAKE_NODE
+WAKE_NODE=$(command -v node)
 
 PG_DIR=$(mktemp -d /tmp/wakeline-test-pg.XXXXXX)
 cleanup() {

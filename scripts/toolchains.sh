@@ -92,3 +92,16 @@ ensure_node() {
   fi
   install_debian_packages nodejs npm
 }
+
+# ensure_electric_client: Electric's TypeScript client for the scripted
+# Electric's conformance test (tests/electric/conformance), installed from the
+# lock file (npm ci only when it changed since the last install).
+ensure_electric_client() {
+  local dir="$WAKE_ROOT/tests/electric/conformance"
+  ensure_node
+  if ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    log "npm ci in tests/electric/conformance"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
+}

@@ -56,7 +56,12 @@ class SyncObserver {
   // and again whenever the source catches up).
   virtual void OnUpToDate() = 0;
 
-  // The source lost its upstream; it keeps retrying with backoff.
+  // The source lost its upstream. UNAVAILABLE: a transient fault, retried
+  // with backoff. Any other code: it cannot follow until something changes
+  // (INVALID_ARGUMENT / UNAUTHENTICATED / PERMISSION_DENIED: the upstream
+  // rejects the configuration, still retried slowly; DATA_LOSS: it stopped on
+  // data it cannot decode); the replica must not report itself serving until
+  // the next OnUpToDate.
   virtual void OnDisconnected(const absl::Status& why) = 0;
 };
 

@@ -1,8 +1,9 @@
-// End to end with a real database: rows are written to PostgreSQL, the
-// scripted Electric serves exactly what Postgres returns (text output,
-// txids from pg_current_xact_id(), global_last_seen_lsn from
-// pg_current_wal_lsn()), and ElectricSyncSource delivers them; the read
-// barrier uses the production pg_current_wal_lsn() provider.
+// End to end with a real database: rows are written to PostgreSQL and reach
+// the scripted Electric the way they reach Electric, through a pgoutput
+// replication slot (tests/electric/pgoutput_feeder.h): every transaction
+// with the LSN and 32-bit xid of its Begin message, every row as pgoutput's
+// text. The source is built by the registry's own factory (marker writes on
+// the real database), so the read barrier is the production one.
 #include <memory>
 #include <pqxx/pqxx>
 
@@ -12,10 +13,11 @@
 #include "common/real_time_source.h"
 #include "common/sync/electric/electric_sync_source.h"
 #include "common/sync/electric/electric_values.h"
-#include "common/sync/electric/postgres_lsn.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "registry-service/migrations.h"
+#include "registry-service/sync_factory.h"
+#include "tests/electric/pgoutput_feeder.h"
 #include "tests/electric/recording_observer.h"
 #include "tests/electric/scripted_electric_server.h"
 #include "tests/support/status_matchers.h"
@@ -26,28 +28,35 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::wake::testing::IsOk;
+using ::wake::testing::PgoutputFeeder;
 using ::wake::testing::RecordingObserver;
 using ::wake::testing::ScriptedElectricServer;
-using ::wake::testing::ShapeChangeMessage;
 using State = RecordingObserver::State;
 
 constexpr char kRegistrations[] = "wake_registrations";
 constexpr char kWakes[] = "wakes";
 constexpr absl::Duration kWait = absl::Seconds(20);
 
-// One row as Electric sends it: every column in Postgres' text output
-// (session TimeZone UTC, DateStyle ISO), NULL as JSON null.
-nlohmann::json ShapeValue(pqxx::transaction_base& tx, const std::string& table,
-                          const std::vector<std::string>& columns, int64_t id) {
-  pqxx::row row = tx.exec_params1(
-      absl::StrCat("SELECT ", absl::StrJoin(columns, ", "), " FROM ", table, " WHERE id = $1"),
-      id);
-  nlohmann::json value = nlohmann::json::object();
-  for (size_t i = 0; i < columns.size(); ++i) {
-    value[columns[i]] = row[static_cast<int>(i)].is_null() ? nlohmann::json(nullptr)
-                                                           : nlohmann::json(row[static_cast<int>(i)].c_str());
+// A snapshot row as Electric's initial query renders it: every column
+// `::text` (shapes/querying.ex), NULL as JSON null.
+std::vector<nlohmann::json> SnapshotRows(pqxx::connection& connection, const std::string& table,
+                                         const std::vector<std::string>& columns) {
+  pqxx::nontransaction tx(connection);
+  std::vector<std::string> texts;
+  for (const std::string& c : columns) texts.push_back(absl::StrCat(c, "::text"));
+  std::vector<nlohmann::json> rows;
+  for (const pqxx::row& row :
+       tx.exec(absl::StrCat("SELECT ", absl::StrJoin(texts, ", "), " FROM ", table,
+                            " ORDER BY 1"))) {
+    nlohmann::json value = nlohmann::json::object();
+    for (size_t i = 0; i < columns.size(); ++i) {
+      const int column = static_cast<int>(i);
+      value[columns[i]] = row[column].is_null() ? nlohmann::json(nullptr)
+                                                : nlohmann::json(row[column].c_str());
+    }
+    rows.push_back(std::move(value));
   }
-  return value;
+  return rows;
 }
 
 class ElectricPostgresIntegrationTest : public ::testing::Test {
@@ -59,52 +68,56 @@ class ElectricPostgresIntegrationTest : public ::testing::Test {
     writer_ = std::make_unique<pqxx::connection>(db_->url());
     ASSERT_TRUE(registry::ApplyMigrations(*writer_).ok());
     {
+      // Electric reads with these settings (electric-api.yaml, `value`).
       pqxx::nontransaction tx(*writer_);
       tx.exec("SET TimeZone = 'UTC'");
       tx.exec("SET DateStyle = 'ISO, DMY'");
     }
-    lsn_reader_ = std::make_unique<pqxx::connection>(db_->url());
-    pool_ = std::make_unique<common::PgPool>(db_->url(), 2);
-
     auto server = ScriptedElectricServer::Start();
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
     server_->CreateShape(kRegistrations, "reg-1");
     server_->CreateShape(kWakes, "wakes-1");
-    // Called under the server's lock, like every Ingest: an LSN is only
-    // reported once the rows committed before it are in the shape logs.
-    server_->SetGlobalLsnSource([this] {
-      pqxx::nontransaction tx(*lsn_reader_);
-      return *ParseLsn(tx.exec1("SELECT pg_current_wal_lsn()::text")[0].c_str());
-    });
+    server_->CreateShape(kMarkersTable, "markers-1");
+    auto feeder = PgoutputFeeder::Start(db_->url(), absl::StrCat("electric_", db_->name()),
+                                        {kRegistrations, kWakes, kMarkersTable}, *server_);
+    ASSERT_TRUE(feeder.ok()) << feeder.status();
+    feeder_ = std::move(*feeder);
   }
 
   void TearDown() override {
     if (source_ != nullptr) source_->Stop();
     source_.reset();
+    if (feeder_ != nullptr) {
+      EXPECT_THAT(feeder_->last_error(), IsOk());
+    }
+    feeder_.reset();  // Drops the slot before the database goes.
     server_.reset();
   }
 
-  // Registers a wake the way the registry does (one transaction) and feeds
-  // the committed row to the scripted Electric with the transaction's txid.
-  int64_t Register(const std::string& subscriber, const std::string& source,
-                   const std::string& condition, int64_t* txid) {
-    int64_t id = 0;
-    server_->Ingest(kRegistrations, [&] {
-      pqxx::work tx(*writer_);
-      pqxx::row row = tx.exec_params1(
-          "INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, condition, "
-          "debounce_ms, one_shot) VALUES ('acme', $1, $2, $3::jsonb, 250, true) "
-          "RETURNING id, pg_current_xact_id()::text",
-          subscriber, source, condition);
-      id = row[0].as<int64_t>();
-      *txid = std::stoll(row[1].c_str());
-      nlohmann::json value = ShapeValue(tx, kRegistrations, RegistrationShapeColumns(), id);
-      tx.commit();
-      return std::vector<nlohmann::json>{
-          ShapeChangeMessage(kRegistrations, "insert", value, {*txid}, true)};
-    });
-    return id;
+  void StartSource() {
+    registry::RegistryConfig config;
+    config.sync = registry::SyncSourceKind::kElectric;
+    config.database_url = db_->url();
+    config.electric_url = server_->url();
+    absl::StatusOr<SyncSourcePtr> source = registry::MakeSyncSource(config, time_);
+    ASSERT_TRUE(source.ok()) << source.status();
+    source_ = std::move(*source);
+    ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
+  }
+
+  // Registers a wake the way the registry does (one transaction); returns
+  // its id and the xid8 the store reports to RegisterWake's caller.
+  int64_t Register(const std::string& subscriber, const std::string& source, int64_t* txid) {
+    pqxx::work tx(*writer_);
+    pqxx::row row = tx.exec_params1(
+        "INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, condition, "
+        "debounce_ms, one_shot) VALUES ('acme', $1, $2, '{\"on\":\"runFinished\"}'::jsonb, "
+        "250, true) RETURNING id, pg_current_xact_id()::text::bigint",
+        subscriber, source);
+    tx.commit();
+    *txid = row[1].as<int64_t>();
+    return row[0].as<int64_t>();
   }
 
   absl::Time CreatedAt(int64_t id) {
@@ -118,37 +131,29 @@ class ElectricPostgresIntegrationTest : public ::testing::Test {
 
   std::unique_ptr<wake::testing::TestDatabase> db_;
   std::unique_ptr<pqxx::connection> writer_;
-  std::unique_ptr<pqxx::connection> lsn_reader_;
-  std::unique_ptr<common::PgPool> pool_;
   std::unique_ptr<ScriptedElectricServer> server_;
+  std::unique_ptr<PgoutputFeeder> feeder_;
   common::RealTimeSource time_;
   RecordingObserver observer_;
-  std::unique_ptr<ElectricSyncSource> source_;
+  SyncSourcePtr source_;
 };
 
 TEST_F(ElectricPostgresIntegrationTest, RowsWrittenToPostgresReachTheCollectionWithTheirTxids) {
   // Rows that exist before the registry starts form the snapshot.
   int64_t ignored = 0;
-  const int64_t first = Register("/parent/1", "/child/1", R"({"on":"runFinished"})", &ignored);
-  const int64_t second = Register("/parent/1", "/child/2",
-                                  R"({"on":"change","collections":["inbox"],"ops":["update","insert"]})",
-                                  &ignored);
-  // The scripted log starts as a snapshot: same rows, no txids.
-  server_->Rotate(kRegistrations, "reg-2", [&] {
-    pqxx::nontransaction tx(*writer_);
-    std::vector<nlohmann::json> log;
-    for (int64_t id : {first, second}) {
-      log.push_back(ShapeChangeMessage(kRegistrations, "insert",
-                                       ShapeValue(tx, kRegistrations, RegistrationShapeColumns(), id)));
-    }
-    return log;
-  }());
-
-  ElectricSyncConfig config;
-  config.url = server_->url();
-  config.backoff_initial = absl::Milliseconds(10);
-  source_ = std::make_unique<ElectricSyncSource>(config, time_, MakePostgresLsnProvider(*pool_));
-  ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
+  const int64_t first = Register("/parent/1", "/child/1", &ignored);
+  const int64_t second = Register("/parent/1", "/child/2", &ignored);
+  {
+    pqxx::work tx(*writer_);
+    tx.exec_params0(
+        "UPDATE wake_registrations SET condition = '{\"on\":\"change\",\"collections\":"
+        "[\"inbox\"],\"ops\":[\"update\",\"insert\"]}'::jsonb WHERE id = $1",
+        second);
+    tx.commit();
+  }
+  server_->Rotate(kRegistrations, "reg-2",
+                  SnapshotRows(*writer_, kRegistrations, RegistrationShapeColumns()));
+  StartSource();
 
   State state = observer_.Snapshot();
   ASSERT_EQ(state.registrations.size(), 2u);
@@ -167,9 +172,9 @@ TEST_F(ElectricPostgresIntegrationTest, RowsWrittenToPostgresReachTheCollectionW
   EXPECT_EQ(state.registrations.at(first).condition.kind, ConditionKind::kRunFinished);
 
   // A registration while running: after the barrier it is in the collection,
-  // confirmed by the txid Postgres gave its transaction.
+  // confirmed by the same xid8 the store returned (Electric sent 32 bits).
   int64_t txid = 0;
-  const int64_t third = Register("/parent/9", "/child/9", R"({"on":"runFinished"})", &txid);
+  const int64_t third = Register("/parent/9", "/child/9", &txid);
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
   state = observer_.Snapshot();
   ASSERT_EQ(state.registrations.count(third), 1u);
@@ -187,33 +192,17 @@ TEST_F(ElectricPostgresIntegrationTest, RowsWrittenToPostgresReachTheCollectionW
   EXPECT_TRUE(confirmed);
 
   // An update and a delete in one transaction; a pending wake in another.
-  int64_t change_txid = 0;
-  server_->Ingest(kRegistrations, [&] {
+  {
     pqxx::work tx(*writer_);
-    change_txid = std::stoll(tx.exec1("SELECT pg_current_xact_id()::text")[0].c_str());
     tx.exec_params0("UPDATE wake_registrations SET timeout_consumed = true WHERE id = $1", first);
-    nlohmann::json updated = ShapeValue(tx, kRegistrations, RegistrationShapeColumns(), first);
-    nlohmann::json deleted = ShapeValue(tx, kRegistrations, RegistrationShapeColumns(), second);
     tx.exec_params0("DELETE FROM wake_registrations WHERE id = $1", second);
-    tx.commit();
-    return std::vector<nlohmann::json>{
-        ShapeChangeMessage(kRegistrations, "update", updated, {change_txid}, false),
-        ShapeChangeMessage(kRegistrations, "delete", deleted, {change_txid}, true)};
-  });
-  server_->Ingest(kWakes, [&] {
-    pqxx::work tx(*writer_);
-    pqxx::row row = tx.exec_params1(
+    tx.exec_params0(
         "INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, message) "
-        "VALUES ('acme', '/parent/9', $1, 'update:run-1', '{}'::jsonb) "
-        "RETURNING id, pg_current_xact_id()::text",
+        "VALUES ('acme', '/parent/9', $1, 'update:run-1', '{}'::jsonb)",
         third);
-    nlohmann::json value = ShapeValue(tx, kWakes, WakeShapeColumns(), row[0].as<int64_t>());
-    const int64_t wake_txid = std::stoll(row[1].c_str());
     tx.commit();
-    return std::vector<nlohmann::json>{ShapeChangeMessage(kWakes, "insert", value, {wake_txid}, true)};
-  });
+  }
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
-
   state = observer_.Snapshot();
   EXPECT_EQ(state.registrations.count(second), 0u);
   EXPECT_TRUE(state.registrations.at(first).timeout_consumed);
@@ -223,6 +212,31 @@ TEST_F(ElectricPostgresIntegrationTest, RowsWrittenToPostgresReachTheCollectionW
   EXPECT_EQ(wake.registration_id, third);
   EXPECT_TRUE(wake.pending);
   EXPECT_FALSE(observer_.overlapped());
+}
+
+// On a quiet database Electric's last processed LSN stays at the last shaped
+// transaction's commit record, behind pg_current_wal_lsn() for good; writes
+// to tables Electric does not follow (stream_claims) move the WAL further.
+// The barrier must complete anyway, promptly.
+TEST_F(ElectricPostgresIntegrationTest, BarrierCompletesOnAQuietDatabaseAndAfterUnshapedWrites) {
+  StartSource();
+  const absl::Time start = absl::Now();
+  ASSERT_THAT(source_->Barrier(absl::Seconds(5)), IsOk());
+  {
+    pqxx::work tx(*writer_);
+    tx.exec0(
+        "INSERT INTO stream_claims (tenant_id, stream, claim_token, lease_expires_at) "
+        "VALUES ('acme', '/s', 'token-1', now() + interval '1 minute')");
+    tx.commit();
+  }
+  ASSERT_THAT(source_->Barrier(absl::Seconds(5)), IsOk());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+
+  // The barrier still covers every shaped write committed before it.
+  int64_t txid = 0;
+  const int64_t id = Register("/parent/2", "/child/2", &txid);
+  ASSERT_THAT(source_->Barrier(absl::Seconds(5)), IsOk());
+  EXPECT_EQ(observer_.Snapshot().registrations.count(id), 1u);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// ElectricSyncSource against a scripted Electric over real loopback HTTP:
-// paging, live polls, refetch/409, backoff, malformed responses, tenant
-// scoping, txids, the read barrier and startup failures.
+// ElectricSyncSource against the scripted Electric over real loopback HTTP:
+// paging, live polls, transaction boundaries, txid widening, refetch/409,
+// backoff and Retry-After, undecodable rows, rejections, tenant scoping, the
+// marker read barrier and startup failures.
 #include "common/sync/electric/electric_sync_source.h"
 
 #include <netinet/in.h>
@@ -11,7 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "common/real_time_source.h"
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
@@ -30,9 +31,9 @@ using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 using ::wake::testing::CannedResponse;
 using ::wake::testing::IsOk;
+using ::wake::testing::PeerTransaction;
 using ::wake::testing::RecordingObserver;
 using ::wake::testing::ScriptedElectricServer;
-using ::wake::testing::ShapeChangeMessage;
 using ::wake::testing::ShapeRequest;
 using ::wake::testing::StatusIs;
 using Kind = RecordingObserver::Kind;
@@ -41,8 +42,9 @@ using State = RecordingObserver::State;
 constexpr char kRegistrations[] = "wake_registrations";
 constexpr char kWakes[] = "wakes";
 constexpr absl::Duration kWait = absl::Seconds(20);
+constexpr int64_t kEpoch = int64_t{1} << 32;
 
-nlohmann::json RegistrationValue(int64_t id, const std::string& tenant = "default") {
+nlohmann::json Row(int64_t id, const std::string& tenant = "default") {
   return {{"id", std::to_string(id)},
           {"tenant_id", tenant},
           {"subscriber_url", absl::StrCat("/parent/", id)},
@@ -57,18 +59,37 @@ nlohmann::json RegistrationValue(int64_t id, const std::string& tenant = "defaul
           {"created_at", "2026-01-02 03:04:05.678901+00"}};
 }
 
-nlohmann::json Insert(int64_t id, std::vector<int64_t> txids = {}) {
-  return ShapeChangeMessage(kRegistrations, "insert", RegistrationValue(id), txids,
-                            txids.empty() ? std::nullopt : std::optional<bool>(true));
+nlohmann::json WakeRowValue(int64_t id, nlohmann::json token) {
+  return {{"id", std::to_string(id)}, {"tenant_id", "default"},
+          {"stream", "/parent/1"},    {"registration_id", "1"},
+          {"source_event_key", "k"},  {"message", "{}"},
+          {"claim_token", token}};
 }
 
-std::vector<nlohmann::json> Snapshot(std::vector<int64_t> ids) {
-  std::vector<nlohmann::json> log;
-  for (int64_t id : ids) log.push_back(Insert(id));
-  return log;
+std::vector<nlohmann::json> Rows(std::vector<int64_t> ids) {
+  std::vector<nlohmann::json> rows;
+  for (int64_t id : ids) rows.push_back(Row(id));
+  return rows;
+}
+
+ScriptedElectricServer::Options Paged(size_t page_size) {
+  ScriptedElectricServer::Options options;
+  options.page_size = page_size;
+  return options;
 }
 
 bool IsLive(const ShapeRequest& r) { return r.live(); }
+bool Registrations(const ShapeRequest& r) { return r.table() == kRegistrations; }
+bool LiveRegistrations(const ShapeRequest& r) { return r.live() && Registrations(r); }
+
+std::vector<ShapeRequest> Only(const std::vector<ShapeRequest>& requests,
+                               const std::function<bool(const ShapeRequest&)>& match) {
+  std::vector<ShapeRequest> out;
+  for (const ShapeRequest& r : requests) {
+    if (match(r)) out.push_back(r);
+  }
+  return out;
+}
 
 std::vector<int64_t> Ids(const State& state) {
   std::vector<int64_t> ids;
@@ -82,6 +103,14 @@ std::vector<int64_t> BatchIds(const RecordingObserver::Event& event) {
     ids.push_back(c.registration.has_value() ? c.registration->id : c.wake->id);
   }
   return ids;
+}
+
+std::vector<RecordingObserver::Event> Batches(const State& state) {
+  std::vector<RecordingObserver::Event> out;
+  for (const auto& e : state.events) {
+    if (e.kind == Kind::kBatch) out.push_back(e);
+  }
+  return out;
 }
 
 bool EverApplied(const State& state, int64_t id) {
@@ -101,26 +130,44 @@ class ElectricSyncSourceTest : public ::testing::Test {
     server_ = std::move(*server);
     server_->CreateShape(kRegistrations, "reg-1");
     server_->CreateShape(kWakes, "wakes-1");
-    server_->SetGlobalLsn(100);
+    server_->CreateShape(kMarkersTable, "markers-1");
   }
 
   ElectricSyncConfig Config() {
     ElectricSyncConfig config;
     config.url = server_->url();
     config.follow_wakes = false;
+    config.marker_id = "replica-a";
     config.backoff_initial = absl::Milliseconds(5);
     config.backoff_max = absl::Milliseconds(20);
-    config.barrier_poll_interval = absl::Milliseconds(10);
     return config;
+  }
+
+  // The database as Electric sees it: a marker write is a transaction that
+  // Electric replicates into the markers shape (unless markers_reach_electric_
+  // is off), the next xid is the peer's.
+  ElectricDatabase Database() {
+    ElectricDatabase database;
+    database.write_marker = [this](const std::string& id, int64_t seq) -> absl::Status {
+      ++marker_writes_;
+      if (marker_gate_ != nullptr) marker_gate_->WaitForNotification();
+      if (!marker_error_.ok()) return marker_error_;
+      if (markers_reach_electric_) {
+        server_->Commit(kMarkersTable, seq == 1 ? "insert" : "update",
+                        {{"replica_id", id}, {"seq", std::to_string(seq)},
+                         {"written_at", "2026-01-02 03:04:05+00"}},
+                        {{"replica_id", id}, {"seq", std::to_string(seq - 1)},
+                         {"written_at", "2026-01-02 03:04:05+00"}});
+      }
+      return absl::OkStatus();
+    };
+    database.next_xid = [this]() -> absl::StatusOr<int64_t> { return server_->next_xid(); };
+    return database;
   }
 
   std::unique_ptr<ElectricSyncSource> MakeSource(const ElectricSyncConfig& config,
                                                  common::TimeSource& time) {
-    return std::make_unique<ElectricSyncSource>(config, time, [this]() -> absl::StatusOr<uint64_t> {
-      ++lsn_calls_;
-      if (!lsn_error_.ok()) return lsn_error_;
-      return current_lsn_.load();
-    });
+    return std::make_unique<ElectricSyncSource>(config, time, Database());
   }
   std::unique_ptr<ElectricSyncSource> MakeSource(const ElectricSyncConfig& config) {
     return MakeSource(config, time_);
@@ -135,25 +182,28 @@ class ElectricSyncSourceTest : public ::testing::Test {
   RecordingObserver observer_;
   std::unique_ptr<ScriptedElectricServer> server_;
   std::unique_ptr<ElectricSyncSource> source_;
-  std::atomic<uint64_t> current_lsn_{100};
-  std::atomic<int> lsn_calls_{0};
-  absl::Status lsn_error_;
+  std::atomic<int> marker_writes_{0};
+  std::atomic<bool> markers_reach_electric_{true};
+  absl::Notification* marker_gate_ = nullptr;
+  absl::Status marker_error_;
 };
 
 TEST_F(ElectricSyncSourceTest, InitialSyncPagesThroughTheSnapshotThenGoesLive) {
-  StartServer({/*page_size=*/2});
-  server_->Append(kRegistrations, Snapshot({1, 2, 3, 4, 5}));
+  StartServer(Paged(2));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1, 2, 3, 4, 5}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
 
   State state = observer_.Snapshot();
-  ASSERT_GE(state.events.size(), 5u);
-  EXPECT_EQ(state.events[0].kind, Kind::kReset);
-  EXPECT_THAT(BatchIds(state.events[1]), ElementsAre(1, 2));
-  EXPECT_THAT(BatchIds(state.events[2]), ElementsAre(3, 4));
-  EXPECT_THAT(BatchIds(state.events[3]), ElementsAre(5));
-  EXPECT_EQ(state.events[4].kind, Kind::kUpToDate);
-  for (int i = 1; i <= 3; ++i) EXPECT_THAT(state.events[i].batch.txids, IsEmpty());
+  std::vector<RecordingObserver::Event> batches = Batches(state);
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_THAT(BatchIds(batches[0]), ElementsAre(1, 2));
+  EXPECT_THAT(BatchIds(batches[1]), ElementsAre(3, 4));
+  EXPECT_THAT(BatchIds(batches[2]), ElementsAre(5));
+  for (const auto& b : batches) EXPECT_THAT(b.batch.txids, IsEmpty());
+  EXPECT_EQ(state.events.front().kind, Kind::kReset);
+  EXPECT_EQ(state.events.back().kind, Kind::kUpToDate);
+  EXPECT_EQ(state.Count(Kind::kUpToDate), 1);
   EXPECT_THAT(Ids(state), ElementsAre(1, 2, 3, 4, 5));
   const Registration& row = state.registrations.at(3);
   EXPECT_EQ(row.subscriber_url, "/parent/3");
@@ -161,124 +211,147 @@ TEST_F(ElectricSyncSourceTest, InitialSyncPagesThroughTheSnapshotThenGoesLive) {
   EXPECT_TRUE(row.include_response);
   EXPECT_EQ(row.created_at, absl::FromUnixMicros(1767323045678901));
 
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
-  std::vector<ShapeRequest> requests = server_->Requests();
-  ASSERT_GE(requests.size(), 4u);
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
+  std::vector<ShapeRequest> requests = Only(server_->Requests(), Registrations);
+  ASSERT_GE(requests.size(), 5u);
   const std::string columns =
       "id,tenant_id,subscriber_url,source_url,condition,debounce_ms,timeout_ms,one_shot,"
       "timeout_consumed,include_response,manifest_key,created_at";
   for (const ShapeRequest& r : requests) {
     EXPECT_EQ(r.path, "/v1/shape");
-    EXPECT_EQ(r.table(), kRegistrations);
     EXPECT_EQ(r.Param("replica"), "full");
     EXPECT_EQ(r.Param("columns"), columns);
     EXPECT_FALSE(r.Has("where"));
     EXPECT_FALSE(r.Has("secret"));
+    EXPECT_EQ(r.status, r.live() ? 0 : 200);
   }
+  // Snapshot chunks 0_0, 0_1, 0_2, then the (empty) log up to date at 0_inf.
   EXPECT_EQ(requests[0].Param("offset"), "-1");
   EXPECT_FALSE(requests[0].Has("handle"));
-  EXPECT_FALSE(requests[0].live());
-  EXPECT_EQ(requests[1].Param("offset"), "2_0");
+  EXPECT_EQ(requests[1].Param("offset"), "0_0");
   EXPECT_EQ(requests[1].Param("handle"), "reg-1");
-  EXPECT_FALSE(requests[1].live());
-  EXPECT_EQ(requests[2].Param("offset"), "4_0");
-  EXPECT_TRUE(requests[3].live());
-  EXPECT_EQ(requests[3].Param("offset"), "5_0");
-  EXPECT_EQ(requests[3].Param("handle"), "reg-1");
+  EXPECT_EQ(requests[2].Param("offset"), "0_1");
+  EXPECT_EQ(requests[3].Param("offset"), "0_2");
+  EXPECT_FALSE(requests[3].live());
+  EXPECT_TRUE(requests[4].live());
+  EXPECT_EQ(requests[4].Param("offset"), "0_inf");
+  EXPECT_EQ(requests[4].Param("handle"), "reg-1");
 }
 
-TEST_F(ElectricSyncSourceTest, LiveChangesArriveAsBatchesWithTheirTxids) {
+TEST_F(ElectricSyncSourceTest, LiveChangesArriveAsTransactionsWithTheirTxids) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1}));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
 
-  server_->Append(kRegistrations, {Insert(2, {700})});
+  const PeerTransaction first = server_->Commit(kRegistrations, "insert", Row(2));
   ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(2) > 0; }));
-
-  nlohmann::json updated = RegistrationValue(1);
+  nlohmann::json updated = Row(1);
   updated["timeout_consumed"] = "t";
-  server_->Append(kRegistrations,
-                  {ShapeChangeMessage(kRegistrations, "update", updated, {701}, false),
-                   ShapeChangeMessage(kRegistrations, "delete", RegistrationValue(2), {701}, true)});
+  PeerTransaction txn;
+  txn.changes = {{kRegistrations, "update", updated, Row(1)},
+                 {kRegistrations, "delete", Row(2), nullptr}};
+  const PeerTransaction second = server_->Commit(txn);
   ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(2) == 0; }));
 
-  State state = observer_.Snapshot();
   std::vector<RecordingObserver::Event> batches;
-  for (const auto& e : state.events) {
-    if (e.kind == Kind::kBatch && !e.batch.txids.empty()) batches.push_back(e);
+  for (const auto& e : Batches(observer_.Snapshot())) {
+    if (!e.batch.txids.empty()) batches.push_back(e);
   }
   ASSERT_EQ(batches.size(), 2u);
-  EXPECT_THAT(batches[0].batch.txids, ElementsAre(700));
+  EXPECT_THAT(batches[0].batch.txids, ElementsAre(first.xid));
   ASSERT_EQ(batches[0].batch.changes.size(), 1u);
   EXPECT_EQ(batches[0].batch.changes[0].op, ChangeOp::kInsert);
-  EXPECT_THAT(batches[1].batch.txids, ElementsAre(701));
+  EXPECT_THAT(batches[1].batch.txids, ElementsAre(second.xid));
   ASSERT_EQ(batches[1].batch.changes.size(), 2u);
   EXPECT_EQ(batches[1].batch.changes[0].op, ChangeOp::kUpdate);
   EXPECT_EQ(batches[1].batch.changes[1].op, ChangeOp::kDelete);
-  EXPECT_TRUE(state.registrations.at(1).timeout_consumed);
+  EXPECT_TRUE(observer_.Snapshot().registrations.at(1).timeout_consumed);
 
   // Each live request resumes where the last response ended, echoing its cursor.
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 3, kWait));
-  std::vector<ShapeRequest> live;
-  for (const ShapeRequest& r : server_->Requests()) {
-    if (r.live()) live.push_back(r);
-  }
-  EXPECT_EQ(live[0].Param("offset"), "1_0");
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 3, kWait));
+  std::vector<ShapeRequest> live = Only(server_->Requests(), LiveRegistrations);
+  EXPECT_EQ(live[0].Param("offset"), "0_inf");
   EXPECT_FALSE(live[0].Has("cursor"));
-  EXPECT_EQ(live[1].Param("offset"), "2_0");
-  EXPECT_EQ(live[1].Param("cursor"), "1001");
-  EXPECT_EQ(live[2].Param("offset"), "4_0");
-  EXPECT_EQ(live[2].Param("cursor"), "1002");
+  EXPECT_EQ(live[1].Param("offset"), absl::StrCat(first.lsn, "_0"));
+  EXPECT_FALSE(live[1].Param("cursor").empty());
+  EXPECT_EQ(live[2].Param("offset"), absl::StrCat(second.lsn, "_2"));
+  EXPECT_NE(live[2].Param("cursor"), live[1].Param("cursor"));
 }
 
-TEST_F(ElectricSyncSourceTest, InsertTxidIsDeliveredWithFull64Bits) {
-  StartServer();
+// Electric sends the 32-bit xid of pgoutput's Begin message; the store
+// returns xid8 values. Once the xid epoch is above 0 they only meet when
+// widened (this failed before: every write waited its whole confirm timeout).
+TEST_F(ElectricSyncSourceTest, TxidsAreWidenedToXid8AcrossAnEpochBoundary) {
+  ScriptedElectricServer::Options options;
+  options.initial_xid = 2 * kEpoch - 3;  // Epoch 1, three xids before epoch 2.
+  StartServer(options);
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
 
-  const int64_t big_txid = (int64_t{1} << 53) + 1;  // Not representable as a double.
-  nlohmann::json value = RegistrationValue(77, "acme");
-  value["condition"] = R"({"on": "change", "ops": ["insert"], "collections": ["inbox", "runs"]})";
-  value["debounce_ms"] = "1500";
-  value["one_shot"] = "t";
-  server_->Append(kRegistrations, {ShapeChangeMessage(kRegistrations, "insert", value,
-                                                      {big_txid}, true)});
-  ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(77) > 0; }));
+  PeerTransaction before;
+  before.xid = 2 * kEpoch - 2;
+  before.changes = {{kRegistrations, "insert", Row(2), nullptr}};
+  server_->Commit(before);
+  PeerTransaction after;
+  after.xid = 2 * kEpoch + 5;  // Sent as 5.
+  after.changes = {{kRegistrations, "insert", Row(3), nullptr}};
+  server_->Commit(after);
+  ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(3) > 0; }));
 
-  State state = observer_.Snapshot();
-  const RecordingObserver::Event& last = state.events.back().kind == Kind::kBatch
-                                             ? state.events.back()
-                                             : state.events[state.events.size() - 2];
-  ASSERT_EQ(last.kind, Kind::kBatch);
-  EXPECT_THAT(last.batch.txids, ElementsAre(big_txid));
-  const Registration& row = state.registrations.at(77);
-  EXPECT_EQ(row.tenant_id, "acme");
-  EXPECT_EQ(row.condition.kind, ConditionKind::kChange);
-  EXPECT_THAT(row.condition.collections, ElementsAre("inbox", "runs"));
-  EXPECT_THAT(row.condition.ops, ElementsAre(ChangeOp::kInsert));
-  EXPECT_EQ(row.debounce_ms, 1500);
-  EXPECT_TRUE(row.one_shot);
+  std::vector<int64_t> txids;
+  for (const auto& e : Batches(observer_.Snapshot())) {
+    txids.insert(txids.end(), e.batch.txids.begin(), e.batch.txids.end());
+  }
+  EXPECT_THAT(txids, ElementsAre(2 * kEpoch - 2, 2 * kEpoch + 5));
+}
+
+// A response that ends inside a transaction (Electric cuts chunks by size)
+// must not confirm it: its txid completes only with its last message. Before,
+// the first half was applied with the txid, confirming the write early.
+TEST_F(ElectricSyncSourceTest, AResponseEndingInsideATransactionHoldsItBack) {
+  StartServer(Paged(1));
+  source_ = MakeSource(Config());
+  ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
+
+  PeerTransaction txn;
+  txn.changes = {{kRegistrations, "insert", Row(10), nullptr},
+                 {kRegistrations, "insert", Row(11), nullptr},
+                 {kRegistrations, "insert", Row(12), nullptr}};
+  txn = server_->Commit(txn);
+  ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(12) > 0; }));
+
+  std::vector<RecordingObserver::Event> with_txid;
+  for (const auto& e : Batches(observer_.Snapshot())) {
+    if (!e.batch.txids.empty() || !e.batch.changes.empty()) with_txid.push_back(e);
+  }
+  ASSERT_EQ(with_txid.size(), 1u);  // One batch: the whole transaction.
+  EXPECT_THAT(BatchIds(with_txid[0]), ElementsAre(10, 11, 12));
+  EXPECT_THAT(with_txid[0].batch.txids, ElementsAre(txn.xid));
+  // It took three responses of one message each.
+  std::vector<ShapeRequest> live = Only(server_->Requests(), LiveRegistrations);
+  EXPECT_GE(live.size(), 3u);
 }
 
 TEST_F(ElectricSyncSourceTest, LongPollTimeoutWithOnlyUpToDateKeepsPolling) {
-  StartServer({100, /*live_hold=*/absl::Milliseconds(30)});
-  server_->Append(kRegistrations, Snapshot({1}));
+  ScriptedElectricServer::Options options;
+  options.live_hold = absl::Milliseconds(30);
+  StartServer(options);
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 4, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 4, kWait));
 
-  std::vector<ShapeRequest> live;
-  for (const ShapeRequest& r : server_->Requests()) {
-    if (r.live()) live.push_back(r);
-  }
+  std::vector<ShapeRequest> live = Only(server_->Requests(), LiveRegistrations);
   for (size_t i = 0; i < 4; ++i) {
-    EXPECT_EQ(live[i].Param("offset"), "1_0");
+    EXPECT_EQ(live[i].Param("offset"), "0_inf");
     EXPECT_EQ(live[i].Param("handle"), "reg-1");
-    if (i > 0) {
-      EXPECT_EQ(live[i].Param("cursor"), std::to_string(1000 + i));
+    if (i > 1) {
+      EXPECT_NE(live[i].Param("cursor"), live[i - 1].Param("cursor"));
     }
   }
   State state = observer_.Snapshot();
@@ -288,25 +361,21 @@ TEST_F(ElectricSyncSourceTest, LongPollTimeoutWithOnlyUpToDateKeepsPolling) {
   EXPECT_EQ(state.Count(Kind::kDisconnected), 0);
 }
 
-TEST_F(ElectricSyncSourceTest, MustRefetchMidSnapshotResyncsUnderTheNewHandle) {
-  StartServer({/*page_size=*/2});
-  server_->Append(kRegistrations, Snapshot({1, 2, 3, 4}));
-  // The second page announces must-refetch (after a row that must not apply).
-  CannedResponse refetch;
-  refetch.headers = {{"electric-handle", "reg-2"}, {"electric-offset", "3_0"}};
-  refetch.body = nlohmann::json::array({Insert(3), {{"headers", {{"control", "must-refetch"}}}}})
-                     .dump();
-  server_->Hold([](const ShapeRequest& r) { return r.Param("offset") == "2_0"; }, refetch);
+TEST_F(ElectricSyncSourceTest, ConflictMidSnapshotResyncsUnderTheNewHandle) {
+  StartServer(Paged(2));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1, 2, 3, 4}));
+  auto second_chunk = [](const ShapeRequest& r) {
+    return Registrations(r) && r.Param("offset") == "0_0";
+  };
+  server_->Hold(second_chunk);
   source_ = MakeSource(Config());
-  std::thread release([this] {
-    ASSERT_TRUE(server_->WaitForRequests(
-        [](const ShapeRequest& r) { return r.Param("offset") == "2_0"; }, 1, kWait));
-    std::vector<nlohmann::json> log = Snapshot({1, 2, 4});
-    server_->Rotate(kRegistrations, "reg-2", log);
+  std::thread rotate([this, second_chunk] {
+    ASSERT_TRUE(server_->WaitForRequests(second_chunk, 1, kWait));
+    server_->Rotate(kRegistrations, "reg-2", Rows({1, 2, 4}));
     server_->ReleaseHeld();
   });
   absl::Status started = source_->Start(observer_, kWait);
-  release.join();
+  rotate.join();
   ASSERT_THAT(started, IsOk());
 
   State state = observer_.Snapshot();
@@ -314,38 +383,27 @@ TEST_F(ElectricSyncSourceTest, MustRefetchMidSnapshotResyncsUnderTheNewHandle) {
   EXPECT_FALSE(EverApplied(state, 3));
   EXPECT_EQ(state.Count(Kind::kReset), 2);
   EXPECT_EQ(state.Count(Kind::kUpToDate), 1);
-  EXPECT_EQ(state.events.back().kind, Kind::kUpToDate);
-  ASSERT_GE(state.events.size(), 3u);
-  EXPECT_EQ(state.events[0].kind, Kind::kReset);
-  EXPECT_THAT(BatchIds(state.events[1]), ElementsAre(1, 2));
-  EXPECT_EQ(state.events[2].kind, Kind::kReset);
-
-  std::vector<ShapeRequest> requests = server_->Requests();
+  std::vector<ShapeRequest> requests = Only(server_->Requests(), Registrations);
   ASSERT_GE(requests.size(), 3u);
+  EXPECT_EQ(requests[1].status, 409);
   EXPECT_EQ(requests[2].Param("offset"), "-1");
   EXPECT_EQ(requests[2].Param("handle"), "reg-2");
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
-  for (const ShapeRequest& r : server_->Requests()) {
-    if (r.live()) {
-      EXPECT_EQ(r.Param("handle"), "reg-2");
-    }
-  }
 }
 
 TEST_F(ElectricSyncSourceTest, ConflictAfterHandleRotationDropsAndResyncs) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1, 2}));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1, 2}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
 
-  server_->Rotate(kRegistrations, "reg-2", Snapshot({1, 3}));
+  server_->Rotate(kRegistrations, "reg-2", Rows({1, 3}));
   ASSERT_TRUE(observer_.WaitForCount(Kind::kUpToDate, 2));
 
   State state = observer_.Snapshot();
   EXPECT_THAT(Ids(state), ElementsAre(1, 3));
   EXPECT_EQ(state.Count(Kind::kReset), 2);
-  std::vector<ShapeRequest> requests = server_->Requests();
+  std::vector<ShapeRequest> requests = Only(server_->Requests(), Registrations);
   size_t conflict = 0;
   while (conflict < requests.size() && requests[conflict].status != 409) ++conflict;
   ASSERT_LT(conflict + 1, requests.size()) << "no 409 followed by a resync";
@@ -358,11 +416,11 @@ TEST_F(ElectricSyncSourceTest, ConflictAfterHandleRotationDropsAndResyncs) {
 
 TEST_F(ElectricSyncSourceTest, ServerErrorBacksOffWithJitterAndResumesAtTheSamePosition) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1}));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   CannedResponse boom;
   boom.status = 500;
-  boom.body = "boom: shape consumer crashed";
-  server_->Inject(IsLive, boom);
+  boom.body = R"({"error":"Internal server error"})";
+  server_->Inject(LiveRegistrations, boom);
   common::SimulatedTimeSource time;
   ElectricSyncConfig config = Config();
   config.backoff_initial = absl::Seconds(1);
@@ -371,11 +429,10 @@ TEST_F(ElectricSyncSourceTest, ServerErrorBacksOffWithJitterAndResumesAtTheSameP
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
 
   ASSERT_TRUE(observer_.WaitForCount(Kind::kDisconnected, 1));
-  State state = observer_.Snapshot();
-  for (const auto& e : state.events) {
+  for (const auto& e : observer_.Snapshot().events) {
     if (e.kind == Kind::kDisconnected) {
       EXPECT_THAT(e.status, StatusIs(absl::StatusCode::kUnavailable,
-                                     AllOf(HasSubstr("HTTP 500"), HasSubstr("boom"))));
+                                     AllOf(HasSubstr("HTTP 500"), HasSubstr("Internal server"))));
     }
   }
   // Parked on its backoff timer, drawn from [0.5 s, 1 s].
@@ -387,102 +444,146 @@ TEST_F(ElectricSyncSourceTest, ServerErrorBacksOffWithJitterAndResumesAtTheSameP
   EXPECT_EQ(time.ArmedTimers(), 1u);
   EXPECT_EQ(server_->Requests().size(), before);
   time.Advance(absl::Milliseconds(501));
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 2, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 2, kWait));
 
-  std::vector<ShapeRequest> live;
-  for (const ShapeRequest& r : server_->Requests()) {
-    if (r.live()) live.push_back(r);
-  }
+  std::vector<ShapeRequest> live = Only(server_->Requests(), LiveRegistrations);
   EXPECT_EQ(live[0].status, 500);
   EXPECT_EQ(live[1].Param("offset"), live[0].Param("offset"));
   EXPECT_EQ(live[1].Param("handle"), live[0].Param("handle"));
 
-  server_->Append(kRegistrations, {Insert(2, {900})});
+  server_->Commit(kRegistrations, "insert", Row(2));
   ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(2) > 0; }));
   EXPECT_EQ(observer_.Snapshot().Count(Kind::kReset), 1);
   source_->Stop();
   source_.reset();  // Before `time` goes away.
 }
 
-TEST_F(ElectricSyncSourceTest, MalformedResponsesAreReportedRetriedAndNeverPartlyApplied) {
+// Electric's 503s say when to come back (Retry-After); the source waits at
+// least that long even when its own backoff is shorter.
+TEST_F(ElectricSyncSourceTest, RetryAfterIsHonoured) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1}));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
+  CannedResponse busy;
+  busy.status = 503;
+  busy.headers = {{"retry-after", "5"}, {"cache-control", "no-store"}};
+  busy.body = R"({"code":"concurrent_request_limit_exceeded","message":"Concurrent existing )"
+              R"(request limit exceeded (limit: 1000), please retry"})";
+  server_->Inject(LiveRegistrations, busy);
+  common::SimulatedTimeSource time;
+  ElectricSyncConfig config = Config();
+  config.backoff_initial = absl::Milliseconds(100);
+  source_ = MakeSource(config, time);
+  ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
+  ASSERT_TRUE(observer_.WaitForCount(Kind::kDisconnected, 1));
+
+  const absl::Time deadline = absl::Now() + kWait;
+  while (time.ArmedTimers() != 1 && absl::Now() < deadline) std::this_thread::yield();
+  ASSERT_EQ(time.ArmedTimers(), 1u);
+  time.Advance(absl::Milliseconds(4999));
+  EXPECT_EQ(server_->Count(LiveRegistrations), 1u);
+  time.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 2, kWait));
+  source_->Stop();
+  source_.reset();
+}
+
+TEST_F(ElectricSyncSourceTest, MalformedJsonIsRetriedAndNeverPartlyApplied) {
+  StartServer();
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   CannedResponse truncated;
-  truncated.headers = {{"electric-handle", "reg-1"}, {"electric-offset", "2_0"}};
-  truncated.body = absl::StrCat("[", Insert(50, {500}).dump(), R"(, {"headers":)");
-  server_->Inject(IsLive, truncated);
-  CannedResponse bad_row = truncated;
-  nlohmann::json broken = Insert(61, {600});
-  broken["value"]["debounce_ms"] = "soon";
-  bad_row.body = nlohmann::json::array({Insert(60, {600}), broken}).dump();
-  server_->Inject(IsLive, bad_row);
+  truncated.headers = {{"electric-handle", "reg-1"}, {"electric-offset", "99999999_0"}};
+  truncated.body = R"([{"headers":{"operation":"insert","txids":[5],"lsn":"99999999",)"
+                   R"("op_position":0,"last":true},"value":{"id":"50"}}, {"headers":)";
+  server_->Inject(LiveRegistrations, truncated);
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-
-  ASSERT_TRUE(observer_.WaitForCount(Kind::kDisconnected, 2));
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 3, kWait));
-  server_->Append(kRegistrations, {Insert(70, {700})});
+  ASSERT_TRUE(observer_.WaitForCount(Kind::kDisconnected, 1));
+  server_->Commit(kRegistrations, "insert", Row(70));
   ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(70) > 0; }));
 
   State state = observer_.Snapshot();
-  std::vector<absl::Status> errors;
   for (const auto& e : state.events) {
-    if (e.kind == Kind::kDisconnected) errors.push_back(e.status);
-  }
-  ASSERT_EQ(errors.size(), 2u);
-  EXPECT_THAT(errors[0], StatusIs(absl::StatusCode::kUnavailable,
-                                  AllOf(HasSubstr("malformed JSON from electric"),
-                                        HasSubstr("table=wake_registrations"))));
-  EXPECT_THAT(errors[1],
-              StatusIs(absl::StatusCode::kUnavailable,
-                       AllOf(HasSubstr("malformed row"),
-                             HasSubstr("wake_registrations.debounce_ms: \"soon\""))));
-  EXPECT_THAT(Ids(state), ElementsAre(1, 70));
-  for (int64_t id : {50, 60, 61}) EXPECT_FALSE(EverApplied(state, id)) << id;
-  for (const ShapeRequest& r : server_->Requests()) {
-    if (r.live()) {
-      EXPECT_EQ(r.Param("handle"), "reg-1");
+    if (e.kind == Kind::kDisconnected) {
+      EXPECT_THAT(e.status, StatusIs(absl::StatusCode::kUnavailable,
+                                     AllOf(HasSubstr("malformed JSON from electric"),
+                                           HasSubstr("table=wake_registrations"))));
     }
   }
-  std::vector<ShapeRequest> live;
-  for (const ShapeRequest& r : server_->Requests()) {
-    if (r.live()) live.push_back(r);
-  }
+  EXPECT_THAT(Ids(state), ElementsAre(1, 70));
+  EXPECT_FALSE(EverApplied(state, 50));
+  std::vector<ShapeRequest> live = Only(server_->Requests(), LiveRegistrations);
+  ASSERT_GE(live.size(), 2u);
   EXPECT_EQ(live[1].Param("offset"), live[0].Param("offset"));
-  EXPECT_EQ(live[2].Param("offset"), live[0].Param("offset"));
+}
+
+// A row that cannot be decoded would fail again at the same offset forever:
+// the source stops, naming table, key and column, and the barrier says why.
+TEST_F(ElectricSyncSourceTest, AnUndecodableRowStopsSyncNamingTableKeyAndColumn) {
+  StartServer();
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
+  source_ = MakeSource(Config());
+  ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
+
+  nlohmann::json broken = Row(61);
+  broken["debounce_ms"] = "soon";
+  PeerTransaction txn;
+  txn.changes = {{kRegistrations, "insert", Row(60), nullptr},
+                 {kRegistrations, "insert", broken, nullptr}};
+  server_->Commit(txn);
+  ASSERT_TRUE(observer_.WaitForCount(Kind::kDisconnected, 1));
+  const size_t requests = server_->Requests().size();
+
+  State state = observer_.Snapshot();
+  absl::Status why;
+  for (const auto& e : state.events) {
+    if (e.kind == Kind::kDisconnected) why = e.status;
+  }
+  EXPECT_THAT(why, StatusIs(absl::StatusCode::kDataLoss,
+                            AllOf(HasSubstr("electric sync stopped"),
+                                  HasSubstr("wake_registrations"),
+                                  HasSubstr(R"(key "public"."wake_registrations"/"61")"),
+                                  HasSubstr("column debounce_ms"), HasSubstr("\"soon\""))));
+  EXPECT_FALSE(EverApplied(state, 60));  // Nothing of that transaction.
+  EXPECT_THAT(source_->Barrier(absl::Seconds(5)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("electric sync stopped")));
+  // No shape asks again, however long we wait for it.
+  EXPECT_FALSE(server_->WaitForRequests([](const ShapeRequest&) { return true; }, requests + 1,
+                                        absl::Milliseconds(300)))
+      << "retried after an undecodable row";
 }
 
 TEST_F(ElectricSyncSourceTest, TenantScopedShapesSendAQuotedWhereClauseAndTheSecret) {
-  StartServer();
+  ScriptedElectricServer::Options options;
+  options.secret = "s3cret";
+  StartServer(options);
+  server_->Rotate(kRegistrations, "reg-1", {Row(1, "o'brien"), Row(2, "acme")});
   ElectricSyncConfig config = Config();
   config.tenant = "o'brien";
   config.secret = "s3cret";
   config.follow_wakes = true;
   source_ = MakeSource(config);
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 2, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(IsLive, 3, kWait));
 
   std::set<std::string> tables;
   for (const ShapeRequest& r : server_->Requests()) {
     tables.insert(r.table());
-    EXPECT_EQ(r.Param("where"), "tenant_id = 'o''brien'");
     EXPECT_EQ(r.Param("secret"), "s3cret");
+    if (r.table() == kMarkersTable) {
+      EXPECT_FALSE(r.Has("where"));  // Markers belong to no tenant.
+    } else {
+      EXPECT_EQ(r.Param("where"), "tenant_id = 'o''brien'");
+    }
   }
-  EXPECT_THAT(tables, UnorderedElementsAre(kRegistrations, kWakes));
+  EXPECT_THAT(tables, UnorderedElementsAre(kRegistrations, kWakes, kMarkersTable));
+  EXPECT_THAT(Ids(observer_.Snapshot()), ElementsAre(1));  // Electric applied the where.
 }
 
 TEST_F(ElectricSyncSourceTest, WakesShapeDeliversPendingMarkersAndResetsWithRegistrations) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1}));
-  auto wake = [](int64_t id, nlohmann::json token) {
-    return ShapeChangeMessage(kWakes, "insert",
-                              {{"id", std::to_string(id)},
-                               {"tenant_id", "default"},
-                               {"stream", "/parent/1"},
-                               {"registration_id", "1"},
-                               {"claim_token", token}});
-  };
-  server_->Append(kWakes, {wake(5, nullptr), wake(6, "claim-abc")});
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
+  server_->Rotate(kWakes, "wakes-1", {WakeRowValue(5, nullptr), WakeRowValue(6, "claim-abc")});
   ElectricSyncConfig config = Config();
   config.follow_wakes = true;
   source_ = MakeSource(config);
@@ -491,7 +592,7 @@ TEST_F(ElectricSyncSourceTest, WakesShapeDeliversPendingMarkersAndResetsWithRegi
   State state = observer_.Snapshot();
   EXPECT_EQ(state.Count(Kind::kReset), 1);
   EXPECT_EQ(state.Count(Kind::kUpToDate), 1);
-  EXPECT_EQ(state.events.back().kind, Kind::kUpToDate);  // Only after both snapshots.
+  EXPECT_EQ(state.events.back().kind, Kind::kUpToDate);  // Only after every snapshot.
   EXPECT_THAT(Ids(state), ElementsAre(1));
   ASSERT_EQ(state.wakes.size(), 2u);
   EXPECT_TRUE(state.wakes.at(5).pending);
@@ -499,9 +600,9 @@ TEST_F(ElectricSyncSourceTest, WakesShapeDeliversPendingMarkersAndResetsWithRegi
   EXPECT_EQ(state.wakes.at(5).stream, "/parent/1");
   EXPECT_EQ(state.wakes.at(5).registration_id, 1);
 
-  // The wakes shape is replaced: one reset, both shapes from a fresh snapshot.
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 2, kWait));
-  server_->Rotate(kWakes, "wakes-2", {wake(6, "claim-abc"), wake(7, nullptr)});
+  // The wakes shape is replaced: one reset, every shape from a fresh snapshot.
+  ASSERT_TRUE(server_->WaitForRequests(IsLive, 3, kWait));
+  server_->Rotate(kWakes, "wakes-2", {WakeRowValue(6, "claim-abc"), WakeRowValue(7, nullptr)});
   ASSERT_TRUE(observer_.WaitForCount(Kind::kUpToDate, 2));
   state = observer_.Snapshot();
   EXPECT_EQ(state.Count(Kind::kReset), 2);
@@ -509,106 +610,144 @@ TEST_F(ElectricSyncSourceTest, WakesShapeDeliversPendingMarkersAndResetsWithRegi
   ASSERT_EQ(state.wakes.size(), 2u);
   EXPECT_TRUE(state.wakes.at(7).pending);
   auto initial_registrations = [](const ShapeRequest& r) {
-    return r.table() == kRegistrations && r.Param("offset") == "-1";
+    return Registrations(r) && r.Param("offset") == "-1";
   };
   EXPECT_EQ(server_->Count(initial_registrations), 2u);
 }
 
-TEST_F(ElectricSyncSourceTest, BarrierBehindIssuesOneNonLiveRequestThenSucceeds) {
+// Electric's global_last_seen_lsn is the last transaction it processed, never
+// the server's WAL position: with nothing written since, a barrier must still
+// complete, through its marker.
+TEST_F(ElectricSyncSourceTest, BarrierCompletesOnAQuietDatabaseThroughAMarker) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1}));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
   const size_t before = server_->Requests().size();
 
-  // Committed elsewhere in the database: the WAL moved, this shape did not.
-  current_lsn_ = 150;
-  server_->SetGlobalLsn(150);
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
+  EXPECT_EQ(marker_writes_.load(), 1);
 
+  // After the marker came back, the registrations shape asked once more
+  // without `live` to learn that Electric is past the marker.
   std::vector<ShapeRequest> requests = server_->Requests();
-  std::vector<ShapeRequest> after(requests.begin() + before, requests.end());
-  ASSERT_FALSE(after.empty());
-  EXPECT_FALSE(after[0].live());
-  EXPECT_EQ(after[0].Param("offset"), "1_0");
-  EXPECT_EQ(after[0].Param("handle"), "reg-1");
-  size_t non_live = 0;
-  for (const ShapeRequest& r : after) non_live += r.live() ? 0 : 1;
-  EXPECT_EQ(non_live, 1u);
-  EXPECT_EQ(observer_.Snapshot().Count(Kind::kUpToDate), 2);
+  std::vector<ShapeRequest> after(requests.begin() + static_cast<long>(before), requests.end());
+  std::vector<ShapeRequest> catch_up =
+      Only(after, [](const ShapeRequest& r) { return Registrations(r) && !r.live(); });
+  ASSERT_EQ(catch_up.size(), 1u);
+  EXPECT_EQ(catch_up[0].Param("offset"), "0_inf");
+  EXPECT_EQ(catch_up[0].Param("handle"), "reg-1");
 
-  // Already there: no round trip at all.
-  auto not_live = [](const ShapeRequest& r) { return !r.live(); };
-  const size_t non_live_before = server_->Count(not_live);
+  // A write of another replica (or anything else) is now also covered.
+  server_->Commit(kRegistrations, "insert", Row(2));
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
-  EXPECT_EQ(server_->Count(not_live), non_live_before);
+  EXPECT_EQ(observer_.Snapshot().registrations.count(2), 1u);
+  EXPECT_EQ(source_->stats().marker_writes, 2u);
 }
 
-TEST_F(ElectricSyncSourceTest, ConcurrentBarriersShareOneRequest) {
+TEST_F(ElectricSyncSourceTest, ConcurrentBarriersShareOneMarkerWrite) {
   StartServer();
-  server_->Append(kRegistrations, Snapshot({1}));
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 1, kWait));
 
-  auto catch_up = [](const ShapeRequest& r) { return !r.live() && r.Param("offset") != "-1"; };
-  server_->Hold(catch_up);
-  current_lsn_ = 150;
-  server_->SetGlobalLsn(150);
-  absl::Status first, second;
-  std::thread a([&] { first = source_->Barrier(kWait); });
-  ASSERT_TRUE(server_->WaitForRequests(catch_up, 1, kWait));
-  std::thread b([&] { second = source_->Barrier(kWait); });
+  absl::Notification gate;
+  marker_gate_ = &gate;
+  absl::Status first;
+  std::thread leader([&] { first = source_->Barrier(kWait); });
+  while (marker_writes_.load() < 1) std::this_thread::yield();
+  // These arrive while the first write is in flight: they need a write sent
+  // after they arrived, and all of them share it.
+  std::vector<absl::Status> results(4);
+  std::vector<std::thread> followers;
+  for (size_t i = 0; i < results.size(); ++i) {
+    followers.emplace_back([&, i] { results[i] = source_->Barrier(kWait); });
+  }
   const absl::Time deadline = absl::Now() + kWait;
-  while (lsn_calls_.load() < 2 && absl::Now() < deadline) std::this_thread::yield();
-  server_->ReleaseHeld();
-  a.join();
-  b.join();
+  while (source_->stats().barrier_calls < 5 && absl::Now() < deadline) std::this_thread::yield();
+  gate.Notify();
+  leader.join();
+  for (std::thread& t : followers) t.join();
+  marker_gate_ = nullptr;
   EXPECT_THAT(first, IsOk());
-  EXPECT_THAT(second, IsOk());
-  EXPECT_EQ(server_->Count(catch_up), 1u);
+  for (const absl::Status& s : results) EXPECT_THAT(s, IsOk());
+  EXPECT_EQ(marker_writes_.load(), 2);
+  EXPECT_EQ(source_->stats().barrier_calls, 5u);
 }
 
-TEST_F(ElectricSyncSourceTest, BarrierFailsClearlyWhenElectricStaysBehindOrTheDatabaseIsDown) {
+TEST_F(ElectricSyncSourceTest, BarrierFailsClearlyWhenTheMarkerIsLostOrCannotBeWritten) {
   StartServer();
   source_ = MakeSource(Config());
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
 
-  current_lsn_ = 1000;
+  markers_reach_electric_ = false;
   EXPECT_THAT(source_->Barrier(absl::Milliseconds(200)),
               StatusIs(absl::StatusCode::kUnavailable,
-                       AllOf(HasSubstr("0/3E8"), HasSubstr("within 200ms"),
-                             HasSubstr("delivered up to 0/64"))));
-  EXPECT_GE(server_->Count([](const ShapeRequest& r) { return !r.live() && r.Param("offset") != "-1"; }),
-            1u);
+                       AllOf(HasSubstr("marker replica-a/1 did not come back through electric"),
+                             HasSubstr("within 200ms"))));
 
-  lsn_error_ = absl::UnavailableError("connection to server at 127.0.0.1 refused");
+  marker_error_ = absl::UnavailableError("connection to server at 127.0.0.1 refused");
   EXPECT_THAT(source_->Barrier(kWait),
               StatusIs(absl::StatusCode::kUnavailable,
-                       AllOf(HasSubstr("WAL position"), HasSubstr("refused"))));
+                       AllOf(HasSubstr("cannot write the marker row"), HasSubstr("refused"))));
 }
 
-TEST_F(ElectricSyncSourceTest, RejectedShapeFailsStartWithInvalidArgument) {
+TEST_F(ElectricSyncSourceTest, RejectedShapeFailsStartWithElectricsMessage) {
   StartServer();
-  CannedResponse rejected;
-  rejected.status = 400;
-  rejected.body =
-      R"({"message":"Invalid request","errors":{"where":["At location 0: unknown reference tenant"]}})";
-  server_->Inject([](const ShapeRequest&) { return true; }, rejected);
+  // A table without the columns the registry asks for: Electric says which.
+  server_->CreateTable(kRegistrations, {"id", "subscriber_url"});
   source_ = MakeSource(Config());
   const absl::Time start = absl::Now();
   EXPECT_THAT(source_->Start(observer_, absl::Seconds(60)),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("HTTP 400"), HasSubstr("unknown reference tenant"))));
+                       AllOf(HasSubstr("HTTP 400"),
+                             HasSubstr("The following columns are not found on the table: "
+                                       "tenant_id, source_url"))));
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));  // Not by waiting out the timeout.
   EXPECT_EQ(observer_.Snapshot().Count(Kind::kUpToDate), 0);
+}
+
+TEST_F(ElectricSyncSourceTest, WrongSecretFailsStartWithUnauthenticated) {
+  ScriptedElectricServer::Options options;
+  options.secret = "right";
+  StartServer(options);
+  ElectricSyncConfig config = Config();
+  config.secret = "wrong";
+  source_ = MakeSource(config);
+  EXPECT_THAT(source_->Start(observer_, absl::Seconds(60)),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       AllOf(HasSubstr("HTTP 401"), HasSubstr("Invalid API secret"))));
+}
+
+// After startup a rejection is reported with its own code (the registry's
+// health turns NOT_SERVING on it) and retried slowly until it goes away.
+TEST_F(ElectricSyncSourceTest, RejectionAfterStartupIsReportedAndRecovers) {
+  StartServer();
+  source_ = MakeSource(Config());
+  ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
+  ASSERT_TRUE(server_->WaitForRequests(LiveRegistrations, 1, kWait));
+
+  CannedResponse unauthorized;
+  unauthorized.status = 401;
+  unauthorized.body = R"({"message":"Unauthorized - Invalid API secret"})";
+  server_->Inject(LiveRegistrations, unauthorized);
+  server_->Commit(kRegistrations, "insert", Row(9));  // Ends the held poll.
+  ASSERT_TRUE(observer_.WaitForCount(Kind::kDisconnected, 1));
+  ASSERT_TRUE(observer_.WaitFor([](const State& s) { return s.registrations.count(9) > 0; }));
+  State state = observer_.Snapshot();
+  for (const auto& e : state.events) {
+    if (e.kind == Kind::kDisconnected) {
+      EXPECT_THAT(e.status, StatusIs(absl::StatusCode::kUnauthenticated,
+                                     HasSubstr("Invalid API secret")));
+    }
+  }
 }
 
 TEST_F(ElectricSyncSourceTest, UnknownTableIsAConfigurationError) {
   auto server = ScriptedElectricServer::Start();
   ASSERT_TRUE(server.ok()) << server.status();
-  server_ = std::move(*server);  // No shapes: Electric answers 400.
+  server_ = std::move(*server);
+  server_->CreateShape(kMarkersTable, "markers-1");  // No wake_registrations: 400.
   source_ = MakeSource(Config());
   EXPECT_THAT(source_->Start(observer_, absl::Seconds(60)),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -628,7 +767,7 @@ TEST_F(ElectricSyncSourceTest, UnreachableElectricFailsStartWithUnavailable) {
   ElectricSyncConfig config;
   config.url = absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port));
   config.backoff_initial = absl::Milliseconds(10);
-  source_ = MakeSource(config);
+  source_ = std::make_unique<ElectricSyncSource>(config, time_, ElectricDatabase{});
   EXPECT_THAT(source_->Start(observer_, absl::Milliseconds(300)),
               StatusIs(absl::StatusCode::kUnavailable,
                        AllOf(HasSubstr("not up-to-date within 300ms"), HasSubstr(config.url),
@@ -652,18 +791,18 @@ TEST_F(ElectricSyncSourceTest, NeverUpToDateFailsStartNamingTheLastError) {
 
 TEST_F(ElectricSyncSourceTest, StopAbortsTheLongPollPromptlyAndSilencesTheObserver) {
   StartServer();  // Live polls are held for 20 s.
-  server_->Append(kRegistrations, Snapshot({1}));
+  server_->Rotate(kRegistrations, "reg-1", Rows({1}));
   ElectricSyncConfig config = Config();
   config.follow_wakes = true;
   source_ = MakeSource(config);
   ASSERT_THAT(source_->Start(observer_, kWait), IsOk());
-  ASSERT_TRUE(server_->WaitForRequests(IsLive, 2, kWait));
+  ASSERT_TRUE(server_->WaitForRequests(IsLive, 3, kWait));
 
   const absl::Time start = absl::Now();
   source_->Stop();
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   const size_t events = observer_.Snapshot().events.size();
-  server_->Append(kRegistrations, {Insert(2, {1})});
+  server_->Commit(kRegistrations, "insert", Row(2));
   server_.reset();  // Answers and closes everything still held.
   EXPECT_EQ(observer_.Snapshot().events.size(), events);
   source_->Stop();  // Idempotent.

@@ -1,10 +1,17 @@
 // A scripted Electric for tests: a real HTTP/1.1 server on 127.0.0.1 (port 0)
-// that serves `GET /v1/shape` as electric-api.yaml describes it — shape logs
-// per table with handles and offsets, snapshot pages, up-to-date control
-// messages with global_last_seen_lsn, live long polls with electric-cursor,
-// 409 + must-refetch for a rotated handle, 400 for unknown tables — plus
-// scripted deviations (canned responses, held requests) and a log of every
-// request so tests can assert what the client asked.
+// serving `GET /v1/shape` the way Electric's own server does, written from
+// its code (electric-sql/electric, packages/sync-service) rather than from
+// what our client expects. Each rule in scripted_electric_server.cc names the
+// Electric file it follows; docs/electric.md lists them.
+//
+// The model: tables receive committed transactions (PeerTransaction: a commit
+// LSN, an xid8 and row changes, as pgoutput delivers them to Electric). A
+// shape is one table with a handle, a snapshot taken when the shape was
+// created, and the log of every transaction committed since. Requests pick
+// the rows of their `where` clause and `columns`; responses are cut into
+// chunks of `page_size` entries wherever that falls, inside a transaction or
+// not, as Electric's chunking by bytes does. Test controls on top: canned
+// responses, held requests and a log of every request.
 #pragma once
 
 #include <cstdint>
@@ -52,14 +59,39 @@ struct CannedResponse {
 
 using RequestMatcher = std::function<bool(const ShapeRequest&)>;
 
+// One row change, as Electric's replication client receives it: the row's
+// columns as Postgres text (NULL as JSON null). For an update, `row` is the
+// new row and `old_row` the old one (REPLICA IDENTITY FULL); for a delete,
+// `row` is the old row.
+struct PeerChange {
+  std::string table;
+  std::string op;  // "insert", "update" or "delete".
+  nlohmann::json row;
+  nlohmann::json old_row;
+};
+
+// One committed transaction. `lsn` is its commit LSN (pgoutput's
+// Begin.final_lsn) and `xid` its xid8; 0 picks the next ones.
+struct PeerTransaction {
+  uint64_t lsn = 0;
+  int64_t xid = 0;
+  std::vector<PeerChange> changes;
+};
+
 class ScriptedElectricServer {
  public:
   struct Options {
-    // Log entries per response (pagination of the initial sync).
+    // Log entries or snapshot rows per response (Electric's chunks).
     size_t page_size = 100;
-    // How long a live request at the tip is held before it is answered with
-    // only an up-to-date message (Electric holds ~20 s).
+    // How long a live request at the end of its shape is held (Electric's
+    // long_poll_timeout, 20 s).
     absl::Duration live_hold = absl::Seconds(20);
+    // ELECTRIC_SECRET; empty = insecure mode.
+    std::string secret;
+    // Where Electric's replication slot starts: the last processed LSN
+    // before any transaction, and the next xid8.
+    uint64_t initial_lsn = 0x1000000;
+    int64_t initial_xid = 750;
   };
 
   static absl::StatusOr<std::unique_ptr<ScriptedElectricServer>> Start(Options options);
@@ -71,25 +103,28 @@ class ScriptedElectricServer {
   // http://127.0.0.1:<port>
   std::string url() const;
 
-  // A shape for `table` with an empty log (requests for other tables: 400).
+  // Declares `table` with its columns (the first is the primary key);
+  // wake_registrations, wakes and wake_sync_markers have theirs by default.
+  void CreateTable(const std::string& table, std::vector<std::string> columns = {});
+  // A shape of `table` (declared if needed) with an empty snapshot.
   void CreateShape(const std::string& table, const std::string& handle);
-  // Appends shape messages (one transaction) and wakes live polls.
-  void Append(const std::string& table, std::vector<nlohmann::json> messages);
-  // Runs `produce` under the server's lock, then appends what it returns, so
-  // no response can report an LSN read after `produce` without its rows (the
-  // way Electric only reports an LSN once its transaction is in the logs).
-  void Ingest(const std::string& table,
-              const std::function<std::vector<nlohmann::json>()>& produce);
-  // Replaces the shape: new handle, new log. Requests with the old handle
-  // (held live polls too) get 409 + must-refetch naming `handle`.
+  // Replaces the shape: a new handle and a snapshot of `rows`, with an empty
+  // log. Requests with the old handle (held live polls too) get 409.
   void Rotate(const std::string& table, const std::string& handle,
-              std::vector<nlohmann::json> log);
+              std::vector<nlohmann::json> rows);
   std::string Handle(const std::string& table);
 
-  // global_last_seen_lsn reported by up-to-date messages (sent as a decimal
-  // string, as Electric does). A source, if set, is asked on every response.
-  void SetGlobalLsn(uint64_t lsn);
-  void SetGlobalLsnSource(std::function<uint64_t()> source);
+  // Commits a transaction: it joins the log of each shape it touches, and
+  // Electric's last processed LSN becomes its LSN. Returns it with lsn and
+  // xid filled in. Wakes held live requests.
+  PeerTransaction Commit(PeerTransaction txn);
+  // A one-change transaction.
+  PeerTransaction Commit(const std::string& table, const std::string& op, nlohmann::json row,
+                         nlohmann::json old_row = nullptr);
+  // The LSN Electric last processed (lib/electric/lsn_tracker.ex).
+  uint64_t last_processed_lsn();
+  // The next xid8 Commit() would pick.
+  int64_t next_xid();
 
   // The next `times` requests matching `match` (-1: all) get `response`
   // instead of the protocol's answer. Earlier injections match first.
@@ -105,10 +140,17 @@ class ScriptedElectricServer {
   bool WaitForRequests(const RequestMatcher& match, size_t count, absl::Duration timeout);
 
  private:
+  struct Table {
+    std::vector<std::string> columns;  // columns[0] is the primary key.
+    std::map<std::string, std::string> types;  // Postgres type names, where known.
+  };
   struct Shape {
     std::string handle;
-    std::vector<nlohmann::json> log;
-    uint64_t version = 0;  // Bumped by every Append/Rotate; wakes live polls.
+    std::vector<nlohmann::json> snapshot;
+    int64_t snapshot_xmin = 0;
+    int64_t snapshot_xmax = 0;
+    // Transactions committed since the snapshot (indexes into log_).
+    size_t log_start = 0;
   };
   struct Interceptor {
     RequestMatcher match;
@@ -116,13 +158,25 @@ class ScriptedElectricServer {
     bool hold = false;
     int times = 1;  // -1: forever.
   };
+  struct Definition;
+  struct Entry;
+  struct EntryCache {
+    std::string handle;
+    size_t log_start = 0;
+    size_t upto = 0;  // log_ index computed so far.
+    std::vector<Entry> entries;
+  };
 
   ScriptedElectricServer(Options options, int listen_fd, int port, int wake_read, int wake_write);
   void AcceptLoop();
   void Serve(int fd);
   CannedResponse Handle(ShapeRequest request);
   CannedResponse ServeShapeLocked(const ShapeRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  uint64_t GlobalLsnLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Definition> ParseDefinitionLocked(const ShapeRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The shape's log as messages for `definition`; valid until the next call.
+  const std::vector<Entry>& LogEntriesLocked(const Definition& definition)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const int listen_fd_;
@@ -133,24 +187,19 @@ class ScriptedElectricServer {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, Table> tables_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Shape> shapes_ ABSL_GUARDED_BY(mu_);
-  uint64_t global_lsn_ ABSL_GUARDED_BY(mu_) = 0;
-  std::function<uint64_t()> lsn_source_ ABSL_GUARDED_BY(mu_);
-  uint64_t cursor_ ABSL_GUARDED_BY(mu_) = 1000;
+  std::vector<PeerTransaction> log_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, EntryCache> entry_cache_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_processed_lsn_ ABSL_GUARDED_BY(mu_);
+  int64_t next_xid_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // Bumped by every change; wakes live polls.
+  int64_t last_cursor_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t releases_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Interceptor> interceptors_ ABSL_GUARDED_BY(mu_);
   std::vector<ShapeRequest> requests_ ABSL_GUARDED_BY(mu_);
   std::set<int> connections_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> connection_threads_ ABSL_GUARDED_BY(mu_);
 };
-
-// A change message as Electric sends it, e.g.
-//   {"headers":{"operation":"insert","txids":["758"],"last":true},
-//    "key":"\"public\".\"wakes\"/\"5\"","value":{...}}
-// `value` must hold "id". txids and `last` are only set when given.
-nlohmann::json ShapeChangeMessage(const std::string& table, const std::string& operation,
-                                  const nlohmann::json& value,
-                                  const std::vector<int64_t>& txids = {},
-                                  std::optional<bool> last = std::nullopt);
 
 }  // namespace wake::testing

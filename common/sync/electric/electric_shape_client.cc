@@ -3,6 +3,8 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -26,10 +28,18 @@ std::string ServerMessage(const std::string& body) {
   if (trimmed.empty()) return "(empty body)";
   nlohmann::json parsed = nlohmann::json::parse(trimmed.begin(), trimmed.end(), nullptr,
                                                 /*allow_exceptions=*/false);
-  if (parsed.is_object() && parsed.contains("message") && parsed["message"].is_string()) {
-    std::string message = parsed["message"].get<std::string>();
-    if (parsed.contains("errors")) absl::StrAppend(&message, " ", parsed["errors"].dump());
-    return message;
+  // {"message", "errors"} (lib/electric/shapes/api/response.ex), or
+  // {"code", "error"} / {"code", "message"} (lib/electric/plug/serve_shape_plug.ex).
+  if (parsed.is_object()) {
+    for (const char* key : {"message", "error"}) {
+      if (!parsed.contains(key) || !parsed[key].is_string()) continue;
+      std::string message = parsed[key].get<std::string>();
+      if (parsed.contains("errors")) absl::StrAppend(&message, " ", parsed["errors"].dump());
+      if (parsed.contains("code") && parsed["code"].is_string()) {
+        absl::StrAppend(&message, " (", parsed["code"].get<std::string>(), ")");
+      }
+      return message;
+    }
   }
   if (trimmed.size() > kMaxQuotedBody) {
     return absl::StrCat(trimmed.substr(0, kMaxQuotedBody), "...");
@@ -41,6 +51,8 @@ bool IsRetryableClientError(int status) {
   return status == 408 || status == 425 || status == 429;
 }
 
+// Electric sends txids as JSON numbers (lib/electric/log_items.ex); older
+// servers and proxies may send decimal strings.
 absl::StatusOr<int64_t> ParseTxid(const nlohmann::json& txid) {
   if (txid.is_number_unsigned()) {
     const uint64_t value = txid.get<uint64_t>();
@@ -52,10 +64,35 @@ absl::StatusOr<int64_t> ParseTxid(const nlohmann::json& txid) {
     absl::StatusOr<int64_t> value = ParsePgInt8(txid.get<std::string>());
     if (value.ok() && *value >= 0) return value;
   }
-  return absl::InvalidArgumentError(absl::StrCat("txid ", txid.dump(), " is not a 64-bit xid"));
+  return absl::InvalidArgumentError(absl::StrCat("txid ", txid.dump(), " is not an xid"));
+}
+
+// Retry-After in seconds (RFC 9110 also allows a date; Electric sends
+// seconds: lib/electric/shapes/api/response.ex put_retry_after_header).
+std::optional<int64_t> RetryAfterSeconds(const HttpResponse& http) {
+  int64_t seconds = 0;
+  const std::string value = http.Header("retry-after");
+  if (value.empty() || !absl::SimpleAtoi(value, &seconds) || seconds < 0) return std::nullopt;
+  return seconds;
+}
+
+absl::Status WithRetryAfter(absl::Status status, const HttpResponse& http) {
+  if (std::optional<int64_t> seconds = RetryAfterSeconds(http); seconds.has_value()) {
+    status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(*seconds)));
+  }
+  return status;
 }
 
 }  // namespace
+
+std::optional<absl::Duration> RetryAfter(const absl::Status& status) {
+  auto payload = status.GetPayload(kRetryAfterPayload);
+  int64_t seconds = 0;
+  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &seconds)) {
+    return std::nullopt;
+  }
+  return absl::Seconds(seconds);
+}
 
 std::string UrlEncode(absl::string_view text) {
   static constexpr char kHex[] = "0123456789ABCDEF";
@@ -131,12 +168,17 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
     return response;
   }
   if (http.status >= 400 && http.status < 500 && !IsRetryableClientError(http.status)) {
-    return absl::InvalidArgumentError(absl::StrCat("electric rejected ", request, ": HTTP ",
-                                                   http.status, ": ", ServerMessage(http.body)));
+    const std::string message = absl::StrCat("electric rejected ", request, ": HTTP ",
+                                             http.status, ": ", ServerMessage(http.body));
+    // 401 is a missing or wrong secret (lib/electric/plug/router.ex authenticate).
+    if (http.status == 401) return absl::UnauthenticatedError(message);
+    if (http.status == 403) return absl::PermissionDeniedError(message);
+    return absl::InvalidArgumentError(message);
   }
   if (http.status != 200 && http.status != 204) {
-    return absl::UnavailableError(
-        absl::StrCat(request, ": HTTP ", http.status, ": ", ServerMessage(http.body)));
+    return WithRetryAfter(absl::UnavailableError(absl::StrCat(request, ": HTTP ", http.status,
+                                                              ": ", ServerMessage(http.body))),
+                          http);
   }
 
   response.offset = http.Header("electric-offset");
@@ -179,8 +221,19 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
         }
       } else if (kind == "must-refetch") {
         response.must_refetch = true;
+      } else if (kind == "snapshot-end") {
+        // xmin/xmax/xip_list as decimal strings of xid8 values
+        // (lib/electric/shapes/consumer/snapshotter.ex).
+        if (auto xmin = headers.find("xmin"); xmin != headers.end()) {
+          absl::StatusOr<int64_t> parsed = ParseTxid(*xmin);
+          if (!parsed.ok()) {
+            return Malformed(request, absl::StrCat(where, "snapshot-end xmin ",
+                                                   parsed.status().message()));
+          }
+          response.snapshot_xmin = *parsed;
+        }
       }
-      // Other control messages (snapshot-end) carry nothing we follow.
+      // Other control messages carry nothing we follow.
       continue;
     }
     auto operation = headers.find("operation");
@@ -213,6 +266,9 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
         change.txids.push_back(*parsed);
       }
     }
+    if (auto lsn = headers.find("lsn"); lsn != headers.end()) {
+      change.lsn = lsn->is_string() ? lsn->get<std::string>() : lsn->dump();
+    }
     if (auto last = headers.find("last"); last != headers.end() && last->is_boolean()) {
       change.last = last->get<bool>();
     }
@@ -224,6 +280,7 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
     response.changes.clear();
     response.up_to_date = false;
     response.global_last_seen_lsn.reset();
+    response.snapshot_xmin.reset();
     return response;
   }
   if (response.handle.empty()) return Malformed(request, "no electric-handle header");

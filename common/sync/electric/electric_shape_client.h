@@ -49,9 +49,17 @@ struct ShapePosition {
 struct ShapeChange {
   ChangeOp op = ChangeOp::kInsert;
   std::string key;
-  nlohmann::json value;             // The row, Postgres text values.
-  std::vector<int64_t> txids;       // From headers.txids (xid8).
-  std::optional<bool> last;         // headers.last: last op of its transaction here.
+  nlohmann::json value;  // The row, Postgres text values.
+  // headers.txids as sent: Electric sends the 32-bit xid of pgoutput's Begin
+  // message as a JSON number (lib/electric/log_items.ex); the sync source
+  // widens it to an xid8. Empty for snapshot rows.
+  std::vector<int64_t> txids;
+  // headers.lsn: the transaction's commit LSN, the same for every message of
+  // one transaction. Empty for snapshot rows.
+  std::string lsn;
+  // headers.last: the transaction's last message in this shape. Electric only
+  // ever sends `true` (the key is left out otherwise).
+  bool last = false;
 };
 
 struct ShapeResponse {
@@ -63,8 +71,11 @@ struct ShapeResponse {
   std::string cursor;
   // The response ends with up-to-date (message or electric-up-to-date header).
   bool up_to_date = false;
-  // From the up-to-date message: Electric has processed the WAL up to here.
+  // From the up-to-date message: Electric has processed every transaction up
+  // to the one that committed here (not the server's WAL position).
   std::optional<uint64_t> global_last_seen_lsn;
+  // From a snapshot-end control message: the snapshot's xmin (an xid8).
+  std::optional<int64_t> snapshot_xmin;
   // Change messages in log order (control messages are folded into the flags).
   std::vector<ShapeChange> changes;
 };
@@ -79,9 +90,13 @@ class ElectricShapeClient {
   std::string Describe(const ShapePosition& position, bool live) const;
 
   // One request. Errors (all name the request):
-  //   INVALID_ARGUMENT  Electric rejected the shape (400, 401, 403, 404, ...);
-  //                     the message carries Electric's own explanation.
-  //   UNAVAILABLE       5xx, 429, transport failure, malformed response.
+  //   INVALID_ARGUMENT  Electric rejected the shape (400, 404, ...); the
+  //                     message carries Electric's own explanation.
+  //   UNAUTHENTICATED   401: a missing or wrong secret.
+  //   PERMISSION_DENIED 403.
+  //   UNAVAILABLE       5xx, 429, transport failure, malformed response; with
+  //                     a Retry-After header the status carries its seconds
+  //                     as the kRetryAfterPayload payload.
   //   DEADLINE_EXCEEDED no response in time.
   //   CANCELLED         `should_abort` returned true.
   absl::StatusOr<ShapeResponse> Fetch(const ShapePosition& position, bool live,
@@ -100,6 +115,11 @@ class ElectricShapeClient {
   const ShapeDefinition shape_;
   HttpClient& http_;
 };
+
+// Status payload key under which Fetch() passes on a Retry-After header.
+inline constexpr char kRetryAfterPayload[] = "wakeline.dev/retry-after-seconds";
+// The Retry-After of a status from Fetch(), if it carried one.
+std::optional<absl::Duration> RetryAfter(const absl::Status& status);
 
 // Percent-encodes a query parameter value (RFC 3986 unreserved kept).
 std::string UrlEncode(absl::string_view text);

@@ -91,7 +91,11 @@ TEST_F(ElectricShapeClientTest, ParsesChangesTxidsAndUpToDate) {
   ASSERT_EQ(r->changes.size(), 2u);
   EXPECT_EQ(r->changes[0].op, ChangeOp::kInsert);
   EXPECT_THAT(r->changes[0].txids, ElementsAre(9007199254740993));
-  EXPECT_EQ(r->changes[0].last, std::optional<bool>(true));
+  EXPECT_TRUE(r->changes[0].last);
+  EXPECT_EQ(r->changes[0].lsn, "1234");
+  EXPECT_FALSE(r->changes[1].last);
+  EXPECT_EQ(r->changes[1].lsn, "");
+  EXPECT_EQ(r->snapshot_xmin, std::optional<int64_t>(1));
   EXPECT_EQ(r->changes[0].value["id"], "1");
   EXPECT_EQ(r->changes[1].op, ChangeOp::kDelete);
   EXPECT_THAT(r->changes[1].txids, ElementsAre(77));
@@ -130,6 +134,35 @@ TEST_F(ElectricShapeClientTest, BadRequestIsInvalidArgumentWithElectricsMessage)
                              Not(HasSubstr("topsecret")))));
 }
 
+TEST_F(ElectricShapeClientTest, MissingOrWrongSecretIsUnauthenticated) {
+  HttpResponse unauthorized;
+  unauthorized.status = 401;
+  unauthorized.body = R"({"message":"Unauthorized - Invalid API secret"})";
+  http_.next = unauthorized;
+  EXPECT_THAT(Client("", "wrong").Fetch(ShapePosition{}, false, nullptr),
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       AllOf(HasSubstr("HTTP 401"), HasSubstr("Invalid API secret"),
+                             Not(HasSubstr("wrong")))));
+}
+
+TEST_F(ElectricShapeClientTest, RetryAfterTravelsWithTheStatus) {
+  HttpResponse overloaded;
+  overloaded.status = 503;
+  overloaded.headers = {{"retry-after", "7"}};
+  overloaded.body =
+      R"({"code":"concurrent_request_limit_exceeded","message":"Concurrent initial request )"
+      R"(limit exceeded (limit: 300), please retry"})";
+  http_.next = overloaded;
+  absl::StatusOr<ShapeResponse> r = Client().Fetch(ShapePosition{}, false, nullptr);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable,
+                          AllOf(HasSubstr("request limit exceeded"),
+                                HasSubstr("concurrent_request_limit_exceeded"))));
+  EXPECT_EQ(RetryAfter(r.status()), std::optional<absl::Duration>(absl::Seconds(7)));
+  overloaded.headers.clear();
+  http_.next = overloaded;
+  EXPECT_EQ(RetryAfter(Client().Fetch(ShapePosition{}, false, nullptr).status()), std::nullopt);
+}
+
 TEST_F(ElectricShapeClientTest, ServerErrorsAndThrottlingAreUnavailable) {
   for (int status : {500, 503, 429}) {
     HttpResponse r;
@@ -160,7 +193,7 @@ TEST_F(ElectricShapeClientTest, MalformedResponsesAreClearErrors) {
       {R"([{"value":{}}])", "message 0: no headers object"},
       {R"([{"headers":{"operation":"upsert"},"value":{}}])", "unknown operation \"upsert\""},
       {R"([{"headers":{"operation":"insert"},"value":"x"}])", "value is not an object"},
-      {R"([{"headers":{"operation":"insert","txids":["x"]},"value":{}}])", "not a 64-bit xid"},
+      {R"([{"headers":{"operation":"insert","txids":["x"]},"value":{}}])", "is not an xid"},
       {R"([{"headers":{"control":"up-to-date","global_last_seen_lsn":"zz"}}])", "global_last_seen_lsn"},
   };
   for (const auto& [body, message] : cases) {

@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -13,6 +14,14 @@ namespace {
 
 constexpr absl::string_view kRegistrations = "wake_registrations";
 constexpr absl::string_view kWakes = "wakes";
+constexpr absl::string_view kMarkers = "wake_sync_markers";
+constexpr char kColumnPayload[] = "wakeline.dev/column";
+
+absl::Status ColumnError(absl::string_view column, std::string message) {
+  absl::Status status = absl::InvalidArgumentError(std::move(message));
+  status.SetPayload(kColumnPayload, absl::Cord(column));
+  return status;
+}
 
 absl::Status NotA(absl::string_view text, absl::string_view type) {
   return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not ", type));
@@ -166,15 +175,15 @@ class RowReader {
     std::optional<std::string> text = ColumnText(row_, column);
     if (!text.has_value()) {
       if (full_row_) {
-        status_ = absl::InvalidArgumentError(absl::StrCat(
-            table_, ".", column, Has(column) ? ": unexpected NULL" : ": missing from the row"));
+        status_ = ColumnError(column, absl::StrCat(table_, ".", column,
+                                                   Has(column) ? ": unexpected NULL"
+                                                               : ": missing from the row"));
       }
       return;
     }
     absl::Status decoded = decode(*text);
     if (!decoded.ok()) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(table_, ".", column, ": ",
-                                                        decoded.message()));
+      status_ = ColumnError(column, absl::StrCat(table_, ".", column, ": ", decoded.message()));
     }
   }
 
@@ -200,6 +209,29 @@ const std::vector<std::string>& RegistrationShapeColumns() {
       "condition",   "debounce_ms",      "timeout_ms",       "one_shot",
       "timeout_consumed", "include_response", "manifest_key", "created_at"};
   return *columns;
+}
+
+const std::vector<std::string>& MarkerShapeColumns() {
+  static const std::vector<std::string>* columns =
+      new std::vector<std::string>{"replica_id", "seq"};
+  return *columns;
+}
+
+std::string ShapeValueErrorColumn(const absl::Status& status) {
+  auto column = status.GetPayload(kColumnPayload);
+  return column.has_value() ? std::string(*column) : std::string();
+}
+
+absl::StatusOr<MarkerRow> MarkerRowFromShapeValue(const nlohmann::json& value, bool full_row) {
+  if (absl::Status s = CheckObject(value, kMarkers); !s.ok()) return s;
+  MarkerRow marker;
+  RowReader key(value, kMarkers, /*full_row=*/true);
+  key.Text("replica_id", &marker.replica_id);
+  if (!key.status().ok()) return key.status();
+  RowReader row(value, kMarkers, full_row);
+  row.Int8("seq", &marker.seq);
+  if (!row.status().ok()) return row.status();
+  return marker;
 }
 
 const std::vector<std::string>& WakeShapeColumns() {
@@ -324,7 +356,7 @@ absl::StatusOr<WakeRow> WakeRowFromShapeValue(const nlohmann::json& value, bool 
   row.Text("stream", &w.stream);
   row.Int8("registration_id", &w.registration_id);
   if (full_row && !row.Has("claim_token")) {
-    row.Fail(absl::InvalidArgumentError("wakes.claim_token: missing from the row"));
+    row.Fail(ColumnError("claim_token", "wakes.claim_token: missing from the row"));
   }
   w.pending = !ColumnText(value, "claim_token").has_value();
   if (!row.status().ok()) return row.status();

@@ -21,6 +21,7 @@ namespace wake::sync {
 // Column lists requested from Electric (the `columns` parameter), in order.
 const std::vector<std::string>& RegistrationShapeColumns();
 const std::vector<std::string>& WakeShapeColumns();
+const std::vector<std::string>& MarkerShapeColumns();
 
 // Postgres text values. Errors are INVALID_ARGUMENT and quote the text.
 absl::StatusOr<int64_t> ParsePgInt8(absl::string_view text);
@@ -44,5 +45,15 @@ absl::StatusOr<Registration> RegistrationFromShapeValue(const nlohmann::json& va
                                                         bool full_row);
 // pending = (claim_token IS NULL).
 absl::StatusOr<WakeRow> WakeRowFromShapeValue(const nlohmann::json& value, bool full_row);
+
+// A row of wake_sync_markers: a registry replica's read-barrier marker.
+struct MarkerRow {
+  std::string replica_id;
+  int64_t seq = 0;
+};
+absl::StatusOr<MarkerRow> MarkerRowFromShapeValue(const nlohmann::json& value, bool full_row);
+
+// The column a decoding error of the functions above is about ("" if none).
+std::string ShapeValueErrorColumn(const absl::Status& status);
 
 }  // namespace wake::sync
