@@ -9,7 +9,8 @@ namespace wake::common {
 
 absl::StatusOr<StartedServer> StartGrpcServer(const std::string& listen_address,
                                               const std::vector<grpc::Service*>& services,
-                                              const std::vector<std::string>& health_names) {
+                                              const std::vector<std::string>& health_names,
+                                              InterceptorFactories interceptors) {
   grpc::EnableDefaultHealthCheckService(true);
   // The built-in health service carries no protobuf descriptor; touching ours
   // keeps it linked and in the generated pool, where reflection finds it.
@@ -19,6 +20,7 @@ absl::StatusOr<StartedServer> StartGrpcServer(const std::string& listen_address,
   int port = 0;
   builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &port);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (!interceptors.empty()) builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Keep long-lived streams healthy across idle NATs and detect dead peers.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/support/server_interceptor.h"
 
 namespace wake::common {
 
@@ -18,11 +19,16 @@ struct StartedServer {
   std::string address;
 };
 
+using InterceptorFactories =
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>;
+
 // Binds `listen_address` (host:port, insecure) and starts serving. Health
-// starts NOT_SERVING for "" and every name in `health_names`.
+// starts NOT_SERVING for "" and every name in `health_names`. Every call
+// passes through `interceptors` (e.g. RpcMetricsInterceptor), in order.
 absl::StatusOr<StartedServer> StartGrpcServer(const std::string& listen_address,
                                               const std::vector<grpc::Service*>& services,
-                                              const std::vector<std::string>& health_names);
+                                              const std::vector<std::string>& health_names,
+                                              InterceptorFactories interceptors = {});
 
 // Sets the health status of "" and every name in `health_names`.
 void SetServing(grpc::Server& server, const std::vector<std::string>& health_names,

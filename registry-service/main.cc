@@ -11,11 +11,16 @@
 #include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/postgres.h"
 #include "common/real_time_source.h"
+#include "common/rpc_metrics.h"
 #include "common/shutdown.h"
 #include "common/sync/sync_health.h"
+#include "common/sync/sync_lag.h"
 #include "common/sync/synced_collection.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
 #include "registry-service/change_feed.h"
 #include "registry-service/evaluator.h"
 #include "registry-service/migrations.h"
@@ -23,6 +28,7 @@
 #include "registry-service/registry_config.h"
 #include "registry-service/registry_core.h"
 #include "registry-service/registry_service.h"
+#include "registry-service/store_gauges.h"
 #include "registry-service/sync_factory.h"
 
 namespace wake::registry {
@@ -60,10 +66,21 @@ int Run(int argc, char** argv) {
   common::SetLogLevel(config->log_level);
 
   common::RealTimeSource time;
+  // Metrics are served only with --metrics-listen; recording them costs
+  // next to nothing either way.
+  common::Metrics metrics;
+  common::InterceptorFactories interceptors;
+  if (!config->metrics_listen.empty()) {
+    if (absl::Status s = metrics.Serve(config->metrics_listen); !s.ok()) {
+      return Fail("metrics_failed", s);
+    }
+    interceptors.push_back(common::RpcMetricsInterceptor(metrics));
+    common::LogInfo("metrics_listening", {{"address", metrics.address()}});
+  }
   auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(kRpcThreads);
   RegistryServiceImpl service(*rpc_executor);
-  absl::StatusOr<common::StartedServer> server =
-      common::StartGrpcServer(config->listen_address, {&service}, kHealthNames);
+  absl::StatusOr<common::StartedServer> server = common::StartGrpcServer(
+      config->listen_address, {&service}, kHealthNames, std::move(interceptors));
   if (!server.ok()) return Fail("listen_failed", server.status());
   common::LogLifecycle("listening", {{"address", server->address}});
   auto stop_server = [&] {
@@ -87,6 +104,13 @@ int Run(int argc, char** argv) {
   }
 
   PostgresWakeStore store(config->database_url, config->db_pool_size, *rpc_executor);
+  auto& batch_sizes = prometheus::BuildHistogram()
+                          .Name("wake_registry_group_commit_batch_size")
+                          .Help("Calls carried by each group-commit statement, by kind of write.")
+                          .Register(metrics.registry());
+  store.SetBatchObserver([&batch_sizes](const char* kind, size_t calls) {
+    batch_sizes.Add({{"kind", kind}}, common::BatchSizeBuckets()).Observe(calls);
+  });
   sync::RegistrationCollection collection(time, rpc_executor.get());
   ChangeFeed feed(collection);
   absl::StatusOr<sync::SyncSourcePtr> source = MakeSyncSource(*config, time);
@@ -98,8 +122,18 @@ int Run(int argc, char** argv) {
   // upstream rejects this replica, or it stopped on a row it cannot decode),
   // SERVING again once it is up to date. Only between "serving" and SIGTERM.
   std::atomic<bool> health_follows_sync{false};
+  prometheus::Histogram& sync_lag =
+      prometheus::BuildHistogram()
+          .Name("wake_registry_sync_lag_seconds")
+          .Help("Commit of a transaction to its changes reaching the synced collection "
+                "(--sync=postgres only: Electric's messages carry no commit time).")
+          .Register(metrics.registry())
+          .Add({}, common::LatencyBuckets());
+  sync::SyncLagObserver sync_lag_observer(collection, time, [&sync_lag](absl::Duration lag) {
+    sync_lag.Observe(absl::ToDoubleSeconds(lag));
+  });
   sync::SyncHealthObserver sync_health(
-      collection, [&](bool healthy, const absl::Status& why) {
+      sync_lag_observer, [&](bool healthy, const absl::Status& why) {
         if (healthy) {
           common::LogInfo("sync_recovered");
         } else {
@@ -124,9 +158,48 @@ int Run(int argc, char** argv) {
   options.key_retention.events = config->event_key_retention;
   options.key_retention.offsets = config->offset_key_retention;
   if (!config->tenant.empty()) options.tenant = config->tenant;
+  prometheus::Histogram& barrier_time =
+      prometheus::BuildHistogram()
+          .Name("wake_registry_barrier_duration_seconds")
+          .Help("Time read barriers (STRONG reads and evaluations) waited for the sync.")
+          .Register(metrics.registry())
+          .Add({}, common::LatencyBuckets());
+  auto& barrier_outcomes = prometheus::BuildCounter()
+                               .Name("wake_registry_barriers_total")
+                               .Help("Read barriers, by outcome (ok, or failed: UNAVAILABLE).")
+                               .Register(metrics.registry());
+  prometheus::Counter& barriers_ok = barrier_outcomes.Add({{"outcome", "ok"}});
+  prometheus::Counter& barriers_failed = barrier_outcomes.Add({{"outcome", "failed"}});
+  options.on_barrier = [&](absl::Duration took, bool ok) {
+    barrier_time.Observe(absl::ToDoubleSeconds(took));
+    (ok ? barriers_ok : barriers_failed).Increment();
+  };
   auto core = std::make_unique<RegistryCore>(collection, **source, store, *evaluator, time,
                                              *deferred_executor, options);
   service.Attach(core.get(), &feed, &collection);
+
+  metrics.AddSampledGauge("wake_registry_registrations",
+                          "Registrations in this replica's synced collection.",
+                          [&collection] { return collection.size(); });
+  metrics.AddSampledGauge("wake_registry_synced_pending_wakes",
+                          "Wakes this replica's sync stream has shown pending (not claimed).",
+                          [&collection] { return collection.PendingWakeCount(); });
+  metrics.AddSampledGauge("wake_registry_sync_up_to_date",
+                          "1 while the synced collection is up to date, else 0.",
+                          [&collection] { return collection.up_to_date() ? 1 : 0; });
+  metrics.AddSampledGauge("wake_registry_armed_timeouts",
+                          "Registration timeouts this replica's timer watches.",
+                          [&evaluator] { return evaluator->ArmedTimeouts(); });
+  StoreGauges store_gauges(config->database_url, time);
+  metrics.AddSampledGauge("wake_registry_debounce_windows",
+                          "Open debounce windows (all replicas; read from PostgreSQL).",
+                          [&store_gauges] { return store_gauges.Read().debounce_windows; });
+  metrics.AddSampledGauge("wake_registry_live_claims",
+                          "Stream claims whose lease has not run out (read from PostgreSQL).",
+                          [&store_gauges] { return store_gauges.Read().live_claims; });
+  metrics.AddSampledGauge("wake_registry_stored_wakes",
+                          "Wakes stored, pending or claimed (read from PostgreSQL).",
+                          [&store_gauges] { return store_gauges.Read().wakes; });
 
   health_follows_sync.store(true);
   common::SetServing(*server->server, kHealthNames, sync_health.failure().ok());
@@ -134,6 +207,7 @@ int Run(int argc, char** argv) {
 
   shutdown.Wait();
   common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
+  metrics.StopServing();  // Its samples read what is torn down below.
   health_follows_sync.store(false);
   common::SetServing(*server->server, kHealthNames, false);
   stop_server();

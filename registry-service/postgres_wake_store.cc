@@ -490,21 +490,27 @@ PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_s
     : pool_(database_url, pool_size, absl::Seconds(5), Prepare),
       upserts_(
           kBatchesInFlight, kMaxBatch,
-          [this](const std::vector<const sync::Registration*>& rows) { return UpsertBatch(rows); },
+          [this](const std::vector<const sync::Registration*>& rows) {
+            ObserveBatch("upsert", rows.size());
+            return UpsertBatch(rows);
+          },
           &executor),
       persists_(
           kBatchesInFlight, kMaxBatch,
           [this](const std::vector<const std::vector<WakeDraft>*>& calls) {
+            ObserveBatch("persist", calls.size());
             return PersistBatch(calls);
           },
           &executor),
       claims_(kBatchesInFlight, kMaxBatch,
               [this](const std::vector<const ClaimCall*>& calls) {
+                ObserveBatch("claim", calls.size());
                 return StatementOrEachAlone<ClaimResult>("claim_batch_failed", calls,
                                                          &PostgresWakeStore::ClaimStatement);
               }),
       acks_(kBatchesInFlight, kMaxBatch,
             [this](const std::vector<const AckCall*>& calls) {
+              ObserveBatch("ack", calls.size());
               return StatementOrEachAlone<AckResult>("ack_batch_failed", calls,
                                                      &PostgresWakeStore::AckStatement);
             }) {}

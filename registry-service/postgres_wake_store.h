@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -43,6 +44,11 @@ class PostgresWakeStore final : public WakeStore {
   absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey& window) override;
   absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) override;
   absl::StatusOr<int64_t> SweepEventKeys(const KeyRetention& retention, int limit) override;
+
+  // Told the kind ("upsert", "persist", "claim", "ack") and number of calls
+  // of every group-commit batch (metrics). Set before the first call.
+  using BatchObserver = std::function<void(const char* kind, size_t calls)>;
+  void SetBatchObserver(BatchObserver observer) { on_batch_ = std::move(observer); }
 
   // Group-commit statements that failed, so their calls ran one at a time
   // (for tests: a batch statement that never works would still give right
@@ -107,6 +113,11 @@ class PostgresWakeStore final : public WakeStore {
                              });
   }
 
+  void ObserveBatch(const char* kind, size_t calls) const {
+    if (on_batch_) on_batch_(kind, calls);
+  }
+
+  BatchObserver on_batch_;
   std::atomic<int64_t> failed_batches_{0};
   // Where SweepEventKeys looks next for marks of deleted registrations.
   absl::Mutex mark_cursor_mu_;

@@ -33,6 +33,8 @@ common::ConfigParser Parser() {
            "how long an event's offset is remembered before it joins its registration's "
            "high-water mark (replays at or below the mark never wake again); an older offset "
            "that arrives after a newer one within it still wakes"},
+          {"metrics-listen", "WAKE_METRICS_LISTEN", "",
+           "serve Prometheus metrics on /metrics at this host:port (default: off)"},
           {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error (lifecycle lines always print)"},
       });
 }
@@ -118,6 +120,13 @@ absl::StatusOr<RegistryConfig> ParseRegistryConfig(const std::vector<std::string
                         &config.offset_key_retention);
       !s.ok()) {
     return s;
+  }
+  config.metrics_listen = values->GetString("metrics-listen");
+  if (!config.metrics_listen.empty()) {
+    if (absl::Status s = common::ValidateListenAddress("metrics-listen", config.metrics_listen);
+        !s.ok()) {
+      return s;
+    }
   }
   absl::StatusOr<int64_t> pool = values->GetInt("db-pool-size");
   if (!pool.ok()) return pool.status();

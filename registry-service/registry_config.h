@@ -30,6 +30,8 @@ struct RegistryConfig {
   absl::Duration event_key_retention;
   absl::Duration offset_key_retention;
   int db_pool_size = 16;
+  // host:port of the Prometheus /metrics endpoint; empty = no metrics.
+  std::string metrics_listen;
   common::LogLevel log_level = common::LogLevel::kInfo;
   bool help_requested = false;
 };

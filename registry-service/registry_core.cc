@@ -88,7 +88,11 @@ absl::Status RegistryCore::CheckTenant(const std::string& tenant) const {
 }
 
 absl::Status RegistryCore::Barrier() {
+  const common::MonotonicTime started = time_.MonotonicNow();
   absl::Status status = sync_.Barrier(options_.barrier_timeout);
+  if (options_.on_barrier) {
+    options_.on_barrier(common::ToAbsl(time_.MonotonicNow() - started), status.ok());
+  }
   if (!status.ok() && status.code() != absl::StatusCode::kUnavailable) {
     return absl::UnavailableError(absl::StrCat("read barrier failed: ", status.message()));
   }

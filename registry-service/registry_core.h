@@ -47,6 +47,8 @@ struct RegistryOptions {
   int window_sweep_batch = 100;
   // When set, the only tenant this registry serves.
   std::optional<std::string> tenant;
+  // Told how long each read barrier took and whether it succeeded (metrics).
+  std::function<void(absl::Duration took, bool ok)> on_barrier;
 };
 
 class RegistryCore {

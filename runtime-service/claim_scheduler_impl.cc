@@ -143,6 +143,7 @@ void ClaimSchedulerImpl::QueueLocked(StreamState& state, bool for_announcements)
   if (state.queued) return;
   state.queued = true;
   state.queued_seq = next_seq_++;
+  state.queued_since = state.last_queued;
 }
 
 void ClaimSchedulerImpl::EnqueueLocked(const Key& key, StreamState& state) {
@@ -192,6 +193,7 @@ void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
     state.queued = false;
     state.queued_anonymous = false;
     state.attempt_seq = state.queued_seq;
+    state.attempt_since = state.queued_since;
     state.phase = Phase::kClaiming;
     ++claims_in_flight_;
     v1::ClaimWakesRequest request;
@@ -481,6 +483,10 @@ void ClaimSchedulerImpl::DeliverLocked(const Key& key, StreamState& state, Sessi
   state.phase = Phase::kDelivered;
   state.claim->session = session;
   ++delivered_claims_;
+  if (state.attempt_since.has_value() && options_.on_dispatch) {
+    options_.on_dispatch(common::ToAbsl(time_.MonotonicNow() - *state.attempt_since));
+  }
+  state.attempt_since.reset();
   pool_.AddClaim(session, key);
   ++counters_.claims_dispatched;
   fx.push_back([sink = pool_.Find(session)->sink, message = state.claim->message] {

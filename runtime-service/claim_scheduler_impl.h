@@ -36,6 +36,10 @@ namespace wake::runtime {
 struct SchedulerOptions {
   // Recorded by the registry as the holder of the claims this runtime takes.
   std::string runtime_id = "runtime";
+  // Told, for each claim sent to a runner, how long since its stream was
+  // queued by a trigger (a wake announced, more pending, a redelivery):
+  // the dispatch latency metric. Runs under the scheduler's lock: cheap only.
+  std::function<void(absl::Duration)> on_dispatch;
   // Lease asked for on ClaimWakes and ExtendClaims. ALREADY_CLAIMED is
   // retried after one lease, when the other holder's claim has been acked or
   // has expired.
@@ -157,6 +161,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
     int rechecks = 0;
     // When a trigger (or a redelivery) last queued the stream.
     common::MonotonicTime last_queued;
+    // When the stream last became queued (from not queued), and that time
+    // for the claim attempt under way: dispatch latency (metrics).
+    std::optional<common::MonotonicTime> queued_since;
+    std::optional<common::MonotonicTime> attempt_since;
     // While a ReleaseClaim failing with ABORTED is retried.
     std::unique_ptr<common::Backoff> release_backoff;
   };

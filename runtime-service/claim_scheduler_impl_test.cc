@@ -239,6 +239,39 @@ TEST_F(ClaimSchedulerTest, ThreeTriggersWhileClaimInFlightMakeExactlyTwoClaims) 
   EXPECT_EQ(health.active_claims, 0);
 }
 
+TEST_F(ClaimSchedulerTest, DispatchLatencyCountsFromTheTriggerToTheRunner) {
+  std::vector<absl::Duration> latencies;
+  SchedulerOptions options = Options();
+  options.on_dispatch = [&latencies](absl::Duration d) { latencies.push_back(d); };
+  MakeScheduler(options);
+  auto sink = ConnectRunner("runner-a", "s1");
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/parent/1"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/parent/1", {1})));
+  scheduler_->Trigger(kTenant, "/parent/1", 1);
+  time_.Advance(absl::Milliseconds(3));
+  scheduler_->Trigger(kTenant, "/parent/1", 2);  // Coalesced: the first one's time counts.
+  time_.Advance(absl::Milliseconds(4));
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  EXPECT_THAT(latencies, ElementsAre(absl::Milliseconds(7)));
+  // The claim carried only wake 1: wake 2's stream is claimed again after
+  // the ack, and its latency counts from when it was queued again.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+      .WillOnce(Replies(Acked(1, true)));
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/parent/1"), _))
+      .WillOnce(Replies(Claimed("tok-2", "/parent/1", {2})));
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  ASSERT_EQ(latencies.size(), 2u);
+  Captured<AckResult> last;
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), last.Callback());
+  executor_.RunAll();
+}
+
 TEST_F(ClaimSchedulerTest, NewerTriggerNeverJumpsAheadOfAQueuedOne) {
   MakeScheduler(Options(/*max_concurrent_claims=*/1));
   ConnectRunner("runner-a", "s1");

@@ -10,9 +10,12 @@
 #include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/real_time_source.h"
+#include "common/rpc_metrics.h"
 #include "common/shutdown.h"
 #include "grpcpp/grpcpp.h"
+#include "prometheus/histogram.h"
 #include "runtime-service/claim_scheduler_impl.h"
 #include "runtime-service/registry_follower_impl.h"
 #include "runtime-service/rescanner_impl.h"
@@ -45,6 +48,56 @@ std::shared_ptr<grpc::Channel> RegistryChannel(const RuntimeConfig& config) {
                                    args);
 }
 
+// The runtime's state, read at each scrape from what the scheduler, the
+// change-stream follower and the rescanner already count.
+void AddRuntimeMetrics(common::Metrics& metrics, ClaimScheduler& scheduler,
+                       RegistryFollower& follower, Rescanner& rescanner) {
+  metrics.AddSampledGauge("wake_runtime_connected_runners", "Runner sessions connected.",
+                          [&scheduler] { return scheduler.Health().connected_runners; });
+  metrics.AddSampledGauge("wake_runtime_active_claims",
+                          "Claims this runtime holds (with a runner or waiting for one).",
+                          [&scheduler] { return scheduler.Health().active_claims; });
+  metrics.AddSampledGauge("wake_runtime_queued_streams",
+                          "Streams with a trigger waiting for a claim.",
+                          [&scheduler] { return scheduler.Health().queued_streams; });
+  metrics.AddSampledGauge("wake_runtime_waiting_for_runner_streams",
+                          "Streams parked: no connected runner may take them.",
+                          [&scheduler] { return scheduler.Health().waiting_for_runner; });
+  const std::pair<const char*, int64_t SchedulerCounters::*> outcomes[] = {
+      {"succeeded", &SchedulerCounters::claims_succeeded},
+      {"skipped", &SchedulerCounters::claims_skipped},
+      {"failed", &SchedulerCounters::claims_failed},
+      {"dispatched", &SchedulerCounters::claims_dispatched},
+      {"acked", &SchedulerCounters::claims_acked},
+      {"released", &SchedulerCounters::claims_released},
+  };
+  for (const auto& [outcome, field] : outcomes) {
+    metrics.AddSampledCounter(
+        "wake_runtime_claims_total",
+        "Claims by outcome: ClaimWakes that took a claim (succeeded), found nothing or the "
+        "stream claimed elsewhere (skipped), or failed; claims sent to runners "
+        "(dispatched), acked, and released for redelivery.",
+        [&scheduler, field = field] { return scheduler.Health().counters.*field; },
+        {{"outcome", outcome}});
+  }
+  metrics.AddSampledCounter("wake_runtime_registry_reconnects_total",
+                            "Reconnects of the registry change stream.",
+                            [&follower] { return follower.Status().reconnects; });
+  metrics.AddSampledCounter("wake_runtime_registry_events_total",
+                            "Change events received from the registry.",
+                            [&follower] { return follower.Status().events_received; });
+  metrics.AddSampledGauge("wake_runtime_registry_up_to_date",
+                          "1 while the registry change stream is connected and up to date.",
+                          [&follower] { return follower.Status().up_to_date ? 1 : 0; });
+  metrics.AddSampledCounter("wake_runtime_rescans_total",
+                            "Rescans of the registry's pending wakes.",
+                            [&rescanner] { return rescanner.Status().rescans; });
+  metrics.AddSampledCounter("wake_runtime_rescan_found_total",
+                            "Streams a rescan found pending that the runtime had never been "
+                            "told of (should stay 0).",
+                            [&rescanner] { return rescanner.Status().found; });
+}
+
 int Run(int argc, char** argv) {
   common::ShutdownSignal shutdown;  // First: the signal mask must reach every thread.
   // Debian's abseil is built with mutex deadlock detection on, which keeps a
@@ -64,6 +117,18 @@ int Run(int argc, char** argv) {
   common::SetLogLevel(config->log_level);
 
   common::RealTimeSource time;
+  // Metrics are served only with --metrics-listen; recording them costs
+  // next to nothing either way.
+  common::Metrics metrics;
+  common::InterceptorFactories interceptors;
+  if (!config->metrics_listen.empty()) {
+    if (absl::Status s = metrics.Serve(config->metrics_listen); !s.ok()) {
+      common::LogError("metrics_failed", {{"error", std::string(s.message())}});
+      return 1;
+    }
+    interceptors.push_back(common::RpcMetricsInterceptor(metrics));
+    common::LogInfo("metrics_listening", {{"address", metrics.address()}});
+  }
   common::ThreadPoolExecutor executor(kExecutorThreads);
   std::unique_ptr<v1::WakeRegistry::Stub> registry =
       v1::WakeRegistry::NewStub(RegistryChannel(*config));
@@ -73,6 +138,16 @@ int Run(int argc, char** argv) {
   scheduler_options.lease = config->lease;
   scheduler_options.hold_timeout = config->hold_timeout;
   scheduler_options.retry_initial = config->retry_initial;
+  prometheus::Histogram& dispatch_latency =
+      prometheus::BuildHistogram()
+          .Name("wake_runtime_dispatch_latency_seconds")
+          .Help("From a stream's trigger (a wake announced by the registry, more pending, a "
+                "redelivery) to its claim being sent to a runner.")
+          .Register(metrics.registry())
+          .Add({}, common::LatencyBuckets());
+  scheduler_options.on_dispatch = [&dispatch_latency](absl::Duration latency) {
+    dispatch_latency.Observe(absl::ToDoubleSeconds(latency));
+  };
   ClaimSchedulerImpl scheduler(*registry, time, executor, scheduler_options);
 
   // Health follows the change stream: SERVING only while it is up to date.
@@ -94,8 +169,9 @@ int Run(int argc, char** argv) {
                           rescan_options);
 
   WakeRuntimeService runtime_service(scheduler, follower, &rescanner);
-  absl::StatusOr<common::StartedServer> server =
-      common::StartGrpcServer(config->listen_address, {&runtime_service}, kHealthNames);
+  AddRuntimeMetrics(metrics, scheduler, follower, rescanner);
+  absl::StatusOr<common::StartedServer> server = common::StartGrpcServer(
+      config->listen_address, {&runtime_service}, kHealthNames, std::move(interceptors));
   if (!server.ok()) {
     common::LogError("listen_failed", {{"error", std::string(server.status().message())}});
     return 1;
@@ -110,6 +186,7 @@ int Run(int argc, char** argv) {
 
   shutdown.Wait();
   common::LogLifecycle("shutting_down", {{"signal", shutdown.signal()}});
+  metrics.StopServing();  // Its samples read what is torn down below.
   server_for_health.store(nullptr);
   common::SetServing(*server->server, kHealthNames, false);
   rescanner.Stop();

@@ -32,6 +32,8 @@ common::ConfigParser Parser() {
            "first delay before retrying a failed claim or registry reconnect"},
           {"shutdown-grace", "WAKE_SHUTDOWN_GRACE", "10s",
            "how long in-flight calls may finish after SIGTERM"},
+          {"metrics-listen", "WAKE_METRICS_LISTEN", "",
+           "serve Prometheus metrics on /metrics at this host:port (default: off)"},
           {"log-level", "WAKE_LOG_LEVEL", "info", "debug, info, warn or error (lifecycle lines always print)"},
       });
 }
@@ -92,6 +94,13 @@ absl::StatusOr<RuntimeConfig> ParseRuntimeConfig(const std::vector<std::string>&
   absl::StatusOr<absl::Duration> grace = values->GetDuration("shutdown-grace");
   if (!grace.ok()) return grace.status();
   config.shutdown_grace = *grace;
+  config.metrics_listen = values->GetString("metrics-listen");
+  if (!config.metrics_listen.empty()) {
+    if (absl::Status s = common::ValidateListenAddress("metrics-listen", config.metrics_listen);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (!common::ParseLogLevel(values->GetString("log-level"), &config.log_level)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--log-level: \"", values->GetString("log-level"), "\" is not debug, info, warn or error"));

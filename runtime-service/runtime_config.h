@@ -26,6 +26,8 @@ struct RuntimeConfig {
   // How long to wait before retrying a failed claim or reconnect (initial).
   absl::Duration retry_initial;
   absl::Duration shutdown_grace;
+  // host:port of the Prometheus /metrics endpoint; empty = no metrics.
+  std::string metrics_listen;
   common::LogLevel log_level = common::LogLevel::kInfo;
   bool help_requested = false;
 };

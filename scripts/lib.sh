@@ -3,24 +3,35 @@
 
 WAKE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Debian packages the build, the product and the tests need.
-WAKE_DEBIAN_PACKAGES=(
+# Debian packages the build needs (also installed by deploy/Dockerfile's
+# build stage), and those the product and the tests need besides.
+WAKE_BUILD_PACKAGES=(
   bazel-bootstrap g++ make
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libpqxx-dev libpq-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev nlohmann-json3-dev
+  libcurl4-openssl-dev nlohmann-json3-dev prometheus-cpp-dev
+  ca-certificates
+)
+WAKE_DEBIAN_PACKAGES=(
+  "${WAKE_BUILD_PACKAGES[@]}"
   postgresql-15 postgresql-client-15
-  curl ca-certificates procps
+  curl procps
 )
 
 log() { printf '[wakeline] %s\n' "$*" >&2; }
 die() { printf '[wakeline] error: %s\n' "$*" >&2; exit 1; }
 
-# Installs whatever of WAKE_DEBIAN_PACKAGES is missing (needs root or sudo).
-install_debian_packages() {
+# Installs whatever of WAKE_DEBIAN_PACKAGES (and the arguments) is missing
+# (needs root or sudo).
+install_debian_packages() { install_packages "${WAKE_DEBIAN_PACKAGES[@]}" "$@"; }
+
+# Installs only what the build needs.
+install_build_packages() { install_packages "${WAKE_BUILD_PACKAGES[@]}"; }
+
+install_packages() {
   local missing=()
   local pkg
-  for pkg in "${WAKE_DEBIAN_PACKAGES[@]}" "$@"; do
+  for pkg in "$@"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
       missing+=("$pkg")
     fi

@@ -37,6 +37,10 @@ struct SyncBatch {
   // Postgres transaction ids (xid8, as pg_current_xact_id() returns) that
   // this batch completes. Empty for snapshot rows.
   std::vector<int64_t> txids;
+  // When the batch's transaction committed, when the source knows it (the
+  // postgres source, from pgoutput's Commit); unset for snapshot rows and
+  // for Electric, whose messages carry no commit time.
+  std::optional<absl::Time> committed_at;
 };
 
 // Receives what a source delivers. All calls come from the source's own

@@ -422,6 +422,11 @@ std::string RegistrationCollection::StreamKey(const std::string& tenant,
   return key;
 }
 
+size_t RegistrationCollection::PendingWakeCount() {
+  absl::ReaderMutexLock lock(&mu_);
+  return table_.pending_wakes.size();
+}
+
 size_t RegistrationCollection::size() {
   absl::ReaderMutexLock lock(&mu_);
   return table_.by_id.size();

@@ -96,6 +96,8 @@ class RegistrationCollection final : public SyncObserver {
   // pending (committed, not claimed, not deleted as far as the stream knows).
   bool HasPendingWake(const std::string& tenant, const std::string& stream);
   size_t size();
+  // Number of wakes the stream has shown pending (for metrics).
+  size_t PendingWakeCount();
   bool up_to_date();
 
   // --- Optimistic mutations ---

@@ -431,6 +431,7 @@ class PostgresSyncSource::Session {
       SyncBatch batch;
       batch.changes = std::move(changes_);
       batch.txids.push_back(txn_xid_);
+      batch.committed_at = pgoutput::FromPgTimestamp(commit.commit_time);
       observer_.OnBatch(std::move(batch));
     }
     changes_.clear();
