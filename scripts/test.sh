@@ -10,7 +10,11 @@
 #      suite cannot rot;
 #   4. tests/chaos/run.sh --smoke: 1,500 wakes through two registries and two
 #      runtimes while a registry, a runtime, a runner and PostgreSQL are
-#      killed or restarted and a connection cut (about 30 s of faults).
+#      killed or restarted and a connection cut (about 30 s of faults);
+#   5. deploy/test-images.sh: both images built from source with podman, the
+#      embedded default started with podman-compose, a wake end to end,
+#      metrics, clean SIGTERM exits (as root; the base image is kept between
+#      runs).
 # Ends with one summary line per suite, with its duration, and the total, and
 # fails if any suite failed.
 # Extra arguments go to bazel test (e.g. --config=asan or a target pattern);
@@ -75,6 +79,15 @@ if [ "$all_suites" = 1 ]; then
   bash tests/chaos/run.sh --smoke 2>&1 | tee "$PG_DIR/chaos.log"
   chaos_status=${PIPESTATUS[0]}
   chaos_time=$(elapsed "$started")
+  started=$(date +%s)
+  images_status=0
+  if [ "$(id -u)" = 0 ]; then
+    bash deploy/test-images.sh 2>&1 | tee "$PG_DIR/images.log"
+    images_status=${PIPESTATUS[0]}
+  else
+    echo "image test: skipped (podman runs rootful here: run as root)" | tee "$PG_DIR/images.log"
+  fi
+  images_time=$(elapsed "$started")
   set -e
   polyglot_line=$(grep -E '^polyglot: ' "$PG_DIR/polyglot.log" | tail -n 1 || true)
   summary+=("${polyglot_line:-polyglot: did not report (exit $polyglot_status)} ($polyglot_time)")
@@ -88,6 +101,13 @@ if [ "$all_suites" = 1 ]; then
   chaos_line=$(grep -E '^RESULT: ' "$PG_DIR/chaos.log" | tail -n 1 || true)
   summary+=("chaos smoke: ${chaos_line:-did not report (exit $chaos_status)} ($chaos_time)")
   [ "$chaos_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$chaos_status
+  images_line=$(grep -E '^image test: ' "$PG_DIR/images.log" | tail -n 1 || true)
+  summary+=("images: ${images_line#image test: }${images_line:+ }($images_time)")
+  if [ -z "$images_line" ] || [ "$images_status" -ne 0 ]; then
+    summary[-1]="images: FAILED (exit $images_status) ($images_time)"
+    [ "$status" -eq 0 ] && status=$images_status
+    [ "$status" -eq 0 ] && status=1
+  fi
 fi
 summary+=("total: $(elapsed "$script_started") (packages, cluster and every suite)")
 echo
