@@ -49,9 +49,22 @@ TEST(ConnectionStringTest, ValidatesWithoutConnecting) {
 
 TEST(ConnectionStringTest, RedactsPasswords) {
   EXPECT_EQ(RedactConnectionString("postgresql://u:secret@h:5/db"), "postgresql://u:***@h:5/db");
+  // key=value strings come back in libpq's option order.
   EXPECT_EQ(RedactConnectionString("host=h password=secret dbname=x"),
-            "host=h password=*** dbname=x");
+            "password=*** dbname=x host=h");
   EXPECT_EQ(RedactConnectionString("postgresql://u@h/db"), "postgresql://u@h/db");
+  EXPECT_EQ(RedactConnectionString("postgresql://u@h/db?sslmode=disable&password=secret"),
+            "postgresql://u@h/db?sslmode=disable&password=***");
+  EXPECT_EQ(RedactConnectionString("postgresql://u@/db?password=secret&host=/run/pg"),
+            "postgresql://u@/db?password=***&host=/run/pg");
+  EXPECT_EQ(RedactConnectionString("postgresql://u:p%40ss@h/db?PASSWORD=x#frag"),
+            "postgresql://u:***@h/db?PASSWORD=***#frag");
+  EXPECT_EQ(RedactConnectionString("host=h password='s e c r e t' dbname=x"),
+            "password=*** dbname=x host=h");
+  EXPECT_EQ(RedactConnectionString("password = secret"), "password=***");
+  // Never echo what libpq cannot parse: it may hold a password.
+  EXPECT_EQ(RedactConnectionString("host=h password='unterminated"),
+            "<unparseable connection string>");
 }
 
 }  // namespace

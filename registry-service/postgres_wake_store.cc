@@ -1,12 +1,14 @@
 #include "registry-service/postgres_wake_store.h"
 
 #include <algorithm>
+#include <openssl/rand.h>
+
 #include <pqxx/pqxx>
-#include <random>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
@@ -449,9 +451,16 @@ absl::StatusOr<v1::Wake> RowToWake(const pqxx::row& r) {
   return wake;
 }
 
-std::string NewClaimToken() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
+// A claim token acts as a capability (it acks and releases the claim), so it
+// comes from OpenSSL's CSPRNG: 128 bits, as 32 hex digits.
+absl::StatusOr<std::string> NewClaimToken() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    // Never hand out a guessable token: no claim is taken without one.
+    return absl::InternalError("claim token: the CSPRNG failed");
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
 int64_t LeaseMillis(absl::Duration lease) { return absl::ToInt64Milliseconds(lease); }
@@ -871,7 +880,9 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
     auto [it, fresh] = seen.try_emplace(std::make_pair(call.tenant_id, call.stream), n);
     first[n] = it->second;
     if (!fresh) continue;
-    tokens[n] = NewClaimToken();
+    absl::StatusOr<std::string> token = NewClaimToken();
+    if (!token.ok()) return token.status();
+    tokens[n] = *std::move(token);
     absl::StrAppend(&input, input.size() == 1 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
     AppendJsonString(&input, call.tenant_id);
     input.append(",\"stream\":");

@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_util.h"
+#include "common/text_check.h"
 #include "google/protobuf/duration.pb.h"
 
 namespace wake::registry {
@@ -15,26 +16,12 @@ absl::Status Tenant(std::string* tenant) {
     *tenant = kDefaultTenant;
     return absl::OkStatus();
   }
-  if (tenant->size() > kMaxTenantBytes) {
-    return InvalidField("tenant_id", absl::StrCat("longer than ", kMaxTenantBytes, " bytes"));
-  }
-  return absl::OkStatus();
+  return common::CheckText("tenant_id", *tenant, kMaxTenantBytes, /*required=*/true);
 }
 
 absl::Status Text(const std::string& field, const std::string& value, size_t max_bytes,
                   bool required) {
-  if (value.empty()) {
-    return required ? InvalidField(field, "required") : absl::OkStatus();
-  }
-  if (value.size() > max_bytes) {
-    return InvalidField(field, absl::StrCat("longer than ", max_bytes, " bytes"));
-  }
-  for (char c : value) {
-    if (static_cast<unsigned char>(c) < 0x20) {
-      return InvalidField(field, "contains control characters");
-    }
-  }
-  return absl::OkStatus();
+  return common::CheckText(field, value, max_bytes, required);
 }
 
 absl::Status Url(const std::string& field, const std::string& value) {
@@ -250,8 +237,8 @@ absl::Status ValidateExtendClaims(v1::ExtendClaimsRequest& request, absl::Durati
     v1::ClaimRef* claim = request.mutable_claims(i);
     const std::string prefix = absl::StrCat("claims[", i, "].");
     if (claim->tenant_id().empty()) claim->set_tenant_id(kDefaultTenant);
-    if (claim->tenant_id().size() > kMaxTenantBytes) {
-      return InvalidField(prefix + "tenant_id", "too long");
+    if (auto s = Text(prefix + "tenant_id", claim->tenant_id(), kMaxTenantBytes, true); !s.ok()) {
+      return s;
     }
     if (auto s = Url(prefix + "stream", claim->stream()); !s.ok()) return s;
     if (auto s = Text(prefix + "claim_token", claim->claim_token(), 128, true); !s.ok()) return s;
