@@ -1,12 +1,13 @@
 // registry-service: wires the real database, sync source and gRPC server
 // together. Everything else lives in libraries that tests exercise directly.
 #include <cstdio>
+#include <pqxx/pqxx>
 #include <string>
 #include <vector>
 
-#include <pqxx/pqxx>
-
 #include "absl/synchronization/mutex.h"
+#include "common/auth/authenticator.h"
+#include "common/auth/token_file_authenticator.h"
 #include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
@@ -58,10 +59,23 @@ int Run(int argc, char** argv) {
   common::SetLogLevel(config->log_level);
 
   common::RealTimeSource time;
+  common::auth::AuthenticatorPtr authenticator;
+  if (config->server.no_auth) {
+    authenticator = std::make_unique<common::auth::OpenAuthenticator>();
+    common::LogWarn("authentication_off", {{"note", "--no-auth: every caller is an admin"}});
+  } else {
+    auto tokens =
+        common::auth::TokenFileAuthenticator::Create(config->server.auth_tokens_path, time);
+    if (!tokens.ok()) return Fail("startup_failed", tokens.status());
+    authenticator = *std::move(tokens);
+  }
+  if (config->server.plaintext) {
+    common::LogWarn("tls_off", {{"note", "--plaintext: loopback development only"}});
+  }
   auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(kRpcThreads);
-  RegistryServiceImpl service(*rpc_executor);
-  absl::StatusOr<common::StartedServer> server =
-      common::StartGrpcServer(config->listen_address, {&service}, kHealthNames);
+  RegistryServiceImpl service(*rpc_executor, *authenticator);
+  absl::StatusOr<common::StartedServer> server = common::StartGrpcServer(
+      config->listen_address, {&service}, kHealthNames, config->server, authenticator.get());
   if (!server.ok()) return Fail("listen_failed", server.status());
   common::LogLifecycle("listening", {{"address", server->address}});
   auto stop_server = [&] {
@@ -92,15 +106,13 @@ int Run(int argc, char** argv) {
     stop_server();
     return Fail("startup_failed", source.status());
   }
-  if (absl::Status started = (*source)->Start(collection, config->startup_timeout);
-      !started.ok()) {
+  if (absl::Status started = (*source)->Start(collection, config->startup_timeout); !started.ok()) {
     stop_server();
     return Fail("sync_failed", started);
   }
-  common::LogInfo("sync_up_to_date", {{"registrations", collection.size()},
-                                      {"sync", config->sync == SyncSourceKind::kPostgres
-                                                   ? "postgres"
-                                                   : "electric"}});
+  common::LogInfo("sync_up_to_date",
+                  {{"registrations", collection.size()},
+                   {"sync", config->sync == SyncSourceKind::kPostgres ? "postgres" : "electric"}});
 
   auto deferred_executor = std::make_unique<common::ThreadPoolExecutor>(2);
   auto evaluator = std::make_unique<Evaluator>(collection, store, time, *deferred_executor);

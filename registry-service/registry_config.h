@@ -8,6 +8,7 @@
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "common/logging.h"
+#include "common/server_config.h"
 
 namespace wake::registry {
 
@@ -30,6 +31,21 @@ struct RegistryConfig {
   absl::Duration event_key_retention;
   absl::Duration offset_key_retention;
   int db_pool_size = 16;
+  // TLS, authentication and gRPC limits (common/server_config.h).
+  common::ServerConfig server;
+  // Largest wake (its serialized message): an evaluation whose change would
+  // make a bigger one is INVALID_ARGUMENT; a debounce window larger than this
+  // closes into several wakes.
+  int64_t max_wake_bytes = 2 << 20;
+  // Largest ClaimWakes answer: a claim takes pending wakes in id order until
+  // the next would pass this (always at least one); the rest stay pending.
+  int64_t max_claim_bytes = (4 << 20) - (256 << 10);
+  // A debounce window closes early (its deadline becomes now) once it holds
+  // this many changes or bytes of changes.
+  int debounce_max_changes = 1000;
+  int64_t debounce_max_bytes = 1 << 20;
+  // Calls waiting for a worker thread; past it, RESOURCE_EXHAUSTED.
+  int max_queued_calls = 4096;
   common::LogLevel log_level = common::LogLevel::kInfo;
   bool help_requested = false;
 };

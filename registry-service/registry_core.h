@@ -51,13 +51,15 @@ struct RegistryOptions {
 
 class RegistryCore {
  public:
-  RegistryCore(sync::RegistrationCollection& collection, sync::SyncSource& sync,
-               WakeStore& store, Evaluator& evaluator, common::TimeSource& time,
-               common::Executor& executor, RegistryOptions options);
+  RegistryCore(sync::RegistrationCollection& collection, sync::SyncSource& sync, WakeStore& store,
+               Evaluator& evaluator, common::TimeSource& time, common::Executor& executor,
+               RegistryOptions options);
   ~RegistryCore();
 
   // INVALID_ARGUMENT when this registry is scoped to another tenant.
   absl::Status CheckTenant(const std::string& tenant) const;
+  // The only tenant this registry serves, if it is scoped to one.
+  const std::optional<std::string>& tenant() const { return options_.tenant; }
 
   absl::StatusOr<v1::RegisterWakeResponse> RegisterWake(const v1::RegisterWakeRequest& request);
   // RegisterWake without a parked thread: `done` runs once, usually on the
