@@ -98,7 +98,13 @@ int Run(int argc, char** argv) {
     common::LogInfo("migrations_done", {{"applied", *applied}});
   }
 
-  PostgresWakeStore store(config->database_url, config->db_pool_size, *rpc_executor);
+  StoreLimits limits;
+  limits.max_wake_bytes = config->max_wake_bytes;
+  limits.max_claim_bytes = config->max_claim_bytes;
+  limits.max_claim_wakes = config->max_claim_wakes;
+  limits.debounce_max_changes = config->debounce_max_changes;
+  limits.debounce_max_bytes = config->debounce_max_bytes;
+  PostgresWakeStore store(config->database_url, config->db_pool_size, *rpc_executor, limits);
   sync::RegistrationCollection collection(time, rpc_executor.get());
   ChangeFeed feed(collection);
   absl::StatusOr<sync::SyncSourcePtr> source = MakeSyncSource(*config, time);
@@ -121,6 +127,9 @@ int Run(int argc, char** argv) {
   options.key_retention.events = config->event_key_retention;
   options.key_retention.offsets = config->offset_key_retention;
   if (!config->tenant.empty()) options.tenant = config->tenant;
+  options.max_wake_bytes = config->max_wake_bytes;
+  // Room for the framing of the answer around its wakes or registrations.
+  options.max_response_bytes = config->server.max_message_bytes - (64 << 10);
   auto core = std::make_unique<RegistryCore>(collection, **source, store, *evaluator, time,
                                              *deferred_executor, options);
   service.Attach(core.get(), &feed, &collection);

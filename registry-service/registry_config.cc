@@ -43,6 +43,8 @@ std::vector<common::FlagSpec> Flags() {
       {"max-claim-bytes", "WAKE_MAX_CLAIM_BYTES", "3932160",
        "largest ClaimWakes answer; the wakes beyond it stay pending for the next claim "
        "(between --max-wake-bytes and --max-message-bytes less 64 KiB)"},
+      {"max-claim-wakes", "WAKE_MAX_CLAIM_WAKES", "1000",
+       "wakes one claim takes at most; the rest stay pending for the next claim"},
       {"debounce-max-changes", "WAKE_DEBOUNCE_MAX_CHANGES", "1000",
        "a debounce window closes early once it holds this many changes"},
       {"debounce-max-bytes", "WAKE_DEBOUNCE_MAX_BYTES", "1048576",
@@ -182,6 +184,9 @@ absl::StatusOr<RegistryConfig> ParseRegistryConfig(const std::vector<std::string
   absl::StatusOr<int64_t> max_wake = bounded("max-wake-bytes", 16 << 10, config.max_claim_bytes);
   if (!max_wake.ok()) return max_wake.status();
   config.max_wake_bytes = *max_wake;
+  absl::StatusOr<int64_t> claim_wakes = bounded("max-claim-wakes", 1, 100000);
+  if (!claim_wakes.ok()) return claim_wakes.status();
+  config.max_claim_wakes = static_cast<int>(*claim_wakes);
   absl::StatusOr<int64_t> window_changes = bounded("debounce-max-changes", 1, 1000000);
   if (!window_changes.ok()) return window_changes.status();
   config.debounce_max_changes = static_cast<int>(*window_changes);

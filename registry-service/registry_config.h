@@ -46,6 +46,8 @@ struct RegistryConfig {
   int64_t debounce_max_bytes = 1 << 20;
   // Calls waiting for a worker thread; past it, RESOURCE_EXHAUSTED.
   int max_queued_calls = 4096;
+  // Wakes one claim takes at most.
+  int max_claim_wakes = 1000;
   common::LogLevel log_level = common::LogLevel::kInfo;
   bool help_requested = false;
 };

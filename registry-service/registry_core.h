@@ -47,6 +47,13 @@ struct RegistryOptions {
   int window_sweep_batch = 100;
   // When set, the only tenant this registry serves.
   std::optional<std::string> tenant;
+  // An evaluation whose request (the change its wakes carry) is larger is
+  // INVALID_ARGUMENT: no wake may outgrow what a claim can carry.
+  int64_t max_wake_bytes = 2 << 20;
+  // Answers stop adding wakes (evaluations: the rest are counted in
+  // wakes_omitted) or registrations (ListRegistrations: the page ends) before
+  // they pass this.
+  int64_t max_response_bytes = (4 << 20) - (64 << 10);
 };
 
 class RegistryCore {
