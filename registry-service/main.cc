@@ -72,7 +72,10 @@ int Run(int argc, char** argv) {
   if (config->server.plaintext) {
     common::LogWarn("tls_off", {{"note", "--plaintext: loopback development only"}});
   }
-  auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(kRpcThreads);
+  // Calls wait for a worker in a bounded queue; past it they are refused
+  // (RESOURCE_EXHAUSTED) rather than queued without end.
+  auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(
+      kRpcThreads, static_cast<size_t>(config->max_queued_calls));
   RegistryServiceImpl service(*rpc_executor, *authenticator);
   absl::StatusOr<common::StartedServer> server = common::StartGrpcServer(
       config->listen_address, {&service}, kHealthNames, config->server, authenticator.get());

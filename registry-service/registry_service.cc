@@ -21,6 +21,13 @@ constexpr std::initializer_list<Role> kClientRoles = {Role::kClient, Role::kAdmi
 // The claim RPCs.
 constexpr std::initializer_list<Role> kRuntimeRoles = {Role::kRuntime, Role::kAdmin};
 
+// Every worker is busy and --max-queued-calls calls already wait.
+absl::Status Overloaded() {
+  return absl::ResourceExhaustedError(
+      "registry overloaded: too many calls waiting for a worker (--max-queued-calls); retry "
+      "with backoff");
+}
+
 const absl::Status& Starting() {
   static const absl::Status* const kStarting =
       new absl::Status(absl::UnavailableError("registry is starting; retry shortly"));
@@ -34,7 +41,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
  public:
   SubscribeReactor(ChangeFeed& feed, sync::RegistrationCollection& collection,
                    const v1::SubscribeChangesRequest& request)
-      : feed_(feed) {
+      : feed_(feed), collection_(collection) {
     FeedFilter filter;
     filter.all_tenants = request.all_tenants();
     filter.tenant_id = request.tenant_id();
@@ -46,33 +53,16 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
       absl::MutexLock lock(&mu_);
       if (from.empty() || from == "-1") {
         // Head first, then the snapshot: anything in between is sent twice,
-        // never missed (consumers apply events idempotently by id).
+        // never missed (consumers apply events idempotently by id). The
+        // snapshot is read a page at a time as the client takes it (Pump),
+        // so no subscriber copies the collection.
         const uint64_t head = feed_.head();
-        const std::string offset = feed_.Offset(head);
-        const std::optional<std::string> tenant =
+        snapshot_.emplace();
+        snapshot_->offset = feed_.Offset(head);
+        snapshot_->tenant =
             filter.all_tenants ? std::nullopt : std::optional<std::string>(filter.tenant_id);
-        if (filter.Wants(v1::ChangeEvent::REGISTRATION)) {
-          for (const sync::Registration& row : collection.Snapshot(tenant)) {
-            v1::ChangeEvent event;
-            event.set_offset(offset);
-            event.mutable_registration()->set_op(v1::INSERT);
-            ToProto(row, event.mutable_registration()->mutable_registration());
-            queue_.push_back(std::move(event));
-          }
-        }
-        if (filter.Wants(v1::ChangeEvent::WAKE)) {
-          for (const sync::WakeRow& wake : collection.PendingWakes(tenant)) {
-            v1::ChangeEvent event;
-            event.set_offset(offset);
-            v1::WakeAvailable* available = event.mutable_wake();
-            available->set_tenant_id(wake.tenant_id);
-            available->set_stream(wake.stream);
-            available->set_wake_id(wake.id);
-            available->set_registration_id(wake.registration_id);
-            queue_.push_back(std::move(event));
-          }
-        }
-        queue_.push_back(ControlEvent(v1::UP_TO_DATE, offset));
+        snapshot_->registrations.done = !filter.Wants(v1::ChangeEvent::REGISTRATION);
+        snapshot_->wakes_done = !filter.Wants(v1::ChangeEvent::WAKE);
         cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
       } else if (from == "now") {
         const uint64_t head = feed_.head();
@@ -125,6 +115,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
   void Pump() {
     absl::MutexLock lock(&mu_);
     if (writing_ || finished_) return;
+    if (queue_.empty() && snapshot_.has_value()) RefillSnapshotLocked();
     if (queue_.empty()) {
       if (finish_when_drained_) {
         FinishLocked(grpc::Status::OK);
@@ -139,13 +130,58 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     StartWrite(&current_);
   }
 
+  // The next page of the snapshot; after its last page, UP_TO_DATE, and the
+  // snapshot is over (the feed cursor takes over).
+  void RefillSnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    constexpr size_t kPage = 256;
+    Snapshot& snapshot = *snapshot_;
+    if (!snapshot.registrations.done) {
+      for (const sync::Registration& row :
+           collection_.SnapshotPage(snapshot.tenant, &snapshot.registrations, kPage)) {
+        v1::ChangeEvent event;
+        event.set_offset(snapshot.offset);
+        event.mutable_registration()->set_op(v1::INSERT);
+        ToProto(row, event.mutable_registration()->mutable_registration());
+        queue_.push_back(std::move(event));
+      }
+      if (!queue_.empty()) return;
+    }
+    if (!snapshot.wakes_done) {
+      for (const sync::WakeRow& wake :
+           collection_.PendingWakesPage(snapshot.tenant, &snapshot.wakes_after, kPage)) {
+        v1::ChangeEvent event;
+        event.set_offset(snapshot.offset);
+        v1::WakeAvailable* available = event.mutable_wake();
+        available->set_tenant_id(wake.tenant_id);
+        available->set_stream(wake.stream);
+        available->set_wake_id(wake.id);
+        available->set_registration_id(wake.registration_id);
+        queue_.push_back(std::move(event));
+      }
+      if (!queue_.empty()) return;
+      snapshot.wakes_done = true;
+    }
+    queue_.push_back(ControlEvent(v1::UP_TO_DATE, snapshot.offset));
+    snapshot_.reset();
+  }
+
+  struct Snapshot {
+    std::string offset;
+    std::optional<std::string> tenant;
+    sync::RegistrationCollection::SnapshotCursor registrations;
+    int64_t wakes_after = 0;
+    bool wakes_done = false;
+  };
+
   ChangeFeed& feed_;
+  sync::RegistrationCollection& collection_;
   int watch_ = 0;
 
   absl::Mutex mu_;
   std::deque<v1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
   v1::ChangeEvent current_ ABSL_GUARDED_BY(mu_);
   std::optional<FeedCursor> cursor_ ABSL_GUARDED_BY(mu_);  // Unset after a bad offset.
+  std::optional<Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);  // While the snapshot is sent.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_when_drained_ ABSL_GUARDED_BY(mu_) = false;
@@ -190,11 +226,18 @@ template <typename Response, typename Work>
 grpc::ServerUnaryReactor* RegistryServiceImpl::Offload(grpc::CallbackServerContext* context,
                                                        Response* response, Work work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  executor_.Post([reactor, response, work = std::move(work)]() mutable {
-    absl::StatusOr<Response> result = work();
-    if (result.ok()) *response = std::move(*result);
-    reactor->Finish(common::ToGrpcStatus(result.status()));
-  });
+  const bool queued =
+      executor_.TryPost([context, reactor, response, work = std::move(work)]() mutable {
+        // The client gave up while the call waited: its work would be wasted.
+        if (context->IsCancelled()) {
+          reactor->Finish(grpc::Status::CANCELLED);
+          return;
+        }
+        absl::StatusOr<Response> result = work();
+        if (result.ok()) *response = std::move(*result);
+        reactor->Finish(common::ToGrpcStatus(result.status()));
+      });
+  if (!queued) reactor->Finish(common::ToGrpcStatus(Overloaded()));
   return reactor;
 }
 
@@ -241,12 +284,18 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ServeAsync(grpc::CallbackServerCo
     reactor->Finish(grpc::Status::OK);  // Nothing can match: answer on the gRPC thread.
     return reactor;
   }
-  executor_.Post([core, reactor, response, start = std::move(start), valid = std::move(valid)] {
-    start(core, valid, [reactor, response](absl::StatusOr<Response> result) {
-      if (result.ok()) *response = std::move(*result);
-      reactor->Finish(common::ToGrpcStatus(result.status()));
-    });
-  });
+  const bool queued = executor_.TryPost(
+      [context, core, reactor, response, start = std::move(start), valid = std::move(valid)] {
+        if (context->IsCancelled()) {
+          reactor->Finish(grpc::Status::CANCELLED);
+          return;
+        }
+        start(core, valid, [reactor, response](absl::StatusOr<Response> result) {
+          if (result.ok()) *response = std::move(*result);
+          reactor->Finish(common::ToGrpcStatus(result.status()));
+        });
+      });
+  if (!queued) reactor->Finish(common::ToGrpcStatus(Overloaded()));
   return reactor;
 }
 
