@@ -49,6 +49,13 @@ absl::Status StatusFromException(const std::exception& e) {
       return absl::AbortedError(absl::StrCat("transaction aborted: ", message));
     }
     if (state == "23505") return absl::AlreadyExistsError(message);
+    // Class 22 (data exception: a \u0000 in JSON, a value out of range) and
+    // 54 (program limit exceeded: an index row too large) come from what a
+    // request carried. Never UNAVAILABLE, which tells clients to retry.
+    if (absl::StartsWith(state, "22") || absl::StartsWith(state, "54")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the database refused the request's data: ", message));
+    }
     return absl::InternalError(absl::StrCat("database error ", state, ": ", message));
   }
   return absl::InternalError(message);

@@ -2,6 +2,7 @@
 
 #include <pqxx/pqxx>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace wake::common {
@@ -10,12 +11,10 @@ namespace {
 TEST(PostgresStatusTest, MapsExceptionClasses) {
   EXPECT_EQ(StatusFromException(pqxx::broken_connection("gone")).code(),
             absl::StatusCode::kUnavailable);
-  EXPECT_EQ(StatusFromException(pqxx::in_doubt_error("?")).code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(StatusFromException(pqxx::in_doubt_error("?")).code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(StatusFromException(pqxx::serialization_failure("retry")).code(),
             absl::StatusCode::kAborted);
-  EXPECT_EQ(StatusFromException(pqxx::deadlock_detected("dl")).code(),
-            absl::StatusCode::kAborted);
+  EXPECT_EQ(StatusFromException(pqxx::deadlock_detected("dl")).code(), absl::StatusCode::kAborted);
   EXPECT_EQ(StatusFromException(pqxx::unique_violation("dup", "", "23505")).code(),
             absl::StatusCode::kAlreadyExists);
   EXPECT_EQ(StatusFromException(pqxx::check_violation("chk", "", "23514")).code(),
@@ -26,8 +25,18 @@ TEST(PostgresStatusTest, MapsExceptionClasses) {
             absl::StatusCode::kUnavailable);
   EXPECT_EQ(StatusFromException(pqxx::sql_error("weird", "", "XX000")).code(),
             absl::StatusCode::kInternal);
-  EXPECT_EQ(StatusFromException(std::runtime_error("other")).code(),
-            absl::StatusCode::kInternal);
+  EXPECT_EQ(StatusFromException(std::runtime_error("other")).code(), absl::StatusCode::kInternal);
+}
+
+TEST(PostgresStatusTest, DataTheDatabaseRefusesIsInvalidArgumentNeverUnavailable) {
+  const absl::Status json = StatusFromException(
+      pqxx::data_exception("ERROR:  unsupported Unicode escape sequence", "", "22P05"));
+  EXPECT_EQ(json.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(json.message()), ::testing::HasSubstr("refused the request's data"));
+  EXPECT_EQ(StatusFromException(
+                pqxx::sql_error("ERROR:  index row size 3000 exceeds btree maximum", "", "54000"))
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PostgresStatusTest, KeepsOnlyTheFirstLineOfTheMessage) {

@@ -56,6 +56,23 @@ TEST(ValidationTest, TenantsAndIdsWithControlCharactersAreRefusedByName) {
   EXPECT_FIELD_ERROR(ValidateExtendClaims(extend, &lease), "claims[0].tenant_id: contains");
 }
 
+TEST(ValidationTest, ValuesHoldingNulAreRefusedByName) {
+  v1::EvaluateChangeRequest request;
+  request.set_source_url("/c");
+  request.set_collection("items");
+  request.set_op(v1::UPDATE);
+  request.set_key("k");
+  (*request.mutable_value()->mutable_struct_value()->mutable_fields())["a"]
+      .mutable_list_value()
+      ->add_values()
+      ->set_string_value(std::string("x\0y", 3));
+  EXPECT_FIELD_ERROR(ValidateEvaluateChange(request), "value: holds a NUL character");
+  request.clear_value();
+  (*request.mutable_old_value()->mutable_struct_value()->mutable_fields())[std::string("k\0", 2)]
+      .set_number_value(1);
+  EXPECT_FIELD_ERROR(ValidateEvaluateChange(request), "old_value: holds a NUL character");
+}
+
 TEST(ValidationTest, RegisterRejectsEachBadFieldByName) {
   struct Case {
     std::function<void(v1::RegisterWakeRequest&)> mutate;
