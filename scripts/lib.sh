@@ -8,7 +8,8 @@ WAKE_DEBIAN_PACKAGES=(
   bazel-bootstrap g++ make
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libpqxx-dev libpq-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev nlohmann-json3-dev
+  libcurl4-openssl-dev nlohmann-json3-dev libssl-dev openssl
+  clang-14 libfuzzer-14-dev
   postgresql-15 postgresql-client-15
   curl ca-certificates procps
 )

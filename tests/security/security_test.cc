@@ -319,6 +319,47 @@ TEST_F(SecurityTest, HealthAndReflectionAnswerWithoutACredential) {
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 }
 
+TEST_F(SecurityTest, MutualTlsAndPrivateHealthWhenConfigured) {
+  std::vector<std::string> args = TlsArgs();
+  args.push_back("--tls-client-ca=" + Cred("ca.pem"));
+  args.push_back("--public-health=false");
+  auto strict = StartRegistry(db_->url(), args);
+  ASSERT_TRUE(strict.ok()) << strict.status();
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = ReadFile(Cred("ca.pem"));
+  {
+    // No client certificate: the handshake fails.
+    auto health = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(strict->address, grpc::SslCredentials(tls)));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::health::v1::HealthCheckResponse response;
+    EXPECT_EQ(health->Check(&context, {}, &response).error_code(), grpc::StatusCode::UNAVAILABLE);
+  }
+  tls.pem_cert_chain = ReadFile(Cred("client.pem"));
+  tls.pem_private_key = ReadFile(Cred("client.key"));
+  auto channel = grpc::CreateChannel(strict->address, grpc::SslCredentials(tls));
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  {
+    // A certificate but no token: health is private here.
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckResponse response;
+    const grpc::Status status = health->Check(&context, {}, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(status.error_message(), HasSubstr("missing credential"));
+  }
+  {
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(As("client-a").get(), {}, &response).ok());
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  // The wake services answer as usual with certificate and token.
+  v1::RegisterWakeResponse response;
+  const grpc::Status status = v1::WakeRegistry::NewStub(channel)->RegisterWake(
+      As("client-a").get(), RegisterIn("acme", "/p/mtls", "/c/mtls"), &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
 TEST_F(SecurityTest, ARunnerCannotAckAnotherTenantsClaim) {
   ASSERT_TRUE(Register("client-b", RegisterIn("globex", "/p/victim", "/c/victim")).ok());
   Runner victim(Tls(runtime_->address), ReadFile(Cred("token.runner-b")), "runner-b", "globex");
