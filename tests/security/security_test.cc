@@ -5,6 +5,7 @@
 #include <atomic>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -307,6 +308,31 @@ TEST_F(SecurityTest, ClaimRpcsAndAllTenantsNeedTheRuntimeRole) {
   const grpc::Status status = Registry()->ClaimWakes(As("client-a").get(), claim, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(status.error_message(), HasSubstr("ClaimWakes needs the role runtime or admin"));
+}
+
+TEST_F(SecurityTest, AllTenantsOfARegistryScopedToOneTenantStreamsOnlyThatTenant) {
+  ASSERT_TRUE(Register("client-a", RegisterIn("acme", "/p/scoped-a", "/c/scoped")).ok());
+  ASSERT_TRUE(Register("client-b", RegisterIn("globex", "/p/scoped-b", "/c/scoped")).ok());
+  std::vector<std::string> args = TlsArgs();
+  args.push_back("--tenant=acme");
+  auto scoped = StartRegistry(db_->url(), args);
+  ASSERT_TRUE(scoped.ok()) << scoped.status();
+  v1::SubscribeChangesRequest request;
+  request.set_all_tenants(true);
+  request.set_from_offset("-1");
+  auto context = As("runtime");
+  auto reader =
+      v1::WakeRegistry::NewStub(Tls(scoped->address))->SubscribeChanges(context.get(), request);
+  std::set<std::string> tenants;
+  v1::ChangeEvent event;
+  while (reader->Read(&event) && !event.has_control()) {
+    if (event.has_registration()) tenants.insert(event.registration().registration().tenant_id());
+    if (event.has_wake()) tenants.insert(event.wake().tenant_id());
+  }
+  EXPECT_EQ(event.control(), v1::UP_TO_DATE);
+  EXPECT_EQ(tenants, std::set<std::string>{"acme"});
+  context->TryCancel();
+  reader->Finish();
 }
 
 TEST_F(SecurityTest, HealthAndReflectionAnswerWithoutACredential) {
