@@ -2,7 +2,7 @@
 
 namespace wake::common {
 
-ThreadPoolExecutor::ThreadPoolExecutor(int threads) {
+ThreadPoolExecutor::ThreadPoolExecutor(int threads, size_t max_queued) : max_queued_(max_queued) {
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
 
@@ -19,14 +19,20 @@ void ThreadPoolExecutor::Post(std::function<void()> work) {
   queue_.push_back(std::move(work));
 }
 
+bool ThreadPoolExecutor::TryPost(std::function<void()> work) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= max_queued_) return false;
+  queue_.push_back(std::move(work));
+  return true;
+}
+
 void ThreadPoolExecutor::Loop() {
   for (;;) {
     std::function<void()> work;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !queue_.empty();
-      };
+      auto ready = [this]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) return;  // Stopping and drained.
       work = std::move(queue_.front());
@@ -39,6 +45,13 @@ void ThreadPoolExecutor::Loop() {
 void ManualExecutor::Post(std::function<void()> work) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(work));
+}
+
+bool ManualExecutor::TryPost(std::function<void()> work) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= max_queued_) return false;
+  queue_.push_back(std::move(work));
+  return true;
 }
 
 bool ManualExecutor::RunOne() {

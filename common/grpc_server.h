@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/auth/authenticator.h"
+#include "common/server_config.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/server_interceptor.h"
 
@@ -22,16 +24,20 @@ struct StartedServer {
 using InterceptorFactories =
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>;
 
-// Binds `listen_address` (host:port, insecure) and starts serving. Health
-// starts NOT_SERVING for "" and every name in `health_names`. Every call
-// passes through `interceptors` (e.g. RpcMetricsInterceptor), in order.
+// Binds `listen_address` (host:port) with TLS or plaintext as `config` says,
+// applies its limits, and starts serving. Health starts NOT_SERVING for ""
+// and every name in `health_names`. The services authenticate their own
+// calls; with config.public_health false, `authenticator` (which must outlive
+// the server) also guards health and reflection. Every call passes through
+// `interceptors` (e.g. RpcMetricsInterceptor), in order, after it.
 absl::StatusOr<StartedServer> StartGrpcServer(const std::string& listen_address,
                                               const std::vector<grpc::Service*>& services,
                                               const std::vector<std::string>& health_names,
+                                              const ServerConfig& config,
+                                              auth::Authenticator* authenticator,
                                               InterceptorFactories interceptors = {});
 
 // Sets the health status of "" and every name in `health_names`.
-void SetServing(grpc::Server& server, const std::vector<std::string>& health_names,
-                bool serving);
+void SetServing(grpc::Server& server, const std::vector<std::string>& health_names, bool serving);
 
 }  // namespace wake::common

@@ -5,7 +5,10 @@
 //
 //   wake-health-probe [--timeout=3s] [--tls-ca=FILE [--tls-server-name=NAME]]
 //                     HOST:PORT [SERVICE]
+// Without the flags, WAKE_PROBE_TLS_CA and WAKE_PROBE_SERVER_NAME give them
+// (so an image's HEALTHCHECK line needs no per-deployment arguments).
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -29,8 +32,12 @@ int Usage(const std::string& why) {
 
 int Run(const std::vector<std::string>& args) {
   absl::Duration timeout = absl::Seconds(3);
-  std::string ca_file;
-  std::string server_name;
+  auto env = [](const char* name) {
+    const char* value = std::getenv(name);
+    return std::string(value == nullptr ? "" : value);
+  };
+  std::string ca_file = env("WAKE_PROBE_TLS_CA");
+  std::string server_name = env("WAKE_PROBE_SERVER_NAME");
   std::vector<std::string> positional;
   for (const std::string& arg : args) {
     if (absl::StartsWith(arg, "--timeout=")) {

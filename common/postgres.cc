@@ -49,6 +49,13 @@ absl::Status StatusFromException(const std::exception& e) {
       return absl::AbortedError(absl::StrCat("transaction aborted: ", message));
     }
     if (state == "23505") return absl::AlreadyExistsError(message);
+    // Class 22 (data exception: a \u0000 in JSON, a value out of range) and
+    // 54 (program limit exceeded: an index row too large) come from what a
+    // request carried. Never UNAVAILABLE, which tells clients to retry.
+    if (absl::StartsWith(state, "22") || absl::StartsWith(state, "54")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the database refused the request's data: ", message));
+    }
     return absl::InternalError(absl::StrCat("database error ", state, ": ", message));
   }
   return absl::InternalError(message);
@@ -72,22 +79,50 @@ absl::Status ValidateConnectionString(const std::string& flag, const std::string
 }
 
 std::string RedactConnectionString(const std::string& url) {
-  // URI form: scheme://user:password@host -> scheme://user:***@host
   const size_t scheme = url.find("://");
-  if (scheme != std::string::npos) {
-    const size_t at = url.find('@', scheme + 3);
-    const size_t colon = url.find(':', scheme + 3);
-    if (at != std::string::npos && colon != std::string::npos && colon < at) {
-      return absl::StrCat(url.substr(0, colon + 1), "***", url.substr(at));
+  if (scheme == std::string::npos) {
+    // key=value form: rebuilt from libpq's own parse, so quoting and spacing
+    // cannot hide a password from us.
+    char* error = nullptr;
+    PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+    if (error != nullptr) PQfreemem(error);
+    if (options == nullptr) return "<unparseable connection string>";
+    std::string out;
+    for (PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr) continue;
+      const bool secret = absl::string_view(o->keyword) == "password";
+      absl::StrAppend(&out, out.empty() ? "" : " ", o->keyword, "=", secret ? "***" : o->val);
     }
-    return url;
+    PQconninfoFree(options);
+    return out;
   }
-  // key=value form.
-  const size_t pw = url.find("password=");
-  if (pw == std::string::npos) return url;
-  size_t end = url.find(' ', pw);
-  if (end == std::string::npos) end = url.size();
-  return absl::StrCat(url.substr(0, pw), "password=***", url.substr(end));
+  // URI form: scheme://user:password@host/db?password=...
+  std::string out = url;
+  const size_t authority = scheme + 3;
+  size_t authority_end = out.find_first_of("/?#", authority);
+  if (authority_end == std::string::npos) authority_end = out.size();
+  const size_t at = out.rfind('@', authority_end);
+  if (at != std::string::npos && at >= authority) {
+    const size_t colon = out.find(':', authority);
+    if (colon != std::string::npos && colon < at) {
+      out = absl::StrCat(out.substr(0, colon + 1), "***", out.substr(at));
+    }
+  }
+  // Query parameters: any password=... (libpq accepts it there too).
+  const size_t query = out.find('?');
+  if (query == std::string::npos) return out;
+  size_t pos = query + 1;
+  while (pos < out.size()) {
+    size_t end = out.find_first_of("&#", pos);
+    if (end == std::string::npos) end = out.size();
+    if (absl::StartsWithIgnoreCase(absl::string_view(out).substr(pos, end - pos), "password=")) {
+      out = absl::StrCat(out.substr(0, pos + 9), "***", out.substr(end));
+      end = pos + 12;
+    }
+    if (end >= out.size() || out[end] == '#') break;
+    pos = end + 1;
+  }
+  return out;
 }
 
 absl::StatusOr<std::unique_ptr<pqxx::connection>> ConnectWithRetry(

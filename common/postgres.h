@@ -21,7 +21,8 @@ namespace wake::common {
 // Maps an exception thrown by libpqxx (or anything else) to a status:
 // connection trouble and unknown commit outcome -> UNAVAILABLE, serialization
 // failure / deadlock -> ABORTED, unique violation -> ALREADY_EXISTS, other
-// constraint violations -> FAILED_PRECONDITION, the rest -> INTERNAL.
+// constraint violations -> FAILED_PRECONDITION, data the database refuses
+// (SQLSTATE classes 22 and 54) -> INVALID_ARGUMENT, the rest -> INTERNAL.
 absl::Status StatusFromException(const std::exception& e);
 
 // Checks a connection string (URI or key=value) without connecting.

@@ -11,8 +11,9 @@
 #      runtime) with a generated secrets file;
 #   3. waits until every container's health check passes, then the Python
 #      client registers a wake, finishes the child's run and receives the
-#      wake through a runner, and acks it (clients/python/wake_example.py),
-#      and both services' /metrics count it;
+#      wake through a runner, and acks it (clients/python/wake_example.py,
+#      over TLS with tokens from scripts/gen-credentials.sh), and both
+#      services' /metrics count it;
 #   4. SIGTERMs the services and checks they exit 0 after logging
 #      event=stopped;
 #   5. removes the containers, volumes, network and images it made.
@@ -114,6 +115,13 @@ POSTGRES_PASSWORD=$password
 DATABASE_URL=postgresql://wakeline:$password@postgres:5432/wakeline?sslmode=disable
 ENV
 export WAKELINE_ENV_FILE="$WORK/wakeline.env"
+# TLS and tokens, as in production: a local CA and certificates, and tokens
+# for the runtime and for the Python client (client and runner roles). The
+# services run as uid 10001 and read them through a read-only mount.
+bash scripts/gen-credentials.sh "$WORK/credentials" >/dev/null
+chown -R 10001 "$WORK/credentials"
+chmod 700 "$WORK/credentials"
+export WAKELINE_CREDENTIALS="$WORK/credentials"
 export WAKELINE_BASE_IMAGE="$BASE_IMAGE" WAKELINE_RUNTIME_IMAGE="$BASE_IMAGE"
 export WAKELINE_REGISTRY_PORT WAKELINE_RUNTIME_PORT WAKELINE_REGISTRY_METRICS_PORT \
   WAKELINE_RUNTIME_METRICS_PORT
@@ -160,6 +168,9 @@ log "generating the Python client's stubs"
 bash clients/generate.sh python >"$WORK/generate.log" 2>&1 ||
   { tail -n 30 "$WORK/generate.log" >&2; die "clients/generate.sh python failed"; }
 WAKE_REGISTRY_ADDR="127.0.0.1:$WAKELINE_REGISTRY_PORT" WAKE_RUNTIME_ADDR="127.0.0.1:$WAKELINE_RUNTIME_PORT" \
+  WAKE_CA_FILE="$WORK/credentials/ca.pem" \
+  WAKE_CLIENT_TOKEN_FILE="$WORK/credentials/token.client" \
+  WAKE_RUNNER_TOKEN_FILE="$WORK/credentials/token.runner" \
   clients/python/.venv/bin/python clients/python/wake_example.py | tee "$WORK/flow.log"
 grep -q "acked" "$WORK/flow.log" || die "the Python client's flow did not end with an ack"
 step "a wake end to end (Python client)"

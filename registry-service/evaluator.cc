@@ -97,8 +97,7 @@ absl::StatusOr<EvaluationResult> Evaluator::EvaluateChange(
   return Wait([&](Done done) { EvaluateChangeAsync(request, std::move(done)); });
 }
 
-void Evaluator::EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request,
-                                         Done done) {
+void Evaluator::EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request, Done done) {
   SourceEvent event;
   event.run_finished = true;
   event.collection = "runs";
@@ -144,8 +143,7 @@ void Evaluator::EvaluateChangeAsync(const v1::EvaluateChangeRequest& request, Do
 }
 
 WakeDraft Evaluator::DraftFor(const sync::Registration& registration, std::string event_key,
-                              std::vector<v1::WakeChange> changes,
-                              v1::RunStatus run_status) const {
+                              std::vector<v1::WakeChange> changes, v1::RunStatus run_status) const {
   WakeDraft draft;
   draft.tenant_id = registration.tenant_id;
   draft.stream = registration.subscriber_url;
@@ -212,8 +210,10 @@ void Evaluator::Deliver(const std::vector<sync::Registration>& matched,
       for (const BufferedMatch& match : persisted->buffered) {
         for (const auto& [id, debounce_ms] : debounced) {
           if (id != match.registration_id) continue;
-          SetWindowLocked(id, match.tenant_id,
-                          now + common::ToChrono(absl::Milliseconds(debounce_ms)));
+          // A full window closed early: its deadline in the database is now.
+          SetWindowLocked(
+              id, match.tenant_id,
+              match.full ? now : now + common::ToChrono(absl::Milliseconds(debounce_ms)));
           break;
         }
       }
@@ -332,8 +332,8 @@ void Evaluator::ProcessDue() {
     status = persisted.status();
     if (persisted.ok()) {
       for (const v1::Wake& wake : persisted->wakes) {
-        common::LogDebug("timeout_wake", {{"wake_id", wake.id()},
-                                          {"registration_id", wake.registration_id()}});
+        common::LogDebug("timeout_wake",
+                         {{"wake_id", wake.id()}, {"registration_id", wake.registration_id()}});
       }
     }
   }
@@ -368,7 +368,8 @@ void Evaluator::CloseWindow(const WindowKey& key) {
   } else if (result->wake.has_value()) {
     common::LogDebug("debounced_wake", {{"wake_id", result->wake->id()},
                                         {"registration_id", key.registration_id},
-                                        {"changes", result->wake->message().changes_size()}});
+                                        {"changes", result->wake->message().changes_size()},
+                                        {"parts", 1 + result->more_wakes.size()}});
   }
   if (!again.has_value()) return;
   absl::MutexLock lock(&mu_);

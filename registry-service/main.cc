@@ -2,12 +2,13 @@
 // together. Everything else lives in libraries that tests exercise directly.
 #include <atomic>
 #include <cstdio>
+#include <pqxx/pqxx>
 #include <string>
 #include <vector>
 
-#include <pqxx/pqxx>
-
 #include "absl/synchronization/mutex.h"
+#include "common/auth/authenticator.h"
+#include "common/auth/token_file_authenticator.h"
 #include "common/executor.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
@@ -77,10 +78,27 @@ int Run(int argc, char** argv) {
     interceptors.push_back(common::RpcMetricsInterceptor(metrics));
     common::LogInfo("metrics_listening", {{"address", metrics.address()}});
   }
-  auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(kRpcThreads);
-  RegistryServiceImpl service(*rpc_executor);
-  absl::StatusOr<common::StartedServer> server = common::StartGrpcServer(
-      config->listen_address, {&service}, kHealthNames, std::move(interceptors));
+  common::auth::AuthenticatorPtr authenticator;
+  if (config->server.no_auth) {
+    authenticator = std::make_unique<common::auth::OpenAuthenticator>();
+    common::LogWarn("authentication_off", {{"note", "--no-auth: every caller is an admin"}});
+  } else {
+    auto tokens =
+        common::auth::TokenFileAuthenticator::Create(config->server.auth_tokens_path, time);
+    if (!tokens.ok()) return Fail("startup_failed", tokens.status());
+    authenticator = *std::move(tokens);
+  }
+  if (config->server.plaintext) {
+    common::LogWarn("tls_off", {{"note", "--plaintext: loopback development only"}});
+  }
+  // Calls wait for a worker in a bounded queue; past it they are refused
+  // (RESOURCE_EXHAUSTED) rather than queued without end.
+  auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(
+      kRpcThreads, static_cast<size_t>(config->max_queued_calls));
+  RegistryServiceImpl service(*rpc_executor, *authenticator);
+  absl::StatusOr<common::StartedServer> server =
+      common::StartGrpcServer(config->listen_address, {&service}, kHealthNames, config->server,
+                              authenticator.get(), std::move(interceptors));
   if (!server.ok()) return Fail("listen_failed", server.status());
   common::LogLifecycle("listening", {{"address", server->address}});
   auto stop_server = [&] {
@@ -103,7 +121,13 @@ int Run(int argc, char** argv) {
     common::LogInfo("migrations_done", {{"applied", *applied}});
   }
 
-  PostgresWakeStore store(config->database_url, config->db_pool_size, *rpc_executor);
+  StoreLimits limits;
+  limits.max_wake_bytes = config->max_wake_bytes;
+  limits.max_claim_bytes = config->max_claim_bytes;
+  limits.max_claim_wakes = config->max_claim_wakes;
+  limits.debounce_max_changes = config->debounce_max_changes;
+  limits.debounce_max_bytes = config->debounce_max_bytes;
+  PostgresWakeStore store(config->database_url, config->db_pool_size, *rpc_executor, limits);
   auto& batch_sizes = prometheus::BuildHistogram()
                           .Name("wake_registry_group_commit_batch_size")
                           .Help("Calls carried by each group-commit statement, by kind of write.")
@@ -146,10 +170,9 @@ int Run(int argc, char** argv) {
     stop_server();
     return Fail("sync_failed", started);
   }
-  common::LogInfo("sync_up_to_date", {{"registrations", collection.size()},
-                                      {"sync", config->sync == SyncSourceKind::kPostgres
-                                                   ? "postgres"
-                                                   : "electric"}});
+  common::LogInfo("sync_up_to_date",
+                  {{"registrations", collection.size()},
+                   {"sync", config->sync == SyncSourceKind::kPostgres ? "postgres" : "electric"}});
 
   auto deferred_executor = std::make_unique<common::ThreadPoolExecutor>(2);
   auto evaluator = std::make_unique<Evaluator>(collection, store, time, *deferred_executor);
@@ -174,6 +197,9 @@ int Run(int argc, char** argv) {
     barrier_time.Observe(absl::ToDoubleSeconds(took));
     (ok ? barriers_ok : barriers_failed).Increment();
   };
+  options.max_wake_bytes = config->max_wake_bytes;
+  // Room for the framing of the answer around its wakes or registrations.
+  options.max_response_bytes = config->server.max_message_bytes - (64 << 10);
   auto core = std::make_unique<RegistryCore>(collection, **source, store, *evaluator, time,
                                              *deferred_executor, options);
   service.Attach(core.get(), &feed, &collection);

@@ -1,12 +1,14 @@
 #include "registry-service/postgres_wake_store.h"
 
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <pqxx/pqxx>
-#include <random>
 #include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/logging.h"
@@ -71,12 +73,15 @@ std::string KeyCtes(const std::string& t, const std::string& r, const std::strin
                     const std::string& kind, const std::string& extra = "true") {
   return absl::StrCat(
       "keyed_events AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
-      "source_event_key) SELECT ", t, ", ", r, ", ", k, " WHERE ", kind, " = 1 AND ", extra,
+      "source_event_key) SELECT ",
+      t, ", ", r, ", ", k, " WHERE ", kind, " = 1 AND ", extra,
       " ON CONFLICT DO NOTHING RETURNING 1), "
       "keyed_offsets AS (INSERT INTO wake_offset_keys (tenant_id, registration_id, "
-      "source_event_key) SELECT ", t, ", ", r, ", ", k, " WHERE ", kind, " = 2 AND ", extra,
+      "source_event_key) SELECT ",
+      t, ", ", r, ", ", k, " WHERE ", kind, " = 2 AND ", extra,
       " AND NOT EXISTS (SELECT 1 FROM wake_offset_marks m WHERE m.tenant_id = ", t,
-      " AND m.registration_id = ", r, " AND ", k, " COLLATE \"C\" <= m.offset_mark) "
+      " AND m.registration_id = ", r, " AND ", k,
+      " COLLATE \"C\" <= m.offset_mark) "
       "ON CONFLICT DO NOTHING RETURNING 1), "
       "keyed AS (SELECT 1 FROM keyed_events UNION ALL SELECT 1 FROM keyed_offsets), ");
 }
@@ -88,7 +93,9 @@ std::string SweepKeys(const std::string& table, bool fold) {
       "WITH expired AS (SELECT tenant_id, registration_id, source_event_key FROM ", table,
       " WHERE created_at < now() - $1 * interval '1 millisecond' LIMIT $2 "
       "FOR UPDATE SKIP LOCKED), "
-      "gone AS (DELETE FROM ", table, " k USING expired e WHERE k.tenant_id = e.tenant_id AND "
+      "gone AS (DELETE FROM ",
+      table,
+      " k USING expired e WHERE k.tenant_id = e.tenant_id AND "
       "k.registration_id = e.registration_id AND k.source_event_key = e.source_event_key "
       "RETURNING k.tenant_id, k.registration_id, k.source_event_key)",
       fold ? ", folded AS (INSERT INTO wake_offset_marks (tenant_id, registration_id, "
@@ -165,8 +172,8 @@ void Prepare(pqxx::connection& c) {
                 "gate AS (SELECT 1 FROM admit WHERE (NOT $8 OR EXISTS (SELECT 1 FROM deleted)) "
                 "AND (NOT $10 OR $8 OR EXISTS (SELECT 1 FROM consumed))) "
                 "INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, message, "
-                "run_finished_status, include_response) "
-                "SELECT $1, $2, $3, $4, $5::jsonb, $6, $7 FROM gate "
+                "run_finished_status, include_response, size_bytes) "
+                "SELECT $1, $2, $3, $4, $5::jsonb, $6, $7, $12::int FROM gate "
                 "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
                 "RETURNING id, (extract(epoch from created_at) * 1000000)::bigint, ",
                 kTxid));
@@ -174,26 +181,36 @@ void Prepare(pqxx::connection& c) {
   // is open; each match moves the deadline on), in the same discipline as a
   // wake: the event key first, so a replayed event joins nothing. Its
   // arrival consumes the registration's timeout. $4 is the EventKeyKind.
-  // Returns the window's id, or nothing when the match was a duplicate or
-  // the registration is gone.
-  c.prepare("buffer_match",
-            absl::StrCat(
-                "WITH ",
-                KeyCtes("$1", "$2", "$3", "$4",
-                        "EXISTS (SELECT 1 FROM wake_registrations r WHERE r.id = $2 AND "
-                        "r.tenant_id = $1)"),
-                "opened AS (INSERT INTO debounce_windows (tenant_id, registration_id, window_id, "
-                "first_key, deadline) SELECT $1, $2, nextval('debounce_window_ids'), $3, "
-                "now() + $5 * interval '1 millisecond' FROM keyed "
-                "ON CONFLICT (tenant_id, registration_id) DO UPDATE SET deadline = "
-                "GREATEST(debounce_windows.deadline, EXCLUDED.deadline) RETURNING window_id), "
-                "stored AS (INSERT INTO debounced_changes (window_id, change, run_finished_status) "
-                "SELECT window_id, $6::jsonb, $7 FROM opened RETURNING 1), "
-                "consumed AS (UPDATE wake_registrations SET timeout_consumed = true WHERE $8 AND "
-                "id = $2 AND tenant_id = $1 AND NOT timeout_consumed AND "
-                "EXISTS (SELECT 1 FROM keyed) RETURNING 1) "
-                "SELECT window_id, ",
-                kTxid, " FROM opened"));
+  // $9 is the change's size: a window at $10 changes or $11 bytes is full,
+  // and its deadline becomes now (and stays there for matches that arrive
+  // before it is closed). Returns the window's id and whether it is full, or
+  // nothing when the match was a duplicate or the registration is gone.
+  c.prepare(
+      "buffer_match",
+      absl::StrCat(
+          "WITH ",
+          KeyCtes("$1", "$2", "$3", "$4",
+                  "EXISTS (SELECT 1 FROM wake_registrations r WHERE r.id = $2 AND "
+                  "r.tenant_id = $1)"),
+          "opened AS (INSERT INTO debounce_windows (tenant_id, registration_id, window_id, "
+          "first_key, deadline, changes, bytes) SELECT $1, $2, nextval('debounce_window_ids'), "
+          "$3, CASE WHEN 1 >= $10::int OR $9::bigint >= $11::bigint THEN now() ELSE "
+          "now() + $5 * interval '1 millisecond' END, 1, $9::bigint FROM keyed "
+          "ON CONFLICT (tenant_id, registration_id) DO UPDATE SET "
+          "changes = debounce_windows.changes + 1, "
+          "bytes = debounce_windows.bytes + EXCLUDED.bytes, "
+          "deadline = CASE WHEN debounce_windows.changes + 1 >= $10::int OR "
+          "debounce_windows.bytes + EXCLUDED.bytes >= $11::bigint THEN "
+          "LEAST(debounce_windows.deadline, now()) ELSE "
+          "GREATEST(debounce_windows.deadline, EXCLUDED.deadline) END "
+          "RETURNING window_id, deadline <= now() AS is_full), "
+          "stored AS (INSERT INTO debounced_changes (window_id, change, run_finished_status, "
+          "size_bytes) SELECT window_id, $6::jsonb, $7, $9::int FROM opened RETURNING 1), "
+          "consumed AS (UPDATE wake_registrations SET timeout_consumed = true WHERE $8 AND "
+          "id = $2 AND tenant_id = $1 AND NOT timeout_consumed AND "
+          "EXISTS (SELECT 1 FROM keyed) RETURNING 1) "
+          "SELECT window_id, ",
+          kTxid, ", is_full FROM opened"));
   // Closing a window takes two statements in one transaction: deleting the
   // window row waits for (and so sees) every match that moved it; the
   // second statement's fresh snapshot then holds all of their changes. A
@@ -204,27 +221,26 @@ void Prepare(pqxx::connection& c) {
   c.prepare("window_due_in",
             "SELECT GREATEST(0, (extract(epoch from deadline - clock_timestamp()) * 1000)"
             "::bigint) FROM debounce_windows WHERE tenant_id = $1 AND registration_id = $2");
-  // The window's changes become one wake, unless its registration is gone
-  // (unregistered: its buffered matches go with it); a one-shot
-  // registration is deleted with it.
-  c.prepare("fire_window",
-            absl::StrCat(
-                "WITH taken AS (DELETE FROM debounced_changes WHERE window_id = $3 "
-                "RETURNING id, change, run_finished_status), "
-                "reg AS (SELECT id, tenant_id, subscriber_url, source_url, include_response FROM "
-                "wake_registrations WHERE id = $2 AND tenant_id = $1), "
-                "gone AS (DELETE FROM wake_registrations WHERE id = $2 AND tenant_id = $1 AND "
-                "one_shot RETURNING id), "
-                "made AS (INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, "
-                "message, run_finished_status, include_response) "
-                "SELECT r.tenant_id, r.subscriber_url, r.id, 'debounce:' || $3::bigint || ':' || $4, "
-                "jsonb_build_object('source', r.source_url, 'changes', (SELECT "
-                "jsonb_agg(t.change ORDER BY t.id) FROM taken t)), (SELECT t.run_finished_status "
-                "FROM taken t WHERE t.run_finished_status IS NOT NULL ORDER BY t.id DESC LIMIT 1), "
-                "r.include_response FROM reg r WHERE EXISTS (SELECT 1 FROM taken) "
-                "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
-                "RETURNING ",
-                kWakeColumns, ") SELECT *, ", kTxid, " FROM made"));
+  // The window's changes (the second statement of the close: its snapshot
+  // holds every change of the window), its registration, and the wakes they
+  // become: one, or several when the changes together pass --max-wake-bytes.
+  // Nothing when the registration is gone (unregistered: its buffered
+  // matches go with it); a one-shot registration is deleted with them.
+  c.prepare("take_window_changes",
+            "DELETE FROM debounced_changes WHERE window_id = $1 "
+            "RETURNING id, change::text, run_finished_status, size_bytes");
+  c.prepare("window_registration",
+            "SELECT subscriber_url, source_url, include_response FROM wake_registrations "
+            "WHERE id = $2 AND tenant_id = $1");
+  c.prepare("delete_one_shot",
+            "DELETE FROM wake_registrations WHERE id = $2 AND tenant_id = $1 AND one_shot");
+  c.prepare("insert_window_wake",
+            absl::StrCat("INSERT INTO wakes (tenant_id, stream, registration_id, source_event_key, "
+                         "message, run_finished_status, include_response, size_bytes) "
+                         "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8) "
+                         "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
+                         "RETURNING ",
+                         kWakeColumns, ", ", kTxid));
   c.prepare("due_windows",
             "SELECT tenant_id, registration_id FROM debounce_windows WHERE deadline <= now() "
             "ORDER BY deadline LIMIT $1");
@@ -249,24 +265,31 @@ void Prepare(pqxx::connection& c) {
   // being returned; the caller runs those alone. Rows go in in key order, so
   // two batches racing for the same new rows wait on each other in one
   // order and cannot deadlock.
-  c.prepare("insert_registrations",
-            absl::StrCat(
-                "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
-                "tenant_id text, subscriber_url text, source_url text, condition jsonb, "
-                "debounce_ms int, timeout_ms int, one_shot bool, include_response bool, "
-                "manifest_key text)), "
-                "inserted AS (INSERT INTO wake_registrations (tenant_id, subscriber_url, "
-                "source_url, condition, debounce_ms, timeout_ms, one_shot, include_response, "
-                "manifest_key) SELECT tenant_id, subscriber_url, source_url, condition, "
-                "debounce_ms, timeout_ms, one_shot, include_response, manifest_key FROM input "
-                "ORDER BY ", kIdentity, " ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, "
-                "debounce_ms, timeout_ms, condition, manifest_key) DO NOTHING RETURNING *), "
-                "created AS (SELECT i.n, r.* FROM input i JOIN inserted r USING (", kIdentity,
-                ")) "
-                "SELECT ", kRegistrationColumns, ", n, true, ", kTxid, " FROM created "
-                "UNION ALL SELECT ", kRegistrationColumns, ", n, false, 0 FROM (SELECT i.n, r.* "
-                "FROM input i JOIN wake_registrations r USING (", kIdentity,
-                ") WHERE i.n NOT IN (SELECT n FROM created)) existing"));
+  c.prepare(
+      "insert_registrations",
+      absl::StrCat("WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
+                   "tenant_id text, subscriber_url text, source_url text, condition jsonb, "
+                   "debounce_ms int, timeout_ms int, one_shot bool, include_response bool, "
+                   "manifest_key text)), "
+                   "inserted AS (INSERT INTO wake_registrations (tenant_id, subscriber_url, "
+                   "source_url, condition, debounce_ms, timeout_ms, one_shot, include_response, "
+                   "manifest_key) SELECT tenant_id, subscriber_url, source_url, condition, "
+                   "debounce_ms, timeout_ms, one_shot, include_response, manifest_key FROM input "
+                   "ORDER BY ",
+                   kIdentity,
+                   " ON CONFLICT (tenant_id, subscriber_url, source_url, one_shot, "
+                   "debounce_ms, timeout_ms, condition, manifest_key) DO NOTHING RETURNING *), "
+                   "created AS (SELECT i.n, r.* FROM input i JOIN inserted r USING (",
+                   kIdentity,
+                   ")) "
+                   "SELECT ",
+                   kRegistrationColumns, ", n, true, ", kTxid,
+                   " FROM created "
+                   "UNION ALL SELECT ",
+                   kRegistrationColumns,
+                   ", n, false, 0 FROM (SELECT i.n, r.* "
+                   "FROM input i JOIN wake_registrations r USING (",
+                   kIdentity, ") WHERE i.n NOT IN (SELECT n FROM created)) existing"));
   // Group commit of wakes without gates (no one-shot delete, no timeout
   // consumption): a multi-row insert is the same as inserting them one by
   // one. Each event key goes in first; a draft whose key is already known
@@ -275,7 +298,8 @@ void Prepare(pqxx::connection& c) {
             absl::StrCat(
                 "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
                 "tenant_id text, stream text, registration_id bigint, source_event_key text, "
-                "key_kind int, message jsonb, run_finished_status text, include_response bool)), "
+                "key_kind int, message jsonb, run_finished_status text, include_response bool, "
+                "size_bytes int)), "
                 "keyed_events AS (INSERT INTO wake_event_keys (tenant_id, registration_id, "
                 "source_event_key) SELECT DISTINCT tenant_id, registration_id, source_event_key "
                 "FROM input WHERE key_kind = 1 ORDER BY 1, 2, 3 ON CONFLICT DO NOTHING "
@@ -291,9 +315,9 @@ void Prepare(pqxx::connection& c) {
                 "FROM keyed k WHERE k.tenant_id = i.tenant_id AND k.registration_id = "
                 "i.registration_id AND k.source_event_key = i.source_event_key)), "
                 "inserted AS (INSERT INTO wakes (tenant_id, stream, registration_id, "
-                "source_event_key, message, run_finished_status, include_response) "
+                "source_event_key, message, run_finished_status, include_response, size_bytes) "
                 "SELECT tenant_id, stream, registration_id, source_event_key, message, "
-                "run_finished_status, include_response FROM admitted "
+                "run_finished_status, include_response, size_bytes FROM admitted "
                 "ORDER BY tenant_id, registration_id, source_event_key, n "
                 "ON CONFLICT (tenant_id, registration_id, source_event_key) DO NOTHING "
                 "RETURNING id, tenant_id, registration_id, source_event_key, created_at) "
@@ -308,11 +332,13 @@ void Prepare(pqxx::connection& c) {
             "(SELECT 1 FROM wakes w WHERE w.tenant_id = s.tenant_id AND w.stream = s.stream AND "
             "w.claim_token = $1)");
   // Claims of one or more streams (distinct within a batch) in one statement,
-  // in one transaction with the drop_empty_claim that may follow it. `pending` keeps the streams that have any
-  // wake; only for those is the claim row inserted, or taken over when its
-  // lease has expired (the primary key arbitrates between claimers), in key
-  // order so concurrent batches cannot deadlock; only where the row was taken
-  // are the stream's wakes marked with the token. Each input row comes back
+  // in one transaction with the drop_empty_claim that may follow it. `pending` keeps the streams
+  // that have any wake; only for those is the claim row inserted, or taken over when its lease has
+  // expired (the primary key arbitrates between claimers), in key order so concurrent batches
+  // cannot deadlock; only where the row was taken are the stream's wakes marked with the token: in
+  // id order, as many as fit in $2 wakes and $3 bytes (always the first); the others of the stream
+  // become pending again (an expired claim's token is cleared), so the ack's
+  // more_pending brings them in the next claim. Each input row comes back
   // at least once: a claimed wake's columns (NULL when none), whether the
   // stream had wakes, the lease (NULL when a live claim won) and n.
   c.prepare("claim_streams",
@@ -331,8 +357,17 @@ void Prepare(pqxx::connection& c) {
             "WHERE stream_claims.lease_expires_at <= now() "
             "RETURNING tenant_id, stream, claim_token, "
             "(extract(epoch from lease_expires_at) * 1000000)::bigint AS lease), "
-            "claimed AS (UPDATE wakes w SET claim_token = t.claim_token, claimed_at = now() "
-            "FROM taken t WHERE w.tenant_id = t.tenant_id AND w.stream = t.stream RETURNING "
+            "ranked AS (SELECT w.id, t.claim_token, row_number() OVER win AS rn, "
+            "sum(w.size_bytes) OVER win AS running FROM wakes w JOIN taken t ON "
+            "w.tenant_id = t.tenant_id AND w.stream = t.stream "
+            "WINDOW win AS (PARTITION BY w.tenant_id, w.stream ORDER BY w.id)), "
+            "picked AS (SELECT id, claim_token, rn = 1 OR (rn <= $2::bigint AND "
+            "running <= $3::bigint) AS pick "
+            "FROM ranked), "
+            "unpicked AS (UPDATE wakes w SET claim_token = NULL, claimed_at = NULL FROM picked p "
+            "WHERE w.id = p.id AND NOT p.pick AND w.claim_token IS NOT NULL RETURNING 1), "
+            "claimed AS (UPDATE wakes w SET claim_token = p.claim_token, claimed_at = now() "
+            "FROM picked p WHERE w.id = p.id AND p.pick RETURNING "
             "w.id, w.tenant_id, w.stream, w.registration_id, w.source_event_key, "
             "w.message::text AS message, w.run_finished_status, w.include_response, "
             "(extract(epoch from w.created_at) * 1000000)::bigint AS created_micros, "
@@ -449,14 +484,31 @@ absl::StatusOr<v1::Wake> RowToWake(const pqxx::row& r) {
   return wake;
 }
 
-std::string NewClaimToken() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  return absl::StrCat(absl::Hex(rng(), absl::kZeroPad16), absl::Hex(rng(), absl::kZeroPad16));
+// A claim token acts as a capability (it acks and releases the claim), so it
+// comes from OpenSSL's CSPRNG: 128 bits, as 32 hex digits.
+absl::StatusOr<std::string> NewClaimToken() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    // Never hand out a guessable token: no claim is taken without one.
+    return absl::InternalError("claim token: the CSPRNG failed");
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
 int64_t LeaseMillis(absl::Duration lease) { return absl::ToInt64Milliseconds(lease); }
 
 }  // namespace
+
+int64_t WakeSizeBytes(const std::string& tenant_id, const std::string& stream,
+                      const std::string& source_event_key, const v1::WakeMessage& message) {
+  // Field tags and lengths (at most 5 bytes each), the id and registration id
+  // (10 each), run status, include_response and created_at (about 20), and
+  // the Wake's own framing in the repeated field.
+  constexpr int64_t kFixed = 64;
+  return kFixed + static_cast<int64_t>(tenant_id.size() + stream.size() + source_event_key.size() +
+                                       message.ByteSizeLong());
+}
 
 std::string WakeMessageToJson(const v1::WakeMessage& message) {
   google::protobuf::util::JsonPrintOptions options;
@@ -486,8 +538,9 @@ absl::StatusOr<v1::WakeMessage> WakeMessageFromJson(const std::string& json) {
 }
 
 PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_size,
-                                     common::Executor& executor)
-    : pool_(database_url, pool_size, absl::Seconds(5), Prepare),
+                                     common::Executor& executor, StoreLimits limits)
+    : limits_(limits),
+      pool_(database_url, pool_size, absl::Seconds(5), Prepare),
       upserts_(
           kBatchesInFlight, kMaxBatch,
           [this](const std::vector<const sync::Registration*>& rows) {
@@ -520,11 +573,14 @@ PostgresWakeStore::~PostgresWakeStore() {
   const auto [persist_batches, persists] = persists_.Stats();
   const auto [claim_batches, claims] = claims_.Stats();
   const auto [ack_batches, acks] = acks_.Stats();
-  common::LogInfo("group_commit_stats",
-                  {{"upsert_batches", upsert_batches}, {"upserts", upserts},
-                   {"persist_batches", persist_batches}, {"persists", persists},
-                   {"claim_batches", claim_batches}, {"claims", claims},
-                   {"ack_batches", ack_batches}, {"acks", acks}});
+  common::LogInfo("group_commit_stats", {{"upsert_batches", upsert_batches},
+                                         {"upserts", upserts},
+                                         {"persist_batches", persist_batches},
+                                         {"persists", persists},
+                                         {"claim_batches", claim_batches},
+                                         {"claims", claims},
+                                         {"ack_batches", ack_batches},
+                                         {"acks", acks}});
 }
 
 absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertRegistration(const sync::Registration& row) {
@@ -544,10 +600,9 @@ absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertAlone(const sync::Registra
     // statements; then simply try again.
     for (int attempt = 0; attempt < 3; ++attempt) {
       pqxx::nontransaction tx(c);
-      pqxx::result inserted =
-          tx.exec_prepared("insert_registration", row.tenant_id, row.subscriber_url,
-                           row.source_url, condition, row.debounce_ms, row.timeout_ms,
-                           row.one_shot, row.include_response, row.manifest_key);
+      pqxx::result inserted = tx.exec_prepared(
+          "insert_registration", row.tenant_id, row.subscriber_url, row.source_url, condition,
+          row.debounce_ms, row.timeout_ms, row.one_shot, row.include_response, row.manifest_key);
       if (!inserted.empty()) {
         absl::StatusOr<sync::Registration> stored = RowToRegistration(inserted[0]);
         if (!stored.ok()) return stored.status();
@@ -556,10 +611,9 @@ absl::StatusOr<UpsertResult> PostgresWakeStore::UpsertAlone(const sync::Registra
         result.txid = inserted[0][12].as<int64_t>();
         return absl::OkStatus();
       }
-      pqxx::result found =
-          tx.exec_prepared("find_registration", row.tenant_id, row.subscriber_url,
-                           row.source_url, condition, row.debounce_ms, row.timeout_ms,
-                           row.one_shot, row.manifest_key);
+      pqxx::result found = tx.exec_prepared("find_registration", row.tenant_id, row.subscriber_url,
+                                            row.source_url, condition, row.debounce_ms,
+                                            row.timeout_ms, row.one_shot, row.manifest_key);
       if (!found.empty()) {
         absl::StatusOr<sync::Registration> stored = RowToRegistration(found[0]);
         if (!stored.ok()) return stored.status();
@@ -615,8 +669,8 @@ std::vector<absl::StatusOr<UpsertResult>> PostgresWakeStore::UpsertBatch(
   });
   if (!status.ok()) {
     ++failed_batches_;
-    common::LogDebug("upsert_batch_failed", {{"rows", rows.size()},
-                                             {"error", std::string(status.message())}});
+    common::LogDebug("upsert_batch_failed",
+                     {{"rows", rows.size()}, {"error", std::string(status.message())}});
   }
   // Identical rows in one batch: the first created the row, the others found
   // it, as if they had run one after the other.
@@ -651,8 +705,8 @@ absl::StatusOr<DeleteResult> PostgresWakeStore::DeleteRegistrations(
                                 selector.subscriber_url, selector.manifest_key);
         break;
       case UnregisterSelector::Kind::kSubscriber:
-        rows = tx.exec_prepared("delete_by_subscriber", selector.tenant_id,
-                                selector.subscriber_url);
+        rows =
+            tx.exec_prepared("delete_by_subscriber", selector.tenant_id, selector.subscriber_url);
         break;
       case UnregisterSelector::Kind::kSource:
         rows = tx.exec_prepared("delete_by_source", selector.tenant_id, selector.source_url);
@@ -677,8 +731,8 @@ namespace {
 // Drafts that cannot share a plain multi-row insert: gated by their
 // registration (one-shot, timeouts) or joining a debounce window.
 bool NeedsOwnStatement(const WakeDraft& draft) {
-  return draft.delete_registration || draft.consume_timeout ||
-         draft.require_timeout_unconsumed || draft.debounce_ms > 0;
+  return draft.delete_registration || draft.consume_timeout || draft.require_timeout_unconsumed ||
+         draft.debounce_ms > 0;
 }
 
 }  // namespace
@@ -691,9 +745,8 @@ absl::StatusOr<PersistResult> PostgresWakeStore::PersistWakes(
   return persists_.Submit(drafts);
 }
 
-void PostgresWakeStore::PersistWakesAsync(
-    const std::vector<WakeDraft>& drafts,
-    std::function<void(absl::StatusOr<PersistResult>)> done) {
+void PostgresWakeStore::PersistWakesAsync(const std::vector<WakeDraft>& drafts,
+                                          std::function<void(absl::StatusOr<PersistResult>)> done) {
   if (std::any_of(drafts.begin(), drafts.end(), NeedsOwnStatement)) {
     done(PersistAlone(drafts));  // On the caller's thread.
     return;
@@ -737,20 +790,27 @@ absl::StatusOr<PersistResult> PostgresWakeStore::PersistAlone(
         // The draft's message holds the one change it brings to the window.
         const std::string change =
             draft.message.changes_size() > 0 ? WakeChangeToJson(draft.message.changes(0)) : "{}";
+        // What the change adds to the window's wake message (field tag and
+        // length included).
+        const int64_t size = draft.message.changes_size() > 0
+                                 ? static_cast<int64_t>(draft.message.changes(0).ByteSizeLong()) + 6
+                                 : 0;
         pqxx::result rows = tx.exec_prepared(
             "buffer_match", draft.tenant_id, draft.registration_id, draft.source_event_key,
-            key_kind, draft.debounce_ms, change, run_status, draft.consume_timeout);
+            key_kind, draft.debounce_ms, change, run_status, draft.consume_timeout, size,
+            limits_.debounce_max_changes, limits_.debounce_max_bytes);
         if (rows.empty()) return;
         result.txid = rows[0][1].as<int64_t>();
-        result.buffered.push_back(
-            BufferedMatch{draft.tenant_id, draft.registration_id, rows[0][0].as<int64_t>()});
+        result.buffered.push_back(BufferedMatch{draft.tenant_id, draft.registration_id,
+                                                rows[0][0].as<int64_t>(), rows[0][2].as<bool>()});
         return;
       }
       pqxx::result rows = tx.exec_prepared(
           "persist_wake", draft.tenant_id, draft.stream, draft.registration_id,
           draft.source_event_key, WakeMessageToJson(draft.message), run_status,
           draft.include_response, draft.delete_registration, draft.consume_timeout,
-          draft.require_timeout_unconsumed, key_kind);
+          draft.require_timeout_unconsumed, key_kind,
+          WakeSizeBytes(draft.tenant_id, draft.stream, draft.source_event_key, draft.message));
       if (rows.empty()) return;
       result.txid = rows[0][2].as<int64_t>();
       result.wakes.push_back(
@@ -784,15 +844,13 @@ std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
   for (size_t call = 0; call < calls.size(); ++call) {
     for (size_t i = 0; i < calls[call]->size(); ++i) {
       const WakeDraft& draft = (*calls[call])[i];
-      absl::StrAppend(&input, where.empty() ? "" : ",", "{\"n\":", where.size(),
-                      ",\"tenant_id\":");
+      absl::StrAppend(&input, where.empty() ? "" : ",", "{\"n\":", where.size(), ",\"tenant_id\":");
       where.emplace_back(call, i);
       AppendJsonString(&input, draft.tenant_id);
       input.append(",\"stream\":");
       AppendJsonString(&input, draft.stream);
       absl::StrAppend(&input, ",\"registration_id\":", draft.registration_id,
-                      ",\"key_kind\":", static_cast<int>(draft.key_kind),
-                      ",\"source_event_key\":");
+                      ",\"key_kind\":", static_cast<int>(draft.key_kind), ",\"source_event_key\":");
       AppendJsonString(&input, draft.source_event_key);
       absl::StrAppend(&input, ",\"message\":", WakeMessageToJson(draft.message),
                       ",\"run_finished_status\":");
@@ -801,8 +859,10 @@ std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
       } else {
         AppendJsonString(&input, v1::RunStatus_Name(draft.run_finished_status));
       }
-      absl::StrAppend(&input, ",\"include_response\":",
-                      draft.include_response ? "true" : "false", "}");
+      absl::StrAppend(
+          &input, ",\"include_response\":", draft.include_response ? "true" : "false",
+          ",\"size_bytes\":",
+          WakeSizeBytes(draft.tenant_id, draft.stream, draft.source_event_key, draft.message), "}");
     }
   }
   input.append("]");
@@ -834,10 +894,9 @@ std::vector<absl::StatusOr<PersistResult>> PostgresWakeStore::PersistBatch(
     return absl::OkStatus();
   });
   if (!status.ok()) {
-    return EachAlone<PersistResult>("persist_batch_failed", status, calls,
-                                    [this](const std::vector<WakeDraft>& drafts) {
-                                      return PersistAlone(drafts);
-                                    });
+    return EachAlone<PersistResult>(
+        "persist_batch_failed", status, calls,
+        [this](const std::vector<WakeDraft>& drafts) { return PersistAlone(drafts); });
   }
   std::vector<PersistResult> persisted(calls.size());
   for (size_t n = 0; n < where.size(); ++n) {
@@ -877,7 +936,9 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
     auto [it, fresh] = seen.try_emplace(std::make_pair(call.tenant_id, call.stream), n);
     first[n] = it->second;
     if (!fresh) continue;
-    tokens[n] = NewClaimToken();
+    absl::StatusOr<std::string> token = NewClaimToken();
+    if (!token.ok()) return token.status();
+    tokens[n] = *std::move(token);
     absl::StrAppend(&input, input.size() == 1 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
     AppendJsonString(&input, call.tenant_id);
     input.append(",\"stream\":");
@@ -897,7 +958,8 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
     // One transaction: an empty claim row (see drop_empty_claim) is never
     // visible to other claimers.
     pqxx::work tx(c);
-    pqxx::result rows = tx.exec_prepared("claim_streams", input);
+    pqxx::result rows =
+        tx.exec_prepared("claim_streams", input, limits_.max_claim_wakes, limits_.max_claim_bytes);
     constexpr int kHasWakes = 9;
     constexpr int kLease = 10;
     constexpr int kN = 11;
@@ -939,8 +1001,8 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
       continue;
     }
     ClaimResult repeat;
-    repeat.status = results[first[n]]->status == v1::CLAIMED ? v1::ALREADY_CLAIMED
-                                                              : results[first[n]]->status;
+    repeat.status =
+        results[first[n]]->status == v1::CLAIMED ? v1::ALREADY_CLAIMED : results[first[n]]->status;
     results.push_back(std::move(repeat));
   }
   return results;
@@ -1024,8 +1086,8 @@ absl::StatusOr<std::vector<ExtendResult>> PostgresWakeStore::ExtendClaims(
   });
   if (!status.ok()) return status;
   for (ExtendResult& result : results) {
-    auto it = extended.find(
-        Key(result.claim.tenant_id, result.claim.stream, result.claim.claim_token));
+    auto it =
+        extended.find(Key(result.claim.tenant_id, result.claim.stream, result.claim.claim_token));
     if (it == extended.end()) continue;
     result.extended = true;
     result.lease_expires_at = it->second;
@@ -1078,14 +1140,72 @@ absl::StatusOr<WindowResult> PostgresWakeStore::CloseDebounceWindow(const Window
       return absl::OkStatus();
     }
     const int64_t window_id = closed[0][0].as<int64_t>();
-    pqxx::result made = tx.exec_prepared("fire_window", window.tenant_id, window.registration_id,
-                                         window_id, closed[0][1].c_str());
+    const std::string first_key = closed[0][1].c_str();
     result.outcome = WindowResult::Outcome::kFired;
-    if (!made.empty()) {
-      absl::StatusOr<v1::Wake> wake = RowToWake(made[0]);
-      if (!wake.ok()) return wake.status();
-      result.wake = *std::move(wake);
-      result.txid = made[0][9].as<int64_t>();
+    struct Change {
+      int64_t id;
+      std::string json;
+      std::optional<std::string> run_status;
+      int64_t size;
+    };
+    std::vector<Change> changes;
+    for (const auto& row : tx.exec_prepared("take_window_changes", window_id)) {
+      changes.push_back(
+          Change{row[0].as<int64_t>(), row[1].c_str(),
+                 row[2].is_null() ? std::nullopt : std::optional<std::string>(row[2].c_str()),
+                 row[3].as<int64_t>()});
+    }
+    pqxx::result registration =
+        tx.exec_prepared("window_registration", window.tenant_id, window.registration_id);
+    if (changes.empty() || registration.empty()) {
+      tx.commit();
+      return absl::OkStatus();
+    }
+    tx.exec_prepared("delete_one_shot", window.tenant_id, window.registration_id);
+    std::sort(changes.begin(), changes.end(),
+              [](const Change& a, const Change& b) { return a.id < b.id; });
+    const std::string stream = registration[0][0].c_str();
+    const std::string source = registration[0][1].c_str();
+    const bool include_response = registration[0][2].as<bool>();
+    // Parts in change order, each as large as --max-wake-bytes allows (a
+    // change larger than that alone).
+    const int64_t fixed = WakeSizeBytes(window.tenant_id, stream, first_key, v1::WakeMessage()) +
+                          static_cast<int64_t>(source.size()) + 32;
+    size_t begin = 0;
+    for (int part = 0; begin < changes.size(); ++part) {
+      size_t end = begin;
+      int64_t size = fixed;
+      while (end < changes.size() &&
+             (end == begin || size + changes[end].size <= limits_.max_wake_bytes)) {
+        size += changes[end].size;
+        ++end;
+      }
+      std::string message = "{\"source\":";
+      AppendJsonString(&message, source);
+      message.append(",\"changes\":[");
+      std::optional<std::string> run_status;
+      for (size_t i = begin; i < end; ++i) {
+        if (i > begin) message.push_back(',');
+        message.append(changes[i].json);
+        if (changes[i].run_status.has_value()) run_status = changes[i].run_status;
+      }
+      message.append("]}");
+      std::string key = absl::StrCat("debounce:", window_id, ":", first_key);
+      if (part > 0) absl::StrAppend(&key, "#", part);
+      pqxx::result made = tx.exec_prepared(
+          "insert_window_wake", window.tenant_id, stream, window.registration_id, key, message,
+          run_status.has_value() ? run_status->c_str() : nullptr, include_response, size);
+      if (!made.empty()) {
+        absl::StatusOr<v1::Wake> wake = RowToWake(made[0]);
+        if (!wake.ok()) return wake.status();
+        if (!result.wake.has_value()) {
+          result.wake = *std::move(wake);
+        } else {
+          result.more_wakes.push_back(*std::move(wake));
+        }
+        result.txid = made[0][9].as<int64_t>();
+      }
+      begin = end;
     }
     tx.commit();
     return absl::OkStatus();
@@ -1109,7 +1229,7 @@ absl::StatusOr<std::vector<WindowKey>> PostgresWakeStore::DueDebounceWindows(int
 }
 
 absl::StatusOr<int64_t> PostgresWakeStore::SweepEventKeys(const KeyRetention& retention,
-                                                           int limit) {
+                                                          int limit) {
   int64_t swept = 0;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     pqxx::nontransaction tx(c);

@@ -18,10 +18,29 @@
 
 namespace wake::registry {
 
+// Size bounds the store keeps (registry flags of the same names).
+struct StoreLimits {
+  // A closing debounce window becomes several wakes of at most this size.
+  int64_t max_wake_bytes = 2 << 20;
+  // A claim takes pending wakes in id order while they fit in these (always
+  // at least one); the rest stay pending.
+  int64_t max_claim_bytes = (4 << 20) - (256 << 10);
+  int max_claim_wakes = 1000;
+  // A debounce window holding this many changes or bytes closes early.
+  int debounce_max_changes = 1000;
+  int64_t debounce_max_bytes = 1 << 20;
+};
+
+// The bytes a wake takes in a ClaimWakesResponse (an upper bound: ids and
+// timestamps counted at their largest).
+int64_t WakeSizeBytes(const std::string& tenant_id, const std::string& stream,
+                      const std::string& source_event_key, const v1::WakeMessage& message);
+
 class PostgresWakeStore final : public WakeStore {
  public:
   // `executor` runs the batches of the *Async callers.
-  PostgresWakeStore(const std::string& database_url, int pool_size, common::Executor& executor);
+  PostgresWakeStore(const std::string& database_url, int pool_size, common::Executor& executor,
+                    StoreLimits limits = StoreLimits());
   ~PostgresWakeStore() override;
 
   absl::StatusOr<UpsertResult> UpsertRegistration(const sync::Registration& row) override;
@@ -118,6 +137,7 @@ class PostgresWakeStore final : public WakeStore {
   }
 
   BatchObserver on_batch_;
+  const StoreLimits limits_;
   std::atomic<int64_t> failed_batches_{0};
   // Where SweepEventKeys looks next for marks of deleted registrations.
   absl::Mutex mark_cursor_mu_;

@@ -1,5 +1,7 @@
 #include "registry-service/registry_config.h"
 
+#include <cstdlib>
+#include <fstream>
 #include <map>
 
 #include "gmock/gmock.h"
@@ -20,7 +22,9 @@ common::EnvLookup Env(std::map<std::string, std::string> vars) {
   };
 }
 
-const std::map<std::string, std::string> kDb = {{"DATABASE_URL", "postgresql://u@127.0.0.1/w"}};
+const std::map<std::string, std::string> kDb = {{"DATABASE_URL", "postgresql://u@127.0.0.1/w"},
+                                                {"WAKE_PLAINTEXT", "true"},
+                                                {"WAKE_NO_AUTH", "true"}};
 
 TEST(RegistryConfigTest, DefaultsWithDatabaseFromEnvironment) {
   auto config = ParseRegistryConfig({}, Env(kDb));
@@ -47,8 +51,41 @@ TEST(RegistryConfigTest, KeyRetentionsFromFlagsOrEnvironment) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--event-key-retention")));
 }
 
+TEST(RegistryConfigTest, SecretsAndTheDatabaseUrlComeFromFiles) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  std::ofstream(dir + "/url") << "postgresql://u:pw@127.0.0.1/w\n";
+  std::ofstream(dir + "/secret") << "s3cret\n";
+  auto env = kDb;
+  env.erase("DATABASE_URL");
+  auto config = ParseRegistryConfig(
+      {"--database-url-file", dir + "/url", "--electric-secret-file", dir + "/secret"}, Env(env));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->database_url, "postgresql://u:pw@127.0.0.1/w");
+  EXPECT_EQ(config->electric_secret, "s3cret");
+  EXPECT_THAT(ParseRegistryConfig({"--database-url-file", dir + "/url"}, Env(kDb)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not both")));
+  EXPECT_THAT(ParseRegistryConfig({"--electric-secret-file", dir + "/none"}, Env(kDb)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--electric-secret-file: cannot read")));
+}
+
+TEST(RegistryConfigTest, SizeLimitsFitInsideEachOther) {
+  auto config = ParseRegistryConfig({}, Env(kDb));
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->max_wake_bytes, 2 << 20);
+  EXPECT_LE(config->max_claim_bytes, config->server.max_message_bytes - (64 << 10));
+  EXPECT_THAT(ParseRegistryConfig({"--max-claim-bytes=8388608"}, Env(kDb)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--max-claim-bytes")));
+  EXPECT_THAT(
+      ParseRegistryConfig({"--max-claim-bytes=1048576", "--max-wake-bytes=2097152"}, Env(kDb)),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--max-wake-bytes")));
+  EXPECT_TRUE(
+      ParseRegistryConfig({"--max-message-bytes=16777216", "--max-claim-bytes=8388608"}, Env(kDb))
+          .ok());
+}
+
 TEST(RegistryConfigTest, DatabaseUrlIsRequired) {
-  EXPECT_THAT(ParseRegistryConfig({}, Env({})),
+  EXPECT_THAT(ParseRegistryConfig({}, Env({{"WAKE_PLAINTEXT", "true"}})),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--database-url: required")));
 }
 

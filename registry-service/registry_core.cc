@@ -56,17 +56,15 @@ void RegistryCore::Sweep() {
   }
   evaluator_.CloseDueWindows(options_.window_sweep_batch);
   const common::MonotonicTime now = time_.MonotonicNow();
-  const bool keys_due =
-      !keys_swept_at_.has_value() ||
-      now - *keys_swept_at_ >= common::ToChrono(options_.key_sweep_interval);
+  const bool keys_due = !keys_swept_at_.has_value() ||
+                        now - *keys_swept_at_ >= common::ToChrono(options_.key_sweep_interval);
   if (keys_due) keys_swept_at_ = now;
   int64_t forgotten = 0;
   for (int batch = 0; keys_due && batch < options_.key_sweep_batches; ++batch) {
     absl::StatusOr<int64_t> swept =
         store_.SweepEventKeys(options_.key_retention, options_.key_sweep_batch);
     if (!swept.ok()) {
-      common::LogWarn("event_key_sweep_failed",
-                      {{"error", std::string(swept.status().message())}});
+      common::LogWarn("event_key_sweep_failed", {{"error", std::string(swept.status().message())}});
       break;
     }
     forgotten += *swept;
@@ -80,9 +78,8 @@ void RegistryCore::Sweep() {
 
 absl::Status RegistryCore::CheckTenant(const std::string& tenant) const {
   if (options_.tenant.has_value() && tenant != *options_.tenant) {
-    return common::InvalidField("tenant_id",
-                                absl::StrCat("this registry serves only tenant \"",
-                                             *options_.tenant, "\""));
+    return common::InvalidField(
+        "tenant_id", absl::StrCat("this registry serves only tenant \"", *options_.tenant, "\""));
   }
   return absl::OkStatus();
 }
@@ -119,8 +116,8 @@ namespace {
 
 v1::RegisterWakeResponse RegisterResponse(const UpsertResult& result, bool confirmed) {
   if (!confirmed) {
-    common::LogWarn("write_unconfirmed", {{"txid", result.txid},
-                                          {"registration_id", result.row.id}});
+    common::LogWarn("write_unconfirmed",
+                    {{"txid", result.txid}, {"registration_id", result.row.id}});
   }
   v1::RegisterWakeResponse response;
   ToProto(result.row, response.mutable_registration());
@@ -132,8 +129,7 @@ v1::RegisterWakeResponse RegisterResponse(const UpsertResult& result, bool confi
 
 }  // namespace
 
-void RegistryCore::RegisterWakeAsync(const v1::RegisterWakeRequest& request,
-                                     RegisterDone done) {
+void RegistryCore::RegisterWakeAsync(const v1::RegisterWakeRequest& request, RegisterDone done) {
   const sync::Registration row = FromRequest(request);
   const auto mutation = collection_.BeginUpsert(row);
   store_.UpsertRegistrationAsync(
@@ -147,8 +143,9 @@ void RegistryCore::RegisterWakeAsync(const v1::RegisterWakeRequest& request,
         if (result->txid != 0) {
           const int64_t txid = result->txid;
           collection_.OnTxid(txid, options_.write_confirm_timeout,
-                             [result = *std::move(result), done = std::move(done)](
-                                 bool confirmed) { done(RegisterResponse(result, confirmed)); });
+                             [result = *std::move(result), done = std::move(done)](bool confirmed) {
+                               done(RegisterResponse(result, confirmed));
+                             });
           return;
         }
         if (collection_.Get(result->row.id).has_value()) {
@@ -232,27 +229,59 @@ absl::StatusOr<Response> WaitFor(
 
 // Evaluation results as the response `Response`.
 template <typename Response>
-Evaluator::Done Respond(RegistryCore::Done<Response> done) {
-  return [done = std::move(done)](absl::StatusOr<EvaluationResult> result) {
+Evaluator::Done Respond(RegistryCore::Done<Response> done, int64_t max_bytes) {
+  return [done = std::move(done), max_bytes](absl::StatusOr<EvaluationResult> result) {
     if (!result.ok()) {
       done(result.status());
       return;
     }
     Response response;
-    for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
+    int64_t size = 0;
+    int omitted = 0;
+    for (v1::Wake& wake : result->wakes) {
+      // Every wake is stored; only the answer leaves some out.
+      const int64_t bytes = static_cast<int64_t>(wake.ByteSizeLong()) + 6;
+      if (omitted > 0 || size + bytes > max_bytes) {
+        ++omitted;
+        continue;
+      }
+      size += bytes;
+      *response.add_wakes() = std::move(wake);
+    }
     response.set_debounced(result->debounced);
+    response.set_wakes_omitted(omitted);
     done(std::move(response));
   };
+}
+
+// The largest of the request's payload fields, to name in the error.
+std::string LargestPayload(const v1::EvaluateChangeRequest& request) {
+  const size_t value = request.value().ByteSizeLong();
+  const size_t old_value = request.old_value().ByteSizeLong();
+  const size_t payload = request.inbox().payload().ByteSizeLong();
+  if (value >= old_value && value >= payload) return "value";
+  return old_value >= payload ? "old_value" : "inbox.payload";
+}
+
+std::string LargestPayload(const v1::EvaluateRunFinishedRequest& /*request*/) { return "value"; }
+
+template <typename Request>
+absl::Status CheckWakeSize(const Request& request, int64_t max_bytes) {
+  const int64_t size = static_cast<int64_t>(request.ByteSizeLong());
+  if (size <= max_bytes) return absl::OkStatus();
+  return common::InvalidField(
+      LargestPayload(request),
+      absl::StrCat("the change would make wakes of ", size,
+                   " bytes; this registry accepts at most ", max_bytes, " (--max-wake-bytes)"));
 }
 
 }  // namespace
 
 absl::StatusOr<v1::EvaluateRunFinishedResponse> RegistryCore::EvaluateRunFinished(
     const v1::EvaluateRunFinishedRequest& request) {
-  return WaitFor<v1::EvaluateRunFinishedResponse>(
-      [&](Done<v1::EvaluateRunFinishedResponse> done) {
-        EvaluateRunFinishedAsync(request, std::move(done));
-      });
+  return WaitFor<v1::EvaluateRunFinishedResponse>([&](Done<v1::EvaluateRunFinishedResponse> done) {
+    EvaluateRunFinishedAsync(request, std::move(done));
+  });
 }
 
 absl::StatusOr<v1::EvaluateChangeResponse> RegistryCore::EvaluateChange(
@@ -264,24 +293,33 @@ absl::StatusOr<v1::EvaluateChangeResponse> RegistryCore::EvaluateChange(
 
 void RegistryCore::EvaluateRunFinishedAsync(const v1::EvaluateRunFinishedRequest& request,
                                             Done<v1::EvaluateRunFinishedResponse> done) {
+  if (absl::Status s = CheckWakeSize(request, options_.max_wake_bytes); !s.ok()) {
+    done(s);
+    return;
+  }
   if (Strong(request.consistency())) {
     if (absl::Status s = Barrier(); !s.ok()) {
       done(s);
       return;
     }
   }
-  evaluator_.EvaluateRunFinishedAsync(request, Respond(std::move(done)));
+  evaluator_.EvaluateRunFinishedAsync(request,
+                                      Respond(std::move(done), options_.max_response_bytes));
 }
 
 void RegistryCore::EvaluateChangeAsync(const v1::EvaluateChangeRequest& request,
                                        Done<v1::EvaluateChangeResponse> done) {
+  if (absl::Status s = CheckWakeSize(request, options_.max_wake_bytes); !s.ok()) {
+    done(s);
+    return;
+  }
   if (Strong(request.consistency())) {
     if (absl::Status s = Barrier(); !s.ok()) {
       done(s);
       return;
     }
   }
-  evaluator_.EvaluateChangeAsync(request, Respond(std::move(done)));
+  evaluator_.EvaluateChangeAsync(request, Respond(std::move(done), options_.max_response_bytes));
 }
 
 absl::StatusOr<v1::ListRegistrationsResponse> RegistryCore::ListRegistrations(
@@ -293,8 +331,18 @@ absl::StatusOr<v1::ListRegistrationsResponse> RegistryCore::ListRegistrations(
   std::vector<sync::Registration> rows = collection_.List(
       request.tenant_id(), request.source_url(), request.subscriber_url(), after_id, page + 1);
   v1::ListRegistrationsResponse response;
+  int64_t size = 0;
   for (size_t i = 0; i < rows.size() && i < page; ++i) {
-    ToProto(rows[i], response.add_registrations());
+    v1::Registration registration;
+    ToProto(rows[i], &registration);
+    const int64_t bytes = static_cast<int64_t>(registration.ByteSizeLong()) + 6;
+    // A page that would outgrow the message limit ends early (never empty).
+    if (i > 0 && size + bytes > options_.max_response_bytes) {
+      response.set_next_page_token(absl::StrCat(rows[i - 1].id));
+      return response;
+    }
+    size += bytes;
+    *response.add_registrations() = std::move(registration);
   }
   if (rows.size() > page) response.set_next_page_token(absl::StrCat(rows[page - 1].id));
   return response;
@@ -365,8 +413,8 @@ absl::StatusOr<v1::ExtendClaimsResponse> RegistryCore::ExtendClaims(
 
 absl::StatusOr<v1::ReleaseClaimResponse> RegistryCore::ReleaseClaim(
     const v1::ReleaseClaimRequest& request) {
-  absl::StatusOr<int64_t> released = store_.ReleaseClaim(
-      ClaimKey{request.tenant_id(), request.stream(), request.claim_token()});
+  absl::StatusOr<int64_t> released =
+      store_.ReleaseClaim(ClaimKey{request.tenant_id(), request.stream(), request.claim_token()});
   if (!released.ok()) return released.status();
   v1::ReleaseClaimResponse response;
   response.set_released(*released);

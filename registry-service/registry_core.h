@@ -49,17 +49,26 @@ struct RegistryOptions {
   std::optional<std::string> tenant;
   // Told how long each read barrier took and whether it succeeded (metrics).
   std::function<void(absl::Duration took, bool ok)> on_barrier;
+  // An evaluation whose request (the change its wakes carry) is larger is
+  // INVALID_ARGUMENT: no wake may outgrow what a claim can carry.
+  int64_t max_wake_bytes = 2 << 20;
+  // Answers stop adding wakes (evaluations: the rest are counted in
+  // wakes_omitted) or registrations (ListRegistrations: the page ends) before
+  // they pass this.
+  int64_t max_response_bytes = (4 << 20) - (64 << 10);
 };
 
 class RegistryCore {
  public:
-  RegistryCore(sync::RegistrationCollection& collection, sync::SyncSource& sync,
-               WakeStore& store, Evaluator& evaluator, common::TimeSource& time,
-               common::Executor& executor, RegistryOptions options);
+  RegistryCore(sync::RegistrationCollection& collection, sync::SyncSource& sync, WakeStore& store,
+               Evaluator& evaluator, common::TimeSource& time, common::Executor& executor,
+               RegistryOptions options);
   ~RegistryCore();
 
   // INVALID_ARGUMENT when this registry is scoped to another tenant.
   absl::Status CheckTenant(const std::string& tenant) const;
+  // The only tenant this registry serves, if it is scoped to one.
+  const std::optional<std::string>& tenant() const { return options_.tenant; }
 
   absl::StatusOr<v1::RegisterWakeResponse> RegisterWake(const v1::RegisterWakeRequest& request);
   // RegisterWake without a parked thread: `done` runs once, usually on the

@@ -4,12 +4,29 @@
 #include <optional>
 
 #include "absl/synchronization/mutex.h"
+#include "common/auth/grpc_auth.h"
 #include "common/status_util.h"
 #include "registry-service/conversions.h"
 #include "registry-service/validation.h"
 
 namespace wake::registry {
 namespace {
+
+using common::auth::Principal;
+using common::auth::PrincipalPtr;
+using common::auth::Role;
+
+// Registrations and evaluations.
+constexpr std::initializer_list<Role> kClientRoles = {Role::kClient, Role::kAdmin};
+// The claim RPCs.
+constexpr std::initializer_list<Role> kRuntimeRoles = {Role::kRuntime, Role::kAdmin};
+
+// Every worker is busy and --max-queued-calls calls already wait.
+absl::Status Overloaded() {
+  return absl::ResourceExhaustedError(
+      "registry overloaded: too many calls waiting for a worker (--max-queued-calls); retry "
+      "with backoff");
+}
 
 const absl::Status& Starting() {
   static const absl::Status* const kStarting =
@@ -24,59 +41,42 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
  public:
   SubscribeReactor(ChangeFeed& feed, sync::RegistrationCollection& collection,
                    const v1::SubscribeChangesRequest& request)
-      : feed_(feed) {
+      : feed_(feed), collection_(collection) {
     FeedFilter filter;
     filter.all_tenants = request.all_tenants();
     filter.tenant_id = request.tenant_id();
     for (int kind : request.kinds()) filter.kinds.insert(kind);
     const std::string& from = request.from_offset();
     {
-    // Never hold mu_ while calling Watch: the feed calls Pump (which takes
-    // mu_) with its watcher lock held.
-    absl::MutexLock lock(&mu_);
-    if (from.empty() || from == "-1") {
-      // Head first, then the snapshot: anything in between is sent twice,
-      // never missed (consumers apply events idempotently by id).
-      const uint64_t head = feed_.head();
-      const std::string offset = feed_.Offset(head);
-      const std::optional<std::string> tenant =
-          filter.all_tenants ? std::nullopt : std::optional<std::string>(filter.tenant_id);
-      if (filter.Wants(v1::ChangeEvent::REGISTRATION)) {
-        for (const sync::Registration& row : collection.Snapshot(tenant)) {
-          v1::ChangeEvent event;
-          event.set_offset(offset);
-          event.mutable_registration()->set_op(v1::INSERT);
-          ToProto(row, event.mutable_registration()->mutable_registration());
-          queue_.push_back(std::move(event));
-        }
-      }
-      if (filter.Wants(v1::ChangeEvent::WAKE)) {
-        for (const sync::WakeRow& wake : collection.PendingWakes(tenant)) {
-          v1::ChangeEvent event;
-          event.set_offset(offset);
-          v1::WakeAvailable* available = event.mutable_wake();
-          available->set_tenant_id(wake.tenant_id);
-          available->set_stream(wake.stream);
-          available->set_wake_id(wake.id);
-          available->set_registration_id(wake.registration_id);
-          queue_.push_back(std::move(event));
-        }
-      }
-      queue_.push_back(ControlEvent(v1::UP_TO_DATE, offset));
-      cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
-    } else if (from == "now") {
-      const uint64_t head = feed_.head();
-      queue_.push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(head)));
-      cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
-    } else {
-      uint64_t after = 0;
-      if (!feed_.ParseOffset(from, &after) || after > feed_.head()) {
-        queue_.push_back(ControlEvent(v1::MUST_REFETCH, from));
-        finish_when_drained_ = true;
+      // Never hold mu_ while calling Watch: the feed calls Pump (which takes
+      // mu_) with its watcher lock held.
+      absl::MutexLock lock(&mu_);
+      if (from.empty() || from == "-1") {
+        // Head first, then the snapshot: anything in between is sent twice,
+        // never missed (consumers apply events idempotently by id). The
+        // snapshot is read a page at a time as the client takes it (Pump),
+        // so no subscriber copies the collection.
+        const uint64_t head = feed_.head();
+        snapshot_.emplace();
+        snapshot_->offset = feed_.Offset(head);
+        snapshot_->tenant =
+            filter.all_tenants ? std::nullopt : std::optional<std::string>(filter.tenant_id);
+        snapshot_->registrations.done = !filter.Wants(v1::ChangeEvent::REGISTRATION);
+        snapshot_->wakes_done = !filter.Wants(v1::ChangeEvent::WAKE);
+        cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
+      } else if (from == "now") {
+        const uint64_t head = feed_.head();
+        queue_.push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(head)));
+        cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
       } else {
-        cursor_.emplace(feed_, std::move(filter), after, FeedCursor::Start::kResumed);
+        uint64_t after = 0;
+        if (!feed_.ParseOffset(from, &after) || after > feed_.head()) {
+          queue_.push_back(ControlEvent(v1::MUST_REFETCH, from));
+          finish_when_drained_ = true;
+        } else {
+          cursor_.emplace(feed_, std::move(filter), after, FeedCursor::Start::kResumed);
+        }
       }
-    }
     }
     watch_ = feed_.Watch([this] { Pump(); });
   }
@@ -115,6 +115,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
   void Pump() {
     absl::MutexLock lock(&mu_);
     if (writing_ || finished_) return;
+    if (queue_.empty() && snapshot_.has_value()) RefillSnapshotLocked();
     if (queue_.empty()) {
       if (finish_when_drained_) {
         FinishLocked(grpc::Status::OK);
@@ -129,13 +130,58 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     StartWrite(&current_);
   }
 
+  // The next page of the snapshot; after its last page, UP_TO_DATE, and the
+  // snapshot is over (the feed cursor takes over).
+  void RefillSnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    constexpr size_t kPage = 256;
+    Snapshot& snapshot = *snapshot_;
+    if (!snapshot.registrations.done) {
+      for (const sync::Registration& row :
+           collection_.SnapshotPage(snapshot.tenant, &snapshot.registrations, kPage)) {
+        v1::ChangeEvent event;
+        event.set_offset(snapshot.offset);
+        event.mutable_registration()->set_op(v1::INSERT);
+        ToProto(row, event.mutable_registration()->mutable_registration());
+        queue_.push_back(std::move(event));
+      }
+      if (!queue_.empty()) return;
+    }
+    if (!snapshot.wakes_done) {
+      for (const sync::WakeRow& wake :
+           collection_.PendingWakesPage(snapshot.tenant, &snapshot.wakes_after, kPage)) {
+        v1::ChangeEvent event;
+        event.set_offset(snapshot.offset);
+        v1::WakeAvailable* available = event.mutable_wake();
+        available->set_tenant_id(wake.tenant_id);
+        available->set_stream(wake.stream);
+        available->set_wake_id(wake.id);
+        available->set_registration_id(wake.registration_id);
+        queue_.push_back(std::move(event));
+      }
+      if (!queue_.empty()) return;
+      snapshot.wakes_done = true;
+    }
+    queue_.push_back(ControlEvent(v1::UP_TO_DATE, snapshot.offset));
+    snapshot_.reset();
+  }
+
+  struct Snapshot {
+    std::string offset;
+    std::optional<std::string> tenant;
+    sync::RegistrationCollection::SnapshotCursor registrations;
+    int64_t wakes_after = 0;
+    bool wakes_done = false;
+  };
+
   ChangeFeed& feed_;
+  sync::RegistrationCollection& collection_;
   int watch_ = 0;
 
   absl::Mutex mu_;
   std::deque<v1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
   v1::ChangeEvent current_ ABSL_GUARDED_BY(mu_);
   std::optional<FeedCursor> cursor_ ABSL_GUARDED_BY(mu_);  // Unset after a bad offset.
+  std::optional<Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);  // While the snapshot is sent.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_when_drained_ ABSL_GUARDED_BY(mu_) = false;
@@ -149,7 +195,18 @@ class RejectReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
 
 }  // namespace
 
-RegistryServiceImpl::RegistryServiceImpl(common::Executor& executor) : executor_(executor) {}
+RegistryServiceImpl::RegistryServiceImpl(common::Executor& executor,
+                                         common::auth::Authenticator& authenticator)
+    : executor_(executor), authenticator_(authenticator) {}
+
+absl::StatusOr<PrincipalPtr> RegistryServiceImpl::Authorize(grpc::CallbackServerContext* context,
+                                                            std::initializer_list<Role> roles,
+                                                            const char* method) {
+  absl::StatusOr<PrincipalPtr> principal = common::auth::AuthenticateCall(authenticator_, *context);
+  if (!principal.ok()) return principal.status();
+  if (absl::Status s = common::auth::RequireRole(**principal, roles, method); !s.ok()) return s;
+  return principal;
+}
 
 void RegistryServiceImpl::Attach(RegistryCore* core, ChangeFeed* feed,
                                  sync::RegistrationCollection* collection) {
@@ -169,30 +226,37 @@ template <typename Response, typename Work>
 grpc::ServerUnaryReactor* RegistryServiceImpl::Offload(grpc::CallbackServerContext* context,
                                                        Response* response, Work work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  executor_.Post([reactor, response, work = std::move(work)]() mutable {
-    absl::StatusOr<Response> result = work();
-    if (result.ok()) *response = std::move(*result);
-    reactor->Finish(common::ToGrpcStatus(result.status()));
-  });
+  const bool queued =
+      executor_.TryPost([context, reactor, response, work = std::move(work)]() mutable {
+        // The client gave up while the call waited: its work would be wasted.
+        if (context->IsCancelled()) {
+          reactor->Finish(grpc::Status::CANCELLED);
+          return;
+        }
+        absl::StatusOr<Response> result = work();
+        if (result.ok()) *response = std::move(*result);
+        reactor->Finish(common::ToGrpcStatus(result.status()));
+      });
+  if (!queued) reactor->Finish(common::ToGrpcStatus(Overloaded()));
   return reactor;
 }
 
-template <typename Request, typename Response, typename Validate, typename Call,
-          typename AnswerNow>
+template <typename Request, typename Response, typename Validate, typename Call>
 grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext* context,
+                                                     const char* method,
+                                                     std::initializer_list<Role> roles,
                                                      const Request& request, Response* response,
-                                                     Validate validate, Call call,
-                                                     AnswerNow answer_now) {
+                                                     Validate validate, Call call) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, roles, method);
+  if (!principal.ok()) return Reject(context, principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return Reject(context, Starting());
   Request valid = request;
   if (absl::Status s = validate(valid); !s.ok()) return Reject(context, s);
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  if (answer_now(core, valid)) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
+    return Reject(context, s);
   }
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
   return Offload(context, response, [core, call = std::move(call), valid = std::move(valid)] {
     return call(core, valid);
   });
@@ -200,13 +264,19 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext
 
 template <typename Request, typename Response, typename Validate, typename Start>
 grpc::ServerUnaryReactor* RegistryServiceImpl::ServeAsync(grpc::CallbackServerContext* context,
+                                                          const char* method,
                                                           const Request& request,
                                                           Response* response, Validate validate,
                                                           Start start) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kClientRoles, method);
+  if (!principal.ok()) return Reject(context, principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return Reject(context, Starting());
   Request valid = request;
   if (absl::Status s = validate(valid); !s.ok()) return Reject(context, s);
+  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
+    return Reject(context, s);
+  }
   if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (valid.consistency() == v1::LOCAL &&
@@ -214,23 +284,33 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ServeAsync(grpc::CallbackServerCo
     reactor->Finish(grpc::Status::OK);  // Nothing can match: answer on the gRPC thread.
     return reactor;
   }
-  executor_.Post([core, reactor, response, start = std::move(start), valid = std::move(valid)] {
-    start(core, valid, [reactor, response](absl::StatusOr<Response> result) {
-      if (result.ok()) *response = std::move(*result);
-      reactor->Finish(common::ToGrpcStatus(result.status()));
-    });
-  });
+  const bool queued = executor_.TryPost(
+      [context, core, reactor, response, start = std::move(start), valid = std::move(valid)] {
+        if (context->IsCancelled()) {
+          reactor->Finish(grpc::Status::CANCELLED);
+          return;
+        }
+        start(core, valid, [reactor, response](absl::StatusOr<Response> result) {
+          if (result.ok()) *response = std::move(*result);
+          reactor->Finish(common::ToGrpcStatus(result.status()));
+        });
+      });
+  if (!queued) reactor->Finish(common::ToGrpcStatus(Overloaded()));
   return reactor;
 }
 
-
-grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(
-    grpc::CallbackServerContext* context, const v1::RegisterWakeRequest* request,
-    v1::RegisterWakeResponse* response) {
+grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(grpc::CallbackServerContext* context,
+                                                            const v1::RegisterWakeRequest* request,
+                                                            v1::RegisterWakeResponse* response) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kClientRoles, "RegisterWake");
+  if (!principal.ok()) return Reject(context, principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return Reject(context, Starting());
   v1::RegisterWakeRequest valid = *request;
   if (absl::Status s = ValidateRegisterWake(valid); !s.ok()) return Reject(context, s);
+  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
+    return Reject(context, s);
+  }
   if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
   // No thread waits for the write: the group commit's batch runner and then
   // the sync stream (which confirms the txid) finish the call.
@@ -246,7 +326,8 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(
 grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
     grpc::CallbackServerContext* context, const v1::UnregisterWakesRequest* request,
     v1::UnregisterWakesResponse* response) {
-  return Serve(context, *request, response, ValidateUnregisterWakes,
+  return Serve(context, "UnregisterWakes", kClientRoles, *request, response,
+               ValidateUnregisterWakes,
                [](RegistryCore* core, const v1::UnregisterWakesRequest& valid) {
                  return core->UnregisterWakes(valid);
                });
@@ -257,7 +338,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
     v1::EvaluateRunFinishedResponse* response) {
   // The worker waits for the read barrier only; the wakes' group commit
   // finishes the call.
-  return ServeAsync(context, *request, response, ValidateEvaluateRunFinished,
+  return ServeAsync(context, "EvaluateRunFinished", *request, response, ValidateEvaluateRunFinished,
                     [](RegistryCore* core, const v1::EvaluateRunFinishedRequest& valid,
                        RegistryCore::Done<v1::EvaluateRunFinishedResponse> done) {
                       core->EvaluateRunFinishedAsync(valid, std::move(done));
@@ -267,7 +348,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
 grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
     grpc::CallbackServerContext* context, const v1::EvaluateChangeRequest* request,
     v1::EvaluateChangeResponse* response) {
-  return ServeAsync(context, *request, response, ValidateEvaluateChange,
+  return ServeAsync(context, "EvaluateChange", *request, response, ValidateEvaluateChange,
                     [](RegistryCore* core, const v1::EvaluateChangeRequest& valid,
                        RegistryCore::Done<v1::EvaluateChangeResponse> done) {
                       core->EvaluateChangeAsync(valid, std::move(done));
@@ -277,11 +358,16 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
 grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
     grpc::CallbackServerContext* context, const v1::ListRegistrationsRequest* request,
     v1::ListRegistrationsResponse* response) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kClientRoles, "ListRegistrations");
+  if (!principal.ok()) return Reject(context, principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return Reject(context, Starting());
   v1::ListRegistrationsRequest valid = *request;
   int64_t after_id = 0;
   if (absl::Status s = ValidateListRegistrations(valid, &after_id); !s.ok()) {
+    return Reject(context, s);
+  }
+  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
     return Reject(context, s);
   }
   if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
@@ -291,12 +377,35 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
 }
 
 grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryServiceImpl::SubscribeChanges(
-    grpc::CallbackServerContext* /*context*/, const v1::SubscribeChangesRequest* request) {
+    grpc::CallbackServerContext* context, const v1::SubscribeChangesRequest* request) {
+  absl::StatusOr<PrincipalPtr> principal =
+      Authorize(context, {Role::kClient, Role::kRuntime, Role::kAdmin}, "SubscribeChanges");
+  if (!principal.ok()) return new RejectReactor(principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return new RejectReactor(Starting());
   v1::SubscribeChangesRequest valid = *request;
   if (absl::Status s = ValidateSubscribeChanges(valid); !s.ok()) return new RejectReactor(s);
-  if (!valid.all_tenants()) {
+  if (valid.all_tenants()) {
+    if (auto s = common::auth::RequireRole(**principal, kRuntimeRoles,
+                                           "SubscribeChanges with "
+                                           "all_tenants");
+        !s.ok()) {
+      return new RejectReactor(s);
+    }
+    if (!(*principal)->all_tenants) {
+      return new RejectReactor(absl::PermissionDeniedError(absl::StrCat(
+          "all_tenants: principal \"", (*principal)->name, "\" does not hold every tenant")));
+    }
+    // A registry serving one tenant never streams another's, whatever its
+    // collection holds (the postgres sync source follows every tenant).
+    if (core->tenant().has_value()) {
+      valid.set_all_tenants(false);
+      valid.set_tenant_id(*core->tenant());
+    }
+  } else {
+    if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
+      return new RejectReactor(s);
+    }
     if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) {
       return new RejectReactor(s);
     }
@@ -309,11 +418,16 @@ grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryServiceImpl::SubscribeChanges
 grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerContext* context,
                                                           const v1::ClaimWakesRequest* request,
                                                           v1::ClaimWakesResponse* response) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, "ClaimWakes");
+  if (!principal.ok()) return Reject(context, principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return Reject(context, Starting());
   v1::ClaimWakesRequest valid = *request;
   absl::Duration lease;
   if (absl::Status s = ValidateClaimWakes(valid, &lease); !s.ok()) return Reject(context, s);
+  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
+    return Reject(context, s);
+  }
   if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
   return Offload(context, response, [core, valid = std::move(valid), lease] {
     return core->ClaimWakes(valid, lease);
@@ -323,20 +437,28 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* RegistryServiceImpl::AckWakes(grpc::CallbackServerContext* context,
                                                         const v1::AckWakesRequest* request,
                                                         v1::AckWakesResponse* response) {
-  return Serve(context, *request, response, ValidateAckWakes,
-               [](RegistryCore* core, const v1::AckWakesRequest& valid) {
-                 return core->AckWakes(valid);
-               });
+  return Serve(
+      context, "AckWakes", kRuntimeRoles, *request, response, ValidateAckWakes,
+      [](RegistryCore* core, const v1::AckWakesRequest& valid) { return core->AckWakes(valid); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(
-    grpc::CallbackServerContext* context, const v1::ExtendClaimsRequest* request,
-    v1::ExtendClaimsResponse* response) {
+grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(grpc::CallbackServerContext* context,
+                                                            const v1::ExtendClaimsRequest* request,
+                                                            v1::ExtendClaimsResponse* response) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, "ExtendClaims");
+  if (!principal.ok()) return Reject(context, principal.status());
   RegistryCore* core = core_.load();
   if (core == nullptr) return Reject(context, Starting());
   v1::ExtendClaimsRequest valid = *request;
   absl::Duration lease;
   if (absl::Status s = ValidateExtendClaims(valid, &lease); !s.ok()) return Reject(context, s);
+  for (int i = 0; i < valid.claims_size(); ++i) {
+    if (auto s = common::auth::RequireTenant(**principal, valid.claims(i).tenant_id(),
+                                             absl::StrCat("claims[", i, "].tenant_id"));
+        !s.ok()) {
+      return Reject(context, s);
+    }
+  }
   for (const v1::ClaimRef& claim : valid.claims()) {
     if (absl::Status s = core->CheckTenant(claim.tenant_id()); !s.ok()) return Reject(context, s);
   }
@@ -345,10 +467,10 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(
   });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ReleaseClaim(
-    grpc::CallbackServerContext* context, const v1::ReleaseClaimRequest* request,
-    v1::ReleaseClaimResponse* response) {
-  return Serve(context, *request, response, ValidateReleaseClaim,
+grpc::ServerUnaryReactor* RegistryServiceImpl::ReleaseClaim(grpc::CallbackServerContext* context,
+                                                            const v1::ReleaseClaimRequest* request,
+                                                            v1::ReleaseClaimResponse* response) {
+  return Serve(context, "ReleaseClaim", kRuntimeRoles, *request, response, ValidateReleaseClaim,
                [](RegistryCore* core, const v1::ReleaseClaimRequest& valid) {
                  return core->ReleaseClaim(valid);
                });

@@ -1,10 +1,17 @@
-// The gRPC adapter of wake.v1.WakeRegistry (callback API): validates and
-// converts requests, runs blocking work on an executor, maps statuses.
+// The gRPC adapter of wake.v1.WakeRegistry (callback API): authenticates the
+// caller, validates and converts requests, checks the caller's role and
+// tenants, runs blocking work on an executor, maps statuses.
 // Until Attach() is called (startup), every RPC answers UNAVAILABLE.
+//
+// Who may call what (docs/security.md): registrations and evaluations need
+// the role client or admin; the claim RPCs runtime or admin; SubscribeChanges
+// any of client, runtime, admin, and all_tenants runtime or admin with every
+// tenant. The request's tenant must be one the principal holds.
 #pragma once
 
 #include <atomic>
 
+#include "common/auth/authenticator.h"
 #include "common/executor.h"
 #include "common/sync/synced_collection.h"
 #include "registry-service/change_feed.h"
@@ -15,8 +22,9 @@ namespace wake::registry {
 
 class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
  public:
-  // `executor` runs the blocking part of each call (database, barrier).
-  explicit RegistryServiceImpl(common::Executor& executor);
+  // `executor` runs the blocking part of each call (database, barrier);
+  // `authenticator` says who calls. Both must outlive the server.
+  RegistryServiceImpl(common::Executor& executor, common::auth::Authenticator& authenticator);
 
   // Makes the service live. The objects must outlive the server.
   void Attach(RegistryCore* core, ChangeFeed* feed, sync::RegistrationCollection* collection);
@@ -59,27 +67,27 @@ class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
   // `validate` on a copy of the request, the tenant check, and `call(core,
   // request)` on the executor. With `answer_now(core, request)` true the call
   // finishes at once with an empty response (nothing can match).
-  template <typename Request, typename Response, typename Validate, typename Call,
-            typename AnswerNow>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const Request& request,
-                                  Response* response, Validate validate, Call call,
-                                  AnswerNow answer_now);
   template <typename Request, typename Response, typename Validate, typename Call>
-  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const Request& request,
-                                  Response* response, Validate validate, Call call) {
-    return Serve(context, request, response, validate, call,
-                 [](RegistryCore*, const Request&) { return false; });
-  }
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const char* method,
+                                  std::initializer_list<common::auth::Role> roles,
+                                  const Request& request, Response* response, Validate validate,
+                                  Call call);
+  // The caller's principal if it has one of `roles` (UNAUTHENTICATED,
+  // PERMISSION_DENIED otherwise).
+  absl::StatusOr<common::auth::PrincipalPtr> Authorize(
+      grpc::CallbackServerContext* context, std::initializer_list<common::auth::Role> roles,
+      const char* method);
   // Serve for calls that finish themselves: `start(core, request, done)` runs
   // on the executor and calls `done` once, on whatever thread has the result.
   template <typename Request, typename Response, typename Validate, typename Start>
-  grpc::ServerUnaryReactor* ServeAsync(grpc::CallbackServerContext* context,
+  grpc::ServerUnaryReactor* ServeAsync(grpc::CallbackServerContext* context, const char* method,
                                        const Request& request, Response* response,
                                        Validate validate, Start start);
   static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
                                           const absl::Status& status);
 
   common::Executor& executor_;
+  common::auth::Authenticator& authenticator_;
   std::atomic<RegistryCore*> core_{nullptr};
   std::atomic<ChangeFeed*> feed_{nullptr};
   std::atomic<sync::RegistrationCollection*> collection_{nullptr};

@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_util.h"
+#include "common/text_check.h"
 #include "google/protobuf/duration.pb.h"
 
 namespace wake::registry {
@@ -15,26 +16,12 @@ absl::Status Tenant(std::string* tenant) {
     *tenant = kDefaultTenant;
     return absl::OkStatus();
   }
-  if (tenant->size() > kMaxTenantBytes) {
-    return InvalidField("tenant_id", absl::StrCat("longer than ", kMaxTenantBytes, " bytes"));
-  }
-  return absl::OkStatus();
+  return common::CheckText("tenant_id", *tenant, kMaxTenantBytes, /*required=*/true);
 }
 
 absl::Status Text(const std::string& field, const std::string& value, size_t max_bytes,
                   bool required) {
-  if (value.empty()) {
-    return required ? InvalidField(field, "required") : absl::OkStatus();
-  }
-  if (value.size() > max_bytes) {
-    return InvalidField(field, absl::StrCat("longer than ", max_bytes, " bytes"));
-  }
-  for (char c : value) {
-    if (static_cast<unsigned char>(c) < 0x20) {
-      return InvalidField(field, "contains control characters");
-    }
-  }
-  return absl::OkStatus();
+  return common::CheckText(field, value, max_bytes, required);
 }
 
 absl::Status Url(const std::string& field, const std::string& value) {
@@ -50,9 +37,34 @@ absl::Status Op(const std::string& field, int op) {
   return InvalidField(field, absl::StrCat("unknown op ", op, " (INSERT, UPDATE or DELETE)"));
 }
 
+// True when a string or key anywhere in `value` holds NUL, which jsonb cannot
+// store. Protobuf's parser limits nesting (100 levels), so recursion is bounded.
+bool HasNul(const google::protobuf::Value& value) {
+  switch (value.kind_case()) {
+    case google::protobuf::Value::kStringValue:
+      return value.string_value().find('\0') != std::string::npos;
+    case google::protobuf::Value::kStructValue:
+      for (const auto& [key, item] : value.struct_value().fields()) {
+        if (key.find('\0') != std::string::npos || HasNul(item)) return true;
+      }
+      return false;
+    case google::protobuf::Value::kListValue:
+      for (const google::protobuf::Value& item : value.list_value().values()) {
+        if (HasNul(item)) return true;
+      }
+      return false;
+    default:
+      return false;
+  }
+}
+
 absl::Status Value(const std::string& field, bool present, const google::protobuf::Value& value) {
-  if (present && value.ByteSizeLong() > kMaxValueBytes) {
+  if (!present) return absl::OkStatus();
+  if (value.ByteSizeLong() > kMaxValueBytes) {
     return InvalidField(field, absl::StrCat("larger than ", kMaxValueBytes, " bytes"));
+  }
+  if (HasNul(value)) {
+    return InvalidField(field, "holds a NUL character (\\u0000), which cannot be stored");
   }
   return absl::OkStatus();
 }
@@ -71,8 +83,7 @@ absl::Status Lease(const std::string& field, bool present,
     *lease = kDefaultLease;
     return absl::OkStatus();
   }
-  const absl::Duration d =
-      absl::Seconds(duration.seconds()) + absl::Nanoseconds(duration.nanos());
+  const absl::Duration d = absl::Seconds(duration.seconds()) + absl::Nanoseconds(duration.nanos());
   if (d < absl::Seconds(1) || d > absl::Hours(1)) {
     return InvalidField(field, "must be between 1s and 1h");
   }
@@ -139,8 +150,8 @@ absl::Status ValidateUnregisterWakes(v1::UnregisterWakesRequest& request) {
       if (auto s = Url("subscriber_manifest.subscriber_url", selector.subscriber_url()); !s.ok()) {
         return s;
       }
-      return Text("subscriber_manifest.manifest_key", selector.manifest_key(),
-                  kMaxManifestKeyBytes, /*required=*/true);
+      return Text("subscriber_manifest.manifest_key", selector.manifest_key(), kMaxManifestKeyBytes,
+                  /*required=*/true);
     }
     case v1::UnregisterWakesRequest::kSubscriber:
       return Url("subscriber.subscriber_url", request.subscriber().subscriber_url());
@@ -250,8 +261,8 @@ absl::Status ValidateExtendClaims(v1::ExtendClaimsRequest& request, absl::Durati
     v1::ClaimRef* claim = request.mutable_claims(i);
     const std::string prefix = absl::StrCat("claims[", i, "].");
     if (claim->tenant_id().empty()) claim->set_tenant_id(kDefaultTenant);
-    if (claim->tenant_id().size() > kMaxTenantBytes) {
-      return InvalidField(prefix + "tenant_id", "too long");
+    if (auto s = Text(prefix + "tenant_id", claim->tenant_id(), kMaxTenantBytes, true); !s.ok()) {
+      return s;
     }
     if (auto s = Url(prefix + "stream", claim->stream()); !s.ok()) return s;
     if (auto s = Text(prefix + "claim_token", claim->claim_token(), 128, true); !s.ok()) return s;

@@ -29,6 +29,50 @@ TEST(ValidationTest, RegisterFillsTheDefaultTenant) {
   EXPECT_EQ(request.tenant_id(), "default");
 }
 
+TEST(ValidationTest, TenantsAndIdsWithControlCharactersAreRefusedByName) {
+  const std::string nul("acme\0evil", 9);
+  v1::RegisterWakeRequest request = ValidRegister();
+  request.set_tenant_id(nul);
+  EXPECT_FIELD_ERROR(ValidateRegisterWake(request), "tenant_id: contains control");
+
+  v1::SubscribeChangesRequest subscribe;
+  subscribe.set_tenant_id("t\n");
+  EXPECT_FIELD_ERROR(ValidateSubscribeChanges(subscribe), "tenant_id: contains control");
+
+  v1::ClaimWakesRequest claim;
+  claim.set_stream("/s");
+  claim.set_runner_id(std::string("r\0", 2));
+  absl::Duration lease;
+  EXPECT_FIELD_ERROR(ValidateClaimWakes(claim, &lease), "runner_id: contains control");
+  claim.set_runner_id("r");
+  claim.set_session_id("s\x7f");
+  EXPECT_FIELD_ERROR(ValidateClaimWakes(claim, &lease), "session_id: contains control");
+
+  v1::ExtendClaimsRequest extend;
+  v1::ClaimRef* ref = extend.add_claims();
+  ref->set_tenant_id(nul);
+  ref->set_stream("/s");
+  ref->set_claim_token("t");
+  EXPECT_FIELD_ERROR(ValidateExtendClaims(extend, &lease), "claims[0].tenant_id: contains");
+}
+
+TEST(ValidationTest, ValuesHoldingNulAreRefusedByName) {
+  v1::EvaluateChangeRequest request;
+  request.set_source_url("/c");
+  request.set_collection("items");
+  request.set_op(v1::UPDATE);
+  request.set_key("k");
+  (*request.mutable_value()->mutable_struct_value()->mutable_fields())["a"]
+      .mutable_list_value()
+      ->add_values()
+      ->set_string_value(std::string("x\0y", 3));
+  EXPECT_FIELD_ERROR(ValidateEvaluateChange(request), "value: holds a NUL character");
+  request.clear_value();
+  (*request.mutable_old_value()->mutable_struct_value()->mutable_fields())[std::string("k\0", 2)]
+      .set_number_value(1);
+  EXPECT_FIELD_ERROR(ValidateEvaluateChange(request), "old_value: holds a NUL character");
+}
+
 TEST(ValidationTest, RegisterRejectsEachBadFieldByName) {
   struct Case {
     std::function<void(v1::RegisterWakeRequest&)> mutate;
@@ -42,9 +86,7 @@ TEST(ValidationTest, RegisterRejectsEachBadFieldByName) {
       {[](auto& r) { r.clear_condition(); }, "condition: required"},
       {[](auto& r) { r.mutable_condition()->mutable_change()->add_ops(static_cast<v1::Op>(7)); },
        "condition.change.ops[0]: unknown op 7"},
-      {[](auto& r) {
-         r.mutable_condition()->mutable_change()->add_ops(v1::OP_UNSPECIFIED);
-       },
+      {[](auto& r) { r.mutable_condition()->mutable_change()->add_ops(v1::OP_UNSPECIFIED); },
        "condition.change.ops[0]"},
       {[](auto& r) { r.mutable_condition()->mutable_change()->add_collections(""); },
        "condition.change.collections[0]: required"},

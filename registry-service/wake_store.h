@@ -80,6 +80,8 @@ struct BufferedMatch {
   std::string tenant_id;
   int64_t registration_id = 0;
   int64_t window_id = 0;
+  // The window reached its size bound: its deadline is now, close it at once.
+  bool full = false;
 };
 
 struct PersistResult {
@@ -93,12 +95,14 @@ struct PersistResult {
 // What closing a debounce window did.
 struct WindowResult {
   enum class Outcome {
-    kFired,     // Closed: `wake` holds its wake (none if the registration is gone).
+    kFired,     // Closed: `wake` holds its wake (none if the registration is gone),
+                // `more_wakes` the further parts of a window too large for one.
     kNotDue,    // Still open (a later match moved its deadline): due in `due_in`.
     kNoWindow,  // No window is open (another replica closed it).
   };
   Outcome outcome = Outcome::kNoWindow;
   std::optional<v1::Wake> wake;
+  std::vector<v1::Wake> more_wakes;
   absl::Duration due_in;
   int64_t txid = 0;
 };

@@ -34,9 +34,13 @@ namespace wake::runtime {
 struct RunnerSpec {
   std::string runner_id;
   std::string session_id;
-  std::string tenant_id;  // Never empty ("default").
+  std::string tenant_id;                     // Never empty ("default").
   std::vector<std::string> stream_prefixes;  // Empty = every stream.
   int max_in_flight = 16;
+  // The authenticated principal that opened the session: only it may ack
+  // the session's claims, heartbeat it, or connect another session of the
+  // runner while it is connected.
+  std::string principal;
 };
 
 struct AckRequest {
@@ -46,6 +50,8 @@ struct AckRequest {
   std::string stream;
   std::string claim_token;
   std::vector<int64_t> wake_ids;  // Empty = every wake of the claim.
+  // Who acks (see RunnerSpec::principal).
+  std::string principal;
 };
 
 struct AckResult {
@@ -90,8 +96,9 @@ class ClaimScheduler : public TriggerSink {
   // A session of the same runner that is still connected is superseded: its
   // sink is closed (ABORTED) and its claims are released for redelivery.
   // A session id superseded earlier (a later session of its runner connected
-  // since) is refused with FAILED_PRECONDITION and changes nothing.
-  // UNAVAILABLE while shutting down.
+  // since) is refused with FAILED_PRECONDITION and changes nothing; so is, with
+  // PERMISSION_DENIED, a session of a runner whose connected session another
+  // principal opened. UNAVAILABLE while shutting down.
   virtual absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) = 0;
 
   // The session's stream closed: its claims are released (ReleaseClaim) and
@@ -99,7 +106,8 @@ class ClaimScheduler : public TriggerSink {
   virtual void Disconnect(SessionId session) = 0;
 
   // Finishes a claim through AckWakes; `done` runs once, maybe on another
-  // thread. FAILED_PRECONDITION when the claim belongs to another session;
+  // thread. FAILED_PRECONDITION when the claim belongs to another session,
+  // PERMISSION_DENIED when that session is another principal's;
   // the registry's status when AckWakes fails. A claim this runtime does not
   // know (it expired here, or came from an earlier runtime process) is
   // forwarded to the registry, which checks the token.
@@ -107,9 +115,10 @@ class ClaimScheduler : public TriggerSink {
 
   // Extends the leases of the session's claims (ExtendClaims). A session
   // that is not the runner's current one fails with FAILED_PRECONDITION and
-  // changes nothing; it never holds up the current session's heartbeats.
+  // changes nothing; it never holds up the current session's heartbeats. A
+  // `principal` other than the session's fails with PERMISSION_DENIED.
   virtual void Heartbeat(const std::string& runner_id, const std::string& session_id,
-                         Callback<HeartbeatResult> done) = 0;
+                         const std::string& principal, Callback<HeartbeatResult> done) = 0;
 
   virtual SchedulerHealth Health() = 0;
 };

@@ -260,8 +260,8 @@ void ClaimSchedulerImpl::MaybeForgetLocked(const Key& key) {
   auto it = streams_.find(key);
   if (it == streams_.end()) return;
   const StreamState& state = it->second;
-  if (state.phase == Phase::kIdle && !state.retry_at.has_value() &&
-      (!state.queued || stopping_) && (state.unseen.empty() || stopping_)) {
+  if (state.phase == Phase::kIdle && !state.retry_at.has_value() && (!state.queued || stopping_) &&
+      (state.unseen.empty() || stopping_)) {
     if (state.queued) ready_.erase({state.queued_seq, key});
     UnparkLocked(key, it->second);
     streams_.erase(it);
@@ -421,8 +421,7 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
         state.unseen.clear();
         state.rechecks = 0;
         if (!stopping_ && !state.queued) {
-          ScheduleRetryLocked(key, state,
-                              time_.MonotonicNow() + common::ToChrono(options_.lease));
+          ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
         }
       } else if (state.unseen.empty() || stopping_) {
         state.unseen.clear();
@@ -506,9 +505,14 @@ absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, Cl
     if (absl::Status s = pool_.CheckNotSuperseded(spec); !s.ok()) return s;
     if (const SessionId old = pool_.CurrentOf(spec.runner_id); old != 0) {
       const RunnerPool::Session& old_session = *pool_.Find(old);
-      const absl::Status superseded = absl::AbortedError(absl::StrCat(
-          "session_id: session \"", old_session.spec.session_id, "\" of runner \"",
-          spec.runner_id, "\" was superseded by session \"", spec.session_id, "\""));
+      // Another principal must not take a connected runner's claims away.
+      if (old_session.spec.principal != spec.principal) {
+        return absl::PermissionDeniedError(absl::StrCat("runner_id: runner \"", spec.runner_id,
+                                                        "\" is connected as another principal"));
+      }
+      const absl::Status superseded = absl::AbortedError(
+          absl::StrCat("session_id: session \"", old_session.spec.session_id, "\" of runner \"",
+                       spec.runner_id, "\" was superseded by session \"", spec.session_id, "\""));
       fx.push_back([old_sink = old_session.sink, superseded] { old_sink->Close(superseded); });
       RemoveSessionLocked(old, fx);
     }
@@ -655,6 +659,9 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
       if (state.phase == Phase::kAcking) {
         rejected = absl::FailedPreconditionError(
             "claim_token: an ack of this claim is already in progress");
+      } else if (session != nullptr && session->spec.principal != request.principal) {
+        rejected = absl::PermissionDeniedError(
+            "claim_token: the claim is held by another principal's runner session");
       } else if (state.phase != Phase::kDelivered || session == nullptr ||
                  session->spec.runner_id != request.runner_id ||
                  session->spec.session_id != request.session_id) {
@@ -712,17 +719,16 @@ void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
   {
     absl::MutexLock lock(&mu_);
     const std::string what = absl::StrCat("ack ", key.first, "/", key.second);
-    if (!result.ok() && absl::IsAborted(result.status()) &&
-        attempt < options_.max_ack_attempts && !destroying_) {
+    if (!result.ok() && absl::IsAborted(result.status()) && attempt < options_.max_ack_attempts &&
+        !destroying_) {
       // A deadlock or serialization failure in the store: the same ack
       // succeeds when made again. The claim stays in kAcking meanwhile.
       RecordErrorLocked(what, result.status());
-      DelayLocked(AbortRetryDelay(options_, attempt),
-                  [this, key, request = std::move(request), wake_ids = std::move(wake_ids),
-                   attempt, known, done = std::move(done)]() mutable {
-                    SendAck(key, std::move(request), std::move(wake_ids), attempt + 1, known,
-                            std::move(done));
-                  });
+      DelayLocked(AbortRetryDelay(options_, attempt), [this, key, request = std::move(request),
+                                                       wake_ids = std::move(wake_ids), attempt,
+                                                       known, done = std::move(done)]() mutable {
+        SendAck(key, std::move(request), std::move(wake_ids), attempt + 1, known, std::move(done));
+      });
       return;
     }
     if (!known) {
@@ -774,7 +780,7 @@ void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
 // ---------------------------------------------------------------------------
 
 void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::string& session_id,
-                                   Callback<HeartbeatResult> done) {
+                                   const std::string& principal, Callback<HeartbeatResult> done) {
   v1::ExtendClaimsRequest request;
   absl::Status rejected;
   common::MonotonicTime sent_at;
@@ -784,6 +790,9 @@ void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::stri
     if (current == 0) {
       rejected = absl::FailedPreconditionError(
           absl::StrCat("session_id: runner \"", runner_id, "\" has no connected session"));
+    } else if (pool_.Find(current)->spec.principal != principal) {
+      rejected = absl::PermissionDeniedError(
+          absl::StrCat("runner_id: runner \"", runner_id, "\" is connected as another principal"));
     } else if (const RunnerPool::Session& session = *pool_.Find(current);
                session.spec.session_id != session_id) {
       // An older (or unknown) session: never touches the current one's leases.
@@ -810,11 +819,10 @@ void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::stri
     done(HeartbeatResult{});
     return;
   }
-  calls_.ExtendClaims(std::move(request),
-                      [this, sent_at, done = std::move(done)](
-                          absl::StatusOr<v1::ExtendClaimsResponse> r) mutable {
-                        OnExtended(sent_at, std::move(r), std::move(done));
-                      });
+  calls_.ExtendClaims(std::move(request), [this, sent_at, done = std::move(done)](
+                                              absl::StatusOr<v1::ExtendClaimsResponse> r) mutable {
+    OnExtended(sent_at, std::move(r), std::move(done));
+  });
 }
 
 void ClaimSchedulerImpl::OnExtended(common::MonotonicTime sent_at,
@@ -927,9 +935,8 @@ std::vector<PendingStream> ClaimSchedulerImpl::Unaccounted(
     PendingStream missing{stream.tenant_id, stream.stream, {}};
     for (const int64_t id : stream.wake_ids) {
       if (announced_ids_.Contains(id) || acked_ids_.Contains(id)) continue;
-      if (state != nullptr &&
-          (state->unseen.contains(id) ||
-           (state->claim.has_value() && state->claim->wake_ids.contains(id)))) {
+      if (state != nullptr && (state->unseen.contains(id) ||
+                               (state->claim.has_value() && state->claim->wake_ids.contains(id)))) {
         continue;
       }
       missing.wake_ids.push_back(id);

@@ -82,13 +82,12 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
                      common::Executor& executor, SchedulerOptions options);
   ~ClaimSchedulerImpl() override;
 
-  void Trigger(const std::string& tenant_id, const std::string& stream,
-               int64_t wake_id) override;
+  void Trigger(const std::string& tenant_id, const std::string& stream, int64_t wake_id) override;
   absl::StatusOr<SessionId> Connect(const RunnerSpec& spec, ClaimSinkPtr sink) override;
   void Disconnect(SessionId session) override;
   void Ack(const AckRequest& request, Callback<AckResult> done) override;
   void Heartbeat(const std::string& runner_id, const std::string& session_id,
-                 Callback<HeartbeatResult> done) override;
+                 const std::string& principal, Callback<HeartbeatResult> done) override;
   SchedulerHealth Health() override;
 
   std::vector<PendingStream> Unaccounted(const std::vector<PendingStream>& pending) override;
@@ -126,8 +125,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
     absl::flat_hash_set<int64_t> wake_ids;  // Of message.wakes().
     // Local, monotonic view of the lease: past it the claim is considered lost.
     common::MonotonicTime lease_deadline;
-    SessionId session = 0;  // Holder while kDelivered / kAcking.
-    uint64_t held_seq = 0;  // Position in held_ while kHeld.
+    SessionId session = 0;                // Holder while kDelivered / kAcking.
+    uint64_t held_seq = 0;                // Position in held_ while kHeld.
     common::MonotonicTime hold_deadline;  // Released then, while kHeld.
   };
 
@@ -222,8 +221,8 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   void OnClaimed(const Key& key, common::MonotonicTime sent,
                  absl::StatusOr<v1::ClaimWakesResponse> result);
   // Attempt `attempt` of an ack; `known`: of a claim this runtime holds.
-  void SendAck(const Key& key, v1::AckWakesRequest ack, std::vector<int64_t> wake_ids,
-               int attempt, bool known, Callback<AckResult> done);
+  void SendAck(const Key& key, v1::AckWakesRequest ack, std::vector<int64_t> wake_ids, int attempt,
+               bool known, Callback<AckResult> done);
   void OnAcked(const Key& key, v1::AckWakesRequest request, std::vector<int64_t> wake_ids,
                int attempt, bool known, absl::StatusOr<v1::AckWakesResponse> result,
                Callback<AckResult> done);
@@ -249,8 +248,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   std::set<std::pair<uint64_t, Key>> ready_ ABSL_GUARDED_BY(mu_);
   // Idle streams with a queued trigger that no connected runner can take
   // now, per tenant, by trigger arrival.
-  absl::flat_hash_map<std::string, std::set<std::pair<uint64_t, Key>>> parked_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::set<std::pair<uint64_t, Key>>> parked_ ABSL_GUARDED_BY(mu_);
   int parked_count_ ABSL_GUARDED_BY(mu_) = 0;
   // Claims waiting for a runner, in the order they were claimed.
   std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);

@@ -546,6 +546,42 @@ TEST_F(ClaimSchedulerTest, FailedClaimIsRetriedWithBackoffAndCounted) {
   executor_.RunAll();
 }
 
+TEST_F(ClaimSchedulerTest, AnotherPrincipalCannotTakeOverAckOrHeartbeatARunnersSession) {
+  auto sink = ConnectRunner("runner-a", "s1");  // Principal "".
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  RunnerSpec intruder;
+  intruder.runner_id = "runner-a";
+  intruder.session_id = "s9";
+  intruder.tenant_id = kTenant;
+  intruder.principal = "mallory";
+  EXPECT_THAT(scheduler_->Connect(intruder, std::make_shared<RecordingSink>()),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("another principal")));
+  EXPECT_FALSE(sink->closed.has_value());
+
+  Captured<HeartbeatResult> beat;
+  scheduler_->Heartbeat("runner-a", "s1", "mallory", beat.Callback());
+  EXPECT_THAT(*beat.result,
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("another principal")));
+
+  AckRequest ack;
+  ack.runner_id = "runner-a";
+  ack.session_id = "s1";
+  ack.tenant_id = kTenant;
+  ack.stream = "/p";
+  ack.claim_token = "tok-1";
+  ack.principal = "mallory";
+  Captured<AckResult> acked;
+  scheduler_->Ack(ack, acked.Callback());
+  EXPECT_THAT(*acked.result,
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("another principal")));
+  EXPECT_EQ(executor_.queued(), 0u);  // Nothing went to the registry.
+}
+
 TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   auto old_sink = ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
@@ -560,7 +596,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   EXPECT_CALL(registry_, ExtendClaims(_, Property(&v1::ExtendClaimsRequest::claims_size, 1), _))
       .WillOnce(Replies(Extended("/p", "tok-1", false)));
   Captured<HeartbeatResult> old_beat;
-  scheduler_->Heartbeat("runner-a", "s1", old_beat.Callback());
+  scheduler_->Heartbeat("runner-a", "s1", "", old_beat.Callback());
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
       .WillOnce(Released(1));
   auto new_sink = ConnectRunner("runner-a", "s2");
@@ -572,7 +608,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
 
   // Later heartbeats of the old session are refused and touch nothing...
   Captured<HeartbeatResult> stale;
-  scheduler_->Heartbeat("runner-a", "s1", stale.Callback());
+  scheduler_->Heartbeat("runner-a", "s1", "", stale.Callback());
   EXPECT_THAT(*stale.result,
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("session_id")));
   EXPECT_EQ(executor_.queued(), 0u);
@@ -585,7 +621,7 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
                            _))
       .WillOnce(Replies(Extended("/p", "tok-2", true)));
   Captured<HeartbeatResult> beat;
-  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  scheduler_->Heartbeat("runner-a", "s2", "", beat.Callback());
   executor_.RunAll();
   ASSERT_TRUE(beat.result->ok());
   EXPECT_EQ((*beat.result)->extended, 1);
@@ -595,8 +631,8 @@ TEST_F(ClaimSchedulerTest, OldSessionHeartbeatCannotSuppressTheNewSessions) {
   // kept: its claim survives a lease period of (new) heartbeats.
   time_.Advance(kLease / 2);
   EXPECT_CALL(registry_, ExtendClaims(_, _, _)).WillOnce(Replies(Extended("/p", "tok-2", true)));
-  scheduler_->Heartbeat("runner-a", "s1", stale.Callback());
-  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  scheduler_->Heartbeat("runner-a", "s1", "", stale.Callback());
+  scheduler_->Heartbeat("runner-a", "s2", "", beat.Callback());
   executor_.RunAll();
   time_.Advance(kLease / 2 + absl::Seconds(1));
   EXPECT_EQ(scheduler_->Health().active_claims, 1);
@@ -649,7 +685,7 @@ TEST_F(ClaimSchedulerTest, SupersededSessionCannotConnectAgainAndChangesNothing)
   // The current session still heartbeats and acks its claim.
   EXPECT_CALL(registry_, ExtendClaims(_, _, _)).WillOnce(Replies(Extended("/p", "tok-2", true)));
   Captured<HeartbeatResult> beat;
-  scheduler_->Heartbeat("runner-a", "s2", beat.Callback());
+  scheduler_->Heartbeat("runner-a", "s2", "", beat.Callback());
   executor_.RunAll();
   ASSERT_TRUE(beat.result->ok());
   EXPECT_EQ((*beat.result)->extended, 1);
@@ -677,8 +713,8 @@ TEST_F(ClaimSchedulerTest, AckFromAnotherSessionIsRefused) {
 
   Captured<AckResult> ack;
   scheduler_->Ack(AckOf("runner-b", "s9", sink->claims[0]), ack.Callback());
-  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition,
-                                    HasSubstr("claim_token")));
+  EXPECT_THAT(*ack.result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("claim_token")));
   EXPECT_EQ(executor_.queued(), 0u);
 
   EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-1"), _))
@@ -801,8 +837,7 @@ TEST_F(ClaimSchedulerTest, AckOfAClaimThatIsGoneIsNotRetried) {
   scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
   executor_.RunAll();
   ASSERT_TRUE(ack.result.has_value());
-  EXPECT_THAT(*ack.result,
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not live")));
+  EXPECT_THAT(*ack.result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not live")));
   time_.Advance(absl::Seconds(1));
   EXPECT_EQ(executor_.queued(), 0u);
   EXPECT_EQ(scheduler_->Health().active_claims, 0);
@@ -878,9 +913,8 @@ TEST_F(ClaimSchedulerTest, UnaccountedWakesAreThoseNeverAnnouncedClaimedParkedOr
   scheduler_->Trigger(kTenant, "/p", 1);
   scheduler_->Trigger("beta", "/parked", 5);  // No runner of tenant beta.
   executor_.RunAll();
-  const std::vector<PendingStream> pending = {{kTenant, "/p", {1, 2, 3}},
-                                              {"beta", "/parked", {5, 6}},
-                                              {kTenant, "/never", {9}}};
+  const std::vector<PendingStream> pending = {
+      {kTenant, "/p", {1, 2, 3}}, {"beta", "/parked", {5, 6}}, {kTenant, "/never", {9}}};
   auto ids = [](const std::vector<PendingStream>& streams) {
     std::vector<std::string> out;
     for (const PendingStream& stream : streams) {
@@ -1166,15 +1200,14 @@ TEST_F(ClaimSchedulerTest, DeliveredClaimTheRegistryNoLongerExtendsIsClaimedAgai
     InSequence seq;
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
-    EXPECT_CALL(registry_, ExtendClaims(_, _, _))
-        .WillOnce(Replies(Extended("/p", "tok-1", false)));
+    EXPECT_CALL(registry_, ExtendClaims(_, _, _)).WillOnce(Replies(Extended("/p", "tok-1", false)));
     EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
         .WillOnce(Replies(WithStatus(v1::ALREADY_CLAIMED)));
   }
   scheduler_->Trigger(kTenant, "/p", 0);
   executor_.RunAll();
   Captured<HeartbeatResult> beat;
-  scheduler_->Heartbeat("runner-a", "s1", beat.Callback());
+  scheduler_->Heartbeat("runner-a", "s1", "", beat.Callback());
   executor_.RunAll();
   ASSERT_TRUE(beat.result->ok());
   EXPECT_EQ((*beat.result)->extended, 0);

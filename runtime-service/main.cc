@@ -7,7 +7,10 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "common/auth/authenticator.h"
+#include "common/auth/token_file_authenticator.h"
 #include "common/executor.h"
+#include "common/grpc_client.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/metrics.h"
@@ -44,8 +47,7 @@ std::shared_ptr<grpc::Channel> RegistryChannel(const RuntimeConfig& config) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(config.retry_initial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  return grpc::CreateCustomChannel(config.registry_address, grpc::InsecureChannelCredentials(),
-                                   args);
+  return common::CreateClientChannel(config.registry_address, config.registry, args);
 }
 
 // The runtime's state, read at each scrape from what the scheduler, the
@@ -168,10 +170,27 @@ int Run(int argc, char** argv) {
   RescannerImpl rescanner(*registry, follower, scheduler, scheduler, time, executor,
                           rescan_options);
 
-  WakeRuntimeService runtime_service(scheduler, follower, &rescanner);
+  common::auth::AuthenticatorPtr authenticator;
+  if (config->server.no_auth) {
+    authenticator = std::make_unique<common::auth::OpenAuthenticator>();
+    common::LogWarn("authentication_off", {{"note", "--no-auth: every caller is an admin"}});
+  } else {
+    auto tokens =
+        common::auth::TokenFileAuthenticator::Create(config->server.auth_tokens_path, time);
+    if (!tokens.ok()) {
+      common::LogError("startup_failed", {{"error", std::string(tokens.status().message())}});
+      return 1;
+    }
+    authenticator = *std::move(tokens);
+  }
+  if (config->server.plaintext) {
+    common::LogWarn("tls_off", {{"note", "--plaintext: loopback development only"}});
+  }
+  WakeRuntimeService runtime_service(scheduler, follower, *authenticator, &rescanner);
   AddRuntimeMetrics(metrics, scheduler, follower, rescanner);
-  absl::StatusOr<common::StartedServer> server = common::StartGrpcServer(
-      config->listen_address, {&runtime_service}, kHealthNames, std::move(interceptors));
+  absl::StatusOr<common::StartedServer> server =
+      common::StartGrpcServer(config->listen_address, {&runtime_service}, kHealthNames,
+                              config->server, authenticator.get(), std::move(interceptors));
   if (!server.ok()) {
     common::LogError("listen_failed", {{"error", std::string(server.status().message())}});
     return 1;
@@ -179,8 +198,8 @@ int Run(int argc, char** argv) {
   address = server->address;
   server_for_health.store(server->server.get());
   common::LogLifecycle("listening", {{"address", server->address},
-                                {"registry", config->registry_address},
-                                {"runtime_id", config->runtime_id}});
+                                     {"registry", config->registry_address},
+                                     {"runtime_id", config->runtime_id}});
   std::thread follower_thread([&follower] { follower.Run(); });
   rescanner.Start();
 

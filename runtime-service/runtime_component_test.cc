@@ -50,7 +50,7 @@ class RuntimeComponentTest : public ::testing::Test {
     SchedulerOptions options;
     options.runtime_id = "rt-1";
     scheduler_ = std::make_unique<ClaimSchedulerImpl>(registry_, time_, executor_, options);
-    service_ = std::make_unique<WakeRuntimeService>(*scheduler_, follower_);
+    service_ = std::make_unique<WakeRuntimeService>(*scheduler_, follower_, authenticator_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -62,8 +62,7 @@ class RuntimeComponentTest : public ::testing::Test {
     scheduler_.reset();
   }
 
-  std::unique_ptr<TestRunner> Runner(const std::string& runner_id,
-                                     const std::string& session_id) {
+  std::unique_ptr<TestRunner> Runner(const std::string& runner_id, const std::string& session_id) {
     TestRunnerOptions options;
     options.runner_id = runner_id;
     options.session_id = session_id;
@@ -78,6 +77,7 @@ class RuntimeComponentTest : public ::testing::Test {
   common::SimulatedTimeSource time_;
   common::ThreadPoolExecutor executor_{2};
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
+  common::auth::OpenAuthenticator authenticator_;
   std::unique_ptr<WakeRuntimeService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -7,7 +7,9 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/config.h"
+#include "common/grpc_client.h"
 #include "common/logging.h"
+#include "common/server_config.h"
 
 namespace wake::runtime {
 
@@ -28,6 +30,11 @@ struct RuntimeConfig {
   absl::Duration shutdown_grace;
   // host:port of the Prometheus /metrics endpoint; empty = no metrics.
   std::string metrics_listen;
+  // TLS, authentication and gRPC limits of the runner API.
+  common::ServerConfig server;
+  // How the runtime reaches the registry: TLS (or loopback plaintext), its
+  // own bearer token, and the same message size limit.
+  common::ClientConfig registry;
   common::LogLevel log_level = common::LogLevel::kInfo;
   bool help_requested = false;
 };

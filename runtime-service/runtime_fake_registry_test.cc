@@ -166,9 +166,7 @@ class FakeRegistry final : public v1::WakeRegistry::Service {
   };
 
   // The offset that resumes at log index `next`.
-  static std::string OffsetBefore(size_t next) {
-    return next == 0 ? "-1" : absl::StrCat(next - 1);
-  }
+  static std::string OffsetBefore(size_t next) { return next == 0 ? "-1" : absl::StrCat(next - 1); }
 
   static v1::ChangeEvent WakeEvent(const v1::Wake& wake, const std::string& offset) {
     v1::ChangeEvent event;
@@ -219,7 +217,7 @@ class RuntimeFakeRegistryTest : public ::testing::Test {
     };
     follower_ =
         std::make_unique<RegistryFollowerImpl>(*stub_, *scheduler_, time_, follower_options);
-    service_ = std::make_unique<WakeRuntimeService>(*scheduler_, *follower_);
+    service_ = std::make_unique<WakeRuntimeService>(*scheduler_, *follower_, authenticator_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     runtime_server_ = builder.BuildAndStart();
@@ -243,8 +241,8 @@ class RuntimeFakeRegistryTest : public ::testing::Test {
     TestRunnerOptions options;
     options.runner_id = runner_id;
     options.tenant_id = "acme";
-    auto runner = TestRunner::Connect(runtime_server_->InProcessChannel(grpc::ChannelArguments()),
-                                      options);
+    auto runner =
+        TestRunner::Connect(runtime_server_->InProcessChannel(grpc::ChannelArguments()), options);
     EXPECT_TRUE(runner.ok()) << runner.status();
     return runner.ok() ? std::move(*runner) : nullptr;
   }
@@ -257,6 +255,7 @@ class RuntimeFakeRegistryTest : public ::testing::Test {
   absl::Notification up_to_date_;
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::unique_ptr<RegistryFollowerImpl> follower_;
+  common::auth::OpenAuthenticator authenticator_;
   std::unique_ptr<WakeRuntimeService> service_;
   std::unique_ptr<grpc::Server> runtime_server_;
   std::thread follower_thread_;

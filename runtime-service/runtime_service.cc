@@ -7,11 +7,32 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "common/auth/grpc_auth.h"
 #include "common/status_util.h"
 #include "runtime-service/runtime_validation.h"
 
 namespace wake::runtime {
 namespace {
+
+using common::auth::PrincipalPtr;
+using common::auth::Role;
+
+constexpr std::initializer_list<Role> kRunnerRoles = {Role::kRunner, Role::kAdmin};
+
+absl::StatusOr<PrincipalPtr> Authorize(common::auth::Authenticator& authenticator,
+                                       const grpc::CallbackServerContext& context,
+                                       std::initializer_list<Role> roles, const char* method) {
+  absl::StatusOr<PrincipalPtr> principal = common::auth::AuthenticateCall(authenticator, context);
+  if (!principal.ok()) return principal.status();
+  if (absl::Status s = common::auth::RequireRole(**principal, roles, method); !s.ok()) return s;
+  return principal;
+}
+
+grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context, const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(common::ToGrpcStatus(status));
+  return reactor;
+}
 
 // One StreamWakeClaims call. gRPC owns the reactor until OnDone, where it
 // deletes itself; the scheduler holds only the shared sink, which stops
@@ -142,14 +163,26 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
     grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
   };
 
-  ClaimStreamReactor(ClaimScheduler& scheduler, grpc::CallbackServerContext* context,
+  ClaimStreamReactor(ClaimScheduler& scheduler, common::auth::Authenticator& authenticator,
+                     grpc::CallbackServerContext* context,
                      const v1::StreamWakeClaimsRequest& request)
       : scheduler_(scheduler), sink_(std::make_shared<Sink>(this)) {
+    absl::StatusOr<PrincipalPtr> principal =
+        Authorize(authenticator, *context, kRunnerRoles, "StreamWakeClaims");
+    if (!principal.ok()) {
+      sink_->Fail(principal.status());
+      return;
+    }
     absl::StatusOr<RunnerSpec> spec = ToRunnerSpec(request);
     if (!spec.ok()) {
       sink_->Fail(spec.status());
       return;
     }
+    if (absl::Status s = common::auth::RequireTenant(**principal, spec->tenant_id); !s.ok()) {
+      sink_->Fail(s);
+      return;
+    }
+    spec->principal = (*principal)->name;
     absl::StatusOr<SessionId> session = scheduler_.Connect(*spec, sink_);
     if (!session.ok()) {
       sink_->Fail(session.status());
@@ -179,23 +212,33 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
 }  // namespace
 
 WakeRuntimeService::WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
+                                       common::auth::Authenticator& authenticator,
                                        Rescanner* rescanner)
-    : scheduler_(scheduler), follower_(follower), rescanner_(rescanner) {}
+    : scheduler_(scheduler),
+      follower_(follower),
+      authenticator_(authenticator),
+      rescanner_(rescanner) {}
 
 grpc::ServerWriteReactor<v1::WakeClaim>* WakeRuntimeService::StreamWakeClaims(
     grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) {
-  return new ClaimStreamReactor(scheduler_, context, *request);
+  return new ClaimStreamReactor(scheduler_, authenticator_, context, *request);
 }
 
 grpc::ServerUnaryReactor* WakeRuntimeService::AckClaim(grpc::CallbackServerContext* context,
                                                        const v1::AckClaimRequest* request,
                                                        v1::AckClaimResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<PrincipalPtr> principal =
+      Authorize(authenticator_, *context, kRunnerRoles, "AckClaim");
+  if (!principal.ok()) return Reject(context, principal.status());
   absl::StatusOr<AckRequest> ack = ToAckRequest(*request);
-  if (!ack.ok()) {
-    reactor->Finish(common::ToGrpcStatus(ack.status()));
-    return reactor;
+  if (!ack.ok()) return Reject(context, ack.status());
+  // The registry checks only the token, and the runtime's own credential
+  // holds every tenant: the runner's tenants are checked here.
+  if (absl::Status s = common::auth::RequireTenant(**principal, ack->tenant_id); !s.ok()) {
+    return Reject(context, s);
   }
+  ack->principal = (*principal)->name;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   scheduler_.Ack(*ack, [reactor, response](absl::StatusOr<AckResult> result) {
     if (result.ok()) {
       response->set_acked(result->acked);
@@ -209,12 +252,12 @@ grpc::ServerUnaryReactor* WakeRuntimeService::AckClaim(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* WakeRuntimeService::Heartbeat(grpc::CallbackServerContext* context,
                                                         const v1::HeartbeatRequest* request,
                                                         v1::HeartbeatResponse* response) {
+  absl::StatusOr<PrincipalPtr> principal =
+      Authorize(authenticator_, *context, kRunnerRoles, "Heartbeat");
+  if (!principal.ok()) return Reject(context, principal.status());
+  if (absl::Status valid = ValidateHeartbeat(*request); !valid.ok()) return Reject(context, valid);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (absl::Status valid = ValidateHeartbeat(*request); !valid.ok()) {
-    reactor->Finish(common::ToGrpcStatus(valid));
-    return reactor;
-  }
-  scheduler_.Heartbeat(request->runner_id(), request->session_id(),
+  scheduler_.Heartbeat(request->runner_id(), request->session_id(), (*principal)->name,
                        [reactor, response](absl::StatusOr<HeartbeatResult> result) {
                          if (result.ok()) ToProto(*result, response);
                          reactor->Finish(common::ToGrpcStatus(result.status()));
@@ -225,6 +268,9 @@ grpc::ServerUnaryReactor* WakeRuntimeService::Heartbeat(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WakeRuntimeService::GetHealth(grpc::CallbackServerContext* context,
                                                         const v1::GetHealthRequest* /*request*/,
                                                         v1::GetHealthResponse* response) {
+  absl::StatusOr<PrincipalPtr> principal =
+      Authorize(authenticator_, *context, {Role::kRuntime, Role::kAdmin}, "GetHealth");
+  if (!principal.ok()) return Reject(context, principal.status());
   ToProto(scheduler_.Health(), follower_.Status(),
           rescanner_ != nullptr ? rescanner_->Status() : RescanStatus(), response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();

@@ -1,7 +1,12 @@
-// The gRPC adapter of wake.v1.WakeRuntime (callback API): converts protos,
-// calls the ClaimScheduler, maps absl::Status to grpc::Status.
+// The gRPC adapter of wake.v1.WakeRuntime (callback API): authenticates the
+// caller, converts protos, calls the ClaimScheduler, maps absl::Status to
+// grpc::Status. StreamWakeClaims, AckClaim and Heartbeat need the role runner
+// or admin and a tenant the principal holds; a session's claims can be acked
+// and heartbeaten only by the principal that opened it. GetHealth (which
+// names streams of every tenant) needs runtime or admin.
 #pragma once
 
+#include "common/auth/authenticator.h"
 #include "grpcpp/grpcpp.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_follower.h"
@@ -19,7 +24,7 @@ class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
   // The references must outlive the server this service is registered with;
   // `rescanner` may be null (no rescan counters).
   WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
-                     Rescanner* rescanner = nullptr);
+                     common::auth::Authenticator& authenticator, Rescanner* rescanner = nullptr);
 
   grpc::ServerWriteReactor<v1::WakeClaim>* StreamWakeClaims(
       grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) override;
@@ -36,6 +41,7 @@ class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
  private:
   ClaimScheduler& scheduler_;
   RegistryFollower& follower_;
+  common::auth::Authenticator& authenticator_;
   Rescanner* const rescanner_;
 };
 

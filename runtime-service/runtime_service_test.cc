@@ -38,7 +38,8 @@ v1::WakeClaim ClaimFor(const std::string& token) {
 class WakeRuntimeServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    service_ = std::make_unique<WakeRuntimeService>(scheduler_, follower_, &rescanner_);
+    service_ =
+        std::make_unique<WakeRuntimeService>(scheduler_, follower_, authenticator_, &rescanner_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -56,6 +57,7 @@ class WakeRuntimeServiceTest : public ::testing::Test {
     return request;
   }
 
+  common::auth::OpenAuthenticator authenticator_;
   StrictMock<MockClaimScheduler> scheduler_;
   StrictMock<MockRegistryFollower> follower_;
   StrictMock<MockRescanner> rescanner_;
@@ -80,13 +82,13 @@ TEST_F(WakeRuntimeServiceTest, StreamWakeClaimsDeliversClaimsUntilTheRunnerLeave
   ClaimSinkPtr sink;
   absl::Notification connected;
   absl::Notification disconnected;
-  EXPECT_CALL(scheduler_, Connect(AllOf(Field(&RunnerSpec::runner_id, "runner-a"),
-                                        Field(&RunnerSpec::session_id, "s1"),
-                                        Field(&RunnerSpec::tenant_id, "acme"),
-                                        Field(&RunnerSpec::max_in_flight, 16)),
-                                  _))
-      .WillOnce(DoAll(SaveArg<1>(&sink), [&connected] { connected.Notify(); },
-                      Return(SessionId{7})));
+  EXPECT_CALL(
+      scheduler_,
+      Connect(AllOf(Field(&RunnerSpec::runner_id, "runner-a"), Field(&RunnerSpec::session_id, "s1"),
+                    Field(&RunnerSpec::tenant_id, "acme"), Field(&RunnerSpec::max_in_flight, 16)),
+              _))
+      .WillOnce(DoAll(
+          SaveArg<1>(&sink), [&connected] { connected.Notify(); }, Return(SessionId{7})));
   EXPECT_CALL(scheduler_, Disconnect(7)).WillOnce([&disconnected] { disconnected.Notify(); });
 
   grpc::ClientContext context;
@@ -118,8 +120,8 @@ TEST_F(WakeRuntimeServiceTest, SupersededSessionEndsWithAborted) {
   absl::Notification connected;
   absl::Notification disconnected;
   EXPECT_CALL(scheduler_, Connect(_, _))
-      .WillOnce(DoAll(SaveArg<1>(&sink), [&connected] { connected.Notify(); },
-                      Return(SessionId{9})));
+      .WillOnce(DoAll(
+          SaveArg<1>(&sink), [&connected] { connected.Notify(); }, Return(SessionId{9})));
   EXPECT_CALL(scheduler_, Disconnect(9)).WillOnce([&disconnected] { disconnected.Notify(); });
 
   grpc::ClientContext context;
@@ -192,14 +194,14 @@ TEST_F(WakeRuntimeServiceTest, AckClaimConvertsAndMapsTheStatus) {
 }
 
 TEST_F(WakeRuntimeServiceTest, HeartbeatOfAnOldSessionIsFailedPrecondition) {
-  EXPECT_CALL(scheduler_, Heartbeat("runner-a", "s1", _))
-      .WillOnce([](const std::string&, const std::string&,
+  EXPECT_CALL(scheduler_, Heartbeat("runner-a", "s1", "anonymous", _))
+      .WillOnce([](const std::string&, const std::string&, const std::string&,
                    ClaimScheduler::Callback<HeartbeatResult> done) {
         done(absl::FailedPreconditionError(
             "session_id: \"s1\" is not the current session of runner \"runner-a\""));
       });
-  EXPECT_CALL(scheduler_, Heartbeat("runner-a", "s2", _))
-      .WillOnce([](const std::string&, const std::string&,
+  EXPECT_CALL(scheduler_, Heartbeat("runner-a", "s2", "anonymous", _))
+      .WillOnce([](const std::string&, const std::string&, const std::string&,
                    ClaimScheduler::Callback<HeartbeatResult> done) {
         done(HeartbeatResult{1, absl::FromUnixSeconds(1767225700)});
       });
@@ -246,6 +248,100 @@ TEST_F(WakeRuntimeServiceTest, GetHealthReportsCounters) {
   EXPECT_EQ(response.counters().rescans(), 6);
   EXPECT_EQ(response.counters().rescan_found(), 1);
   EXPECT_TRUE(response.registry_connected());
+}
+
+// Tokens "runner-a" (role runner, tenant acme) and "client" (role client).
+class TwoTokens final : public common::auth::Authenticator {
+ public:
+  absl::StatusOr<common::auth::PrincipalPtr> Authenticate(
+      const std::optional<absl::string_view>& authorization) override {
+    absl::StatusOr<absl::string_view> token = common::auth::BearerToken(authorization);
+    if (!token.ok()) return token.status();
+    using common::auth::Principal;
+    using common::auth::Role;
+    if (*token == "runner-a") {
+      return std::make_shared<const Principal>(
+          Principal{"runner-a", Role::kRunner, false, {"acme"}, absl::InfiniteFuture()});
+    }
+    if (*token == "client") {
+      return std::make_shared<const Principal>(
+          Principal{"client", Role::kClient, true, {}, absl::InfiniteFuture()});
+    }
+    return absl::UnauthenticatedError("unknown, revoked or expired token");
+  }
+};
+
+class AuthorizedRuntimeServiceTest : public WakeRuntimeServiceTest {
+ protected:
+  void SetUp() override {
+    service_ = std::make_unique<WakeRuntimeService>(scheduler_, follower_, tokens_, &rescanner_);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    stub_ = v1::WakeRuntime::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+
+  grpc::Status Ack(const std::string& token, const std::string& tenant) {
+    v1::AckClaimRequest request;
+    request.set_runner_id("runner-a");
+    request.set_session_id("s1");
+    request.set_tenant_id(tenant);
+    request.set_stream("/p");
+    request.set_claim_token("tok");
+    grpc::ClientContext context;
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    v1::AckClaimResponse response;
+    return stub_->AckClaim(&context, request, &response);
+  }
+
+  TwoTokens tokens_;
+};
+
+TEST_F(AuthorizedRuntimeServiceTest, AckNeedsACredentialTheRunnerRoleAndTheTenant) {
+  // StrictMock: none of these reaches the scheduler.
+  grpc::Status status = Ack("", "acme");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(status.error_message(), HasSubstr("missing credential"));
+  status = Ack("forged", "acme");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  status = Ack("client", "acme");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("AckClaim needs the role runner or admin"));
+  status = Ack("runner-a", "globex");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("tenant_id: principal \"runner-a\" does not hold tenant \"globex\""));
+
+  EXPECT_CALL(scheduler_, Ack(AllOf(Field(&AckRequest::tenant_id, "acme"),
+                                    Field(&AckRequest::principal, "runner-a")),
+                              _))
+      .WillOnce([](const AckRequest&, ClaimScheduler::Callback<AckResult> done) {
+        done(AckResult{1, false});
+      });
+  EXPECT_TRUE(Ack("runner-a", "acme").ok());
+}
+
+TEST_F(AuthorizedRuntimeServiceTest, StreamWakeClaimsOfAnotherTenantIsRefused) {
+  v1::StreamWakeClaimsRequest request = Connect();
+  request.set_tenant_id("globex");
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer runner-a");
+  auto reader = stub_->StreamWakeClaims(&context, request);
+  v1::WakeClaim claim;
+  EXPECT_FALSE(reader->Read(&claim));
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("does not hold tenant \"globex\""));
+}
+
+TEST_F(AuthorizedRuntimeServiceTest, GetHealthNeedsRuntimeOrAdmin) {
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer runner-a");
+  v1::GetHealthResponse response;
+  const grpc::Status status = stub_->GetHealth(&context, v1::GetHealthRequest(), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(status.error_message(), HasSubstr("GetHealth needs the role runtime or admin"));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_util.h"
+#include "common/text_check.h"
 
 namespace wake::runtime {
 namespace {
@@ -15,18 +16,13 @@ constexpr int kMaxPrefixes = 64;
 constexpr int kMaxWakeIds = 10000;
 
 absl::Status RequiredId(const std::string& field, const std::string& value, size_t max_bytes) {
-  if (value.empty()) return common::InvalidField(field, "required");
-  if (value.size() > max_bytes) {
-    return common::InvalidField(field, absl::StrCat("at most ", max_bytes, " bytes"));
-  }
-  return absl::OkStatus();
+  return common::CheckText(field, value, max_bytes, /*required=*/true);
 }
 
 absl::StatusOr<std::string> Tenant(const std::string& tenant_id) {
-  if (tenant_id.size() > kMaxIdBytes) {
-    return common::InvalidField("tenant_id", absl::StrCat("at most ", kMaxIdBytes, " bytes"));
-  }
-  return tenant_id.empty() ? std::string("default") : tenant_id;
+  if (tenant_id.empty()) return std::string("default");
+  if (auto s = common::CheckText("tenant_id", tenant_id, kMaxIdBytes, true); !s.ok()) return s;
+  return tenant_id;
 }
 
 void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {

@@ -39,6 +39,40 @@ TEST(RuntimeValidationTest, RunnerSpecDefaults) {
   EXPECT_THAT(spec->stream_prefixes, ElementsAre("/agents/"));
 }
 
+TEST(RuntimeValidationTest, IdsWithControlCharactersAreRefusedByName) {
+  const std::string nul("acme\0evil", 9);
+  v1::StreamWakeClaimsRequest request = Connect();
+  request.set_tenant_id(nul);
+  EXPECT_THAT(ToRunnerSpec(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              StartsWith("tenant_id: contains control")));
+  request = Connect();
+  request.set_runner_id("runner\n2");
+  EXPECT_THAT(ToRunnerSpec(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              StartsWith("runner_id: contains control")));
+  request = Connect();
+  request.set_session_id("s\x7f");
+  EXPECT_THAT(ToRunnerSpec(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              StartsWith("session_id: contains control")));
+  request = Connect();
+  request.add_stream_prefixes(std::string("/a\0", 3));
+  EXPECT_THAT(ToRunnerSpec(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              StartsWith("stream_prefixes[0]: contains control")));
+
+  v1::AckClaimRequest ack = Ack();
+  ack.set_stream(std::string("/p\0/q", 5));
+  EXPECT_THAT(ToAckRequest(ack),
+              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("stream: contains control")));
+  ack = Ack();
+  ack.set_tenant_id("t\x01");
+  EXPECT_THAT(ToAckRequest(ack), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          StartsWith("tenant_id: contains control")));
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_runner_id("r");
+  heartbeat.set_session_id(std::string("s\0", 2));
+  EXPECT_THAT(ValidateHeartbeat(heartbeat), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                     StartsWith("session_id: contains control")));
+}
+
 TEST(RuntimeValidationTest, RunnerSpecErrorsNameTheField) {
   v1::StreamWakeClaimsRequest request = Connect();
   request.clear_runner_id();
@@ -52,8 +86,8 @@ TEST(RuntimeValidationTest, RunnerSpecErrorsNameTheField) {
 
   request = Connect();
   request.set_runner_id(std::string(257, 'r'));
-  EXPECT_THAT(ToRunnerSpec(request),
-              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("runner_id: at most 256")));
+  EXPECT_THAT(ToRunnerSpec(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              StartsWith("runner_id: longer than 256")));
 
   for (int bad : {-1, 1025}) {
     request = Connect();

@@ -9,11 +9,12 @@ WAKE_BUILD_PACKAGES=(
   bazel-bootstrap g++ make
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libpqxx-dev libpq-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev nlohmann-json3-dev prometheus-cpp-dev
+  libcurl4-openssl-dev nlohmann-json3-dev prometheus-cpp-dev libssl-dev openssl
   ca-certificates
 )
 WAKE_DEBIAN_PACKAGES=(
   "${WAKE_BUILD_PACKAGES[@]}"
+  clang-14 libfuzzer-14-dev
   postgresql-15 postgresql-client-15
   curl procps
 )

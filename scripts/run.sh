@@ -3,9 +3,22 @@
 # .wakeline/ inside the checkout (logical replication on), registry-service
 # with the `postgres` sync source, and runtime-service. Installs missing Debian
 # packages and builds first. Stop everything with: bash scripts/stop.sh
+#
+# Both services use TLS and bearer tokens: the first run makes a local CA,
+# certificates and tokens in .wakeline/credentials (scripts/gen-credentials.sh)
+# and prints how to call the services with them. `--plaintext` runs them
+# without TLS or authentication instead, on loopback only (development).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$WAKE_ROOT"
+
+PLAINTEXT=0
+for arg in "$@"; do
+  case "$arg" in
+    --plaintext) PLAINTEXT=1 ;;
+    *) die "unknown argument '$arg' (run.sh [--plaintext])" ;;
+  esac
+done
 
 STATE="$WAKE_ROOT/.wakeline"
 mkdir -p "$STATE"
@@ -59,15 +72,27 @@ wait_serving() {  # wait_serving NAME LOG PID
   die "$1 did not become ready within 120s"
 }
 
+CREDS="$STATE/credentials"
+if [ "$PLAINTEXT" = 1 ]; then
+  SERVER_FLAGS=(--plaintext --no-auth)
+  REGISTRY_CLIENT_FLAGS=(--registry-plaintext)
+else
+  bash "$WAKE_ROOT/scripts/gen-credentials.sh" "$CREDS" >/dev/null
+  SERVER_FLAGS=(--tls-cert="$CREDS/server.pem" --tls-key="$CREDS/server.key"
+    --auth-tokens="$CREDS/tokens")
+  REGISTRY_CLIENT_FLAGS=(--registry-ca="$CREDS/ca.pem" --registry-token-file="$CREDS/token.runtime")
+fi
+
 : >"$STATE/registry.log"
 nohup "$STATE/bin/registry-service" --listen="127.0.0.1:$REGISTRY_PORT" \
-  --database-url="$DATABASE_URL" >>"$STATE/registry.log" 2>&1 &
+  --database-url="$DATABASE_URL" "${SERVER_FLAGS[@]}" >>"$STATE/registry.log" 2>&1 &
 echo $! >"$STATE/registry.pid"
 wait_serving registry-service "$STATE/registry.log" "$(cat "$STATE/registry.pid")"
 
 : >"$STATE/runtime.log"
 nohup "$STATE/bin/runtime-service" --listen="127.0.0.1:$RUNTIME_PORT" \
-  --registry="127.0.0.1:$REGISTRY_PORT" >>"$STATE/runtime.log" 2>&1 &
+  --registry="127.0.0.1:$REGISTRY_PORT" "${SERVER_FLAGS[@]}" "${REGISTRY_CLIENT_FLAGS[@]}" \
+  >>"$STATE/runtime.log" 2>&1 &
 echo $! >"$STATE/runtime.pid"
 wait_serving runtime-service "$STATE/runtime.log" "$(cat "$STATE/runtime.pid")"
 
@@ -77,5 +102,14 @@ cat >"$STATE/addresses" <<MSG
   PostgreSQL        $DATABASE_URL
   stop with:        bash scripts/stop.sh
 MSG
+if [ "$PLAINTEXT" = 1 ]; then
+  echo "  plaintext, no authentication (loopback development)" >>"$STATE/addresses"
+else
+  cat >>"$STATE/addresses" <<MSG
+  TLS with the local CA $CREDS/ca.pem; tokens in $CREDS/token.{admin,client,runner,runtime}
+  e.g. grpcurl -cacert $CREDS/ca.pem -H "authorization: Bearer \$(cat $CREDS/token.client)" \\
+         127.0.0.1:$REGISTRY_PORT list
+MSG
+fi
 log "Wakeline is running:"
 cat "$STATE/addresses"

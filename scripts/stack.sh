@@ -58,7 +58,7 @@ stack_start() {
   local registry_port runtime_port
   registry_port=$(free_port "${STACK_REGISTRY_PORT_BASE:-58051}")
   "$STACK_DIR/bin/registry-service" --listen="127.0.0.1:$registry_port" \
-    --database-url="$DATABASE_URL" --log-level="$STACK_LOG_LEVEL" \
+    --database-url="$DATABASE_URL" --log-level="$STACK_LOG_LEVEL" --plaintext --no-auth \
     >"$STACK_DIR/registry.log" 2>&1 &
   STACK_REGISTRY_PID=$!
   stack_wait_serving registry-service "$STACK_DIR/registry.log" "$STACK_REGISTRY_PID"
@@ -68,6 +68,7 @@ stack_start() {
   runtime_port=$(free_port $((registry_port + 1)))
   "$STACK_DIR/bin/runtime-service" --listen="127.0.0.1:$runtime_port" \
     --registry="$WAKE_REGISTRY_ADDR" --log-level="$STACK_LOG_LEVEL" \
+    --plaintext --no-auth --registry-plaintext \
     >"$STACK_DIR/runtime.log" 2>&1 &
   STACK_RUNTIME_PID=$!
   stack_wait_serving runtime-service "$STACK_DIR/runtime.log" "$STACK_RUNTIME_PID"

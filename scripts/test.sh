@@ -11,7 +11,10 @@
 #   4. tests/chaos/run.sh --smoke: 1,500 wakes through two registries and two
 #      runtimes while a registry, a runtime, a runner and PostgreSQL are
 #      killed or restarted and a connection cut (about 30 s of faults);
-#   5. deploy/test-images.sh: both images built from source with podman, the
+#   5. the unit and integration tests again, built with ASan and UBSan
+#      (`bazel test --config=asan`, end-to-end tests and benchmarks left out);
+#   6. tests/fuzz/run.sh --seconds 5: every libFuzzer target, 5 s each.
+#   7. deploy/test-images.sh: both images built from source with podman, the
 #      embedded default started with podman-compose, a wake end to end,
 #      metrics, clean SIGTERM exits (as root; the base image is kept between
 #      runs).
@@ -64,6 +67,24 @@ failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO B
   "$PG_DIR/bazel-test.log" || true)
 summary=("bazel: $passed passed, $failed failed ($bazel_time)")
 if [ "$all_suites" = 1 ]; then
+  # ASan + UBSan: the same tests but the end-to-end ones (their many processes
+  # under ASan add minutes and find nothing the unit and integration tests
+  # do not reach) and the benchmarks.
+  started=$(date +%s)
+  set +e
+  # --build_tests_only: only what those tests need is built with ASan (no
+  # benchmarks, chaos tools or end-to-end tests).
+  bazel test --config=asan --build_tests_only --test_summary=short \
+    --test_tag_filters=-e2e,-benchmark-build //... 2>&1 | tee "$PG_DIR/asan.log"
+  asan_status=${PIPESTATUS[0]}
+  set -e
+  asan_time=$(elapsed "$started")
+  asan_passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$PG_DIR/asan.log" || true)
+  asan_failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' \
+    "$PG_DIR/asan.log" || true)
+  [ "$asan_status" -ne 0 ] && [ "$asan_failed" -eq 0 ] && asan_failed=1
+  summary+=("asan+ubsan: $asan_passed passed, $asan_failed failed ($asan_time)")
+  [ "$asan_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$asan_status
   # The other suites start their own stack; this cluster is no longer needed.
   stop_cluster "$PG_DIR/data"
   set +e
@@ -79,6 +100,10 @@ if [ "$all_suites" = 1 ]; then
   bash tests/chaos/run.sh --smoke 2>&1 | tee "$PG_DIR/chaos.log"
   chaos_status=${PIPESTATUS[0]}
   chaos_time=$(elapsed "$started")
+  started=$(date +%s)
+  WAKE_FUZZ_WORK="$PG_DIR/fuzz" bash tests/fuzz/run.sh --seconds 5 2>&1 | tee "$PG_DIR/fuzz.log"
+  fuzz_status=${PIPESTATUS[0]}
+  fuzz_time=$(elapsed "$started")
   started=$(date +%s)
   images_status=0
   if [ "$(id -u)" = 0 ]; then
@@ -101,6 +126,9 @@ if [ "$all_suites" = 1 ]; then
   chaos_line=$(grep -E '^RESULT: ' "$PG_DIR/chaos.log" | tail -n 1 || true)
   summary+=("chaos smoke: ${chaos_line:-did not report (exit $chaos_status)} ($chaos_time)")
   [ "$chaos_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$chaos_status
+  fuzz_line=$(grep -E '^fuzz: ' "$PG_DIR/fuzz.log" | tail -n 1 || true)
+  summary+=("${fuzz_line:-fuzz: did not report (exit $fuzz_status)} ($fuzz_time)")
+  [ "$fuzz_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$fuzz_status
   images_line=$(grep -E '^image test: ' "$PG_DIR/images.log" | tail -n 1 || true)
   summary+=("images: ${images_line#image test: }${images_line:+ }($images_time)")
   if [ -z "$images_line" ] || [ "$images_status" -ne 0 ]; then

@@ -8,6 +8,8 @@
 Run it against running services (see clients/README.md):
     WAKE_REGISTRY_ADDR=127.0.0.1:50051 WAKE_RUNTIME_ADDR=127.0.0.1:50052 \
         clients/python/.venv/bin/python clients/python/wake_example.py
+With TLS and tokens (scripts/run.sh without --plaintext), also set
+WAKE_CA_FILE, WAKE_CLIENT_TOKEN_FILE and WAKE_RUNNER_TOKEN_FILE (see main).
 """
 
 from __future__ import annotations
@@ -112,9 +114,32 @@ def run_flow(
     return FlowResult(registered.registration, evaluated, claim, ack, remaining)
 
 
+def channel(address: str, token_file_env: str) -> grpc.Channel:
+    """A channel to `address`: plaintext, or TLS with a bearer token.
+
+    With WAKE_CA_FILE set (the services' CA, e.g. .wakeline/credentials/ca.pem),
+    the channel verifies the server with it and sends the token read from the
+    file named by `token_file_env` on every call. Without it, plaintext (the
+    services started with --plaintext --no-auth).
+    """
+    ca_file = os.environ.get("WAKE_CA_FILE")
+    if not ca_file:
+        return grpc.insecure_channel(address)
+    with open(ca_file, "rb") as f:
+        tls = grpc.ssl_channel_credentials(root_certificates=f.read())
+    with open(os.environ[token_file_env], encoding="utf-8") as f:
+        token = f.read().strip()
+    return grpc.secure_channel(
+        address,
+        grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token)),
+    )
+
+
 def main() -> int:
-    with grpc.insecure_channel(registry_addr()) as reg_channel, grpc.insecure_channel(
-        runtime_addr()
+    # The registry is called as a client, the runtime as a runner (tokens of
+    # those roles, e.g. .wakeline/credentials/token.client and token.runner).
+    with channel(registry_addr(), "WAKE_CLIENT_TOKEN_FILE") as reg_channel, channel(
+        runtime_addr(), "WAKE_RUNNER_TOKEN_FILE"
     ) as rt_channel:
         result = run_flow(
             registry_pb2_grpc.WakeRegistryStub(reg_channel),

@@ -79,8 +79,8 @@ void RegistrationCollection::Apply(Table& table, const RowChange& change,
     auto known = table.pending_wakes.find(wake.id);
     if (change.op == ChangeOp::kDelete || !wake.pending) {
       if (known == table.pending_wakes.end()) return;
-      auto count = table.pending_streams.find(StreamKey(known->second.tenant_id,
-                                                        known->second.stream));
+      auto count =
+          table.pending_streams.find(StreamKey(known->second.tenant_id, known->second.stream));
       if (count != table.pending_streams.end() && --count->second <= 0) {
         table.pending_streams.erase(count);
       }
@@ -269,9 +269,9 @@ bool RegistrationCollection::HiddenLocked(int64_t id) const {
   return !hidden_ids_.empty() && hidden_ids_.contains(id);
 }
 
-size_t RegistrationCollection::ForEachBySource(
-    const std::string& tenant, const std::string& source_url,
-    const std::function<void(const Registration&)>& fn) {
+size_t RegistrationCollection::ForEachBySource(const std::string& tenant,
+                                               const std::string& source_url,
+                                               const std::function<void(const Registration&)>& fn) {
   absl::ReaderMutexLock lock(&mu_);
   size_t visited = 0;
   absl::flat_hash_set<int64_t> overlaid;
@@ -407,8 +407,49 @@ std::vector<WakeRow> RegistrationCollection::PendingWakes(
   return wakes;
 }
 
-bool RegistrationCollection::HasPendingWake(const std::string& tenant,
-                                            const std::string& stream) {
+std::vector<Registration> RegistrationCollection::SnapshotPage(
+    const std::optional<std::string>& tenant, SnapshotCursor* cursor, size_t limit) {
+  std::vector<Registration> rows;
+  if (cursor->done) return rows;
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<const std::string*> tenants;
+  if (tenant.has_value()) {
+    if (table_.by_tenant.contains(*tenant))
+      tenants.push_back(&table_.by_tenant.find(*tenant)->first);
+  } else {
+    for (const auto& [name, ids] : table_.by_tenant) {
+      if (name >= cursor->tenant) tenants.push_back(&name);
+    }
+    std::sort(tenants.begin(), tenants.end(),
+              [](const std::string* a, const std::string* b) { return *a < *b; });
+  }
+  for (const std::string* name : tenants) {
+    const absl::btree_set<int64_t>& ids = table_.by_tenant.at(*name);
+    const int64_t after = *name == cursor->tenant ? cursor->after_id : 0;
+    for (auto it = ids.upper_bound(after); it != ids.end(); ++it) {
+      if (rows.size() >= limit) return rows;
+      rows.push_back(*table_.by_id.at(*it));
+      cursor->tenant = *name;
+      cursor->after_id = *it;
+    }
+  }
+  cursor->done = true;
+  return rows;
+}
+
+std::vector<WakeRow> RegistrationCollection::PendingWakesPage(
+    const std::optional<std::string>& tenant, int64_t* after_id, size_t limit) {
+  std::vector<WakeRow> wakes;
+  absl::ReaderMutexLock lock(&mu_);
+  for (auto it = table_.pending_wakes.upper_bound(*after_id);
+       it != table_.pending_wakes.end() && wakes.size() < limit; ++it) {
+    *after_id = it->first;
+    if (!tenant.has_value() || it->second.tenant_id == *tenant) wakes.push_back(it->second);
+  }
+  return wakes;
+}
+
+bool RegistrationCollection::HasPendingWake(const std::string& tenant, const std::string& stream) {
   absl::ReaderMutexLock lock(&mu_);
   return table_.pending_streams.contains(StreamKey(tenant, stream));
 }

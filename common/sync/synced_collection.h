@@ -60,8 +60,7 @@ class RegistrationCollection final : public SyncObserver {
 
   // `callbacks`, when given, runs the OnTxid callbacks of each synced
   // transaction (as one task), so the sync source's thread goes on reading.
-  explicit RegistrationCollection(common::TimeSource& time,
-                                  common::Executor* callbacks = nullptr);
+  explicit RegistrationCollection(common::TimeSource& time, common::Executor* callbacks = nullptr);
   ~RegistrationCollection() override;
 
   // --- SyncObserver (called by the sync source's thread) ---
@@ -86,12 +85,26 @@ class RegistrationCollection final : public SyncObserver {
   // pending mutations) whatever the collection's size: unfiltered pages walk
   // the tenant's id order, filtered ones the smaller index list.
   std::vector<Registration> List(const std::string& tenant, const std::string& source_url,
-                                 const std::string& subscriber_url, int64_t after_id,
-                                 size_t limit);
+                                 const std::string& subscriber_url, int64_t after_id, size_t limit);
   // Every row of `tenant` (or all tenants when `tenant` is nullopt).
   std::vector<Registration> Snapshot(const std::optional<std::string>& tenant);
   // Pending wakes of `tenant` (or all tenants), ordered by id.
   std::vector<WakeRow> PendingWakes(const std::optional<std::string>& tenant);
+
+  // The same a page at a time, so a subscriber's snapshot never copies the
+  // collection: rows after `cursor` (ordered by tenant, then id), at most
+  // `limit`; the cursor moves past them and is done after the last page.
+  struct SnapshotCursor {
+    std::string tenant;
+    int64_t after_id = 0;
+    bool done = false;
+  };
+  std::vector<Registration> SnapshotPage(const std::optional<std::string>& tenant,
+                                         SnapshotCursor* cursor, size_t limit);
+  // Pending wakes with id > *after_id, at most `limit`, ordered by id;
+  // *after_id moves past them. Empty once there are no more.
+  std::vector<WakeRow> PendingWakesPage(const std::optional<std::string>& tenant, int64_t* after_id,
+                                        size_t limit);
   // True when the sync stream has shown a wake of (tenant, stream) that is
   // pending (committed, not claimed, not deleted as far as the stream knows).
   bool HasPendingWake(const std::string& tenant, const std::string& stream);
@@ -135,9 +148,9 @@ class RegistrationCollection final : public SyncObserver {
  private:
   struct Mutation {
     enum class Kind { kUpsert, kDelete } kind;
-    Registration row;              // kUpsert.
-    std::vector<int64_t> ids;      // kDelete.
-    int64_t txid = 0;              // Set by Commit.
+    Registration row;          // kUpsert.
+    std::vector<int64_t> ids;  // kDelete.
+    int64_t txid = 0;          // Set by Commit.
     bool committed = false;
   };
   using RowPtr = std::shared_ptr<const Registration>;
@@ -215,8 +228,7 @@ class RegistrationCollection final : public SyncObserver {
     common::MonotonicTime deadline;
     std::function<void(bool)> done;
   };
-  absl::flat_hash_map<int64_t, std::vector<TxidCallback>> txid_callbacks_
-      ABSL_GUARDED_BY(txid_mu_);
+  absl::flat_hash_map<int64_t, std::vector<TxidCallback>> txid_callbacks_ ABSL_GUARDED_BY(txid_mu_);
   std::multimap<common::MonotonicTime, std::pair<int64_t, uint64_t>> callback_deadlines_
       ABSL_GUARDED_BY(txid_mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(txid_mu_) = 1;

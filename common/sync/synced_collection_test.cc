@@ -11,6 +11,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
+using ::testing::SizeIs;
 
 Registration Row(int64_t id, std::string tenant, std::string subscriber, std::string source) {
   Registration row;
@@ -123,8 +124,7 @@ TEST_F(SyncedCollectionTest, PagesFollowIdOrderWithFiltersAndPageTokens) {
         Row(1, "u", "/p1", "/a"), Row(7, "t", "/p1", "/a"), Row(3, "t", "/p2", "/b"),
         Row(8, "t", "/p2", "/a"), Row(4, "u", "/p2", "/a")});
   using Page = std::vector<int64_t>;
-  EXPECT_THAT(Pages(collection_, "t", "", "", 2),
-              ElementsAre(Page{2, 3}, Page{5, 7}, Page{8, 9}));
+  EXPECT_THAT(Pages(collection_, "t", "", "", 2), ElementsAre(Page{2, 3}, Page{5, 7}, Page{8, 9}));
   EXPECT_THAT(Pages(collection_, "t", "/a", "", 2), ElementsAre(Page{2, 7}, Page{8, 9}));
   EXPECT_THAT(Pages(collection_, "t", "", "/p1", 2), ElementsAre(Page{5, 7}, Page{9}));
   EXPECT_THAT(Pages(collection_, "t", "/a", "/p2", 1), ElementsAre(Page{2}, Page{8}));
@@ -178,12 +178,37 @@ TEST_F(SyncedCollectionTest, ResetIsAppliedAsOneDiff) {
   events_.clear();
   changed.one_shot = true;
   Load({changed, Row(3, "t", "/p", "/c"), Row(4, "t", "/p", "/c")});
-  EXPECT_THAT(Kinds(), ElementsAre(CollectionEvent::Kind::kExit, CollectionEvent::Kind::kUpdate,
-                                   CollectionEvent::Kind::kEnter,
-                                   CollectionEvent::Kind::kUpToDate));
+  EXPECT_THAT(Kinds(),
+              ElementsAre(CollectionEvent::Kind::kExit, CollectionEvent::Kind::kUpdate,
+                          CollectionEvent::Kind::kEnter, CollectionEvent::Kind::kUpToDate));
   EXPECT_EQ(events_[0].row.id, 1);
   EXPECT_EQ(events_[2].row.id, 4);
   EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(2, 3, 4));
+}
+
+TEST_F(SyncedCollectionTest, SnapshotPagesWalkEveryTenantOnceWithoutCopyingTheCollection) {
+  Load({Row(5, "b", "/s", "/x"), Row(1, "a", "/s", "/x"), Row(3, "b", "/s", "/x"),
+        Row(2, "a", "/s", "/x"), Row(4, "c", "/s", "/x")});
+  RegistrationCollection::SnapshotCursor all;
+  std::vector<std::vector<int64_t>> pages;
+  while (!all.done) pages.push_back(Ids(collection_.SnapshotPage(std::nullopt, &all, 2)));
+  // By tenant, then id.
+  EXPECT_THAT(pages, ElementsAre(ElementsAre(1, 2), ElementsAre(3, 5), ElementsAre(4)));
+  RegistrationCollection::SnapshotCursor only_b;
+  EXPECT_THAT(Ids(collection_.SnapshotPage(std::string("b"), &only_b, 10)), ElementsAre(3, 5));
+  EXPECT_TRUE(only_b.done);
+
+  Commit(
+      {WakeChange(ChangeOp::kInsert, 7, "/p", true), WakeChange(ChangeOp::kInsert, 8, "/q", true),
+       WakeChange(ChangeOp::kInsert, 9, "/r", true)},
+      5);
+  int64_t after = 0;
+  EXPECT_THAT(collection_.PendingWakesPage(std::nullopt, &after, 2), SizeIs(2));
+  EXPECT_EQ(after, 8);
+  EXPECT_THAT(collection_.PendingWakesPage(std::nullopt, &after, 2), SizeIs(1));
+  EXPECT_THAT(collection_.PendingWakesPage(std::nullopt, &after, 2), IsEmpty());
+  after = 0;
+  EXPECT_THAT(collection_.PendingWakesPage(std::string("other"), &after, 2), IsEmpty());
 }
 
 TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
@@ -202,9 +227,10 @@ TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
 
 TEST_F(SyncedCollectionTest, ResyncAnnouncesEveryPendingWakeAgain) {
   Load({});
-  Commit({WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/q", true),
-          WakeChange(ChangeOp::kInsert, 3, "/r", true)},
-         5);
+  Commit(
+      {WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/q", true),
+       WakeChange(ChangeOp::kInsert, 3, "/r", true)},
+      5);
   events_.clear();
   // A resync: wake 1 was pending before and still is (it may have been
   // claimed and released meanwhile), wake 2 went, wake 4 is new.
@@ -226,9 +252,10 @@ TEST_F(SyncedCollectionTest, ResyncAnnouncesEveryPendingWakeAgain) {
 TEST_F(SyncedCollectionTest, HasPendingWakeFollowsEachStream) {
   Load({});
   EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));
-  Commit({WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/p", true),
-          WakeChange(ChangeOp::kInsert, 3, "/q", true)},
-         5);
+  Commit(
+      {WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/p", true),
+       WakeChange(ChangeOp::kInsert, 3, "/q", true)},
+      5);
   EXPECT_TRUE(collection_.HasPendingWake("t", "/p"));
   EXPECT_FALSE(collection_.HasPendingWake("u", "/p"));
   EXPECT_FALSE(collection_.HasPendingWake("t", "/p/"));
@@ -342,8 +369,12 @@ TEST_F(SyncedCollectionTest, OnTxidAnswersAtOnceForATxidAlreadySeen) {
 TEST_F(SyncedCollectionTest, OnTxidGivesUpAfterItsOwnDeadlineOnly) {
   Load({});
   std::vector<int> expired;
-  collection_.OnTxid(80, absl::Seconds(1), [&](bool seen) { if (!seen) expired.push_back(1); });
-  collection_.OnTxid(81, absl::Seconds(2), [&](bool seen) { if (!seen) expired.push_back(2); });
+  collection_.OnTxid(80, absl::Seconds(1), [&](bool seen) {
+    if (!seen) expired.push_back(1);
+  });
+  collection_.OnTxid(81, absl::Seconds(2), [&](bool seen) {
+    if (!seen) expired.push_back(2);
+  });
   time_.Advance(absl::Seconds(1));
   EXPECT_THAT(expired, ElementsAre(1));
   time_.Advance(absl::Milliseconds(500));

@@ -56,10 +56,11 @@ start() {
 
 REGISTRY_PORT=$(free_port 58151)
 start registry "$WORK/registry.log" "$BIN/registry-service/registry-service" \
-  --listen="127.0.0.1:$REGISTRY_PORT" --database-url="$DB"
+  --listen="127.0.0.1:$REGISTRY_PORT" --database-url="$DB" --plaintext --no-auth
 RUNTIME_PORT=$(free_port $((REGISTRY_PORT + 1)))
 start runtime "$WORK/runtime.log" "$BIN/runtime-service/runtime-service" \
-  --listen="127.0.0.1:$RUNTIME_PORT" --registry="127.0.0.1:$REGISTRY_PORT"
+  --listen="127.0.0.1:$RUNTIME_PORT" --registry="127.0.0.1:$REGISTRY_PORT" \
+  --plaintext --no-auth --registry-plaintext
 
 # CPU ticks (user+system) of a process, 0 once it is gone.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -110,7 +111,8 @@ echo "== the runtime alone (in-memory registry, no database)"
 FAKE_PORT=$(free_port $((RUNTIME_PORT + 1)))
 ALONE_PORT=$(free_port $((FAKE_PORT + 1)))
 "$BIN/runtime-service/runtime-service" --listen="127.0.0.1:$ALONE_PORT" \
-  --registry="127.0.0.1:$FAKE_PORT" --retry-initial=20ms >"$WORK/runtime-alone.log" 2>&1 &
+  --registry="127.0.0.1:$FAKE_PORT" --retry-initial=20ms \
+  --plaintext --no-auth --registry-plaintext >"$WORK/runtime-alone.log" 2>&1 &
 PIDS+=($!)
 ALONE_BEFORE=$(ticks "${PIDS[2]}")
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"

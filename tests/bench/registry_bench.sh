@@ -39,7 +39,7 @@ echo "== in-process evaluation"
 
 PORT=$(free_port 58051)
 "$BIN/registry-service/registry-service" --listen="127.0.0.1:$PORT" --database-url="$DB" \
-  --log-level=info >"$WORK/registry.log" 2>&1 &
+  --log-level=info --plaintext --no-auth >"$WORK/registry.log" 2>&1 &
 REGISTRY_PID=$!
 for _ in $(seq 1 300); do
   grep -q "event=serving" "$WORK/registry.log" 2>/dev/null && break

@@ -216,7 +216,8 @@ class Driver {
           name, absl::StrCat(o_.bin_dir, "/registry-service"),
           std::vector<std::string>{absl::StrCat("--listen=", Loopback(registry_ports[i])),
                                    absl::StrCat("--database-url=", o_.database_url),
-                                   "--sync=postgres", "--log-level=info"},
+                                   "--sync=postgres", "--log-level=info", "--plaintext",
+                                   "--no-auth"},
           "event=serving", logs));
       if (absl::Status s = registries_.back()->Start(absl::Seconds(90)); !s.ok()) {
         return Fatal(s.ToString());
@@ -237,7 +238,8 @@ class Driver {
                                    absl::StrCat("--registry=", Loopback(proxies_.back()->port())),
                                    absl::StrCat("--runtime-id=", name),
                                    absl::StrCat("--lease=", o_.lease_s, "s"),
-                                   "--retry-initial=100ms", "--log-level=info"},
+                                   "--retry-initial=100ms", "--log-level=info", "--plaintext",
+                                   "--no-auth", "--registry-plaintext"},
           "event=listening", logs));
       if (absl::Status s = runtimes_.back()->Start(absl::Seconds(60)); !s.ok()) {
         return Fatal(s.ToString());

@@ -74,9 +74,9 @@ TEST_F(ServiceStartupTest, MigrationsAreAppliedOnceAndRerunningChangesNothing) {
   {
     auto registry = StartRegistry(db_->url());
     ASSERT_TRUE(registry.ok()) << registry.status();
-    EXPECT_THAT(registry->process->ReadLog(),
-                HasSubstr(absl::StrCat("event=migrations_done applied=",
-                                       registry::Migrations().size())));
+    EXPECT_THAT(
+        registry->process->ReadLog(),
+        HasSubstr(absl::StrCat("event=migrations_done applied=", registry::Migrations().size())));
     registry->process->Signal(SIGTERM);
     ASSERT_EQ(registry->process->WaitForExit(absl::Seconds(30)), std::optional<int>(0));
   }
@@ -117,6 +117,11 @@ TEST_F(ServiceStartupTest, BadFlagsExitNonZeroWithOneClearLine) {
   };
   const std::vector<Case> cases = {
       {{"--sync=bogus", "--database-url=" + db_->url()}, {}, "--sync: \"bogus\""},
+      {{"--database-url=" + db_->url()}, {}, "--tls-cert, --tls-key: required"},
+      {{"--database-url=" + db_->url(), "--plaintext", "--listen=0.0.0.0:0"},
+       {},
+       "--plaintext: only for a loopback --listen address"},
+      {{"--database-url=" + db_->url(), "--plaintext"}, {}, "--auth-tokens: required"},
       {{"--no-such-flag"}, {}, "unknown flag --no-such-flag"},
       {{}, {{"DATABASE_URL", std::nullopt}}, "--database-url: required"},
       {{"--database-url=" + db_->url(), "--startup-timeout=never"}, {}, "--startup-timeout"},
@@ -140,7 +145,7 @@ TEST_F(ServiceStartupTest, UnreachableDatabaseFailsStartupWithinTheTimeout) {
   auto process = Subprocess::Start(
       RunfilePath(kRegistryBinary),
       {"--listen=127.0.0.1:0", "--database-url=postgresql://postgres@127.0.0.1:1/none",
-       "--startup-timeout=2s"});
+       "--startup-timeout=2s", "--plaintext", "--no-auth"});
   ASSERT_TRUE(process.ok());
   // Before giving up it reports NOT_SERVING rather than pretending to be ready.
   auto listening = (*process)->WaitForLog("event=listening", absl::Seconds(30));
@@ -159,9 +164,10 @@ TEST_F(ServiceStartupTest, RuntimeIsNotServingWithoutTheRegistryStreamAndStopsOn
   // (DESIGN.md section 5: triggers missed meanwhile would otherwise be lost).
   // Port 1 on loopback: no registry listens there. With a registry it is
   // SERVING; the end-to-end tests cover that.
-  auto process = Subprocess::Start(
-      RunfilePath(kRuntimeBinary),
-      {"--listen=127.0.0.1:0", "--registry=127.0.0.1:1", "--retry-initial=50ms"});
+  auto process =
+      Subprocess::Start(RunfilePath(kRuntimeBinary),
+                        {"--listen=127.0.0.1:0", "--registry=127.0.0.1:1", "--retry-initial=50ms",
+                         "--plaintext", "--no-auth", "--registry-plaintext"});
   ASSERT_TRUE(process.ok()) << process.status();
   auto listening = (*process)->WaitForLog("event=listening", absl::Seconds(30));
   ASSERT_TRUE(listening.ok()) << listening.status();

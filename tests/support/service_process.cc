@@ -6,12 +6,26 @@
 
 namespace wake::testing {
 
+namespace {
+
+bool HasFlag(const std::vector<std::string>& args, std::initializer_list<const char*> prefixes) {
+  for (const std::string& arg : args) {
+    for (const char* prefix : prefixes) {
+      if (absl::StartsWith(arg, prefix)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::StatusOr<ServiceProcess> StartService(
     const std::string& binary, std::vector<std::string> args,
     const std::map<std::string, std::optional<std::string>>& env, absl::Duration timeout) {
-  bool has_listen = false;
-  for (const std::string& arg : args) has_listen |= absl::StartsWith(arg, "--listen");
-  if (!has_listen) args.push_back("--listen=127.0.0.1:0");
+  if (!HasFlag(args, {"--listen"})) args.push_back("--listen=127.0.0.1:0");
+  // The development setup unless the test configures TLS or tokens itself.
+  if (!HasFlag(args, {"--tls-", "--plaintext"})) args.push_back("--plaintext");
+  if (!HasFlag(args, {"--auth-tokens", "--no-auth"})) args.push_back("--no-auth");
   absl::StatusOr<std::unique_ptr<Subprocess>> process =
       Subprocess::Start(RunfilePath(binary), args, env);
   if (!process.ok()) return process.status();
@@ -32,6 +46,9 @@ absl::StatusOr<ServiceProcess> StartRegistry(const std::string& database_url,
 absl::StatusOr<ServiceProcess> StartRuntime(const std::string& registry_address,
                                             std::vector<std::string> extra_args) {
   extra_args.push_back(absl::StrCat("--registry=", registry_address));
+  if (!HasFlag(extra_args, {"--registry-plaintext", "--registry-ca", "--registry-cert"})) {
+    extra_args.push_back("--registry-plaintext");
+  }
   return StartService("runtime-service/runtime-service", std::move(extra_args));
 }
 

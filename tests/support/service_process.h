@@ -18,7 +18,9 @@ struct ServiceProcess {
 };
 
 // Starts the binary at runfile `binary` with `args` (plus --listen=127.0.0.1:0
-// unless args set --listen) and waits for its "event=serving" log line.
+// unless args set --listen, and --plaintext and --no-auth unless args set
+// TLS or tokens) and waits for its "event=serving" log line. StartRuntime
+// adds --registry-plaintext unless args set TLS to the registry.
 absl::StatusOr<ServiceProcess> StartService(
     const std::string& binary, std::vector<std::string> args,
     const std::map<std::string, std::optional<std::string>>& env = {},

@@ -43,7 +43,7 @@ class MockClaimScheduler : public ClaimScheduler {
   MOCK_METHOD(void, Ack, (const AckRequest& request, Callback<AckResult> done), (override));
   MOCK_METHOD(void, Heartbeat,
               (const std::string& runner_id, const std::string& session_id,
-               Callback<HeartbeatResult> done),
+               const std::string& principal, Callback<HeartbeatResult> done),
               (override));
   MOCK_METHOD(SchedulerHealth, Health, (), (override));
 };
@@ -61,11 +61,10 @@ class MockWakeAccounting : public WakeAccounting {
  public:
   MockWakeAccounting();
   ~MockWakeAccounting() override;
-  MOCK_METHOD(std::vector<PendingStream>, Unaccounted,
-              (const std::vector<PendingStream>& pending), (override));
-  MOCK_METHOD(int, ForgetParkedWithoutPending,
-              (const std::vector<PendingStream>& pending, common::MonotonicTime since),
+  MOCK_METHOD(std::vector<PendingStream>, Unaccounted, (const std::vector<PendingStream>& pending),
               (override));
+  MOCK_METHOD(int, ForgetParkedWithoutPending,
+              (const std::vector<PendingStream>& pending, common::MonotonicTime since), (override));
 };
 
 class MockRescanner : public Rescanner {
