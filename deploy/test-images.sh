@@ -5,14 +5,15 @@
 #   1. a Debian 12 base image bootstrapped locally with mmdebstrap (kept
 #      between runs as localhost/wakeline-debian:bookworm; --rebuild-base
 #      makes it again);
-#   2. podman-compose builds PostgreSQL, registry and runtime images from
-#      deploy/postgres.Dockerfile and deploy/Dockerfile on that base, and
-#      starts the embedded default (PostgreSQL, registry --sync=postgres,
-#      runtime) with a generated secrets file;
+#   2. podman builds the secrets, PostgreSQL, registry and runtime images
+#      from deploy/Dockerfile and deploy/postgres.Dockerfile on that base,
+#      and podman-compose starts deploy/compose.embedded.yaml as it is: the
+#      secrets service makes the password, TLS material and tokens, then
+#      PostgreSQL, registry --sync=postgres and runtime start;
 #   3. waits until every container's health check passes, then the Python
 #      client registers a wake, finishes the child's run and receives the
 #      wake through a runner, and acks it (clients/python/wake_example.py,
-#      over TLS with tokens from scripts/gen-credentials.sh), and both
+#      over TLS with the CA and tokens from the secrets volume), and both
 #      services' /metrics count it;
 #   4. SIGTERMs the services and checks they exit 0 after logging
 #      event=stopped;
@@ -55,7 +56,7 @@ script_started=$step_started
 step() {
   local now
   now=$(date +%s)
-  STEPS+=("$(printf '%-44s %4ss' "$1" $((now - step_started)))")
+  STEPS+=("$(printf '%-52s %4ss' "$1" $((now - step_started)))")
   step_started=$now
 }
 
@@ -76,7 +77,7 @@ export CONTAINERS_CONF="$WORK/containers.conf"
 cleanup() {
   local status=$?
   if [ "$status" != 0 ]; then
-    for service in postgres registry runtime; do
+    for service in secrets postgres registry runtime; do
       name=$(container "$service" 2>/dev/null || true)
       [ -n "$name" ] && podman logs "$name" >"$WORK/$service.log" 2>&1
     done
@@ -84,7 +85,7 @@ cleanup() {
   if [ "$KEEP" = 0 ]; then
     "${COMPOSE[@]}" down -v -t 5 >/dev/null 2>&1 || true
     podman rmi -f "localhost/${PROJECT}_registry" "localhost/${PROJECT}_runtime" \
-      "localhost/${PROJECT}_postgres" >/dev/null 2>&1 || true
+      "localhost/${PROJECT}_postgres" "localhost/${PROJECT}_secrets" >/dev/null 2>&1 || true
     podman image prune -f >/dev/null 2>&1 || true
   fi
   if [ "$status" = 0 ]; then
@@ -108,20 +109,8 @@ else
   step "base image (kept from an earlier run)"
 fi
 
-# 2. Build and start. The secrets file is generated for this run only.
-password=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
-cat >"$WORK/wakeline.env" <<ENV
-POSTGRES_PASSWORD=$password
-DATABASE_URL=postgresql://wakeline:$password@postgres:5432/wakeline?sslmode=disable
-ENV
-export WAKELINE_ENV_FILE="$WORK/wakeline.env"
-# TLS and tokens, as in production: a local CA and certificates, and tokens
-# for the runtime and for the Python client (client and runner roles). The
-# services run as uid 10001 and read them through a read-only mount.
-bash scripts/gen-credentials.sh "$WORK/credentials" >/dev/null
-chown -R 10001 "$WORK/credentials"
-chmod 700 "$WORK/credentials"
-export WAKELINE_CREDENTIALS="$WORK/credentials"
+# 2. Build and start. Nothing is prepared on the host: the `secrets` service
+# makes the database password, TLS material and tokens in its volume.
 export WAKELINE_BASE_IMAGE="$BASE_IMAGE" WAKELINE_RUNTIME_IMAGE="$BASE_IMAGE"
 export WAKELINE_REGISTRY_PORT WAKELINE_RUNTIME_PORT WAKELINE_REGISTRY_METRICS_PORT \
   WAKELINE_RUNTIME_METRICS_PORT
@@ -139,12 +128,21 @@ build_image() {  # build_image SERVICE DOCKERFILE [TARGET]
     --build-arg "RUNTIME_IMAGE=$BASE_IMAGE" . >"$WORK/build-$service.log" 2>&1 ||
     { tail -n 60 "$WORK/build-$service.log" >&2; die "building the $service image failed"; }
 }
+build_image secrets deploy/Dockerfile secrets
 build_image postgres deploy/postgres.Dockerfile
 build_image registry deploy/Dockerfile registry
 build_image runtime deploy/Dockerfile runtime
-step "images built (postgres, registry, runtime)"
-"${COMPOSE[@]}" up -d --no-build >"$WORK/up.log" 2>&1 ||
+step "images built (secrets, postgres, registry, runtime)"
+# podman-compose 1.0.3 starts services in dependency order but does not wait
+# for conditions, so the one-shot secrets service runs to completion first
+# (compose honours service_completed_successfully itself).
+"${COMPOSE[@]}" up -d --no-build secrets >"$WORK/up.log" 2>&1 ||
+  { cat "$WORK/up.log" >&2; die "podman-compose up secrets failed"; }
+[ "$(podman wait "$(container secrets)")" = 0 ] ||
+  { podman logs "$(container secrets)" >&2; die "the secrets service failed"; }
+"${COMPOSE[@]}" up -d --no-build >>"$WORK/up.log" 2>&1 ||
   { cat "$WORK/up.log" >&2; die "podman-compose up failed"; }
+SECRETS=$(podman volume inspect --format '{{.Mountpoint}}' "${PROJECT}_secrets")
 for service in postgres registry runtime; do
   [ -n "$(container "$service")" ] || { cat "$WORK/up.log" >&2; die "podman-compose did not start $service"; }
 done
@@ -168,9 +166,9 @@ log "generating the Python client's stubs"
 bash clients/generate.sh python >"$WORK/generate.log" 2>&1 ||
   { tail -n 30 "$WORK/generate.log" >&2; die "clients/generate.sh python failed"; }
 WAKE_REGISTRY_ADDR="127.0.0.1:$WAKELINE_REGISTRY_PORT" WAKE_RUNTIME_ADDR="127.0.0.1:$WAKELINE_RUNTIME_PORT" \
-  WAKE_CA_FILE="$WORK/credentials/ca.pem" \
-  WAKE_CLIENT_TOKEN_FILE="$WORK/credentials/token.client" \
-  WAKE_RUNNER_TOKEN_FILE="$WORK/credentials/token.runner" \
+  WAKE_CA_FILE="$SECRETS/credentials/ca.pem" \
+  WAKE_CLIENT_TOKEN_FILE="$SECRETS/credentials/token.client" \
+  WAKE_RUNNER_TOKEN_FILE="$SECRETS/credentials/token.runner" \
   clients/python/.venv/bin/python clients/python/wake_example.py | tee "$WORK/flow.log"
 grep -q "acked" "$WORK/flow.log" || die "the Python client's flow did not end with an ack"
 step "a wake end to end (Python client)"
