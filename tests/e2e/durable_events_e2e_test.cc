@@ -20,6 +20,7 @@
 #include "tests/e2e/e2e_support.h"
 #include "tests/support/service_process.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 
 namespace wake::testing {
 namespace {
@@ -105,16 +106,15 @@ std::vector<std::string> ChangeKeys(const v1::Wake& wake) {
 // Waits until `ledger` holds `count` acked deliveries for `stream`.
 bool AwaitDeliveries(Ledger& ledger, const std::string& stream, size_t count,
                      absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    size_t acked = 0;
-    for (const Delivery& delivery : ledger.Deliveries()) {
-      if (delivery.claim.stream() == stream && delivery.ack_status.ok()) ++acked;
-    }
-    if (acked >= count) return true;
-    absl::SleepFor(absl::Milliseconds(20));
-  }
-  return false;
+  return WaitUntil(
+      [&] {
+        size_t acked = 0;
+        for (const Delivery& delivery : ledger.Deliveries()) {
+          if (delivery.claim.stream() == stream && delivery.ack_status.ok()) ++acked;
+        }
+        return acked >= count;
+      },
+      absl::Now() + timeout);
 }
 
 std::vector<v1::Wake> DeliveredWakes(Ledger& ledger, const std::string& stream) {
@@ -191,12 +191,8 @@ TEST_F(DurableEventsE2eTest, TwoWindowsWithTheSameFirstRowEachMakeTheirOwnWake) 
   // Window 1: an update of row "k". Its wake stays pending (no runtime).
   ASSERT_TRUE(client.Change("/child/w", "k", "0001").ok());
   auto pending = [&](const std::string& count) {
-    const absl::Time deadline = absl::Now() + kWait;
-    while (db_->QueryValue("SELECT count(*) FROM wakes") != count) {
-      if (absl::Now() > deadline) return false;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return true;
+    return WaitUntil([&] { return db_->QueryValue("SELECT count(*) FROM wakes") == count; },
+                     absl::Now() + kWait);
   };
   ASSERT_TRUE(pending("1")) << registry->process->ReadLog();
   // Window 2 starts with row "k" again (a new event), and a replay of
@@ -223,10 +219,7 @@ TEST_F(DurableEventsE2eTest, TwoWindowsWithTheSameFirstRowEachMakeTheirOwnWake) 
   ASSERT_TRUE(pending("4")) << registry->process->ReadLog();
 
   StartRuntimeAndRunner(registry->address);
-  const absl::Time deadline = absl::Now() + kWait;
-  while (DeliveredWakes(ledger_, "/parent/w").size() < 4 && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  WaitUntil([&] { return DeliveredWakes(ledger_, "/parent/w").size() >= 4; }, absl::Now() + kWait);
   std::vector<v1::Wake> wakes = DeliveredWakes(ledger_, "/parent/w");
   ASSERT_EQ(wakes.size(), 4u);
   std::sort(wakes.begin(), wakes.end(),

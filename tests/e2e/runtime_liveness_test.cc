@@ -22,6 +22,7 @@
 #include "tests/e2e/e2e_support.h"
 #include "tests/support/service_process.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 
 namespace wake::testing {
 namespace {
@@ -74,13 +75,12 @@ std::set<int64_t> FinishAll(RegistryClient& client, int parents, int children,
 bool AwaitHealth(const std::string& address,
                  const std::function<bool(const v1::GetHealthResponse&)>& done,
                  absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    absl::StatusOr<v1::GetHealthResponse> health = RuntimeHealth(address);
-    if (health.ok() && done(*health)) return true;
-    absl::SleepFor(absl::Milliseconds(50));  // Polling interval, not synchronisation.
-  }
-  return false;
+  return WaitUntil(
+      [&] {
+        absl::StatusOr<v1::GetHealthResponse> health = RuntimeHealth(address);
+        return health.ok() && done(*health);
+      },
+      absl::Now() + timeout);
 }
 
 // 1,000 wakes (50 parents x 20 children, all finishing at once), runners on

@@ -18,8 +18,8 @@
 #include "registry-service/migrations.h"
 #include "registry-service/sync_factory.h"
 #include "tests/electric/pgoutput_feeder.h"
-#include "tests/electric/recording_observer.h"
 #include "tests/electric/scripted_electric_server.h"
+#include "tests/support/recording_observer.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_database.h"
 

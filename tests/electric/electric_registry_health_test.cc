@@ -17,6 +17,7 @@
 #include "tests/support/service_process.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 
 namespace wake::testing {
 namespace {
@@ -29,14 +30,14 @@ constexpr absl::Duration kWait = absl::Seconds(30);
 // Polls health until it reads `want` or `timeout` passes; returns the last.
 std::string WaitForHealth(const std::string& address, const std::string& want,
                           absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
   std::string last;
-  while (absl::Now() < deadline) {
-    absl::StatusOr<std::string> health = CheckHealth(address, "wake.v1.WakeRegistry");
-    last = health.ok() ? *health : std::string(health.status().message());
-    if (last == want) break;
-    absl::SleepFor(absl::Milliseconds(20));  // Poll interval, not synchronisation.
-  }
+  WaitUntil(
+      [&] {
+        absl::StatusOr<std::string> health = CheckHealth(address, "wake.v1.WakeRegistry");
+        last = health.ok() ? *health : std::string(health.status().message());
+        return last == want;
+      },
+      absl::Now() + timeout);
   return last;
 }
 

@@ -17,8 +17,8 @@
 #include "common/simulated_time_source.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/electric/recording_observer.h"
 #include "tests/electric/scripted_electric_server.h"
+#include "tests/support/recording_observer.h"
 #include "tests/support/status_matchers.h"
 
 namespace wake::sync {

@@ -17,9 +17,12 @@
 #include "registry-service/migrations.h"
 #include "registry-service/postgres_wake_store.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 
 namespace wake::registry {
 namespace {
+
+using ::wake::testing::WaitUntil;
 
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
@@ -420,12 +423,13 @@ TEST_F(DurableEventsTest, EmptyClaimIsDroppedInTheTransactionThatTookIt) {
   absl::StatusOr<ClaimResult> claim = absl::UnknownError("not run");
   std::thread claimer(
       [&] { claim = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30)); });
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                         "AND query LIKE '%stream_claims%'") != "1") {
-    ASSERT_LT(absl::Now(), deadline) << "the claim never waited on the wake row";
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                               "'Lock' AND query LIKE '%stream_claims%'") == "1";
+      },
+      absl::Now() + absl::Seconds(10)))
+      << "the claim never waited on the wake row";
   deleting.commit();
   claimer.join();
   ASSERT_TRUE(claim.ok()) << claim.status();
@@ -473,10 +477,8 @@ TEST_F(DurableEventsTest, SweeperAndHeartbeatLockClaimsInOneOrder) {
                                     absl::Seconds(30));
   });
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (waiting() < 1) {
-    ASSERT_LT(absl::Now(), deadline) << "the heartbeat never waited for /a";
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return waiting() >= 1; }, deadline))
+      << "the heartbeat never waited for /a";
   std::atomic<bool> swept{false};
   absl::StatusOr<int64_t> released = absl::UnknownError("not run");
   std::thread sweeper([&] {
@@ -485,10 +487,8 @@ TEST_F(DurableEventsTest, SweeperAndHeartbeatLockClaimsInOneOrder) {
   });
   // The sweeper either finishes (it skips the rows others hold) or queues
   // for /a too.
-  while (!swept.load() && waiting() < 2) {
-    ASSERT_LT(absl::Now(), deadline) << "the sweeper neither finished nor waited";
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  ASSERT_TRUE(WaitUntil([&] { return swept.load() || waiting() >= 2; }, deadline))
+      << "the sweeper neither finished nor waited";
   holding.commit();
   heartbeat.join();
   sweeper.join();
@@ -573,12 +573,13 @@ TEST_F(DurableEventsTest, ClaimsAcksAndTheSweeperOfManyStreamsNeverDeadlock) {
   // wait until their sessions are gone.
   store_.reset();
   other_store.reset();
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                         "current_database() AND pid <> pg_backend_pid()") != "0") {
-    ASSERT_LT(absl::Now(), deadline) << "store sessions did not end";
-    absl::SleepFor(absl::Milliseconds(20));
-  }
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                               "current_database() AND pid <> pg_backend_pid()") == "0";
+      },
+      absl::Now() + absl::Seconds(10)))
+      << "store sessions did not end";
   const std::string after = db_->QueryValue(
       "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
   EXPECT_EQ(after, before) << "PostgreSQL reported deadlocks";

@@ -17,9 +17,12 @@
 #include "common/executor.h"
 #include "registry-service/migrations.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 
 namespace wake::registry {
 namespace {
+
+using ::wake::testing::WaitUntil;
 
 sync::Registration Row(const std::string& subscriber, const std::string& source) {
   sync::Registration row;
@@ -397,15 +400,11 @@ std::string TableStat(const testing::TestDatabase& db, const std::string& table,
 
 int64_t SeqScansOnceCounted(const testing::TestDatabase& db, const std::string& table,
                             const std::string& counters_sql, const std::string& expected) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
   std::string counters;
-  while ((counters = TableStat(db, table, counters_sql)) != expected) {
-    if (absl::Now() > deadline) {
-      ADD_FAILURE() << table << ": " << counters_sql << " is " << counters << ", never "
-                    << expected;
-      return -1;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
+  if (!WaitUntil([&] { return (counters = TableStat(db, table, counters_sql)) == expected; },
+                 absl::Now() + absl::Seconds(30))) {
+    ADD_FAILURE() << table << ": " << counters_sql << " is " << counters << ", never " << expected;
+    return -1;
   }
   return std::stoll(TableStat(db, table, "seq_scan"));
 }

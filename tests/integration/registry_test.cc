@@ -11,9 +11,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/private_cluster.h"
+#include "tests/support/grpc_status_matchers.h"
 #include "tests/support/service_process.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace wake::testing {
@@ -400,13 +402,15 @@ TEST_F(RegistryTest, ClaimAckAndLeaseExpiry) {
   }
   // The lease runs out: the sweeper returns the wakes and they can be claimed again.
   v1::ClaimWakesResponse reclaimed;
-  const absl::Time deadline = absl::Now() + absl::Seconds(15);
-  do {
-    grpc::ClientContext context;
-    ASSERT_TRUE(client_->stub().ClaimWakes(&context, claim, &reclaimed).ok());
-    if (reclaimed.status() == v1::CLAIMED) break;
-    absl::SleepFor(absl::Milliseconds(50));
-  } while (absl::Now() < deadline);
+  grpc::Status reclaim_status;
+  WaitUntil(
+      [&] {
+        grpc::ClientContext context;
+        reclaim_status = client_->stub().ClaimWakes(&context, claim, &reclaimed);
+        return !reclaim_status.ok() || reclaimed.status() == v1::CLAIMED;
+      },
+      absl::Now() + absl::Seconds(15));
+  ASSERT_THAT(reclaim_status, IsOk());
   ASSERT_EQ(reclaimed.status(), v1::CLAIMED);
   EXPECT_THAT(reclaimed.wakes(), SizeIs(2));
   // The stale token can no longer ack.
@@ -547,19 +551,21 @@ TEST(RegistryRestartTest, SurvivesAPostgresRestartAndResyncs) {
   v1::RegisterWakeResponse after;
   grpc::Status status;
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  do {
-    status = client.Register(OnRunFinished("/p/after", "/c/after"), &after);
-    if (status.ok()) break;
-    absl::SleepFor(absl::Milliseconds(100));
-  } while (absl::Now() < deadline);
+  WaitUntil(
+      [&] {
+        status = client.Register(OnRunFinished("/p/after", "/c/after"), &after);
+        return status.ok();
+      },
+      deadline, absl::Milliseconds(100));
   ASSERT_TRUE(status.ok()) << status.error_message();
   for (const char* child : {"/c/before", "/c/after"}) {
     v1::EvaluateRunFinishedResponse evaluated;
-    do {
-      status = client.RunFinished(Finished(child, "r"), &evaluated);
-      if (status.ok()) break;
-      absl::SleepFor(absl::Milliseconds(100));
-    } while (absl::Now() < deadline);
+    WaitUntil(
+        [&] {
+          status = client.RunFinished(Finished(child, "r"), &evaluated);
+          return status.ok();
+        },
+        deadline, absl::Milliseconds(100));
     ASSERT_TRUE(status.ok()) << status.error_message();
     EXPECT_THAT(evaluated.wakes(), SizeIs(1)) << child;
   }

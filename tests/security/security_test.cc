@@ -21,6 +21,7 @@
 #include "tests/support/service_process.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/test_database.h"
+#include "tests/support/wait_until.h"
 #include "wake/v1/registry.grpc.pb.h"
 #include "wake/v1/runtime.grpc.pb.h"
 
@@ -510,14 +511,14 @@ TEST_F(SecurityTest, TenThousandIdleStreamsDoNotStopARegisterWake) {
     }
   }
   // Every stream is open once it has its first UP_TO_DATE.
-  const absl::Time deadline = absl::Now() + absl::Seconds(120);
   int open = 0;
-  while (absl::Now() < deadline) {
-    open = 0;
-    for (const auto& stream : streams) open += stream->reads_.load() > 0 ? 1 : 0;
-    if (open == kConnections * kStreamsPerConnection) break;
-    absl::SleepFor(absl::Milliseconds(100));  // Polling a condition with a deadline.
-  }
+  WaitUntil(
+      [&] {
+        open = 0;
+        for (const auto& stream : streams) open += stream->reads_.load() > 0 ? 1 : 0;
+        return open == kConnections * kStreamsPerConnection;
+      },
+      absl::Now() + absl::Seconds(120), absl::Milliseconds(100));
   ASSERT_EQ(open, kConnections * kStreamsPerConnection);
 
   const absl::Time started = absl::Now();

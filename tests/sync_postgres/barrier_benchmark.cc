@@ -20,7 +20,7 @@
 #include "common/sync/postgres/postgres_sync_source.h"
 #include "registry-service/migrations.h"
 #include "tests/support/test_database.h"
-#include "tests/sync_postgres/recording_observer.h"
+#include "tests/support/recording_observer.h"
 
 namespace wake::testing {
 namespace {
