@@ -13,10 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/support/bench_flags.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace {
@@ -30,42 +29,19 @@ struct Options {
   std::string source;  // Fixed source for evaluations (empty: one per call).
 };
 
-bool Parse(int argc, char** argv, Options* options) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (!absl::StartsWith(arg, "--") || eq == std::string::npos) return false;
-    const std::string name = arg.substr(2, eq - 2);
-    const std::string value = arg.substr(eq + 1);
-    if (name == "target") {
-      options->target = value;
-    } else if (name == "rpc") {
-      options->rpc = value;
-    } else if (name == "callers") {
-      if (!absl::SimpleAtoi(value, &options->callers) || options->callers < 1) return false;
-    } else if (name == "seconds") {
-      if (!absl::SimpleAtoi(value, &options->seconds) || options->seconds < 1) return false;
-    } else if (name == "prefix") {
-      options->prefix = value;
-    } else if (name == "source") {
-      options->source = value;
-    } else {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options options;
-  if (!Parse(argc, argv, &options)) {
-    std::fprintf(stderr,
-                 "usage: register_load --target=H:P --rpc=register|evaluate|evaluate-local "
-                 "--callers=N --seconds=S [--prefix=P] [--source=URL]\n");
-    return 2;
-  }
+  wake::testing::BenchFlags flags("register_load",
+                                  "Concurrent callers of one registry RPC; rate and latency.");
+  flags.String("target", &options.target, "the registry");
+  flags.Choice("rpc", &options.rpc, {"register", "evaluate", "evaluate-local"}, "the RPC");
+  flags.Int("callers", &options.callers, "concurrent callers", 1);
+  flags.Int("seconds", &options.seconds, "how long to call", 1);
+  flags.String("prefix", &options.prefix, "prefix of the URLs made");
+  flags.String("source", &options.source, "fixed source for evaluations (empty: one per call)");
+  if (!flags.Parse(argc, argv)) return 2;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(options.seconds);
   std::atomic<long> errors{0};
   std::vector<std::vector<double>> latencies(options.callers);
