@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/proto_time.h"
 #include "common/status_util.h"
 #include "common/text_check.h"
 
@@ -23,13 +24,6 @@ absl::StatusOr<std::string> Tenant(const std::string& tenant_id) {
   if (tenant_id.empty()) return std::string("default");
   if (auto s = common::CheckText("tenant_id", tenant_id, kMaxIdBytes, true); !s.ok()) return s;
   return tenant_id;
-}
-
-void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
-  const int64_t seconds = absl::ToUnixSeconds(t);
-  out->set_seconds(seconds);
-  out->set_nanos(
-      static_cast<int32_t>(absl::ToInt64Nanoseconds(t - absl::FromUnixSeconds(seconds))));
 }
 
 }  // namespace
@@ -96,7 +90,7 @@ absl::Status ValidateHeartbeat(const v1::HeartbeatRequest& request) {
 void ToProto(const HeartbeatResult& result, v1::HeartbeatResponse* response) {
   response->set_extended(result.extended);
   if (result.lease_expires_at.has_value()) {
-    SetTimestamp(*result.lease_expires_at, response->mutable_lease_expires_at());
+    common::ToProto(*result.lease_expires_at, response->mutable_lease_expires_at());
   }
 }
 
