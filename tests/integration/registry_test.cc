@@ -578,7 +578,7 @@ TEST(RegistryRestartTest, SurvivesAPostgresRestartAndResyncs) {
 TEST(RegistryUnixSocketTest, WritesAreConfirmedAndMatchedOverTheSocket) {
   auto cluster = PrivateCluster::Create();
   ASSERT_TRUE(cluster.ok()) << cluster.status();
-  auto registry = StartRegistry((*cluster)->socket_url());
+  auto registry = StartRegistry((*cluster)->url());
   ASSERT_TRUE(registry.ok()) << registry.status();
   Registry client(registry->address);
   v1::RegisterWakeResponse registered;
@@ -589,7 +589,7 @@ TEST(RegistryUnixSocketTest, WritesAreConfirmedAndMatchedOverTheSocket) {
   EXPECT_THAT(evaluated.wakes(), SizeIs(1));
 
   // Socket clients have no address: nothing reached the server over TCP.
-  pqxx::connection admin((*cluster)->socket_url());
+  pqxx::connection admin((*cluster)->url());
   pqxx::work tx(admin);
   EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_stat_activity "
                      "WHERE backend_type = 'walsender' AND client_addr IS NULL")[0]

@@ -1,7 +1,10 @@
 // A PostgreSQL cluster of a test's own, for tests that must stop and start
 // the server (restart survival) without disturbing the shared test cluster.
-// Uses the server binaries from WAKE_PG_BIN (exported by scripts/test.sh);
-// as root, runs them as the 'postgres' user.
+// It listens on a Unix socket only (no TCP port to pick, so nothing to race
+// other processes for), in a directory under TEST_TMPDIR where the server
+// can reach it and the socket path fits, else under /tmp. Uses the server
+// binaries from WAKE_PG_BIN (exported by scripts/test.sh); as root, runs
+// them as the 'postgres' user.
 #pragma once
 
 #include <memory>
@@ -20,17 +23,16 @@ class PrivateCluster {
   // Fast shutdown (disconnects every client).
   absl::Status Stop();
 
-  // postgresql://postgres@127.0.0.1:<port>/postgres
+  // The postgres database through the cluster's socket directory:
+  // postgresql://postgres@/postgres?host=<dir>&port=5432
   std::string url() const;
-  // The same database through the cluster's Unix socket (in its data directory).
-  std::string socket_url() const;
 
  private:
-  PrivateCluster(std::string dir, int port) : dir_(std::move(dir)), port_(port) {}
+  explicit PrivateCluster(std::string root) : root_(std::move(root)) {}
+  std::string data_dir() const { return root_ + "/data"; }
   absl::Status Run(const std::string& command) const;
 
-  std::string dir_;
-  int port_;
+  std::string root_;
 };
 
 }  // namespace wake::testing
