@@ -1,8 +1,9 @@
-// Turns source events into durable wakes (DESIGN.md section 4, matching
-// rules): matches registrations from the synced collection, stores debounced
-// matches in their registration's window in PostgreSQL and closes windows
-// when due, fires timeouts that follow the collection, and persists wakes
-// with one-shot deletion and timeout consumption in the same statement.
+// Turns source events into durable wakes (docs/architecture.md, "Evaluation";
+// docs/delivery.md, "Production"): matches registrations from the synced
+// collection, stores debounced matches in their registration's window in
+// PostgreSQL and closes windows when due, fires timeouts that follow the
+// collection, and persists wakes with one-shot deletion and timeout
+// consumption in the same statement.
 //
 // Nothing it holds in memory is needed for correctness: debounce windows and
 // event keys live in the database (any replica closes a window that is due,

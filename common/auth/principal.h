@@ -1,6 +1,6 @@
 // Who is calling: the principal a credential names, its role, and the
 // tenants it may act for. A request's tenant_id selects among these; it never
-// grants one (DESIGN.md section 8, "Tenants come from credentials").
+// grants one (docs/security.md, "Authorization: roles and tenants").
 #pragma once
 
 #include <memory>

@@ -161,7 +161,8 @@ TEST_F(ServiceStartupTest, UnreachableDatabaseFailsStartupWithinTheTimeout) {
 
 TEST_F(ServiceStartupTest, RuntimeIsNotServingWithoutTheRegistryStreamAndStopsOnSigterm) {
   // The runtime serves only once the registry's change stream is up to date
-  // (DESIGN.md section 5: triggers missed meanwhile would otherwise be lost).
+  // (docs/architecture.md, "The claim protocol": triggers missed meanwhile
+  // would otherwise be lost).
   // Port 1 on loopback: no registry listens there. With a registry it is
   // SERVING; the end-to-end tests cover that.
   auto process =
