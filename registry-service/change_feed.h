@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "common/sync/synced_collection.h"
+#include "common/sync/registration_collection.h"
 #include "wake/v1/registry.pb.h"
 
 namespace wake::registry {

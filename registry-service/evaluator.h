@@ -25,7 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/executor.h"
-#include "common/sync/synced_collection.h"
+#include "common/sync/registration_collection.h"
 #include "common/time_source.h"
 #include "registry-service/wake_store.h"
 #include "wake/v1/registry.pb.h"

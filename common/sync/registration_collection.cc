@@ -1,4 +1,4 @@
-#include "common/sync/synced_collection.h"
+#include "common/sync/registration_collection.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "common/sync/synced_collection.h"
+#include "common/sync/registration_collection.h"
 
 #include <thread>
 
@@ -43,9 +43,9 @@ std::vector<int64_t> Ids(const std::vector<Registration>& rows) {
   return ids;
 }
 
-class SyncedCollectionTest : public ::testing::Test {
+class RegistrationCollectionTest : public ::testing::Test {
  protected:
-  SyncedCollectionTest() : collection_(time_) {
+  RegistrationCollectionTest() : collection_(time_) {
     collection_.AddListener([this](const CollectionEvent& event) { events_.push_back(event); });
   }
 
@@ -75,7 +75,7 @@ class SyncedCollectionTest : public ::testing::Test {
   std::vector<CollectionEvent> events_;
 };
 
-TEST_F(SyncedCollectionTest, NotUpToDateUntilTheFirstSnapshotCompletes) {
+TEST_F(RegistrationCollectionTest, NotUpToDateUntilTheFirstSnapshotCompletes) {
   EXPECT_FALSE(collection_.up_to_date());
   collection_.OnReset();
   SyncBatch batch;
@@ -89,7 +89,7 @@ TEST_F(SyncedCollectionTest, NotUpToDateUntilTheFirstSnapshotCompletes) {
   EXPECT_EQ(collection_.size(), 1u);
 }
 
-TEST_F(SyncedCollectionTest, IndexesBySourceAndSubscriberPerTenant) {
+TEST_F(RegistrationCollectionTest, IndexesBySourceAndSubscriberPerTenant) {
   Load({Row(1, "t", "/p1", "/c"), Row(2, "t", "/p2", "/c"), Row(3, "u", "/p1", "/c"),
         Row(4, "t", "/p1", "/other")});
   EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(1, 2));
@@ -118,7 +118,7 @@ std::vector<std::vector<int64_t>> Pages(RegistrationCollection& collection,
   return pages;
 }
 
-TEST_F(SyncedCollectionTest, PagesFollowIdOrderWithFiltersAndPageTokens) {
+TEST_F(RegistrationCollectionTest, PagesFollowIdOrderWithFiltersAndPageTokens) {
   // Ids out of order, two tenants, two sources and two subscribers.
   Load({Row(9, "t", "/p1", "/a"), Row(2, "t", "/p2", "/a"), Row(5, "t", "/p1", "/b"),
         Row(1, "u", "/p1", "/a"), Row(7, "t", "/p1", "/a"), Row(3, "t", "/p2", "/b"),
@@ -142,7 +142,7 @@ TEST_F(SyncedCollectionTest, PagesFollowIdOrderWithFiltersAndPageTokens) {
   EXPECT_THAT(Pages(collection_, "t", "", "", 4), ElementsAre(Page{2, 3, 5, 6}, Page{8, 9}));
 }
 
-TEST_F(SyncedCollectionTest, PagesIncludeOptimisticRowsAndSkipHiddenOnes) {
+TEST_F(RegistrationCollectionTest, PagesIncludeOptimisticRowsAndSkipHiddenOnes) {
   Load({Row(1, "t", "/p", "/a"), Row(2, "t", "/p", "/a"), Row(3, "t", "/p", "/a"),
         Row(4, "t", "/p", "/a")});
   const auto removal = collection_.BeginDelete({2});
@@ -155,7 +155,7 @@ TEST_F(SyncedCollectionTest, PagesIncludeOptimisticRowsAndSkipHiddenOnes) {
   EXPECT_THAT(Pages(collection_, "t", "", "", 5), ElementsAre(Page{1, 2, 3, 4, 10}));
 }
 
-TEST_F(SyncedCollectionTest, LiveChangesEmitEnterUpdateExitWithTxids) {
+TEST_F(RegistrationCollectionTest, LiveChangesEmitEnterUpdateExitWithTxids) {
   Load({});
   events_.clear();
   Registration row = Row(7, "t", "/p", "/c");
@@ -172,7 +172,7 @@ TEST_F(SyncedCollectionTest, LiveChangesEmitEnterUpdateExitWithTxids) {
   EXPECT_TRUE(collection_.TxidSeen(101));
 }
 
-TEST_F(SyncedCollectionTest, ResetIsAppliedAsOneDiff) {
+TEST_F(RegistrationCollectionTest, ResetIsAppliedAsOneDiff) {
   Registration changed = Row(2, "t", "/p", "/c");
   Load({Row(1, "t", "/p", "/c"), changed, Row(3, "t", "/p", "/c")});
   events_.clear();
@@ -186,7 +186,7 @@ TEST_F(SyncedCollectionTest, ResetIsAppliedAsOneDiff) {
   EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(2, 3, 4));
 }
 
-TEST_F(SyncedCollectionTest, SnapshotPagesWalkEveryTenantOnceWithoutCopyingTheCollection) {
+TEST_F(RegistrationCollectionTest, SnapshotPagesWalkEveryTenantOnceWithoutCopyingTheCollection) {
   Load({Row(5, "b", "/s", "/x"), Row(1, "a", "/s", "/x"), Row(3, "b", "/s", "/x"),
         Row(2, "a", "/s", "/x"), Row(4, "c", "/s", "/x")});
   RegistrationCollection::SnapshotCursor all;
@@ -211,7 +211,7 @@ TEST_F(SyncedCollectionTest, SnapshotPagesWalkEveryTenantOnceWithoutCopyingTheCo
   EXPECT_THAT(collection_.PendingWakesPage(std::string("other"), &after, 2), IsEmpty());
 }
 
-TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
+TEST_F(RegistrationCollectionTest, WakeAvailableOnInsertAndOnRelease) {
   Load({});
   events_.clear();
   Commit({WakeChange(ChangeOp::kInsert, 1, "/p", true)}, 5);
@@ -225,7 +225,7 @@ TEST_F(SyncedCollectionTest, WakeAvailableOnInsertAndOnRelease) {
   EXPECT_THAT(collection_.PendingWakes(std::nullopt), IsEmpty());
 }
 
-TEST_F(SyncedCollectionTest, ResyncAnnouncesEveryPendingWakeAgain) {
+TEST_F(RegistrationCollectionTest, ResyncAnnouncesEveryPendingWakeAgain) {
   Load({});
   Commit(
       {WakeChange(ChangeOp::kInsert, 1, "/p", true), WakeChange(ChangeOp::kInsert, 2, "/q", true),
@@ -249,7 +249,7 @@ TEST_F(SyncedCollectionTest, ResyncAnnouncesEveryPendingWakeAgain) {
   EXPECT_EQ(collection_.PendingWakes(std::nullopt).size(), 2u);
 }
 
-TEST_F(SyncedCollectionTest, HasPendingWakeFollowsEachStream) {
+TEST_F(RegistrationCollectionTest, HasPendingWakeFollowsEachStream) {
   Load({});
   EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));
   Commit(
@@ -272,7 +272,7 @@ TEST_F(SyncedCollectionTest, HasPendingWakeFollowsEachStream) {
   EXPECT_FALSE(collection_.HasPendingWake("t", "/p"));
 }
 
-TEST_F(SyncedCollectionTest, OptimisticUpsertIsVisibleUntilItsTxidShows) {
+TEST_F(RegistrationCollectionTest, OptimisticUpsertIsVisibleUntilItsTxidShows) {
   Load({});
   Registration row = Row(0, "t", "/p", "/c");
   const auto mutation = collection_.BeginUpsert(row);
@@ -287,7 +287,7 @@ TEST_F(SyncedCollectionTest, OptimisticUpsertIsVisibleUntilItsTxidShows) {
   EXPECT_THAT(Ids(collection_.BySource("t", "/c")), ElementsAre(9));
 }
 
-TEST_F(SyncedCollectionTest, FailedWriteRollsBack) {
+TEST_F(RegistrationCollectionTest, FailedWriteRollsBack) {
   Load({Row(1, "t", "/p", "/c")});
   const auto upsert = collection_.BeginUpsert(Row(0, "t", "/p", "/c"));
   const auto removal = collection_.BeginDelete({1});
@@ -298,7 +298,7 @@ TEST_F(SyncedCollectionTest, FailedWriteRollsBack) {
   EXPECT_EQ(collection_.PendingMutations(), 0u);
 }
 
-TEST_F(SyncedCollectionTest, OptimisticDeleteHidesRowsUntilConfirmed) {
+TEST_F(RegistrationCollectionTest, OptimisticDeleteHidesRowsUntilConfirmed) {
   Load({Row(1, "t", "/p", "/c"), Row(2, "t", "/p", "/c")});
   const auto removal = collection_.BeginDelete({1, 2});
   collection_.Commit(removal, std::nullopt, 77);
@@ -311,7 +311,7 @@ TEST_F(SyncedCollectionTest, OptimisticDeleteHidesRowsUntilConfirmed) {
   EXPECT_EQ(collection_.size(), 0u);
 }
 
-TEST_F(SyncedCollectionTest, TxidSeenBeforeCommitEndsTheMutationAtOnce) {
+TEST_F(RegistrationCollectionTest, TxidSeenBeforeCommitEndsTheMutationAtOnce) {
   Load({});
   Registration row = Row(3, "t", "/p", "/c");
   const auto mutation = collection_.BeginUpsert(row);
@@ -321,7 +321,7 @@ TEST_F(SyncedCollectionTest, TxidSeenBeforeCommitEndsTheMutationAtOnce) {
   EXPECT_TRUE(collection_.AwaitTxid(42, absl::Seconds(1)));
 }
 
-TEST_F(SyncedCollectionTest, AwaitTxidReturnsWhenTheTxidShows) {
+TEST_F(RegistrationCollectionTest, AwaitTxidReturnsWhenTheTxidShows) {
   Load({});
   bool seen = false;
   std::thread waiter([&] { seen = collection_.AwaitTxid(88, absl::Seconds(2)); });
@@ -332,7 +332,7 @@ TEST_F(SyncedCollectionTest, AwaitTxidReturnsWhenTheTxidShows) {
   EXPECT_TRUE(seen);
 }
 
-TEST_F(SyncedCollectionTest, AwaitTxidGivesUpAfterTheBoundedWait) {
+TEST_F(RegistrationCollectionTest, AwaitTxidGivesUpAfterTheBoundedWait) {
   Load({});
   bool seen = true;
   std::thread waiter([&] { seen = collection_.AwaitTxid(99, absl::Seconds(2)); });
@@ -342,7 +342,7 @@ TEST_F(SyncedCollectionTest, AwaitTxidGivesUpAfterTheBoundedWait) {
   EXPECT_FALSE(seen);
 }
 
-TEST_F(SyncedCollectionTest, OnTxidCallsBackWhenTheTxidShowsWithoutAThread) {
+TEST_F(RegistrationCollectionTest, OnTxidCallsBackWhenTheTxidShowsWithoutAThread) {
   Load({});
   std::vector<std::pair<int, bool>> calls;
   collection_.OnTxid(70, absl::Seconds(2), [&](bool seen) { calls.emplace_back(1, seen); });
@@ -358,7 +358,7 @@ TEST_F(SyncedCollectionTest, OnTxidCallsBackWhenTheTxidShowsWithoutAThread) {
                                  std::make_pair(3, false)));
 }
 
-TEST_F(SyncedCollectionTest, OnTxidAnswersAtOnceForATxidAlreadySeen) {
+TEST_F(RegistrationCollectionTest, OnTxidAnswersAtOnceForATxidAlreadySeen) {
   Load({});
   Commit({Change(ChangeOp::kInsert, Row(1, "t", "/p", "/c"))}, 42);
   bool seen = false;
@@ -366,7 +366,7 @@ TEST_F(SyncedCollectionTest, OnTxidAnswersAtOnceForATxidAlreadySeen) {
   EXPECT_TRUE(seen);
 }
 
-TEST_F(SyncedCollectionTest, OnTxidGivesUpAfterItsOwnDeadlineOnly) {
+TEST_F(RegistrationCollectionTest, OnTxidGivesUpAfterItsOwnDeadlineOnly) {
   Load({});
   std::vector<int> expired;
   collection_.OnTxid(80, absl::Seconds(1), [&](bool seen) {
@@ -383,7 +383,7 @@ TEST_F(SyncedCollectionTest, OnTxidGivesUpAfterItsOwnDeadlineOnly) {
   EXPECT_THAT(expired, ElementsAre(1, 2));
 }
 
-TEST_F(SyncedCollectionTest, ResetDropsCommittedMutationsButKeepsInFlightOnes) {
+TEST_F(RegistrationCollectionTest, ResetDropsCommittedMutationsButKeepsInFlightOnes) {
   Load({});
   const auto in_flight = collection_.BeginUpsert(Row(0, "t", "/p", "/c"));
   const auto committed = collection_.BeginUpsert(Row(0, "t", "/q", "/c"));
