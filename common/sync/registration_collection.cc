@@ -337,8 +337,9 @@ std::vector<Registration> RegistrationCollection::List(const std::string& tenant
       if (wanted(row) && !HiddenLocked(row.id)) rows.emplace(row.id, row);
     }
     size_t taken = 0;
-    // Returns false once the page is full.
-    auto take = [&](int64_t id) {
+    // Returns false once the page is full. (Clang's analysis does not carry
+    // the held lock into a lambda: the annotation says the caller holds it.)
+    auto take = [&](int64_t id) ABSL_SHARED_LOCKS_REQUIRED(mu_) {
       if (taken >= limit) return false;
       if (rows.count(id) > 0 || HiddenLocked(id)) return true;
       const Registration& row = *table_.by_id.at(id);

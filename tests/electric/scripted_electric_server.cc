@@ -704,8 +704,10 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
   if (!initial && !now && request.Param("handle") != shape->handle) return conflict(shape->handle);
 
   // Common headers (shapes/api/response.ex put_resp_headers).
+  // (The lambdas run under the caller's lock: clang's analysis does not
+  // carry it into a lambda, so they say so.)
   auto respond = [&](const std::string& start, const std::string& end, nlohmann::json body,
-                     bool up_to_date, bool no_changes) {
+                     bool up_to_date, bool no_changes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     CannedResponse r;
     r.status = 200;
     std::string cache;
@@ -770,7 +772,7 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
   // them (operation insert, no txids, lsn or last: shapes/querying.ex), the
   // last chunk ending with snapshot-end (shapes/consumer/snapshotter.ex).
   // Never up-to-date, whatever follows (shapes/api.ex determine_up_to_date).
-  auto snapshot_chunk = [&](size_t chunk) {
+  auto snapshot_chunk = [&](size_t chunk) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     nlohmann::json body = nlohmann::json::array();
     const std::string& pk = tables_[definition.table].columns[0];
     for (size_t i = chunk * page; i < std::min(shape->snapshot.size(), (chunk + 1) * page); ++i) {
