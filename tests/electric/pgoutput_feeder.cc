@@ -45,11 +45,16 @@ absl::StatusOr<std::unique_ptr<PgoutputFeeder>> PgoutputFeeder::Start(
     ScriptedElectricServer& server, absl::Duration interval) {
   try {
     auto connection = std::make_unique<pqxx::connection>(url);
-    pqxx::nontransaction tx(*connection);
-    tx.exec0(absl::StrCat("CREATE PUBLICATION ", name, " FOR TABLE ", absl::StrJoin(tables, ", ")));
-    tx.exec_params("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", name);
-    const int64_t reference =
-        tx.exec1("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")[0].as<int64_t>();
+    int64_t reference = 0;
+    {
+      // Ended before the feeder's thread starts using the connection.
+      pqxx::nontransaction tx(*connection);
+      tx.exec0(
+          absl::StrCat("CREATE PUBLICATION ", name, " FOR TABLE ", absl::StrJoin(tables, ", ")));
+      tx.exec_params("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", name);
+      reference =
+          tx.exec1("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")[0].as<int64_t>();
+    }
     return std::unique_ptr<PgoutputFeeder>(
         new PgoutputFeeder(std::move(connection), name, server, interval, reference));
   } catch (const std::exception& e) {
