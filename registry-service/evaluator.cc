@@ -298,59 +298,71 @@ void Evaluator::RearmLocked() {
 
 void Evaluator::ProcessDue() {
   std::vector<WindowKey> windows;
-  std::vector<WakeDraft> drafts;
-  std::vector<Timeout> taken_timeouts;
+  std::vector<Timeout> timeouts;
   {
     absl::MutexLock lock(&mu_);
-    const common::MonotonicTime mono_now = time_.MonotonicNow();
-    const absl::Time now = time_.SystemNow();
-    while (!window_deadlines_.empty() && window_deadlines_.begin()->first <= mono_now) {
-      const int64_t id = window_deadlines_.begin()->second;
-      window_deadlines_.erase(window_deadlines_.begin());
-      auto it = windows_.find(id);
-      windows.push_back(WindowKey{it->second.tenant_id, id});
-      windows_.erase(it);
-    }
-    while (!timeout_deadlines_.empty() && timeout_deadlines_.begin()->first <= now) {
-      const int64_t id = timeout_deadlines_.begin()->second;
-      timeout_deadlines_.erase(timeout_deadlines_.begin());
-      auto it = timeouts_.find(id);
-      WakeDraft draft =
-          DraftFor(it->second.registration, "timeout", {}, v1::RUN_STATUS_UNSPECIFIED);
-      draft.message.set_timeout(true);
-      draft.consume_timeout = false;
-      draft.require_timeout_unconsumed = true;
-      drafts.push_back(std::move(draft));
-      taken_timeouts.push_back(std::move(it->second));
-      timeouts_.erase(it);
-    }
+    windows = TakeDueWindowsLocked(time_.MonotonicNow());
+    timeouts = TakeDueTimeoutsLocked(time_.SystemNow());
   }
   for (const WindowKey& window : windows) CloseWindow(window);
-  absl::Status status = absl::OkStatus();
-  if (!drafts.empty()) {
-    absl::StatusOr<PersistResult> persisted = store_.PersistWakes(drafts);
-    status = persisted.status();
-    if (persisted.ok()) {
-      for (const v1::Wake& wake : persisted->wakes) {
-        common::LogDebug("timeout_wake",
-                         {{"wake_id", wake.id()}, {"registration_id", wake.registration_id()}});
-      }
-    }
-  }
+  const absl::Status fired = FireTimeouts(timeouts);
   absl::MutexLock lock(&mu_);
-  if (!status.ok()) {
-    // Nothing may be lost: arm them again and try shortly. (The rows stay
-    // unconsumed in the database, so a restart arms them again too.)
-    common::LogWarn("timeout_wake_failed", {{"error", std::string(status.message())},
-                                            {"retry_in", absl::FormatDuration(kRetryDelay)}});
-    for (Timeout& timeout : taken_timeouts) {
-      if (timeouts_.count(timeout.registration.id) > 0) continue;
-      timeout.deadline = time_.SystemNow() + kRetryDelay;
-      SetTimeoutLocked(std::move(timeout));
-    }
-  }
+  if (!fired.ok()) RetryTimeoutsLocked(std::move(timeouts), fired);
   process_posted_ = false;
   RearmLocked();
+}
+
+std::vector<WindowKey> Evaluator::TakeDueWindowsLocked(common::MonotonicTime now) {
+  std::vector<WindowKey> due;
+  while (!window_deadlines_.empty() && window_deadlines_.begin()->first <= now) {
+    const int64_t id = window_deadlines_.begin()->second;
+    due.push_back(WindowKey{windows_.at(id).tenant_id, id});
+    EraseWindowLocked(id);
+  }
+  return due;
+}
+
+std::vector<Evaluator::Timeout> Evaluator::TakeDueTimeoutsLocked(absl::Time now) {
+  std::vector<Timeout> due;
+  while (!timeout_deadlines_.empty() && timeout_deadlines_.begin()->first <= now) {
+    const int64_t id = timeout_deadlines_.begin()->second;
+    due.push_back(timeouts_.at(id));
+    EraseTimeoutLocked(id);
+  }
+  return due;
+}
+
+absl::Status Evaluator::FireTimeouts(const std::vector<Timeout>& due) {
+  if (due.empty()) return absl::OkStatus();
+  std::vector<WakeDraft> drafts;
+  drafts.reserve(due.size());
+  for (const Timeout& timeout : due) {
+    WakeDraft draft = DraftFor(timeout.registration, "timeout", {}, v1::RUN_STATUS_UNSPECIFIED);
+    draft.message.set_timeout(true);
+    draft.consume_timeout = false;
+    draft.require_timeout_unconsumed = true;
+    drafts.push_back(std::move(draft));
+  }
+  absl::StatusOr<PersistResult> persisted = store_.PersistWakes(drafts);
+  if (!persisted.ok()) return persisted.status();
+  for (const v1::Wake& wake : persisted->wakes) {
+    common::LogDebug("timeout_wake",
+                     {{"wake_id", wake.id()}, {"registration_id", wake.registration_id()}});
+  }
+  return absl::OkStatus();
+}
+
+void Evaluator::RetryTimeoutsLocked(std::vector<Timeout> timeouts, const absl::Status& why) {
+  // Nothing may be lost: arm them again and try shortly. (The rows stay
+  // unconsumed in the database, so a restart arms them again too.)
+  common::LogWarn("timeout_wake_failed", {{"error", std::string(why.message())},
+                                          {"retry_in", absl::FormatDuration(kRetryDelay)}});
+  for (Timeout& timeout : timeouts) {
+    // A change of the registration meanwhile armed it afresh: keep that.
+    if (timeouts_.count(timeout.registration.id) > 0) continue;
+    timeout.deadline = time_.SystemNow() + kRetryDelay;
+    SetTimeoutLocked(std::move(timeout));
+  }
 }
 
 void Evaluator::CloseWindow(const WindowKey& key) {

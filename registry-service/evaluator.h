@@ -108,7 +108,19 @@ class Evaluator {
   void OnCollectionEvent(const sync::CollectionEvent& event);
   // Follows one registration change (timeouts, window timers); no re-arm.
   void ApplyRowLocked(const sync::CollectionEvent& event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The timer's work: closes the windows and fires the timeouts that are due.
   void ProcessDue();
+  // Remove and return what is due (through EraseWindowLocked /
+  // EraseTimeoutLocked), earliest first.
+  std::vector<WindowKey> TakeDueWindowsLocked(common::MonotonicTime now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<Timeout> TakeDueTimeoutsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Persists one timeout wake per entry of `due`, in one statement.
+  absl::Status FireTimeouts(const std::vector<Timeout>& due);
+  // Arms again, kRetryDelay from now, the timeouts FireTimeouts could not
+  // persist (unless a registration change armed one meanwhile).
+  void RetryTimeoutsLocked(std::vector<Timeout> timeouts, const absl::Status& why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Arms the timer for the earliest deadline: O(log n), not a scan.
   void RearmLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
