@@ -15,4 +15,14 @@ absl::Time FromProto(const google::protobuf::Timestamp& timestamp) {
   return absl::FromUnixSeconds(timestamp.seconds()) + absl::Nanoseconds(timestamp.nanos());
 }
 
+void ToProto(absl::Duration duration, google::protobuf::Duration* out) {
+  // IDivDuration truncates toward zero, so the remainder has the same sign.
+  out->set_seconds(absl::IDivDuration(duration, absl::Seconds(1), &duration));
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(duration)));
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& duration) {
+  return absl::Seconds(duration.seconds()) + absl::Nanoseconds(duration.nanos());
+}
+
 }  // namespace wake::common

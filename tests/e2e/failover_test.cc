@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/proto_time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/e2e_support.h"
@@ -21,15 +22,12 @@ namespace {
 
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::wake::common::FromProto;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
 std::string Parent(int p) { return absl::StrCat("/parents/p", p); }
 std::string Child(int p, int c) { return absl::StrCat("/parents/p", p, "/children/c", c); }
-
-absl::Time FromProto(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
 
 class FailoverTest : public ::testing::Test {
  protected:
