@@ -13,8 +13,13 @@
 #      killed or restarted and a connection cut (about 30 s of faults);
 #   5. the unit and integration tests again, built with ASan and UBSan
 #      (`bazel test --config=asan`, end-to-end tests and benchmarks left out);
-#   6. tests/fuzz/run.sh --seconds 5: every libFuzzer target, 5 s each.
-#   7. deploy/test-images.sh: both images built from source with podman, the
+#   6. the unit tests and the in-process integration tests again, built with
+#      TSan (`bazel test --config=tsan`; the list and what is left out below);
+#   7. the tree built with clang's -Wthread-safety as errors (`--config=tsa`,
+#      in an output base of its own: see .bazelrc);
+#   8. scripts/check-format.sh: the C++ and proto sources against .clang-format;
+#   9. tests/fuzz/run.sh --seconds 5: every libFuzzer target, 5 s each.
+#  10. deploy/test-images.sh: both images built from source with podman, the
 #      embedded default started with podman-compose, a wake end to end,
 #      metrics, clean SIGTERM exits (as root; the base image is kept between
 #      runs).
@@ -56,37 +61,88 @@ all_suites=0
 [ "${#targets[@]}" -eq 0 ] && targets=(//...) && all_suites=1
 # elapsed SINCE: seconds since SINCE (from `date +%s`), as "Ns".
 elapsed() { echo "$(($(date +%s) - $1))s"; }
-started=$(date +%s)
-set +e
-bazel test --test_summary=short "${targets[@]}" 2>&1 | tee "$PG_DIR/bazel-test.log"
-status=${PIPESTATUS[0]}
-set -e
-bazel_time=$(elapsed "$started")
-passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$PG_DIR/bazel-test.log" || true)
-failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' \
-  "$PG_DIR/bazel-test.log" || true)
-summary=("bazel: $passed passed, $failed failed ($bazel_time)")
+# bazel_suite NAME LOG ARGS...: runs `bazel ARGS...` into LOG, adds
+# "NAME: N passed, M failed (time)" to the summary and a failure to status.
+bazel_suite() {
+  local name=$1 log=$2
+  shift 2
+  local started suite_status suite_passed suite_failed
+  started=$(date +%s)
+  set +e
+  bazel "$@" 2>&1 | tee "$log"
+  suite_status=${PIPESTATUS[0]}
+  set -e
+  suite_passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log" || true)
+  suite_failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' \
+    "$log" || true)
+  [ "$suite_status" -ne 0 ] && [ "$suite_failed" -eq 0 ] && suite_failed=1
+  summary+=("$name: $suite_passed passed, $suite_failed failed ($(elapsed "$started"))")
+  if [ "$suite_status" -ne 0 ] && [ "$status" -eq 0 ]; then status=$suite_status; fi
+  return 0
+}
+status=0
+summary=()
+bazel_suite bazel "$PG_DIR/bazel-test.log" test --test_summary=short "${targets[@]}"
 if [ "$all_suites" = 1 ]; then
   # ASan + UBSan: the same tests but the end-to-end ones (their many processes
   # under ASan add minutes and find nothing the unit and integration tests
-  # do not reach) and the benchmarks.
-  started=$(date +%s)
-  set +e
-  # --build_tests_only: only what those tests need is built with ASan (no
-  # benchmarks, chaos tools or end-to-end tests).
-  bazel test --config=asan --build_tests_only --test_summary=short \
-    --test_tag_filters=-e2e,-benchmark-build //... 2>&1 | tee "$PG_DIR/asan.log"
-  asan_status=${PIPESTATUS[0]}
-  set -e
-  asan_time=$(elapsed "$started")
-  asan_passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$PG_DIR/asan.log" || true)
-  asan_failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE|FLAKY)' \
-    "$PG_DIR/asan.log" || true)
-  [ "$asan_status" -ne 0 ] && [ "$asan_failed" -eq 0 ] && asan_failed=1
-  summary+=("asan+ubsan: $asan_passed passed, $asan_failed failed ($asan_time)")
-  [ "$asan_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$asan_status
+  # do not reach) and the benchmarks. --build_tests_only: only what those
+  # tests need is built with ASan (no benchmarks, chaos tools or end-to-end
+  # tests).
+  bazel_suite asan+ubsan "$PG_DIR/asan.log" test --config=asan --build_tests_only \
+    --test_summary=short --test_tag_filters=-e2e,-benchmark-build //...
+  # TSan: every unit test, and the integration tests that run the store and
+  # the sync sources in-process against PostgreSQL (threads of their own and
+  # of libpqxx). Left out for time: the tests that drive the service
+  # binaries as processes (integration registry/startup/limits, security,
+  # end-to-end: the same code the in-process tests run, at many times the
+  # cost under TSan), the Electric client conformance test (node), the fuzz
+  # corpora and the benchmarks.
+  bazel_suite tsan "$PG_DIR/tsan.log" test --config=tsan --build_tests_only \
+    --test_summary=short --test_tag_filters=-e2e,-benchmark-build \
+    //common/... //registry-service/... //runtime-service/... //tests/support/... \
+    //tests/integration:postgres_wake_store_test //tests/integration:durable_events_test \
+    //tests/sync_postgres:postgres_sync_source_test //tests/electric:electric_sync_source_test \
+    //tests/electric:electric_postgres_integration_test
   # The other suites start their own stack; this cluster is no longer needed.
   stop_cluster "$PG_DIR/data"
+  # Thread-safety analysis: a build, no tests, with clang in its own output
+  # base (shut down afterwards: its server would hold a gigabyte meanwhile).
+  # Not //...: it would walk into the default output base's bazel-* links.
+  # Left out until registry_service.cc builds with clang (a nested struct with
+  # member initializers in std::optional, registry_service.cc:60): what
+  # depends on it.
+  tsa_base="$HOME/.cache/bazel/wakeline-tsa-$(printf '%s' "$WAKE_ROOT" | md5sum | cut -c1-8)"
+  started=$(date +%s)
+  set +e
+  tsa_tree='set(//common/... //proto/... //registry-service/... //runtime-service/... //tests/... //scripts/...)'
+  if tsa_targets=$(bazel --output_base="$tsa_base" query \
+    "$tsa_tree except rdeps($tsa_tree, //registry-service:registry_service_lib)" \
+    2>"$PG_DIR/tsa-query.log") && [ -n "$tsa_targets" ]; then
+    # shellcheck disable=SC2086  # one target per word
+    bazel --output_base="$tsa_base" build --config=tsa $tsa_targets 2>&1 | tee "$PG_DIR/tsa.log"
+    tsa_status=${PIPESTATUS[0]}
+  else
+    cat "$PG_DIR/tsa-query.log" | tee "$PG_DIR/tsa.log"
+    tsa_status=1
+  fi
+  bazel --output_base="$tsa_base" shutdown
+  set -e
+  tsa_findings=$(grep -cE '\[-Werror,-Wthread-safety' "$PG_DIR/tsa.log" || true)
+  if [ "$tsa_status" -eq 0 ]; then
+    summary+=("thread-safety (clang -Wthread-safety): clean ($(elapsed "$started"))")
+  else
+    summary+=("thread-safety (clang -Wthread-safety): FAILED, $tsa_findings findings ($(elapsed "$started"))")
+    [ "$status" -eq 0 ] && status=$tsa_status
+  fi
+  started=$(date +%s)
+  set +e
+  bash scripts/check-format.sh 2>&1 | tee "$PG_DIR/format.log"
+  format_status=${PIPESTATUS[0]}
+  set -e
+  format_line=$(grep -E '^format: ' "$PG_DIR/format.log" | tail -n 1 || true)
+  summary+=("${format_line:-format: did not report (exit $format_status)} ($(elapsed "$started"))")
+  [ "$format_status" -ne 0 ] && [ "$status" -eq 0 ] && status=$format_status
   set +e
   started=$(date +%s)
   bash tests/polyglot/run.sh 2>&1 | tee "$PG_DIR/polyglot.log"
