@@ -27,5 +27,17 @@ TEST(ProtoTimeTest, RoundTripsToTheNanosecond) {
   EXPECT_EQ(FromProto(google::protobuf::Timestamp()), absl::UnixEpoch());
 }
 
+TEST(ProtoTimeTest, DurationsKeepOneSign) {
+  google::protobuf::Duration duration;
+  ToProto(absl::Milliseconds(-1500), &duration);
+  EXPECT_EQ(duration.seconds(), -1);
+  EXPECT_EQ(duration.nanos(), -500000000);
+  EXPECT_EQ(FromProto(duration), absl::Milliseconds(-1500));
+  ToProto(absl::Seconds(30) + absl::Nanoseconds(7), &duration);
+  EXPECT_EQ(duration.seconds(), 30);
+  EXPECT_EQ(duration.nanos(), 7);
+  EXPECT_EQ(FromProto(duration), absl::Seconds(30) + absl::Nanoseconds(7));
+}
+
 }  // namespace
 }  // namespace wake::common
