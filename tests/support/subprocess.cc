@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "tests/support/wait_until.h"
 
 extern char** environ;
 
@@ -89,23 +90,24 @@ std::string Subprocess::ReadLog() const {
 
 absl::StatusOr<std::string> Subprocess::WaitForLog(const std::string& needle,
                                                    absl::Duration timeout) const {
-  const absl::Time deadline = absl::Now() + timeout;
-  for (;;) {
-    const std::string log = ReadLog();
-    if (size_t at = log.find(needle); at != std::string::npos) {
-      const size_t start = log.rfind('\n', at);
-      const size_t end = log.find('\n', at);
-      return log.substr(start == std::string::npos ? 0 : start + 1,
-                        end == std::string::npos ? std::string::npos
-                                                 : end - (start == std::string::npos ? 0 : start + 1));
-    }
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("\"", needle, "\" not logged within ", absl::FormatDuration(timeout),
-                       "; log so far:\n", log));
-    }
-    absl::SleepFor(absl::Milliseconds(10));  // Polling a file: the condition is the log line.
+  // Polling a file: the condition is the log line.
+  std::string log;
+  size_t at = std::string::npos;
+  if (!WaitUntil(
+          [&] {
+            log = ReadLog();
+            at = log.find(needle);
+            return at != std::string::npos;
+          },
+          absl::Now() + timeout, absl::Milliseconds(10))) {
+    return absl::DeadlineExceededError(absl::StrCat("\"", needle, "\" not logged within ",
+                                                    absl::FormatDuration(timeout),
+                                                    "; log so far:\n", log));
   }
+  const size_t start = log.rfind('\n', at);
+  const size_t end = log.find('\n', at);
+  const size_t first = start == std::string::npos ? 0 : start + 1;
+  return log.substr(first, end == std::string::npos ? std::string::npos : end - first);
 }
 
 void Subprocess::Signal(int signal) {
@@ -116,17 +118,15 @@ bool Subprocess::Running() { return !WaitForExit(absl::ZeroDuration()).has_value
 
 std::optional<int> Subprocess::WaitForExit(absl::Duration timeout) {
   if (exit_code_.has_value()) return exit_code_;
-  const absl::Time deadline = absl::Now() + timeout;
-  for (;;) {
-    int status = 0;
-    const pid_t done = waitpid(pid_, &status, WNOHANG);
-    if (done == pid_) {
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      return exit_code_;
-    }
-    if (absl::Now() >= deadline) return std::nullopt;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
+  WaitUntil(
+      [this] {
+        int status = 0;
+        if (waitpid(pid_, &status, WNOHANG) != pid_) return false;
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return true;
+      },
+      absl::Now() + timeout, absl::Milliseconds(5));
+  return exit_code_;
 }
 
 std::string LogValue(const std::string& line, const std::string& key) {
