@@ -30,6 +30,10 @@ int PollTimeoutMs(common::TimeSource& time, common::MonotonicTime deadline) {
 
 }  // namespace
 
+std::string ResultText(const PGresult* result, int row, int column) {
+  return std::string(PQgetvalue(result, row, column), PQgetlength(result, row, column));
+}
+
 absl::Status StatusFromResult(const PGresult* result, absl::string_view context) {
   const char* state_text = PQresultErrorField(result, PG_DIAG_SQLSTATE);
   const std::string state = state_text != nullptr ? state_text : "";
@@ -213,10 +217,10 @@ absl::StatusOr<std::vector<PgResultPtr>> PqConnection::Finish(common::MonotonicT
       continue;
     }
     if (first_error.ok()) {
-      first_error = status == PGRES_FATAL_ERROR || status == PGRES_NONFATAL_ERROR
-                        ? StatusFromResult(result.get(), "query failed")
-                        : absl::InternalError(absl::StrCat("unexpected result status ",
-                                                           PQresStatus(status)));
+      first_error =
+          status == PGRES_FATAL_ERROR || status == PGRES_NONFATAL_ERROR
+              ? StatusFromResult(result.get(), "query failed")
+              : absl::InternalError(absl::StrCat("unexpected result status ", PQresStatus(status)));
     }
     if (status == PGRES_COPY_IN || status == PGRES_COPY_OUT) {
       return first_error;  // Not something we ever ask for; the caller drops us.

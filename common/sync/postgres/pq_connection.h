@@ -28,6 +28,9 @@ using PgResultPtr = std::unique_ptr<PGresult, PgResultDeleter>;
 // 55000 (e.g. wal_level too low) -> FAILED_PRECONDITION; else INTERNAL.
 absl::Status StatusFromResult(const PGresult* result, absl::string_view context);
 
+// One value of a result, as the text the server sent ("" for NULL).
+std::string ResultText(const PGresult* result, int row, int column);
+
 class PqConnection {
  public:
   using Params = std::vector<std::pair<std::string, std::string>>;
