@@ -60,6 +60,8 @@ class FakeAsyncApi : public AsyncApi {
   WAKE_UNUSED_UNARY(AckWakes)
   WAKE_UNUSED_UNARY(ExtendClaims)
   WAKE_UNUSED_UNARY(ReleaseClaim)
+  WAKE_UNUSED_UNARY(ClaimStreams)
+  WAKE_UNUSED_UNARY(AckClaims)
 #undef WAKE_UNUSED_UNARY
   void ClaimWakes(grpc::ClientContext*, const v1::ClaimWakesRequest*, v1::ClaimWakesResponse*,
                   grpc::ClientUnaryReactor*) override {
