@@ -941,9 +941,10 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
   std::vector<ClaimResult> claimed;
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     // One transaction: an empty claim row (see drop_empty_claim) is never
-    // visible to other claimers.
+    // visible to other claimers. Nothing waits for its flush: a claim lost
+    // in a crash only makes its wakes pending again.
     pqxx::work tx(c);
-    absl::StatusOr<std::vector<ClaimResult>> results = RunClaims(tx, calls, /*async=*/false);
+    absl::StatusOr<std::vector<ClaimResult>> results = RunClaims(tx, calls, /*async=*/true);
     if (!results.ok()) return results.status();
     tx.commit();
     claimed = *std::move(results);

@@ -193,6 +193,9 @@ class WakeStore {
                                  std::function<void(absl::StatusOr<PersistResult>)> done) = 0;
 
   // Claims every pending wake of the stream (and wakes of an expired claim).
+  // The claim's commit is not waited for (synchronous_commit off): a claim
+  // lost in a database crash only makes its wakes pending again, and its
+  // ack then fails. So for ClaimStreams.
   virtual absl::StatusOr<ClaimResult> ClaimWakes(const std::string& tenant_id,
                                                  const std::string& stream,
                                                  const std::string& runner_id,
