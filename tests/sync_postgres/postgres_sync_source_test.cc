@@ -287,19 +287,6 @@ TEST_F(PostgresSyncSourceTest, WakeInsertsClaimsAndDeletesArrive) {
   EXPECT_EQ(state.wakes.count(wake_id), 0u);
 }
 
-TEST_F(PostgresSyncSourceTest, WakesArePublishedWithoutTheirPayload) {
-  // Only the columns of the synced view travel (migration 0006): the
-  // payload, the largest column, stays in the table.
-  EXPECT_EQ(db_->QueryValue("SELECT array_to_string(attnames, ',') FROM pg_publication_tables "
-                            "WHERE pubname = 'wakeline_sync' AND tablename = 'wakes'"),
-            "id,tenant_id,stream,registration_id,claim_token");
-  EXPECT_EQ(db_->QueryValue("SELECT cardinality(attnames) = (SELECT count(*) FROM pg_attribute "
-                            "WHERE attrelid = 'wake_registrations'::regclass AND attnum > 0 AND "
-                            "NOT attisdropped) FROM pg_publication_tables WHERE pubname = "
-                            "'wakeline_sync' AND tablename = 'wake_registrations'"),
-            "t");
-}
-
 TEST_F(PostgresSyncSourceTest, BarrierAfterACommitElsewhereAlwaysSeesTheRow) {
   StartSource();
   int misses = 0;
