@@ -336,6 +336,9 @@ TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
 }
 
 TEST_F(ClaimSchedulerTest, AckClaimsWhatIsPendingInItsTransactionForTheSameRunner) {
+  SchedulerOptions options = Options();
+  options.claim_next_in_ack = true;
+  MakeScheduler(options);
   auto sink = ConnectRunner("runner-a", "s1");
   v1::AckWakesResponse with_next = Acked(2, true);
   *with_next.mutable_next() = Claimed("tok-2", "/p", {3});
@@ -377,9 +380,7 @@ TEST_F(ClaimSchedulerTest, AckClaimsWhatIsPendingInItsTransactionForTheSameRunne
 }
 
 TEST_F(ClaimSchedulerTest, AckAsksForNoNextClaimWhenTurnedOff) {
-  SchedulerOptions options = Options();
-  options.claim_next_in_ack = false;
-  MakeScheduler(options);
+  // Off is the default.
   auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/1);
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
       .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
@@ -397,6 +398,9 @@ TEST_F(ClaimSchedulerTest, AckAsksForNoNextClaimWhenTurnedOff) {
 }
 
 TEST_F(ClaimSchedulerTest, AckAsksForNoNextClaimWhenAParkedStreamWaitsForTheRoom) {
+  SchedulerOptions options = Options();
+  options.claim_next_in_ack = true;
+  MakeScheduler(options);
   // The runner's only room is wanted by a stream parked meanwhile.
   auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/1);
   Captured<AckResult> ack;
