@@ -51,8 +51,15 @@ class NullStore final : public WakeStore {
                                          absl::Duration) override {
     return absl::UnimplementedError("");
   }
+  std::vector<absl::StatusOr<ClaimResult>> ClaimStreams(
+      const std::vector<ClaimSpec>& claims) override {
+    return std::vector<absl::StatusOr<ClaimResult>>(claims.size(), absl::UnimplementedError(""));
+  }
   absl::StatusOr<AckResult> AckWakes(const ClaimKey&, const std::vector<int64_t>&) override {
     return absl::UnimplementedError("");
+  }
+  std::vector<absl::StatusOr<AckResult>> AckClaims(const std::vector<AckSpec>& acks) override {
+    return std::vector<absl::StatusOr<AckResult>>(acks.size(), absl::UnimplementedError(""));
   }
   absl::StatusOr<std::vector<ExtendResult>> ExtendClaims(const std::vector<ClaimKey>&,
                                                          absl::Duration) override {

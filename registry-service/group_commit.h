@@ -72,6 +72,39 @@ class GroupCommit {
     return std::move(*slot.result);
   }
 
+  // Submit for several items at once, so they can share a batch (they are
+  // queued together, in order); blocks until every one ran. One result per
+  // item, in order.
+  std::vector<absl::StatusOr<Result>> SubmitMany(const std::vector<Item>& items) {
+    std::vector<Slot> slots(items.size());
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < items.size(); ++i) {
+      slots[i].item = &items[i];
+      queue_.push_back(&slots[i]);
+    }
+    for (;;) {
+      auto ready = [this, &slots]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        bool all_done = true;
+        for (const Slot& slot : slots) {
+          if (slot.result.has_value()) continue;
+          all_done = false;
+          if (!slot.taken && in_flight_ < max_in_flight_) return true;
+        }
+        return all_done;
+      };
+      mu_.Await(absl::Condition(&ready));
+      bool all_done = true;
+      for (const Slot& slot : slots) all_done &= slot.result.has_value();
+      if (all_done) break;
+      LeadLocked();
+    }
+    MaybePostLeaderLocked();
+    std::vector<absl::StatusOr<Result>> results;
+    results.reserve(slots.size());
+    for (Slot& slot : slots) results.push_back(std::move(*slot.result));
+    return results;
+  }
+
   // Queues `item`; `done` gets its result later, on the executor (or on a
   // blocked caller's thread that led the batch). Needs an executor.
   void SubmitAsync(Item item, Done done) {

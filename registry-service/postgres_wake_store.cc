@@ -340,7 +340,9 @@ void Prepare(pqxx::connection& c) {
   // become pending again (an expired claim's token is cleared), so the ack's
   // more_pending brings them in the next claim. Each input row comes back
   // at least once: a claimed wake's columns (NULL when none), whether the
-  // stream had wakes, the lease (NULL when a live claim won) and n.
+  // stream had wakes, the lease (NULL when a live claim won) and n. With $4
+  // the transaction commits without waiting for its WAL flush (set_config
+  // is local to the transaction; the last column only carries it out).
   c.prepare("claim_streams",
             "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, "
             "tenant_id text, stream text, claim_token text, runner_id text, session_id text, "
@@ -374,7 +376,9 @@ void Prepare(pqxx::connection& c) {
             "w.claim_token AS token) "
             "SELECT c.id, c.tenant_id, c.stream, c.registration_id, c.source_event_key, "
             "c.message, c.run_finished_status, c.include_response, c.created_micros, "
-            "p.n IS NOT NULL, t.lease, i.n FROM input i LEFT JOIN pending p ON p.n = i.n "
+            "p.n IS NOT NULL, t.lease, i.n, set_config('synchronous_commit', CASE WHEN "
+            "$4::bool THEN 'off' ELSE current_setting('synchronous_commit') END, true) "
+            "FROM input i LEFT JOIN pending p ON p.n = i.n "
             "LEFT JOIN taken t ON t.claim_token = i.claim_token "
             "LEFT JOIN claimed c ON c.token = i.claim_token");
   // Acks of one or more claims (tokens distinct within a batch) in one
@@ -556,17 +560,16 @@ PostgresWakeStore::PostgresWakeStore(const std::string& database_url, int pool_s
           },
           &executor),
       claims_(kBatchesInFlight, kMaxBatch,
-              [this](const std::vector<const ClaimCall*>& calls) {
+              [this](const std::vector<const ClaimSpec*>& calls) {
                 ObserveBatch("claim", calls.size());
                 return StatementOrEachAlone<ClaimResult>("claim_batch_failed", calls,
                                                          &PostgresWakeStore::ClaimStatement);
               }),
-      acks_(kBatchesInFlight, kMaxBatch,
-            [this](const std::vector<const AckCall*>& calls) {
-              ObserveBatch("ack", calls.size());
-              return StatementOrEachAlone<AckResult>("ack_batch_failed", calls,
-                                                     &PostgresWakeStore::AckStatement);
-            }) {}
+      acks_(kBatchesInFlight, kMaxBatch, [this](const std::vector<const AckSpec*>& calls) {
+        ObserveBatch("ack", calls.size());
+        return StatementOrEachAlone<AckResult>("ack_batch_failed", calls,
+                                               &PostgresWakeStore::AckStatement);
+      }) {}
 
 PostgresWakeStore::~PostgresWakeStore() {
   const auto [upsert_batches, upserts] = upserts_.Stats();
@@ -915,16 +918,47 @@ absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& ten
                                                           const std::string& runner_id,
                                                           const std::string& session_id,
                                                           absl::Duration lease) {
-  return claims_.Submit(ClaimCall{tenant_id, stream, runner_id, session_id, lease});
+  return claims_.Submit(ClaimSpec{tenant_id, stream, runner_id, session_id, lease});
+}
+
+std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimStreams(
+    const std::vector<ClaimSpec>& claims) {
+  return claims_.SubmitMany(claims);
 }
 
 absl::StatusOr<AckResult> PostgresWakeStore::AckWakes(const ClaimKey& claim,
                                                       const std::vector<int64_t>& wake_ids) {
-  return acks_.Submit(AckCall{claim, wake_ids});
+  return acks_.Submit(AckSpec{claim, wake_ids, std::nullopt});
+}
+
+std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckClaims(
+    const std::vector<AckSpec>& acks) {
+  return acks_.SubmitMany(acks);
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::ClaimStatement(
-    const std::vector<const ClaimCall*>& calls) {
+    const std::vector<const ClaimSpec*>& calls) {
+  std::vector<ClaimResult> claimed;
+  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
+    // One transaction: an empty claim row (see drop_empty_claim) is never
+    // visible to other claimers. Nothing waits for its flush: a claim lost
+    // in a crash only makes its wakes pending again.
+    pqxx::work tx(c);
+    absl::StatusOr<std::vector<ClaimResult>> results = RunClaims(tx, calls, /*async=*/true);
+    if (!results.ok()) return results.status();
+    tx.commit();
+    claimed = *std::move(results);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  std::vector<absl::StatusOr<ClaimResult>> results;
+  results.reserve(claimed.size());
+  for (ClaimResult& result : claimed) results.push_back(std::move(result));
+  return results;
+}
+
+absl::StatusOr<std::vector<ClaimResult>> PostgresWakeStore::RunClaims(
+    pqxx::transaction_base& tx, const std::vector<const ClaimSpec*>& calls, bool async) {
   // A stream claimed twice in one batch: the first call goes to the database;
   // the others are answered as if they ran right after it.
   std::vector<size_t> first(calls.size());
@@ -932,7 +966,7 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
   std::vector<std::string> tokens(calls.size());
   std::string input = "[";
   for (size_t n = 0; n < calls.size(); ++n) {
-    const ClaimCall& call = *calls[n];
+    const ClaimSpec& call = *calls[n];
     auto [it, fresh] = seen.try_emplace(std::make_pair(call.tenant_id, call.stream), n);
     first[n] = it->second;
     if (!fresh) continue;
@@ -952,75 +986,63 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
   input.append("]");
   std::vector<ClaimResult> settled(calls.size());
   std::vector<std::string> empty_claims;
-  absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
-    settled.assign(calls.size(), ClaimResult());
-    empty_claims.clear();
-    // One transaction: an empty claim row (see drop_empty_claim) is never
-    // visible to other claimers.
-    pqxx::work tx(c);
-    pqxx::result rows =
-        tx.exec_prepared("claim_streams", input, limits_.max_claim_wakes, limits_.max_claim_bytes);
-    constexpr int kHasWakes = 9;
-    constexpr int kLease = 10;
-    constexpr int kN = 11;
-    for (const auto& row : rows) {
-      const int64_t n = row[kN].as<int64_t>();
-      if (n < 0 || static_cast<size_t>(n) >= calls.size() || first[n] != static_cast<size_t>(n)) {
-        return absl::InternalError("claim batch: unexpected row");
-      }
-      ClaimResult& result = settled[n];
-      if (!row[kHasWakes].as<bool>()) {
-        result.status = v1::NOTHING_PENDING;
-      } else if (row[kLease].is_null()) {
-        result.status = v1::ALREADY_CLAIMED;
-      } else if (row[0].is_null()) {
-        result.status = v1::NOTHING_PENDING;
-        empty_claims.push_back(tokens[n]);
-      } else {
-        absl::StatusOr<v1::Wake> wake = RowToWake(row);
-        if (!wake.ok()) return wake.status();
-        result.status = v1::CLAIMED;
-        result.claim_token = tokens[n];
-        result.lease_expires_at = FromMicros(row[kLease].as<int64_t>());
-        result.wakes.push_back(*std::move(wake));
-      }
+  pqxx::result rows = tx.exec_prepared("claim_streams", input, limits_.max_claim_wakes,
+                                       limits_.max_claim_bytes, async);
+  constexpr int kHasWakes = 9;
+  constexpr int kLease = 10;
+  constexpr int kN = 11;
+  for (const auto& row : rows) {
+    const int64_t n = row[kN].as<int64_t>();
+    if (n < 0 || static_cast<size_t>(n) >= calls.size() || first[n] != static_cast<size_t>(n)) {
+      return absl::InternalError("claim batch: unexpected row");
     }
-    for (const std::string& token : empty_claims) tx.exec_prepared("drop_empty_claim", token);
-    tx.commit();
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  std::vector<absl::StatusOr<ClaimResult>> results;
-  results.reserve(calls.size());
+    ClaimResult& result = settled[n];
+    if (!row[kHasWakes].as<bool>()) {
+      result.status = v1::NOTHING_PENDING;
+    } else if (row[kLease].is_null()) {
+      result.status = v1::ALREADY_CLAIMED;
+    } else if (row[0].is_null()) {
+      result.status = v1::NOTHING_PENDING;
+      empty_claims.push_back(tokens[n]);
+    } else {
+      absl::StatusOr<v1::Wake> wake = RowToWake(row);
+      if (!wake.ok()) return wake.status();
+      result.status = v1::CLAIMED;
+      result.claim_token = tokens[n];
+      result.lease_expires_at = FromMicros(row[kLease].as<int64_t>());
+      result.wakes.push_back(*std::move(wake));
+    }
+  }
+  for (const std::string& token : empty_claims) tx.exec_prepared("drop_empty_claim", token);
   for (size_t n = 0; n < calls.size(); ++n) {
     if (first[n] == n) {
-      ClaimResult& result = settled[n];
-      std::sort(result.wakes.begin(), result.wakes.end(),
+      std::sort(settled[n].wakes.begin(), settled[n].wakes.end(),
                 [](const v1::Wake& a, const v1::Wake& b) { return a.id() < b.id(); });
-      results.push_back(std::move(result));
       continue;
     }
     ClaimResult repeat;
     repeat.status =
-        results[first[n]]->status == v1::CLAIMED ? v1::ALREADY_CLAIMED : results[first[n]]->status;
-    results.push_back(std::move(repeat));
+        settled[first[n]].status == v1::CLAIMED ? v1::ALREADY_CLAIMED : settled[first[n]].status;
+    settled[n] = std::move(repeat);
   }
-  return results;
+  return settled;
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckStatement(
-    const std::vector<const AckCall*>& calls) {
+    const std::vector<const AckSpec*>& calls) {
   // A claim acked twice in one batch: the first ack ends it, so the others
   // find it no longer live, as if they ran right after.
   std::vector<bool> repeat(calls.size(), false);
   absl::flat_hash_set<std::string> seen;
+  bool claims_next = false;
   std::string input = "[";
   for (size_t n = 0; n < calls.size(); ++n) {
-    const AckCall& call = *calls[n];
+    const AckSpec& call = *calls[n];
     if (!seen.insert(call.claim.claim_token).second) {
       repeat[n] = true;
       continue;
     }
+    claims_next |= call.next.has_value();
     absl::StrAppend(&input, input.size() == 1 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
     AppendJsonString(&input, call.claim.tenant_id);
     input.append(",\"stream\":");
@@ -1033,15 +1055,40 @@ absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckSta
   std::vector<std::optional<AckResult>> settled(calls.size());
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     settled.assign(calls.size(), std::nullopt);
-    pqxx::nontransaction tx(c);
-    for (const auto& row : tx.exec_prepared("ack_claims", input)) {
-      const int64_t n = row[0].as<int64_t>();
-      if (n < 0 || static_cast<size_t>(n) >= calls.size() || repeat[n]) {
-        return absl::InternalError("ack batch: unexpected row");
+    auto ack = [&](pqxx::transaction_base& tx) -> absl::Status {
+      for (const auto& row : tx.exec_prepared("ack_claims", input)) {
+        const int64_t n = row[0].as<int64_t>();
+        if (n < 0 || static_cast<size_t>(n) >= calls.size() || repeat[n]) {
+          return absl::InternalError("ack batch: unexpected row");
+        }
+        if (!row[1].as<bool>()) continue;  // Not live: answered below.
+        settled[n] = AckResult{row[2].as<int64_t>(), row[3].as<bool>(), std::nullopt};
       }
-      if (!row[1].as<bool>()) continue;  // Not live: answered below.
-      settled[n] = AckResult{row[2].as<int64_t>(), row[3].as<bool>()};
+      return absl::OkStatus();
+    };
+    if (!claims_next) {
+      pqxx::nontransaction tx(c);  // One statement.
+      return ack(tx);
     }
+    // The acks, then the claims of the streams still pending, in one
+    // transaction: the ack's row locks keep every other claimer out between
+    // the two, and one commit (flushed: it holds acks) covers both.
+    pqxx::work tx(c);
+    if (absl::Status s = ack(tx); !s.ok()) return s;
+    std::vector<const ClaimSpec*> next;
+    std::vector<size_t> next_of;
+    for (size_t n = 0; n < calls.size(); ++n) {
+      if (settled[n].has_value() && settled[n]->more_pending && calls[n]->next.has_value()) {
+        next.push_back(&*calls[n]->next);
+        next_of.push_back(n);
+      }
+    }
+    if (!next.empty()) {
+      absl::StatusOr<std::vector<ClaimResult>> claimed = RunClaims(tx, next, /*async=*/false);
+      if (!claimed.ok()) return claimed.status();
+      for (size_t i = 0; i < next.size(); ++i) settled[next_of[i]]->next = (*claimed)[i];
+    }
+    tx.commit();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -1049,7 +1096,7 @@ absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckSta
   results.reserve(calls.size());
   for (size_t n = 0; n < calls.size(); ++n) {
     if (settled[n].has_value()) {
-      results.push_back(*settled[n]);
+      results.push_back(*std::move(settled[n]));
     } else {
       results.push_back(absl::FailedPreconditionError(kClaimNotLive));
     }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <pqxx/pqxx>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
@@ -54,8 +55,11 @@ class PostgresWakeStore final : public WakeStore {
                                          const std::string& runner_id,
                                          const std::string& session_id,
                                          absl::Duration lease) override;
+  std::vector<absl::StatusOr<ClaimResult>> ClaimStreams(
+      const std::vector<ClaimSpec>& claims) override;
   absl::StatusOr<AckResult> AckWakes(const ClaimKey& claim,
                                      const std::vector<int64_t>& wake_ids) override;
+  std::vector<absl::StatusOr<AckResult>> AckClaims(const std::vector<AckSpec>& acks) override;
   absl::StatusOr<std::vector<ExtendResult>> ExtendClaims(const std::vector<ClaimKey>& claims,
                                                          absl::Duration lease) override;
   absl::StatusOr<int64_t> ReleaseClaim(const ClaimKey& claim) override;
@@ -82,23 +86,19 @@ class PostgresWakeStore final : public WakeStore {
   std::vector<absl::StatusOr<PersistResult>> PersistBatch(
       const std::vector<const std::vector<WakeDraft>*>& calls);
 
-  struct ClaimCall {
-    std::string tenant_id;
-    std::string stream;
-    std::string runner_id;
-    std::string session_id;
-    absl::Duration lease;
-  };
-  struct AckCall {
-    ClaimKey claim;
-    std::vector<int64_t> wake_ids;
-  };
   // One claim_streams / ack_claims statement for `calls` (one or more); an
   // error status when the statement itself failed.
   absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> ClaimStatement(
-      const std::vector<const ClaimCall*>& calls);
+      const std::vector<const ClaimSpec*>& calls);
   absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> AckStatement(
-      const std::vector<const AckCall*>& calls);
+      const std::vector<const AckSpec*>& calls);
+  // claim_streams (and the removal of claim rows that found their wakes
+  // gone) for `calls` inside `tx`; `async` lets the transaction commit
+  // without waiting for its WAL flush. One result per call, repeats of a
+  // stream included.
+  absl::StatusOr<std::vector<ClaimResult>> RunClaims(pqxx::transaction_base& tx,
+                                                     const std::vector<const ClaimSpec*>& calls,
+                                                     bool async);
 
   // After a failed batch statement: runs each call alone, so one bad call
   // cannot fail the others.
@@ -146,8 +146,8 @@ class PostgresWakeStore final : public WakeStore {
   common::PgPool pool_;
   GroupCommit<sync::Registration, UpsertResult> upserts_;
   GroupCommit<std::vector<WakeDraft>, PersistResult> persists_;
-  GroupCommit<ClaimCall, ClaimResult> claims_;
-  GroupCommit<AckCall, AckResult> acks_;
+  GroupCommit<ClaimSpec, ClaimResult> claims_;
+  GroupCommit<AckSpec, AckResult> acks_;
 };
 
 // Converts a wake message to the JSON stored in wakes.message and back.

@@ -348,9 +348,36 @@ absl::StatusOr<v1::ListRegistrationsResponse> RegistryCore::ListRegistrations(
   return response;
 }
 
-absl::StatusOr<v1::ClaimWakesResponse> RegistryCore::ClaimWakes(
-    const v1::ClaimWakesRequest& request, absl::Duration lease) {
-  absl::StatusOr<ClaimResult> result;
+namespace {
+
+constexpr char kAnswerFull[] =
+    "claims: the answer is full (the claims together outgrow a message); claim this stream alone";
+
+void ToResponse(ClaimResult result, v1::ClaimWakesResponse* response) {
+  response->set_status(result.status);
+  if (result.status != v1::CLAIMED) return;
+  response->set_claim_token(result.claim_token);
+  for (v1::Wake& wake : result.wakes) *response->add_wakes() = std::move(wake);
+  ToProto(result.lease_expires_at, response->mutable_lease_expires_at());
+}
+
+ClaimSpec SpecOf(const v1::ClaimWakesRequest& request, absl::Duration lease) {
+  return ClaimSpec{request.tenant_id(), request.stream(), request.runner_id(), request.session_id(),
+                   lease};
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<ClaimResult>> RegistryCore::Claim(const std::vector<ClaimSpec>& claims) {
+  if (claims.size() != 1) return store_.ClaimStreams(claims);
+  const ClaimSpec& claim = claims.front();
+  return {store_.ClaimWakes(claim.tenant_id, claim.stream, claim.runner_id, claim.session_id,
+                            claim.lease)};
+}
+
+std::vector<absl::StatusOr<ClaimResult>> RegistryCore::ClaimWithVisibilityWait(
+    const std::vector<ClaimSpec>& claims) {
+  std::vector<absl::StatusOr<ClaimResult>> results = Claim(claims);
   // The stream announces a wake when it decodes the commit, which can be a
   // moment before the row is visible to a new snapshot (the committing
   // backend has not yet left the proc array). Answering NOTHING_PENDING then
@@ -358,36 +385,157 @@ absl::StatusOr<v1::ClaimWakesResponse> RegistryCore::ClaimWakes(
   // long as the synced view says the stream has a pending wake.
   absl::Duration waited;
   absl::Duration backoff = absl::Microseconds(500);
-  while (true) {
-    result = store_.ClaimWakes(request.tenant_id(), request.stream(), request.runner_id(),
-                               request.session_id(), lease);
-    if (!result.ok()) return result.status();
-    if (result->status != v1::NOTHING_PENDING || waited >= options_.claim_visibility_wait ||
-        !collection_.HasPendingWake(request.tenant_id(), request.stream())) {
-      break;
+  while (waited < options_.claim_visibility_wait) {
+    std::vector<size_t> again;
+    for (size_t i = 0; i < claims.size() && i < results.size(); ++i) {
+      if (results[i].ok() && results[i]->status == v1::NOTHING_PENDING &&
+          collection_.HasPendingWake(claims[i].tenant_id, claims[i].stream)) {
+        again.push_back(i);
+      }
     }
+    if (again.empty()) break;
     time_.SleepFor(backoff);
     waited += backoff;
     backoff = std::min(backoff * 2, absl::Milliseconds(16));
+    std::vector<ClaimSpec> retry;
+    for (size_t i : again) retry.push_back(claims[i]);
+    std::vector<absl::StatusOr<ClaimResult>> retried = Claim(retry);
+    for (size_t j = 0; j < again.size() && j < retried.size(); ++j) {
+      results[again[j]] = std::move(retried[j]);
+    }
   }
+  return results;
+}
+
+absl::StatusOr<v1::ClaimWakesResponse> RegistryCore::ClaimWakes(
+    const v1::ClaimWakesRequest& request, absl::Duration lease) {
+  std::vector<absl::StatusOr<ClaimResult>> results =
+      ClaimWithVisibilityWait({SpecOf(request, lease)});
+  if (results.size() != 1) return absl::InternalError("claim: wrong result count");
+  if (!results[0].ok()) return results[0].status();
   v1::ClaimWakesResponse response;
-  response.set_status(result->status);
-  if (result->status == v1::CLAIMED) {
-    response.set_claim_token(result->claim_token);
-    for (v1::Wake& wake : result->wakes) *response.add_wakes() = std::move(wake);
-    ToProto(result->lease_expires_at, response.mutable_lease_expires_at());
+  ToResponse(*std::move(results[0]), &response);
+  return response;
+}
+
+absl::StatusOr<v1::ClaimStreamsResponse> RegistryCore::ClaimStreams(
+    const v1::ClaimStreamsRequest& request, const std::vector<absl::Duration>& leases) {
+  std::vector<ClaimSpec> claims;
+  claims.reserve(request.claims_size());
+  for (int i = 0; i < request.claims_size(); ++i) {
+    claims.push_back(SpecOf(request.claims(i), leases[i]));
+  }
+  std::vector<absl::StatusOr<ClaimResult>> results = ClaimWithVisibilityWait(claims);
+  if (results.size() != claims.size()) return absl::InternalError("claims: wrong result count");
+  v1::ClaimStreamsResponse response;
+  size_t bytes = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    absl::StatusOr<ClaimResult>& result = results[i];
+    v1::ClaimOutcome* outcome = response.add_claims();
+    if (result.ok()) {
+      ToResponse(*std::move(result), outcome->mutable_claim());
+      if (!Fits(outcome->ByteSizeLong(), &bytes)) {
+        // Each claim fits in an answer alone, but not all of them together:
+        // this one is given back, for the caller to claim alone.
+        GiveBack({claims[i].tenant_id, claims[i].stream, outcome->claim().claim_token()});
+        outcome->Clear();
+        result = absl::ResourceExhaustedError(kAnswerFull);
+      }
+    }
+    if (!result.ok()) {
+      outcome->set_code(static_cast<int>(result.status().code()));
+      outcome->set_message(std::string(result.status().message()));
+    }
   }
   return response;
 }
 
-absl::StatusOr<v1::AckWakesResponse> RegistryCore::AckWakes(const v1::AckWakesRequest& request) {
-  std::vector<int64_t> ids(request.wake_ids().begin(), request.wake_ids().end());
-  absl::StatusOr<AckResult> result =
-      store_.AckWakes(ClaimKey{request.tenant_id(), request.stream(), request.claim_token()}, ids);
-  if (!result.ok()) return result.status();
+bool RegistryCore::Fits(size_t entry_bytes, size_t* bytes) const {
+  // An entry costs a few bytes of framing besides its own.
+  const size_t with = *bytes + entry_bytes + 8;
+  if (*bytes > 0 && with > static_cast<size_t>(options_.max_response_bytes)) return false;
+  *bytes = with;
+  return true;
+}
+
+void RegistryCore::GiveBack(const ClaimKey& claim) {
+  absl::StatusOr<int64_t> released = store_.ReleaseClaim(claim);
+  if (!released.ok()) {
+    // The lease runs out instead; the wakes are delivered then.
+    common::LogWarn(
+        "claim_give_back_failed",
+        {{"stream", claim.stream}, {"error", std::string(released.status().message())}});
+  }
+}
+
+namespace {
+
+AckSpec AckSpecOf(const v1::AckWakesRequest& request, absl::Duration lease) {
+  AckSpec spec{ClaimKey{request.tenant_id(), request.stream(), request.claim_token()},
+               std::vector<int64_t>(request.wake_ids().begin(), request.wake_ids().end()),
+               std::nullopt};
+  if (request.claim_next()) {
+    spec.next = ClaimSpec{request.tenant_id(), request.stream(), request.runner_id(),
+                          request.session_id(), lease};
+  }
+  return spec;
+}
+
+v1::AckWakesResponse ToResponse(AckResult result) {
   v1::AckWakesResponse response;
-  response.set_acked(result->acked);
-  response.set_more_pending(result->more_pending);
+  response.set_acked(result.acked);
+  response.set_more_pending(result.more_pending);
+  if (result.next.has_value()) ToResponse(*std::move(result.next), response.mutable_next());
+  return response;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::AckWakesResponse> RegistryCore::AckWakes(const v1::AckWakesRequest& request,
+                                                            absl::Duration lease) {
+  AckSpec spec = AckSpecOf(request, lease);
+  if (!spec.next.has_value()) {
+    absl::StatusOr<AckResult> result = store_.AckWakes(spec.claim, spec.wake_ids);
+    if (!result.ok()) return result.status();
+    return ToResponse(*std::move(result));
+  }
+  std::vector<absl::StatusOr<AckResult>> results = store_.AckClaims({std::move(spec)});
+  if (results.size() != 1) return absl::InternalError("ack: wrong result count");
+  if (!results[0].ok()) return results[0].status();
+  return ToResponse(*std::move(results[0]));
+}
+
+absl::StatusOr<v1::AckClaimsResponse> RegistryCore::AckClaims(
+    const v1::AckClaimsRequest& request, const std::vector<absl::Duration>& leases) {
+  std::vector<AckSpec> acks;
+  acks.reserve(request.acks_size());
+  for (int i = 0; i < request.acks_size(); ++i) {
+    acks.push_back(AckSpecOf(request.acks(i), leases[i]));
+  }
+  std::vector<absl::StatusOr<AckResult>> results = store_.AckClaims(acks);
+  if (results.size() != acks.size()) return absl::InternalError("acks: wrong result count");
+  v1::AckClaimsResponse response;
+  size_t bytes = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    absl::StatusOr<AckResult>& result = results[i];
+    v1::AckOutcome* outcome = response.add_acks();
+    if (!result.ok()) {
+      outcome->set_code(static_cast<int>(result.status().code()));
+      outcome->set_message(std::string(result.status().message()));
+      continue;
+    }
+    *outcome->mutable_ack() = ToResponse(*std::move(result));
+    if (!Fits(outcome->ByteSizeLong(), &bytes)) {
+      // The next claims together do not fit in one answer: this one is given
+      // back (more_pending stays true, so the caller claims it again).
+      if (outcome->ack().next().status() == v1::CLAIMED) {
+        GiveBack(
+            {acks[i].claim.tenant_id, acks[i].claim.stream, outcome->ack().next().claim_token()});
+      }
+      outcome->mutable_ack()->clear_next();
+      bytes += outcome->ByteSizeLong() + 8;
+    }
+  }
   return response;
 }
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -95,7 +96,14 @@ class RegistryCore {
       const v1::ListRegistrationsRequest& request, int64_t after_id);
   absl::StatusOr<v1::ClaimWakesResponse> ClaimWakes(const v1::ClaimWakesRequest& request,
                                                     absl::Duration lease);
-  absl::StatusOr<v1::AckWakesResponse> AckWakes(const v1::AckWakesRequest& request);
+  // `leases`: the validated lease of each entry.
+  absl::StatusOr<v1::ClaimStreamsResponse> ClaimStreams(const v1::ClaimStreamsRequest& request,
+                                                        const std::vector<absl::Duration>& leases);
+  // `lease`: the next claim's (claim_next), validated.
+  absl::StatusOr<v1::AckWakesResponse> AckWakes(const v1::AckWakesRequest& request,
+                                                absl::Duration lease);
+  absl::StatusOr<v1::AckClaimsResponse> AckClaims(const v1::AckClaimsRequest& request,
+                                                  const std::vector<absl::Duration>& leases);
   absl::StatusOr<v1::ExtendClaimsResponse> ExtendClaims(const v1::ExtendClaimsRequest& request,
                                                         absl::Duration lease);
   absl::StatusOr<v1::ReleaseClaimResponse> ReleaseClaim(const v1::ReleaseClaimRequest& request);
@@ -109,6 +117,17 @@ class RegistryCore {
 
  private:
   void Sweep();
+  // ClaimWakes of the store for one entry, else ClaimStreams.
+  std::vector<absl::StatusOr<ClaimResult>> Claim(const std::vector<ClaimSpec>& claims);
+  // Claims in one store call; entries that found nothing although the
+  // synced view shows a pending wake of their stream look again, briefly.
+  std::vector<absl::StatusOr<ClaimResult>> ClaimWithVisibilityWait(
+      const std::vector<ClaimSpec>& claims);
+  // Whether an entry of `entry_bytes` still fits in a batch answer holding
+  // *bytes (max_response_bytes; the first entry always does); if so, counts it.
+  bool Fits(size_t entry_bytes, size_t* bytes) const;
+  // Releases a claim taken for an answer it did not fit in.
+  void GiveBack(const ClaimKey& claim);
 
   sync::RegistrationCollection& collection_;
   sync::SyncSource& sync_;

@@ -181,10 +181,17 @@ class RegistryCoreClaimTest : public RegistryCoreTest {
   // simulated clock by 16 ms (the longest backoff) once per store call that
   // is followed by a sleep. `calls` counts store calls (the mocks bump it).
   absl::StatusOr<v1::ClaimWakesResponse> ClaimAdvancing() {
-    std::atomic<bool> done{false};
     absl::StatusOr<v1::ClaimWakesResponse> response;
+    Advancing([&] { response = core_->ClaimWakes(Claim(), absl::Seconds(30)); });
+    return response;
+  }
+
+  // Runs `call` on its own thread until it returns, advancing the clock as
+  // ClaimAdvancing does.
+  void Advancing(const std::function<void()>& call) {
+    std::atomic<bool> done{false};
     std::thread caller([&] {
-      response = core_->ClaimWakes(Claim(), absl::Seconds(30));
+      call();
       done = true;
     });
     int advanced = 0;
@@ -197,7 +204,6 @@ class RegistryCoreClaimTest : public RegistryCoreTest {
       }
     }
     caller.join();
-    return response;
   }
 
   std::atomic<int> calls_{0};
@@ -267,6 +273,163 @@ TEST_F(RegistryCoreClaimTest, StoreErrorsAreNotRetried) {
   SyncPendingWake(7, "/p");
   EXPECT_THAT(core_->ClaimWakes(Claim(), absl::Seconds(30)),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("database down")));
+}
+
+MATCHER_P(StreamsAre, streams, "") {
+  std::vector<std::string> got;
+  for (const ClaimSpec& spec : arg) got.push_back(spec.stream);
+  return got == streams;
+}
+
+MATCHER_P3(KeyIs, tenant, stream, token, "") {
+  return arg.tenant_id == tenant && arg.stream == stream && arg.claim_token == token;
+}
+
+TEST_F(RegistryCoreClaimTest, ClaimStreamsAnswersEachEntryAndRetriesOnlyTheUnseenWake) {
+  ClaimResult nothing;
+  nothing.status = v1::NOTHING_PENDING;
+  ClaimResult other = Claimed();
+  other.claim_token = "tok-b";
+  ::testing::InSequence in_order;
+  EXPECT_CALL(store_, ClaimStreams(StreamsAre(std::vector<std::string>{"/a", "/b", "/c"})))
+      .WillOnce([this, nothing](const std::vector<ClaimSpec>&) {
+        ++calls_;
+        return std::vector<absl::StatusOr<ClaimResult>>{Claimed(), nothing,
+                                                        absl::UnavailableError("database down")};
+      });
+  // Only /b was announced: it alone is looked at again, as ClaimWakes would.
+  EXPECT_CALL(store_, ClaimWakes("t", "/b", "r", _, _)).WillOnce(Counted(other));
+  SyncPendingWake(7, "/b");
+  v1::ClaimStreamsRequest request;
+  for (const char* stream : {"/a", "/b", "/c"}) {
+    v1::ClaimWakesRequest* claim = request.add_claims();
+    *claim = Claim();
+    claim->set_stream(stream);
+  }
+  absl::StatusOr<v1::ClaimStreamsResponse> response;
+  Advancing([&] {
+    response = core_->ClaimStreams(request, std::vector<absl::Duration>(3, absl::Seconds(30)));
+  });
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->claims_size(), 3);
+  EXPECT_EQ(response->claims(0).code(), 0);
+  EXPECT_EQ(response->claims(0).claim().claim_token(), "tok");
+  EXPECT_EQ(response->claims(1).code(), 0);
+  EXPECT_EQ(response->claims(1).claim().status(), v1::CLAIMED);
+  EXPECT_EQ(response->claims(1).claim().claim_token(), "tok-b");
+  EXPECT_EQ(response->claims(2).code(), static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(response->claims(2).message(), "database down");
+  EXPECT_FALSE(response->claims(2).has_claim());
+}
+
+TEST_F(RegistryCoreClaimTest, AckClaimsAnswersEachEntryWithItsNextClaim) {
+  EXPECT_CALL(store_, AckClaims(::testing::Truly([](const std::vector<AckSpec>& acks) {
+                return acks.size() == 2 && acks[0].claim.claim_token == "a" &&
+                       acks[0].next.has_value() && acks[0].next->runner_id == "r" &&
+                       acks[0].next->lease == absl::Seconds(20) && !acks[1].next.has_value() &&
+                       acks[1].wake_ids == std::vector<int64_t>{4, 5};
+              })))
+      .WillOnce(Return(std::vector<absl::StatusOr<AckResult>>{
+          AckResult{2, true, Claimed()},
+          absl::FailedPreconditionError("claim_token: the claim is not live")}));
+  v1::AckClaimsRequest request;
+  v1::AckWakesRequest* ack = request.add_acks();
+  ack->set_tenant_id("t");
+  ack->set_stream("/a");
+  ack->set_claim_token("a");
+  ack->set_claim_next(true);
+  ack->set_runner_id("r");
+  ack = request.add_acks();
+  ack->set_tenant_id("t");
+  ack->set_stream("/b");
+  ack->set_claim_token("b");
+  ack->add_wake_ids(4);
+  ack->add_wake_ids(5);
+  auto response = core_->AckClaims(request, {absl::Seconds(20), absl::Seconds(30)});
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->acks_size(), 2);
+  EXPECT_EQ(response->acks(0).ack().acked(), 2);
+  EXPECT_TRUE(response->acks(0).ack().more_pending());
+  EXPECT_EQ(response->acks(0).ack().next().status(), v1::CLAIMED);
+  EXPECT_EQ(response->acks(0).ack().next().claim_token(), "tok");
+  ASSERT_EQ(response->acks(0).ack().next().wakes_size(), 1);
+  EXPECT_EQ(response->acks(1).code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_FALSE(response->acks(1).has_ack());
+}
+
+TEST_F(RegistryCoreClaimTest, AckWakesClaimsNextInItsTransactionOnlyWhenAsked) {
+  v1::AckWakesRequest request;
+  request.set_tenant_id("t");
+  request.set_stream("/a");
+  request.set_claim_token("a");
+  EXPECT_CALL(store_, AckWakes(KeyIs("t", "/a", "a"), std::vector<int64_t>{}))
+      .WillOnce(Return(AckResult{1, true, std::nullopt}));
+  auto plain = core_->AckWakes(request, absl::Seconds(30));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(plain->more_pending());
+  EXPECT_FALSE(plain->has_next());
+
+  request.set_claim_next(true);
+  request.set_runner_id("r");
+  EXPECT_CALL(store_, AckClaims(::testing::Truly([](const std::vector<AckSpec>& acks) {
+                return acks.size() == 1 && acks[0].next.has_value() &&
+                       acks[0].next->stream == "/a" && acks[0].next->lease == absl::Seconds(9);
+              })))
+      .WillOnce(Return(std::vector<absl::StatusOr<AckResult>>{AckResult{1, true, Claimed()}}));
+  auto next = core_->AckWakes(request, absl::Seconds(9));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->next().claim_token(), "tok");
+}
+
+TEST_F(RegistryCoreClaimTest, BatchAnswersGiveBackClaimsThatOutgrowTheMessage) {
+  RegistryOptions options;
+  options.sweep_interval = absl::ZeroDuration();
+  options.max_response_bytes = 300;
+  RegistryCore small(collection_, sync_, store_, evaluator_, time_, executor_, options);
+  // Two claims of about 200 bytes each: the second does not fit beside the first.
+  auto big = [this](const std::string& token) {
+    ClaimResult result = Claimed();
+    result.claim_token = token;
+    result.wakes[0].mutable_message()->set_source(std::string(200, 's'));
+    return result;
+  };
+  EXPECT_CALL(store_, ClaimStreams(StreamsAre(std::vector<std::string>{"/a", "/b"})))
+      .WillOnce(Return(std::vector<absl::StatusOr<ClaimResult>>{big("ta"), big("tb")}));
+  EXPECT_CALL(store_, ReleaseClaim(KeyIs("t", "/b", "tb"))).WillOnce(Return(1));
+  v1::ClaimStreamsRequest claims;
+  for (const char* stream : {"/a", "/b"}) {
+    v1::ClaimWakesRequest* claim = claims.add_claims();
+    *claim = Claim();
+    claim->set_stream(stream);
+  }
+  auto claimed = small.ClaimStreams(claims, {absl::Seconds(30), absl::Seconds(30)});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  EXPECT_EQ(claimed->claims(0).claim().claim_token(), "ta");
+  EXPECT_EQ(claimed->claims(1).code(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(claimed->claims(1).message(), HasSubstr("claim this stream alone"));
+  EXPECT_LT(claimed->ByteSizeLong(), 400u);  // Not both claims.
+
+  // An ack's next claim that does not fit is given back; more_pending stays.
+  EXPECT_CALL(store_, AckClaims(_))
+      .WillOnce(Return(std::vector<absl::StatusOr<AckResult>>{AckResult{1, true, big("na")},
+                                                              AckResult{1, true, big("nb")}}));
+  EXPECT_CALL(store_, ReleaseClaim(KeyIs("t", "/b", "nb"))).WillOnce(Return(1));
+  v1::AckClaimsRequest acks;
+  for (const char* stream : {"/a", "/b"}) {
+    v1::AckWakesRequest* ack = acks.add_acks();
+    ack->set_tenant_id("t");
+    ack->set_stream(stream);
+    ack->set_claim_token("old");
+    ack->set_claim_next(true);
+    ack->set_runner_id("r");
+  }
+  auto acked = small.AckClaims(acks, {absl::Seconds(30), absl::Seconds(30)});
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->acks(0).ack().next().claim_token(), "na");
+  EXPECT_EQ(acked->acks(1).code(), 0);
+  EXPECT_TRUE(acked->acks(1).ack().more_pending());
+  EXPECT_FALSE(acked->acks(1).ack().has_next());
+  EXPECT_LT(acked->ByteSizeLong(), 400u);
 }
 
 TEST_F(RegistryCoreTest, UnregisterHidesRowsAtOnceAndReportsTheCount) {

@@ -437,9 +437,68 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* RegistryServiceImpl::AckWakes(grpc::CallbackServerContext* context,
                                                         const v1::AckWakesRequest* request,
                                                         v1::AckWakesResponse* response) {
-  return Serve(
-      context, "AckWakes", kRuntimeRoles, *request, response, ValidateAckWakes,
-      [](RegistryCore* core, const v1::AckWakesRequest& valid) { return core->AckWakes(valid); });
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, "AckWakes");
+  if (!principal.ok()) return Reject(context, principal.status());
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  v1::AckWakesRequest valid = *request;
+  absl::Duration lease;
+  if (absl::Status s = ValidateAckWakes(valid, &lease); !s.ok()) return Reject(context, s);
+  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
+    return Reject(context, s);
+  }
+  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+  return Offload(context, response,
+                 [core, valid = std::move(valid), lease] { return core->AckWakes(valid, lease); });
+}
+
+template <typename Request, typename Response, typename Validate, typename Entries, typename Call>
+grpc::ServerUnaryReactor* RegistryServiceImpl::ServeBatch(grpc::CallbackServerContext* context,
+                                                          const char* method, const char* field,
+                                                          const Request& request,
+                                                          Response* response, Validate validate,
+                                                          Entries entries, Call call) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, method);
+  if (!principal.ok()) return Reject(context, principal.status());
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Reject(context, Starting());
+  Request valid = request;
+  std::vector<absl::Duration> leases;
+  if (absl::Status s = validate(valid, &leases); !s.ok()) return Reject(context, s);
+  const auto& list = entries(valid);
+  for (int i = 0; i < list.size(); ++i) {
+    if (auto s = common::auth::RequireTenant(**principal, list.Get(i).tenant_id(),
+                                             absl::StrCat(field, "[", i, "].tenant_id"));
+        !s.ok()) {
+      return Reject(context, s);
+    }
+    if (absl::Status s = core->CheckTenant(list.Get(i).tenant_id()); !s.ok()) {
+      return Reject(context, s);
+    }
+  }
+  return Offload(context, response,
+                 [core, call = std::move(call), valid = std::move(valid),
+                  leases = std::move(leases)] { return call(core, valid, leases); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimStreams(grpc::CallbackServerContext* context,
+                                                            const v1::ClaimStreamsRequest* request,
+                                                            v1::ClaimStreamsResponse* response) {
+  return ServeBatch(
+      context, "ClaimStreams", "claims", *request, response, ValidateClaimStreams,
+      [](const v1::ClaimStreamsRequest& valid) -> const auto& { return valid.claims(); },
+      [](RegistryCore* core, const v1::ClaimStreamsRequest& valid,
+         const std::vector<absl::Duration>& leases) { return core->ClaimStreams(valid, leases); });
+}
+
+grpc::ServerUnaryReactor* RegistryServiceImpl::AckClaims(grpc::CallbackServerContext* context,
+                                                         const v1::AckClaimsRequest* request,
+                                                         v1::AckClaimsResponse* response) {
+  return ServeBatch(
+      context, "AckClaims", "acks", *request, response, ValidateAckClaims,
+      [](const v1::AckClaimsRequest& valid) -> const auto& { return valid.acks(); },
+      [](RegistryCore* core, const v1::AckClaimsRequest& valid,
+         const std::vector<absl::Duration>& leases) { return core->AckClaims(valid, leases); });
 }
 
 grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(grpc::CallbackServerContext* context,

@@ -49,9 +49,15 @@ class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
   grpc::ServerUnaryReactor* ClaimWakes(grpc::CallbackServerContext* context,
                                        const v1::ClaimWakesRequest* request,
                                        v1::ClaimWakesResponse* response) override;
+  grpc::ServerUnaryReactor* ClaimStreams(grpc::CallbackServerContext* context,
+                                         const v1::ClaimStreamsRequest* request,
+                                         v1::ClaimStreamsResponse* response) override;
   grpc::ServerUnaryReactor* AckWakes(grpc::CallbackServerContext* context,
                                      const v1::AckWakesRequest* request,
                                      v1::AckWakesResponse* response) override;
+  grpc::ServerUnaryReactor* AckClaims(grpc::CallbackServerContext* context,
+                                      const v1::AckClaimsRequest* request,
+                                      v1::AckClaimsResponse* response) override;
   grpc::ServerUnaryReactor* ExtendClaims(grpc::CallbackServerContext* context,
                                          const v1::ExtendClaimsRequest* request,
                                          v1::ExtendClaimsResponse* response) override;
@@ -72,6 +78,15 @@ class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
                                   std::initializer_list<common::auth::Role> roles,
                                   const Request& request, Response* response, Validate validate,
                                   Call call);
+  // The batched claim RPCs (runtime roles): `validate(request, &leases)`,
+  // the tenant checks of every entry of `entries(request)` (named
+  // `field`[i] in errors), then `call(core, request, leases)` on the
+  // executor.
+  template <typename Request, typename Response, typename Validate, typename Entries, typename Call>
+  grpc::ServerUnaryReactor* ServeBatch(grpc::CallbackServerContext* context, const char* method,
+                                       const char* field, const Request& request,
+                                       Response* response, Validate validate, Entries entries,
+                                       Call call);
   // The caller's principal if it has one of `roles` (UNAUTHENTICATED,
   // PERMISSION_DENIED otherwise).
   absl::StatusOr<common::auth::PrincipalPtr> Authorize(

@@ -242,7 +242,7 @@ absl::Status ValidateClaimWakes(v1::ClaimWakesRequest& request, absl::Duration* 
   return Lease("lease", request.has_lease(), request.lease(), lease);
 }
 
-absl::Status ValidateAckWakes(v1::AckWakesRequest& request) {
+absl::Status ValidateAckWakes(v1::AckWakesRequest& request, absl::Duration* lease) {
   if (auto s = Tenant(request.mutable_tenant_id()); !s.ok()) return s;
   if (auto s = Url("stream", request.stream()); !s.ok()) return s;
   if (auto s = Text("claim_token", request.claim_token(), 128, true); !s.ok()) return s;
@@ -251,7 +251,47 @@ absl::Status ValidateAckWakes(v1::AckWakesRequest& request) {
       return InvalidField(absl::StrCat("wake_ids[", i, "]"), "must be positive");
     }
   }
+  // The next claim's holder, as ClaimWakes checks it.
+  if (auto s = Text("runner_id", request.runner_id(), kMaxTenantBytes, request.claim_next());
+      !s.ok()) {
+    return s;
+  }
+  if (auto s = Text("session_id", request.session_id(), kMaxTenantBytes, false); !s.ok()) {
+    return s;
+  }
+  return Lease("lease", request.has_lease(), request.lease(), lease);
+}
+
+namespace {
+
+// Batches of the claim RPCs: 1 to kMaxBatchEntries entries, each checked by
+// `validate`, whose error is prefixed with the entry ("claims[3].stream:").
+template <typename Entry, typename Validate>
+absl::Status ValidateEntries(const std::string& field,
+                             google::protobuf::RepeatedPtrField<Entry>* entries,
+                             std::vector<absl::Duration>* leases, Validate validate) {
+  if (entries->empty()) return InvalidField(field, "required");
+  if (entries->size() > kMaxBatchEntries) {
+    return InvalidField(field, absl::StrCat("more than ", kMaxBatchEntries, " entries"));
+  }
+  leases->assign(entries->size(), kDefaultLease);
+  for (int i = 0; i < entries->size(); ++i) {
+    if (absl::Status s = validate(*entries->Mutable(i), &(*leases)[i]); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, "[", i, "].", s.message()));
+    }
+  }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateClaimStreams(v1::ClaimStreamsRequest& request,
+                                  std::vector<absl::Duration>* leases) {
+  return ValidateEntries("claims", request.mutable_claims(), leases, ValidateClaimWakes);
+}
+
+absl::Status ValidateAckClaims(v1::AckClaimsRequest& request, std::vector<absl::Duration>* leases) {
+  return ValidateEntries("acks", request.mutable_acks(), leases, ValidateAckWakes);
 }
 
 absl::Status ValidateExtendClaims(v1::ExtendClaimsRequest& request, absl::Duration* lease) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -25,6 +26,8 @@ inline constexpr int32_t kMaxDebounceMs = 86400000;
 inline constexpr int32_t kDefaultPageSize = 100;
 inline constexpr int32_t kMaxPageSize = 1000;
 inline constexpr absl::Duration kDefaultLease = absl::Seconds(30);
+// Entries of one ClaimStreams or AckClaims call at most.
+inline constexpr int kMaxBatchEntries = 256;
 
 absl::Status ValidateRegisterWake(v1::RegisterWakeRequest& request);
 absl::Status ValidateUnregisterWakes(v1::UnregisterWakesRequest& request);
@@ -34,7 +37,12 @@ absl::Status ValidateEvaluateChange(v1::EvaluateChangeRequest& request);
 absl::Status ValidateListRegistrations(v1::ListRegistrationsRequest& request, int64_t* after_id);
 absl::Status ValidateSubscribeChanges(v1::SubscribeChangesRequest& request);
 absl::Status ValidateClaimWakes(v1::ClaimWakesRequest& request, absl::Duration* lease);
-absl::Status ValidateAckWakes(v1::AckWakesRequest& request);
+// Also the lease of the next claim (claim_next), into *lease.
+absl::Status ValidateAckWakes(v1::AckWakesRequest& request, absl::Duration* lease);
+// The batches: each entry as above; *leases gets the lease of each.
+absl::Status ValidateClaimStreams(v1::ClaimStreamsRequest& request,
+                                  std::vector<absl::Duration>* leases);
+absl::Status ValidateAckClaims(v1::AckClaimsRequest& request, std::vector<absl::Duration>* leases);
 absl::Status ValidateExtendClaims(v1::ExtendClaimsRequest& request, absl::Duration* lease);
 absl::Status ValidateReleaseClaim(v1::ReleaseClaimRequest& request);
 

@@ -1,5 +1,6 @@
 #include "registry-service/validation.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/support/status_matchers.h"
@@ -175,15 +176,75 @@ TEST(ValidationTest, ClaimsCheckLeaseAndTokens) {
 
   v1::AckWakesRequest ack;
   ack.set_stream("/p");
-  EXPECT_FIELD_ERROR(ValidateAckWakes(ack), "claim_token: required");
+  EXPECT_FIELD_ERROR(ValidateAckWakes(ack, &lease), "claim_token: required");
   ack.set_claim_token("t");
   ack.add_wake_ids(0);
-  EXPECT_FIELD_ERROR(ValidateAckWakes(ack), "wake_ids[0]");
+  EXPECT_FIELD_ERROR(ValidateAckWakes(ack, &lease), "wake_ids[0]");
 
   v1::ExtendClaimsRequest extend;
   EXPECT_FIELD_ERROR(ValidateExtendClaims(extend, &lease), "claims: required");
   extend.add_claims()->set_stream("/p");
   EXPECT_FIELD_ERROR(ValidateExtendClaims(extend, &lease), "claims[0].claim_token");
+}
+
+TEST(ValidationTest, AckClaimNextNeedsTheNextHolder) {
+  v1::AckWakesRequest ack;
+  ack.set_stream("/p");
+  ack.set_claim_token("t");
+  absl::Duration lease;
+  EXPECT_THAT(ValidateAckWakes(ack, &lease), IsOk());
+  ack.set_claim_next(true);
+  EXPECT_FIELD_ERROR(ValidateAckWakes(ack, &lease), "runner_id: required");
+  ack.set_runner_id("r1");
+  ack.mutable_lease()->set_seconds(7200);
+  EXPECT_FIELD_ERROR(ValidateAckWakes(ack, &lease), "lease: must be between 1s and 1h");
+  ack.mutable_lease()->set_seconds(5);
+  EXPECT_THAT(ValidateAckWakes(ack, &lease), IsOk());
+  EXPECT_EQ(lease, absl::Seconds(5));
+}
+
+TEST(ValidationTest, BatchesNameTheEntryAndCarryEachLease) {
+  v1::ClaimStreamsRequest claims;
+  std::vector<absl::Duration> leases;
+  EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims: required");
+  for (int i = 0; i < 4; ++i) {
+    v1::ClaimWakesRequest* claim = claims.add_claims();
+    claim->set_stream(absl::StrCat("/p/", i));
+    claim->set_runner_id("r1");
+  }
+  claims.mutable_claims(1)->mutable_lease()->set_seconds(10);
+  ASSERT_THAT(ValidateClaimStreams(claims, &leases), IsOk());
+  EXPECT_EQ(leases, (std::vector<absl::Duration>{absl::Seconds(30), absl::Seconds(10),
+                                                 absl::Seconds(30), absl::Seconds(30)}));
+  EXPECT_EQ(claims.claims(3).tenant_id(), "default");  // Each entry's default tenant.
+  claims.mutable_claims(3)->set_stream("");
+  EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims[3].stream");
+  claims.mutable_claims(3)->set_stream("/p/3");
+  claims.mutable_claims(2)->set_tenant_id("t\n");
+  EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims[2].tenant_id");
+  claims.mutable_claims(2)->set_tenant_id("t");
+  while (claims.claims_size() <= kMaxBatchEntries) *claims.add_claims() = claims.claims(0);
+  EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims: more than 256 entries");
+
+  v1::AckClaimsRequest acks;
+  EXPECT_FIELD_ERROR(ValidateAckClaims(acks, &leases), "acks: required");
+  v1::AckWakesRequest* ack = acks.add_acks();
+  ack->set_stream("/p/0");
+  ack->set_claim_token("a");
+  ack = acks.add_acks();
+  ack->set_stream("/p/1");
+  ack->set_claim_token("b");
+  ack->add_wake_ids(-4);
+  EXPECT_FIELD_ERROR(ValidateAckClaims(acks, &leases), "acks[1].wake_ids[0]");
+  ack->clear_wake_ids();
+  ack->set_claim_next(true);
+  EXPECT_FIELD_ERROR(ValidateAckClaims(acks, &leases), "acks[1].runner_id: required");
+  ack->set_runner_id("r1");
+  ack->mutable_lease()->set_seconds(20);
+  ASSERT_THAT(ValidateAckClaims(acks, &leases), IsOk());
+  EXPECT_EQ(leases, (std::vector<absl::Duration>{absl::Seconds(30), absl::Seconds(20)}));
+  while (acks.acks_size() <= kMaxBatchEntries) *acks.add_acks() = acks.acks(0);
+  EXPECT_FIELD_ERROR(ValidateAckClaims(acks, &leases), "acks: more than 256 entries");
 }
 
 TEST(ValidationTest, SubscribeRejectsUnknownKinds) {

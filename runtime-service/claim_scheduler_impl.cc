@@ -56,7 +56,11 @@ ClaimSchedulerImpl::ClaimSchedulerImpl(v1::WakeRegistry::StubInterface& registry
       lease_timer_(time.CreateTimer([this] { OnLeaseTimer(); })),
       hold_timer_(time.CreateTimer([this] { OnHoldTimer(); })),
       delay_timer_(time.CreateTimer([this] { OnDelayTimer(); })),
-      calls_(registry, executor, time, options_.rpc_timeout) {
+      calls_(registry, executor, time, options_.rpc_timeout, [this] {
+        CallBatching batching;
+        batching.enabled = options_.batch_registry_calls;
+        return batching;
+      }()) {
   lease_timer_->Enable(options_.lease / 3);
 }
 
@@ -375,40 +379,7 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
                             time_.MonotonicNow() + common::ToChrono(state.backoff->Next()));
       }
     } else if (result->status() == v1::CLAIMED) {
-      ++counters_.claims_succeeded;
-      state.backoff.reset();
-      Claim claim;
-      claim.message.set_claim_token(result->claim_token());
-      claim.message.set_tenant_id(key.first);
-      claim.message.set_stream(key.second);
-      *claim.message.mutable_wakes() = std::move(*result->mutable_wakes());
-      *claim.message.mutable_lease_expires_at() = result->lease_expires_at();
-      // The registry counts the lease from when it took the claim, which may
-      // be any time after the request left: only the send time is safe.
-      claim.lease_deadline = sent + common::ToChrono(options_.lease);
-      for (const v1::Wake& wake : claim.message.wakes()) {
-        claim.wake_ids.insert(wake.id());
-        state.unseen.erase(wake.id());
-      }
-      state.rechecks = 0;
-      if (!state.unseen.empty()) {
-        // Announced wakes this claim missed get a claim of their own after it.
-        QueueLocked(state, /*for_announcements=*/true);
-      } else if (state.queued && !state.queued_anonymous) {
-        // Every announcement queued meanwhile is for a wake this claim carries.
-        state.queued = false;
-      }
-      state.claim = std::move(claim);
-      ++active_claims_;
-      if (stopping_) {
-        ReleaseLocked(key, state, fx);
-      } else if (pool_.Room(reserved) > 0) {
-        DeliverLocked(key, state, reserved, fx);
-      } else {
-        // Its runner left meanwhile: another one, or wait for one.
-        HoldLocked(key, state);
-        DispatchHeldLocked(fx);
-      }
+      TakeClaimLocked(key, state, *result, sent, reserved, fx);
     } else {
       // NOTHING_PENDING, or another replica holds the stream. That holder's
       // ack (more_pending) or lease expiry makes the wakes available again,
@@ -447,6 +418,46 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
     PumpLocked(fx);
   }
   Run(fx);
+}
+
+void ClaimSchedulerImpl::TakeClaimLocked(const Key& key, StreamState& state,
+                                         v1::ClaimWakesResponse& claimed,
+                                         common::MonotonicTime sent, SessionId runner,
+                                         Effects& fx) {
+  ++counters_.claims_succeeded;
+  state.backoff.reset();
+  Claim claim;
+  claim.message.set_claim_token(claimed.claim_token());
+  claim.message.set_tenant_id(key.first);
+  claim.message.set_stream(key.second);
+  *claim.message.mutable_wakes() = std::move(*claimed.mutable_wakes());
+  *claim.message.mutable_lease_expires_at() = claimed.lease_expires_at();
+  // The registry counts the lease from when it took the claim, which may
+  // be any time after the request left: only the send time is safe.
+  claim.lease_deadline = sent + common::ToChrono(options_.lease);
+  for (const v1::Wake& wake : claim.message.wakes()) {
+    claim.wake_ids.insert(wake.id());
+    state.unseen.erase(wake.id());
+  }
+  state.rechecks = 0;
+  if (!state.unseen.empty()) {
+    // Announced wakes this claim missed get a claim of their own after it.
+    QueueLocked(state, /*for_announcements=*/true);
+  } else if (state.queued && !state.queued_anonymous) {
+    // Every announcement queued meanwhile is for a wake this claim carries.
+    state.queued = false;
+  }
+  state.claim = std::move(claim);
+  ++active_claims_;
+  if (stopping_) {
+    ReleaseLocked(key, state, fx);
+  } else if (pool_.Room(runner) > 0) {
+    DeliverLocked(key, state, runner, fx);
+  } else {
+    // Its runner left meanwhile: another one, or wait for one.
+    HoldLocked(key, state);
+    DispatchHeldLocked(fx);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -647,6 +658,7 @@ void ClaimSchedulerImpl::DropClaimLocked(const Key& key, StreamState& state, Eff
 void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done) {
   absl::Status rejected;
   bool known = false;
+  bool claim_next = false;
   const Key key(request.tenant_id, request.stream);
   {
     absl::MutexLock lock(&mu_);
@@ -669,6 +681,13 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
             "claim_token: the claim is not held by this runner session");
       } else {
         state.phase = Phase::kAcking;
+        // Whatever is pending once the claim ends is claimed in the ack's
+        // transaction, for this session (its room is the acked claim's),
+        // unless that would keep the room from other streams waiting for
+        // it: then the stream queues like any other.
+        claim_next =
+            options_.claim_next_in_ack && !stopping_ &&
+            (pool_.Room(state.claim->session) > 0 || (ready_.empty() && parked_count_ == 0));
       }
     }
   }
@@ -683,6 +702,11 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
   ack.set_stream(request.stream);
   ack.set_claim_token(request.claim_token);
   for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
+  if (claim_next) {
+    ack.set_claim_next(true);
+    ack.set_runner_id(options_.runtime_id);
+    *ack.mutable_lease() = ToProto(options_.lease);
+  }
   SendAck(key, std::move(ack), request.wake_ids, /*attempt=*/1, known, std::move(done));
 }
 
@@ -692,8 +716,9 @@ void ClaimSchedulerImpl::SendAck(const Key& key, v1::AckWakesRequest ack,
   v1::AckWakesRequest again = ack;  // For a retry.
   calls_.AckWakes(std::move(ack),
                   [this, key, again = std::move(again), wake_ids = std::move(wake_ids), attempt,
-                   known, done = std::move(done)](absl::StatusOr<v1::AckWakesResponse> r) mutable {
-                    OnAcked(key, std::move(again), std::move(wake_ids), attempt, known,
+                   known, done = std::move(done),
+                   sent = time_.MonotonicNow()](absl::StatusOr<v1::AckWakesResponse> r) mutable {
+                    OnAcked(key, std::move(again), std::move(wake_ids), attempt, known, sent,
                             std::move(r), std::move(done));
                   });
 }
@@ -712,6 +737,7 @@ void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
 
 void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
                                  std::vector<int64_t> wake_ids, int attempt, bool known,
+                                 common::MonotonicTime sent,
                                  absl::StatusOr<v1::AckWakesResponse> result,
                                  Callback<AckResult> done) {
   Effects fx;
@@ -747,9 +773,19 @@ void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
       } else if (result.ok()) {
         ++counters_.claims_acked;
         RememberAckedLocked(*state.claim, wake_ids);
+        const SessionId session = state.claim->session;
         DetachClaimLocked(key, state);
-        if (result->more_pending()) QueueLocked(state);
-        GoIdleLocked(key, state);
+        if (result->has_next() && result->next().status() == v1::CLAIMED) {
+          // The ack's transaction claimed what was pending: that claim goes
+          // to the session that acked, whose room the acked claim held.
+          state.claim.reset();
+          --active_claims_;
+          state.attempt_since = state.queued ? state.queued_since : time_.MonotonicNow();
+          TakeClaimLocked(key, state, *result->mutable_next(), sent, session, fx);
+        } else {
+          if (result->more_pending()) QueueLocked(state);
+          GoIdleLocked(key, state);
+        }
         DispatchHeldLocked(fx);  // The runner has room again.
         reply = AckResult{result->acked(), result->more_pending() && !stopping_};
       } else if (ClaimIsGone(result.status())) {

@@ -335,6 +335,101 @@ TEST_F(ClaimSchedulerTest, AckWithMorePendingClaimsAgainAtOnce) {
   executor_.RunAll();
 }
 
+TEST_F(ClaimSchedulerTest, AckClaimsWhatIsPendingInItsTransactionForTheSameRunner) {
+  SchedulerOptions options = Options();
+  options.claim_next_in_ack = true;
+  MakeScheduler(options);
+  auto sink = ConnectRunner("runner-a", "s1");
+  v1::AckWakesResponse with_next = Acked(2, true);
+  *with_next.mutable_next() = Claimed("tok-2", "/p", {3});
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(Replies(Claimed("tok-1", "/p", {1, 2})));
+    EXPECT_CALL(registry_, AckWakes(_,
+                                    AllOf(TokenIs<v1::AckWakesRequest>("tok-1"),
+                                          Property(&v1::AckWakesRequest::claim_next, true),
+                                          Property(&v1::AckWakesRequest::runner_id, "rt-1"),
+                                          Property(&v1::AckWakesRequest::has_lease, true)),
+                                    _))
+        .WillOnce(Replies(with_next));
+  }
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunOne();  // The ack, which brought the next claim: no ClaimWakes.
+  ASSERT_TRUE(ack.result.has_value());
+  ASSERT_TRUE(ack.result->ok());
+  EXPECT_EQ((*ack.result)->acked, 2);
+  EXPECT_EQ(executor_.queued(), 0u);
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  EXPECT_THAT(WakeIds(sink->claims[1]), ElementsAre(3));
+  EXPECT_EQ(scheduler_->Health().active_claims, 1);
+
+  // The claim it brought is acked like any other.
+  EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-2"), _))
+      .WillOnce(Replies(Acked(1, false)));
+  Captured<AckResult> second;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[1]), second.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(second.result.has_value() && second.result->ok());
+  EXPECT_EQ(scheduler_->Health().active_claims, 0);
+}
+
+TEST_F(ClaimSchedulerTest, AckAsksForNoNextClaimWhenTurnedOff) {
+  // Off is the default.
+  auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/1);
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  EXPECT_CALL(registry_, AckWakes(_,
+                                  AllOf(TokenIs<v1::AckWakesRequest>("tok-1"),
+                                        Property(&v1::AckWakesRequest::claim_next, false)),
+                                  _))
+      .WillOnce(Replies(Acked(1, false)));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  ASSERT_TRUE(ack.result.has_value() && ack.result->ok());
+}
+
+TEST_F(ClaimSchedulerTest, AckAsksForNoNextClaimWhenAParkedStreamWaitsForTheRoom) {
+  SchedulerOptions options = Options();
+  options.claim_next_in_ack = true;
+  MakeScheduler(options);
+  // The runner's only room is wanted by a stream parked meanwhile.
+  auto sink = ConnectRunner("runner-a", "s1", /*max_in_flight=*/1);
+  Captured<AckResult> ack;
+  EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+      .WillOnce(Replies(Claimed("tok-1", "/p", {1})));
+  scheduler_->Trigger(kTenant, "/p", 0);
+  executor_.RunAll();
+  scheduler_->Trigger(kTenant, "/q", 0);  // No room: parked.
+  executor_.RunAll();
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, AckWakes(_,
+                                    AllOf(TokenIs<v1::AckWakesRequest>("tok-1"),
+                                          Property(&v1::AckWakesRequest::claim_next, false)),
+                                    _))
+        .WillOnce(Replies(Acked(1, false)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/q"), _))
+        .WillOnce(Replies(Claimed("tok-q", "/q", {2})));
+  }
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  EXPECT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-q"));
+  EXPECT_CALL(registry_, ReleaseClaim(_, TokenIs<v1::ReleaseClaimRequest>("tok-q"), _))
+      .WillOnce(Released(1));
+  scheduler_->BeginShutdown();
+  scheduler_->ReleaseAll();
+  executor_.RunAll();
+}
+
 TEST_F(ClaimSchedulerTest, ClaimThatFindsNothingIsSkipped) {
   auto sink = ConnectRunner("runner-a", "s1");
   EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))

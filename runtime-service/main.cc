@@ -137,6 +137,7 @@ int Run(int argc, char** argv) {
 
   SchedulerOptions scheduler_options;
   scheduler_options.runtime_id = config->runtime_id;
+  scheduler_options.batch_registry_calls = true;
   scheduler_options.lease = config->lease;
   scheduler_options.hold_timeout = config->hold_timeout;
   scheduler_options.retry_initial = config->retry_initial;

@@ -5,11 +5,22 @@
 // offer no callback API (the generated gMock stub returns nullptr from
 // async()) get the blocking API run on `executor`, so unit tests drive the
 // same code with plain synchronous mock expectations.
+//
+// With batching on, ClaimWakes and AckWakes calls are carried in batches
+// (ClaimStreams, AckClaims): a call goes out at once while fewer than
+// `max_in_flight` batches of its kind are in flight, else it waits for the
+// next batch, which takes every call waiting (up to `max_entries`). A lone
+// call therefore waits for nothing, and under load one RPC and one registry
+// transaction serve many streams. A registry that answers a batch
+// UNIMPLEMENTED (an older version) gets single calls from then on.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -23,14 +34,26 @@
 
 namespace wake::runtime {
 
+// How RegistryCalls batches ClaimWakes and AckWakes (see above).
+struct CallBatching {
+  bool enabled = false;
+  // Calls per batch at most (the registry accepts 256).
+  size_t max_entries = 256;
+  // Batches of one kind in flight at once.
+  int max_in_flight = 2;
+};
+
 class RegistryCalls {
  public:
   template <typename Response>
   using Done = std::function<void(absl::StatusOr<Response>)>;
 
+  using Batching = CallBatching;
+
   // `timeout` is the deadline of each call. The references must outlive this.
   RegistryCalls(v1::WakeRegistry::StubInterface& stub, common::Executor& executor,
-                common::TimeSource& time, absl::Duration timeout);
+                common::TimeSource& time, absl::Duration timeout,
+                Batching batching = CallBatching());
   // Cancels what is in flight and waits for running completions; blocking
   // calls still queued on the executor are dropped (their `done` never runs).
   ~RegistryCalls();
@@ -71,11 +94,44 @@ class RegistryCalls {
   template <typename Request, typename Response, typename SyncMethod, typename AsyncMethod>
   void Start(Request request, Done<Response> done, SyncMethod sync, AsyncMethod async);
 
+  void ClaimWakesAlone(v1::ClaimWakesRequest request, Done<v1::ClaimWakesResponse> done);
+  void AckWakesAlone(v1::AckWakesRequest request, Done<v1::AckWakesResponse> done);
+
+  // The calls of one kind waiting for a batch, and its batches in flight.
+  template <typename Request, typename Response>
+  struct Queue {
+    std::deque<std::pair<Request, Done<Response>>> waiting;
+    int in_flight = 0;
+    // The registry answered UNIMPLEMENTED: single calls from now on.
+    bool unsupported = false;
+  };
+  using ClaimQueue = Queue<v1::ClaimWakesRequest, v1::ClaimWakesResponse>;
+  using AckQueue = Queue<v1::AckWakesRequest, v1::AckWakesResponse>;
+  template <typename Request, typename Response>
+  using Entries = std::vector<std::pair<Request, Done<Response>>>;
+
+  // Queues a call (moved from) and returns the entries of a batch to send
+  // now, if one may start; with *alone, batches are unsupported and the call
+  // is left as it was.
+  template <typename Request, typename Response>
+  Entries<Request, Response> Enqueue(Queue<Request, Response>& queue, Request& request,
+                                     Done<Response>& done, bool* alone);
+  // After a batch of `queue` completed: the next batch to send, if any, or
+  // with *alone (batches unsupported) every waiting call, to send singly.
+  template <typename Request, typename Response>
+  Entries<Request, Response> Next(Queue<Request, Response>& queue, bool* alone);
+  void SendClaims(Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> entries);
+  void SendAcks(Entries<v1::AckWakesRequest, v1::AckWakesResponse> entries);
+
   v1::WakeRegistry::StubInterface& stub_;
   common::Executor& executor_;
   common::TimeSource& time_;
   const absl::Duration timeout_;
+  const Batching batching_;
   const std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+  absl::Mutex batch_mu_;
+  ClaimQueue claims_ ABSL_GUARDED_BY(batch_mu_);
+  AckQueue acks_ ABSL_GUARDED_BY(batch_mu_);
 };
 
 }  // namespace wake::runtime

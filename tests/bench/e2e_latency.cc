@@ -7,7 +7,12 @@
 // parent, so its claims can batch their wakes), then a saturation row with
 // --callers evaluations always in flight, whose delivered rate is the
 // maximum sustained wakes/s. Runners ack every claim as it arrives.
+// With --cpu (name=pid, a trailing '+' adding the process's children) each
+// row also gives the CPU microseconds per delivered wake of every named
+// process and of this one ("client": evaluations and runners). Besides the
+// table, each row prints one "result" line of key=value pairs for scripts.
 //   e2e_latency --registry=H:P --runtime=H:P --rates=100,1000 --seconds=10
+//     [--cpu=registry=PID,runtime=PID,postgres=PID+]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -24,6 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/bench/cpu_meter.h"
 #include "tests/bench/latency_support.h"
 #include "wake/v1/registry.grpc.pb.h"
 
@@ -31,6 +37,7 @@ namespace {
 
 using ::wake::bench::BenchRunner;
 using ::wake::bench::Clock;
+using ::wake::bench::CpuMeter;
 using ::wake::bench::Millis;
 using ::wake::bench::Tracker;
 
@@ -49,6 +56,7 @@ struct Options {
   int callers = 32;  // Saturation row; 0 skips it.
   bool local = false;  // consistency = LOCAL (skip the read barrier).
   std::string prefix = "bench";
+  CpuMeter cpu;
 };
 
 bool Parse(int argc, char** argv, Options* options) {
@@ -87,6 +95,8 @@ bool Parse(int argc, char** argv, Options* options) {
       options->local = value == "local";
     } else if (name == "prefix") {
       options->prefix = value;
+    } else if (name == "cpu") {
+      if (!options->cpu.Parse(value)) return false;
     } else {
       return false;
     }
@@ -132,7 +142,7 @@ class Evaluator {
   void Start(int64_t n, std::function<void()> done) {
     auto call = std::make_shared<Call>();
     call->request.set_source_url(Child(static_cast<int>(n % options_.children)));
-    call->request.set_run_key(absl::StrCat("run-", run_epoch_.load(), "-", n));
+    call->request.set_run_key(absl::StrCat("run-", nonce_, "-", run_epoch_.load(), "-", n));
     call->request.set_status(wake::v1::COMPLETED);
     if (options_.local) call->request.set_consistency(wake::v1::LOCAL);
     call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -211,19 +221,34 @@ class Evaluator {
   std::vector<double> rpc_ms_ ABSL_GUARDED_BY(mu_);
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> run_epoch_{0};
+  // Keeps run keys distinct from an earlier run's on the same registrations:
+  // a key seen before is a replay and makes no wake.
+  const int64_t nonce_ = absl::ToUnixNanos(absl::Now());
 };
 
 // Prints one row from what the tracker and evaluator collected; delivered/s
-// counts from the row's start to the last wake received.
-bool PrintRow(const std::string& name, double offered, Clock::time_point t0, Tracker& tracker,
-              Evaluator& evaluator) {
+// counts from the row's start to the last wake received. `kind` and `cpu`
+// (the sample taken when the row started) go into the row's result line.
+bool PrintRow(const std::string& name, const std::string& kind, double offered,
+              Clock::time_point t0, const Options& options, const CpuMeter::Sample& cpu,
+              Tracker& tracker, Evaluator& evaluator) {
   Evaluator::Totals totals = evaluator.Take();
   const bool complete = tracker.AwaitComplete(totals.wakes, absl::Seconds(30));
+  const CpuMeter::Sample cpu_after = options.cpu.Take();
   const double seconds = std::max(1e-3, Millis(tracker.last_received() - t0) / 1000);
   int64_t early = 0;
   std::vector<double> latencies = tracker.Latencies(&early);
-  wake::bench::PrintRow(name, offered, seconds, totals.wakes, std::move(latencies), early,
-                        std::move(totals.rpc_ms));
+  const int64_t delivered = static_cast<int64_t>(latencies.size());
+  const wake::bench::RowStats stats =
+      wake::bench::PrintRow(name, offered, seconds, totals.wakes, std::move(latencies), early,
+                            std::move(totals.rpc_ms));
+  std::printf("result kind=%s siblings=%d offered=%.0f delivered=%.0f wakes=%lld p50_ms=%.3f "
+              "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f lost=%lld errors=%lld cpu_us_per_wake %s\n",
+              kind.c_str(), options.siblings, offered, stats.delivered_per_s,
+              static_cast<long long>(totals.wakes), stats.p50_ms, stats.p90_ms, stats.p99_ms,
+              stats.max_ms, static_cast<long long>(stats.lost),
+              static_cast<long long>(totals.errors),
+              CpuMeter::PerWake(cpu, cpu_after, delivered).c_str());
   if (totals.errors > 0) {
     std::printf("  (%lld evaluation errors, last: %s)\n", static_cast<long long>(totals.errors),
                 totals.last_error.c_str());
@@ -241,7 +266,8 @@ int main(int argc, char** argv) {
                  "usage: e2e_latency --registry=H:P --runtime=H:P [--rates=100,1000] "
                  "[--seconds=10] [--children=1000] [--fanout=1] [--siblings=1] [--runners=2] "
                  "[--callers=32] "
-                 "[--consistency=strong|local] [--prefix=bench]\n");
+                 "[--consistency=strong|local] [--prefix=bench] "
+                 "[--cpu=name=pid[+],...]\n");
     return 2;
   }
   Tracker tracker;
@@ -264,14 +290,16 @@ int main(int argc, char** argv) {
   for (int rate : options.rates) {
     // Open loop: evaluation n starts at t0 + n / rate whatever the others do.
     const int64_t total = static_cast<int64_t>(rate) * options.seconds;
+    const CpuMeter::Sample cpu = options.cpu.Take();
     const Clock::time_point t0 = Clock::now();
     for (int64_t n = 0; n < total; ++n) {
       std::this_thread::sleep_until(t0 + std::chrono::nanoseconds(n * 1000000000LL / rate));
       evaluator.Start(n, nullptr);
     }
     evaluator.AwaitIdle();
-    ok &= PrintRow(absl::StrCat("open ", rate * options.fanout, "/s"),
-                   static_cast<double>(rate) * options.fanout, t0, tracker, evaluator);
+    ok &= PrintRow(absl::StrCat("open ", rate * options.fanout, "/s"), "paced",
+                   static_cast<double>(rate) * options.fanout, t0, options, cpu, tracker,
+                   evaluator);
     tracker.Reset();
   }
 
@@ -279,13 +307,15 @@ int main(int argc, char** argv) {
     // Closed loop: `callers` evaluations always in flight for the duration.
     const Clock::time_point end = Clock::now() + std::chrono::seconds(options.seconds);
     std::atomic<int64_t> next{0};
+    const CpuMeter::Sample cpu = options.cpu.Take();
     std::function<void()> again = [&] {
       if (Clock::now() < end) evaluator.Start(next.fetch_add(1), again);
     };
     const Clock::time_point t0 = Clock::now();
     for (int c = 0; c < options.callers; ++c) evaluator.Start(next.fetch_add(1), again);
     evaluator.AwaitIdle();
-    ok &= PrintRow(absl::StrCat("saturate c=", options.callers), 0, t0, tracker, evaluator);
+    ok &= PrintRow(absl::StrCat("saturate c=", options.callers), "saturation", 0, t0, options,
+                   cpu, tracker, evaluator);
   }
 
   int64_t ack_errors = 0;

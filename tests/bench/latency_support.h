@@ -204,22 +204,39 @@ inline void PrintHeader() {
               "make_p99", "lost");
 }
 
+// What one row measured.
+struct RowStats {
+  double delivered_per_s = 0;
+  double p50_ms = 0;
+  double p90_ms = 0;
+  double p99_ms = 0;
+  double max_ms = 0;
+  int64_t lost = 0;
+};
+
 // One row. `latencies` and `make_ms` (how long making a wake took: the
 // evaluation RPC, or nothing) are sorted by the call.
-inline void PrintRow(const std::string& name, double offered, double seconds, int64_t wakes,
-                     std::vector<double> latencies, int64_t early, std::vector<double> make_ms) {
+inline RowStats PrintRow(const std::string& name, double offered, double seconds, int64_t wakes,
+                         std::vector<double> latencies, int64_t early,
+                         std::vector<double> make_ms) {
   std::sort(latencies.begin(), latencies.end());
   std::sort(make_ms.begin(), make_ms.end());
-  const int64_t lost = wakes - static_cast<int64_t>(latencies.size());
+  RowStats stats;
+  stats.lost = wakes - static_cast<int64_t>(latencies.size());
+  stats.delivered_per_s = latencies.size() / seconds;
+  stats.p50_ms = Percentile(latencies, 0.50);
+  stats.p90_ms = Percentile(latencies, 0.90);
+  stats.p99_ms = Percentile(latencies, 0.99);
+  stats.max_ms = latencies.empty() ? 0.0 : latencies.back();
   std::printf("%-16s %10.0f %12.0f %8lld %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %6lld\n",
-              name.c_str(), offered, latencies.size() / seconds, static_cast<long long>(wakes),
-              Percentile(latencies, 0.50), Percentile(latencies, 0.90),
-              Percentile(latencies, 0.99), latencies.empty() ? 0.0 : latencies.back(),
-              Percentile(make_ms, 0.50), Percentile(make_ms, 0.99), static_cast<long long>(lost));
+              name.c_str(), offered, stats.delivered_per_s, static_cast<long long>(wakes),
+              stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms, Percentile(make_ms, 0.50),
+              Percentile(make_ms, 0.99), static_cast<long long>(stats.lost));
   if (early > 0) {
     std::printf("  (%lld wakes reached the runner before their evaluation returned: counted 0)\n",
                 static_cast<long long>(early));
   }
+  return stats;
 }
 
 }  // namespace wake::bench

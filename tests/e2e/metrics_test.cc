@@ -89,7 +89,8 @@ TEST(MetricsTest, BothServicesServeMetricsThatMoveWithTheWakes) {
   EXPECT_EQ((*reg)["wake_rpc_requests_total{method=\"EvaluateRunFinished\",service=\"wake.v1."
                    "WakeRegistry\"}"],
             5);
-  EXPECT_GE((*reg)["wake_rpc_requests_total{method=\"ClaimWakes\",service=\"wake.v1."
+  // The runtime carries its claims in ClaimStreams batches.
+  EXPECT_GE((*reg)["wake_rpc_requests_total{method=\"ClaimStreams\",service=\"wake.v1."
                    "WakeRegistry\"}"],
             1);
   EXPECT_EQ((*reg)["wake_registry_registrations"], 5);

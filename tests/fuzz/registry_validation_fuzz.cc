@@ -36,11 +36,34 @@ void Run(const uint8_t* data, size_t size, Validate validate) {
   Require(copy.SerializeAsString() == request.SerializeAsString());
 }
 
+// A batch: accepted means 1 to kMaxBatchEntries entries, each with its
+// lease in range and a valid tenant; validating again changes nothing.
+template <typename Request, typename Validate, typename Entries>
+void RunBatch(const uint8_t* data, size_t size, Validate validate, Entries entries) {
+  Request request;
+  if (!request.ParseFromArray(data, static_cast<int>(size))) return;
+  std::vector<absl::Duration> leases;
+  if (!validate(request, &leases).ok()) return;
+  const auto list = entries(request);
+  Require(list.size() >= 1 && list.size() <= registry::kMaxBatchEntries &&
+          leases.size() == static_cast<size_t>(list.size()));
+  for (const auto& entry : list) CheckTenant(entry.tenant_id());
+  for (const absl::Duration lease : leases) {
+    Require(lease >= absl::Seconds(1) && lease <= absl::Hours(1));
+  }
+  Request copy = request;
+  Require(validate(copy, &leases).ok());
+  Require(copy.SerializeAsString() == request.SerializeAsString());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t kind = data[0] % 10;
+  // Kinds 6 and 7 (claims, acks) check their batched RPC when data[0] / 10
+  // is odd (corpus entries for the single RPCs start with a byte below 10).
+  const bool batch = (data[0] / 10) % 2 == 1;
   ++data;
   --size;
   absl::Duration lease;
@@ -76,6 +99,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Run<v1::SubscribeChangesRequest>(data, size, registry::ValidateSubscribeChanges);
       break;
     case 6:
+      if (batch) {
+        RunBatch<v1::ClaimStreamsRequest>(data, size, registry::ValidateClaimStreams,
+                                          [](const auto& r) { return r.claims(); });
+        break;
+      }
       Run<v1::ClaimWakesRequest>(data, size, [&](auto& r) {
         absl::Status s = registry::ValidateClaimWakes(r, &lease);
         if (s.ok()) Require(lease >= absl::Seconds(1) && lease <= absl::Hours(1));
@@ -83,7 +111,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       });
       break;
     case 7:
-      Run<v1::AckWakesRequest>(data, size, registry::ValidateAckWakes);
+      if (batch) {
+        RunBatch<v1::AckClaimsRequest>(data, size, registry::ValidateAckClaims,
+                                       [](const auto& r) { return r.acks(); });
+        break;
+      }
+      Run<v1::AckWakesRequest>(data, size, [&](auto& r) {
+        absl::Status s = registry::ValidateAckWakes(r, &lease);
+        if (s.ok()) Require(lease >= absl::Seconds(1) && lease <= absl::Hours(1));
+        return s;
+      });
       break;
     case 8: {
       v1::ExtendClaimsRequest request;

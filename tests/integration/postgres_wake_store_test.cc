@@ -273,6 +273,102 @@ TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
 }
 
+TEST_F(PostgresWakeStoreTest, ClaimStreamsClaimsEachEntryAndAnswersRepeatsAsClaimed) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/a", "/child"));
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  std::vector<WakeDraft> drafts = TwoWakesPerStream(
+      id, 2, [](int i) { return i == 0 ? std::string("/a") : std::string("/b"); });
+  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
+  auto spec = [](const std::string& stream) {
+    return ClaimSpec{"t", stream, "r", "s", absl::Seconds(30)};
+  };
+  std::vector<absl::StatusOr<ClaimResult>> claimed =
+      store_->ClaimStreams({spec("/a"), spec("/empty"), spec("/b"), spec("/a")});
+  ASSERT_EQ(claimed.size(), 4u);
+  for (const auto& result : claimed) ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(claimed[0]->status, v1::CLAIMED);
+  EXPECT_EQ(claimed[0]->wakes.size(), 2u);
+  EXPECT_EQ(claimed[1]->status, v1::NOTHING_PENDING);
+  EXPECT_EQ(claimed[2]->status, v1::CLAIMED);
+  EXPECT_EQ(claimed[2]->wakes.size(), 2u);
+  EXPECT_EQ(claimed[2]->wakes[0].stream(), "/b");
+  EXPECT_NE(claimed[0]->claim_token, claimed[2]->claim_token);
+  EXPECT_EQ(claimed[3]->status, v1::ALREADY_CLAIMED);  // Repeats of a stream in one batch.
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "2");
+  // Claimed streams stay claimed for later batches.
+  claimed = store_->ClaimStreams({spec("/b")});
+  ASSERT_TRUE(claimed[0].ok());
+  EXPECT_EQ(claimed[0]->status, v1::ALREADY_CLAIMED);
+}
+
+TEST_F(PostgresWakeStoreTest, AckClaimsEndsEachClaimAndClaimsWhatIsPendingInTheSameTransaction) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/a", "/child"));
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  ASSERT_TRUE(
+      store_->PersistWakes(TwoWakesPerStream(id, 3, [](int i) { return absl::StrCat("/s", i); }))
+          .ok());
+  std::vector<ClaimResult> claims;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ClaimResult> claim =
+        store_->ClaimWakes("t", absl::StrCat("/s", i), "r", "s", absl::Seconds(30));
+    ASSERT_TRUE(claim.ok()) << claim.status();
+    ASSERT_EQ(claim->status, v1::CLAIMED);
+    claims.push_back(*claim);
+  }
+  // A wake arrives on /s0 during its claim.
+  WakeDraft late = Draft(id, "late");
+  late.stream = "/s0";
+  ASSERT_TRUE(store_->PersistWakes({late}).ok());
+  const ClaimSpec next0{"t", "/s0", "r2", "s2", absl::Seconds(30)};
+  const ClaimSpec next1{"t", "/s1", "r2", "s2", absl::Seconds(30)};
+  std::vector<AckSpec> acks = {
+      // /s0: all acked; the late wake is claimed at once for r2.
+      {{"t", "/s0", claims[0].claim_token}, {}, next0},
+      // /s1: one of two acked; the other is claimed again at once.
+      {{"t", "/s1", claims[1].claim_token}, {claims[1].wakes[0].id()}, next1},
+      // /s2: acked without a next claim.
+      {{"t", "/s2", claims[2].claim_token}, {}, std::nullopt},
+      // A token that is not live fails alone.
+      {{"t", "/s2", "no-such-token"}, {}, std::nullopt},
+  };
+  std::vector<absl::StatusOr<AckResult>> acked = store_->AckClaims(acks);
+  ASSERT_EQ(acked.size(), 4u);
+  ASSERT_TRUE(acked[0].ok()) << acked[0].status();
+  EXPECT_EQ(acked[0]->acked, 2);
+  EXPECT_TRUE(acked[0]->more_pending);
+  ASSERT_TRUE(acked[0]->next.has_value());
+  ASSERT_EQ(acked[0]->next->status, v1::CLAIMED);
+  ASSERT_EQ(acked[0]->next->wakes.size(), 1u);
+  EXPECT_EQ(acked[0]->next->wakes[0].source_event_key(), "late");
+  ASSERT_TRUE(acked[1].ok()) << acked[1].status();
+  EXPECT_EQ(acked[1]->acked, 1);
+  ASSERT_TRUE(acked[1]->next.has_value());
+  ASSERT_EQ(acked[1]->next->wakes.size(), 1u);
+  EXPECT_EQ(acked[1]->next->wakes[0].id(), claims[1].wakes[1].id());
+  ASSERT_TRUE(acked[2].ok()) << acked[2].status();
+  EXPECT_EQ(acked[2]->acked, 2);
+  EXPECT_FALSE(acked[2]->more_pending);
+  EXPECT_FALSE(acked[2]->next.has_value());
+  EXPECT_EQ(acked[3].status().code(), absl::StatusCode::kFailedPrecondition);
+  // The next claims are live claims of their holder: r2's, acked like any other.
+  EXPECT_EQ(db_->QueryValue("SELECT string_agg(runner_id, ',' ORDER BY stream) FROM stream_claims"),
+            "r2,r2");
+  EXPECT_EQ(store_->AckWakes({"t", "/s0", claims[0].claim_token}, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  acked = store_->AckClaims({{{"t", "/s0", acked[0]->next->claim_token}, {}, next0},
+                             {{"t", "/s1", acked[1]->next->claim_token}, {}, next1}});
+  for (const auto& result : acked) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->acked, 1);
+    EXPECT_FALSE(result->more_pending);
+    EXPECT_FALSE(result->next.has_value());  // Nothing left to claim.
+  }
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "0");
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
+}
+
 TEST_F(PostgresWakeStoreTest, ExpiredClaimIsTakenOverAndItsTokenDies) {
   absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
   ASSERT_TRUE(registration.ok());

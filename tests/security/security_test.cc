@@ -309,6 +309,33 @@ TEST_F(SecurityTest, ClaimRpcsAndAllTenantsNeedTheRuntimeRole) {
   const grpc::Status status = Registry()->ClaimWakes(As("client-a").get(), claim, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(status.error_message(), HasSubstr("ClaimWakes needs the role runtime or admin"));
+
+  // The batched claim RPCs too; the runtime's entries are checked one by one.
+  v1::ClaimStreamsRequest claims;
+  *claims.add_claims() = claim;
+  *claims.add_claims() = claim;
+  claims.mutable_claims(1)->set_stream("");
+  v1::ClaimStreamsResponse claimed;
+  grpc::Status batch = Registry()->ClaimStreams(As("client-a").get(), claims, &claimed);
+  EXPECT_EQ(batch.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(batch.error_message(), HasSubstr("ClaimStreams needs the role runtime or admin"));
+  batch = Registry()->ClaimStreams(As("runtime").get(), claims, &claimed);
+  EXPECT_EQ(batch.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(batch.error_message(), HasSubstr("claims[1].stream"));
+  v1::AckClaimsRequest acks;
+  v1::AckWakesRequest* ack = acks.add_acks();
+  ack->set_tenant_id("acme");
+  ack->set_stream("/p/any");
+  ack->set_claim_token("t");
+  v1::AckClaimsResponse acked;
+  batch = Registry()->AckClaims(As("runner-a").get(), acks, &acked);
+  EXPECT_EQ(batch.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(batch.error_message(), HasSubstr("AckClaims needs the role runtime or admin"));
+  // An entry whose claim is not live fails alone, with its code.
+  batch = Registry()->AckClaims(As("runtime").get(), acks, &acked);
+  ASSERT_TRUE(batch.ok()) << batch.error_message();
+  ASSERT_EQ(acked.acks_size(), 1);
+  EXPECT_EQ(acked.acks(0).code(), grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 TEST_F(SecurityTest, AllTenantsOfARegistryScopedToOneTenantStreamsOnlyThatTenant) {

@@ -28,7 +28,11 @@ class MockWakeStore : public WakeStore {
               (const std::string&, const std::string&, const std::string&, const std::string&,
                absl::Duration),
               (override));
+  MOCK_METHOD(std::vector<absl::StatusOr<ClaimResult>>, ClaimStreams,
+              (const std::vector<ClaimSpec>&), (override));
   MOCK_METHOD(absl::StatusOr<AckResult>, AckWakes, (const ClaimKey&, const std::vector<int64_t>&),
+              (override));
+  MOCK_METHOD(std::vector<absl::StatusOr<AckResult>>, AckClaims, (const std::vector<AckSpec>&),
               (override));
   MOCK_METHOD(absl::StatusOr<std::vector<ExtendResult>>, ExtendClaims,
               (const std::vector<ClaimKey>&, absl::Duration), (override));
