@@ -18,7 +18,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/executor.h"
 #include "common/real_time_source.h"
-#include "common/sync/synced_collection.h"
+#include "common/sync/registration_collection.h"
 #include "registry-service/evaluator.h"
 
 namespace wake::registry {

@@ -34,6 +34,17 @@ const absl::Status& Starting() {
   return *kStarting;
 }
 
+// Where a subscriber's snapshot has got to. At namespace scope: clang cannot
+// use the member initializers of a class nested in SubscribeReactor for the
+// std::optional member inside SubscribeReactor's own definition.
+struct Snapshot {
+  std::string offset;
+  std::optional<std::string> tenant;
+  sync::RegistrationCollection::SnapshotCursor registrations;
+  int64_t wakes_after = 0;
+  bool wakes_done = false;
+};
+
 // Streams one subscriber: snapshot (for "-1"), then the feed from its cursor,
 // with UP_TO_DATE as FeedCursor decides. Writes one event at a time; the
 // feed pokes it when new entries arrive.
@@ -164,14 +175,6 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> 
     queue_.push_back(ControlEvent(v1::UP_TO_DATE, snapshot.offset));
     snapshot_.reset();
   }
-
-  struct Snapshot {
-    std::string offset;
-    std::optional<std::string> tenant;
-    sync::RegistrationCollection::SnapshotCursor registrations;
-    int64_t wakes_after = 0;
-    bool wakes_done = false;
-  };
 
   ChangeFeed& feed_;
   sync::RegistrationCollection& collection_;

@@ -13,7 +13,7 @@
 
 #include "common/auth/authenticator.h"
 #include "common/executor.h"
-#include "common/sync/synced_collection.h"
+#include "common/sync/registration_collection.h"
 #include "registry-service/change_feed.h"
 #include "registry-service/registry_core.h"
 #include "wake/v1/registry.grpc.pb.h"

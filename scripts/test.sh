@@ -109,23 +109,12 @@ if [ "$all_suites" = 1 ]; then
   # Thread-safety analysis: a build, no tests, with clang in its own output
   # base (shut down afterwards: its server would hold a gigabyte meanwhile).
   # Not //...: it would walk into the default output base's bazel-* links.
-  # Left out until registry_service.cc builds with clang (a nested struct with
-  # member initializers in std::optional, registry_service.cc:60): what
-  # depends on it.
   tsa_base="$HOME/.cache/bazel/wakeline-tsa-$(printf '%s' "$WAKE_ROOT" | md5sum | cut -c1-8)"
   started=$(date +%s)
   set +e
-  tsa_tree='set(//common/... //proto/... //registry-service/... //runtime-service/... //tests/... //scripts/...)'
-  if tsa_targets=$(bazel --output_base="$tsa_base" query \
-    "$tsa_tree except rdeps($tsa_tree, //registry-service:registry_service_lib)" \
-    2>"$PG_DIR/tsa-query.log") && [ -n "$tsa_targets" ]; then
-    # shellcheck disable=SC2086  # one target per word
-    bazel --output_base="$tsa_base" build --config=tsa $tsa_targets 2>&1 | tee "$PG_DIR/tsa.log"
-    tsa_status=${PIPESTATUS[0]}
-  else
-    cat "$PG_DIR/tsa-query.log" | tee "$PG_DIR/tsa.log"
-    tsa_status=1
-  fi
+  bazel --output_base="$tsa_base" build --config=tsa //common/... //proto/... \
+    //registry-service/... //runtime-service/... //tests/... //scripts/... 2>&1 | tee "$PG_DIR/tsa.log"
+  tsa_status=${PIPESTATUS[0]}
   bazel --output_base="$tsa_base" shutdown
   set -e
   tsa_findings=$(grep -cE '\[-Werror,-Wthread-safety' "$PG_DIR/tsa.log" || true)

@@ -17,9 +17,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "registry-service/migrations.h"
+#include "tests/support/recording_observer.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_database.h"
-#include "tests/sync_postgres/recording_observer.h"
 
 namespace wake::testing {
 namespace {
@@ -31,6 +31,7 @@ using sync::ChangeOp;
 using sync::PostgresSyncSource;
 using sync::PostgresSyncSourceOptions;
 using sync::SyncTable;
+using Kind = RecordingObserver::Kind;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 
@@ -82,11 +83,12 @@ class PostgresSyncSourceTest : public ::testing::Test {
   // The last batch holding a change of `id` in `table`.
   static const sync::SyncBatch* FindBatch(const RecordingObserver::State& state, SyncTable table,
                                           int64_t id, ChangeOp op) {
-    for (auto it = state.batches.rbegin(); it != state.batches.rend(); ++it) {
-      for (const sync::RowChange& c : it->changes) {
+    for (auto it = state.events.rbegin(); it != state.events.rend(); ++it) {
+      if (it->kind != Kind::kBatch) continue;
+      for (const sync::RowChange& c : it->batch.changes) {
         if (c.table != table || c.op != op) continue;
         const int64_t row_id = c.registration.has_value() ? c.registration->id : c.wake->id;
-        if (row_id == id) return &*it;
+        if (row_id == id) return &it->batch;
       }
     }
     return nullptr;
@@ -115,9 +117,9 @@ TEST_F(PostgresSyncSourceTest, SnapshotHoldsExistingRowsThenUpToDate) {
   StartSource();
   const RecordingObserver::State state = observer_.Snapshot();
   ASSERT_GE(state.events.size(), 3u);
-  EXPECT_EQ(state.events.front(), "reset");
-  EXPECT_EQ(state.events.back(), "up_to_date");
-  for (const sync::SyncBatch& batch : state.batches) EXPECT_THAT(batch.txids, IsEmpty());
+  EXPECT_EQ(state.events.front().kind, Kind::kReset);
+  EXPECT_EQ(state.events.back().kind, Kind::kUpToDate);
+  for (const sync::SyncBatch& batch : state.Batches()) EXPECT_THAT(batch.txids, IsEmpty());
 
   ASSERT_EQ(state.registrations.size(), 2u);
   const sync::Registration& r1 = state.registrations.at(first);
@@ -227,7 +229,7 @@ TEST_F(PostgresSyncSourceTest, OneBatchPerTransactionInCommitOrder) {
   }
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
   const RecordingObserver::State state = observer_.Snapshot();
-  const sync::SyncBatch& last = state.batches.back();
+  const sync::SyncBatch last = state.Batches().back();
   EXPECT_THAT(last.txids, ElementsAre(txid));
   ASSERT_EQ(last.changes.size(), 3u);
   for (int i = 0; i < 3; ++i) {
@@ -415,28 +417,29 @@ TEST_F(PostgresSyncSourceTest, ReconnectsWithAFreshSnapshotAfterTheWalsenderIsTe
                 old_slot, "'")),
             "t");
   ASSERT_TRUE(observer_.WaitFor(
-      [](const RecordingObserver::State& s) { return !s.disconnects.empty(); }, kWait));
+      [](const RecordingObserver::State& s) { return s.Count(Kind::kDisconnected) > 0; }, kWait));
   // Written while the source is away: the new snapshot must carry it.
   const auto [during, during_txid] = InsertRegistration("/during");
   (void)during_txid;
   db_->QueryValue(absl::StrCat("DELETE FROM wake_registrations WHERE id = ", before));
 
   ASSERT_TRUE(observer_.WaitFor(
-      [](const RecordingObserver::State& s) { return s.up_to_date_count >= 2; }, kWait));
+      [](const RecordingObserver::State& s) { return s.Count(Kind::kUpToDate) >= 2; }, kWait));
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
   const RecordingObserver::State state = observer_.Snapshot();
-  EXPECT_THAT(state.disconnects[0].code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(std::string(state.disconnects[0].message()), HasSubstr("terminat"));
+  EXPECT_THAT(state.Disconnects()[0],
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("terminat")));
   // disconnected -> reset -> snapshot (and caught-up stream) batches -> up_to_date.
-  std::vector<std::string> resync;
+  std::vector<Kind> resync;
   bool seen_disconnect = false;
-  for (const std::string& e : state.events) {
-    if (e == "disconnected") seen_disconnect = true;
-    if (!seen_disconnect || (!resync.empty() && resync.back() == e)) continue;
-    resync.push_back(e);
-    if (e == "up_to_date") break;
+  for (const RecordingObserver::Event& e : state.events) {
+    if (e.kind == Kind::kDisconnected) seen_disconnect = true;
+    if (!seen_disconnect || (!resync.empty() && resync.back() == e.kind)) continue;
+    resync.push_back(e.kind);
+    if (e.kind == Kind::kUpToDate) break;
   }
-  EXPECT_THAT(resync, ElementsAre("disconnected", "reset", "batch", "up_to_date"));
+  EXPECT_THAT(resync,
+              ElementsAre(Kind::kDisconnected, Kind::kReset, Kind::kBatch, Kind::kUpToDate));
   EXPECT_EQ(state.registrations.count(before), 0u);
   EXPECT_EQ(state.registrations.count(during), 1u);
   EXPECT_NE(source_->SlotName(), old_slot);
@@ -465,13 +468,13 @@ TEST_F(PostgresSyncSourceTest, BarrierIsUnavailableWhileTheDatabaseRefusesConnec
   sql.exec(absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '",
                         db_->name(), "'"));
   ASSERT_TRUE(observer_.WaitFor(
-      [](const RecordingObserver::State& s) { return !s.disconnects.empty(); }, kWait));
+      [](const RecordingObserver::State& s) { return s.Count(Kind::kDisconnected) > 0; }, kWait));
   EXPECT_THAT(source_->Barrier(absl::Milliseconds(300)),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("disconnected")));
 
   sql.exec0(absl::StrCat("ALTER DATABASE ", db_->name(), " ALLOW_CONNECTIONS true"));
   ASSERT_TRUE(observer_.WaitFor(
-      [](const RecordingObserver::State& s) { return s.up_to_date_count >= 2; }, kWait));
+      [](const RecordingObserver::State& s) { return s.Count(Kind::kUpToDate) >= 2; }, kWait));
   writer_ = std::make_unique<pqxx::connection>(db_->url());
   const auto [id, txid] = InsertRegistration("/back");
   (void)txid;
@@ -487,12 +490,12 @@ TEST_F(PostgresSyncSourceTest, TruncateTriggersAResync) {
   const auto [id, txid] = InsertRegistration("/parent/2");
   (void)txid;
   ASSERT_TRUE(observer_.WaitFor(
-      [](const RecordingObserver::State& s) { return s.reset_count >= 2; }, kWait));
+      [](const RecordingObserver::State& s) { return s.Count(Kind::kReset) >= 2; }, kWait));
   ASSERT_THAT(source_->Barrier(kWait), IsOk());
   const RecordingObserver::State state = observer_.Snapshot();
   ASSERT_EQ(state.registrations.size(), 1u);
   EXPECT_EQ(state.registrations.count(id), 1u);
-  EXPECT_THAT(state.disconnects, IsEmpty());
+  EXPECT_EQ(state.Count(Kind::kDisconnected), 0);
 }
 
 TEST_F(PostgresSyncSourceTest, StartFailsClearlyWithoutThePublication) {
@@ -522,7 +525,7 @@ TEST_F(PostgresSyncSourceTest, StartFailsWithTheCauseWhenTheServerIsUnreachable)
                        ::testing::AllOf(HasSubstr("not up to date within 1s"),
                                         HasSubstr("cannot connect"))));
   const RecordingObserver::State state = observer_.Snapshot();
-  EXPECT_EQ(state.up_to_date_count, 0);
+  EXPECT_EQ(state.Count(Kind::kUpToDate), 0);
 }
 
 TEST_F(PostgresSyncSourceTest, StartRejectsBadOptions) {
