@@ -11,6 +11,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/proto_time.h"
 #include "common/logging.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
@@ -464,12 +465,6 @@ absl::StatusOr<sync::Registration> RowToRegistration(const pqxx::row& r) {
   return row;
 }
 
-void SetTimestamp(absl::Time time, google::protobuf::Timestamp* out) {
-  const int64_t micros = absl::ToUnixMicros(time);
-  out->set_seconds(micros / 1000000);
-  out->set_nanos(static_cast<int32_t>((micros % 1000000) * 1000));
-}
-
 absl::StatusOr<v1::Wake> RowToWake(const pqxx::row& r) {
   v1::Wake wake;
   wake.set_id(r[0].as<int64_t>());
@@ -484,7 +479,7 @@ absl::StatusOr<v1::Wake> RowToWake(const pqxx::row& r) {
   if (!r[6].is_null()) v1::RunStatus_Parse(r[6].c_str(), &status);
   wake.set_run_finished_status(status);
   wake.set_include_response(r[7].as<bool>());
-  SetTimestamp(FromMicros(r[8].as<int64_t>()), wake.mutable_created_at());
+  common::ToProto(FromMicros(r[8].as<int64_t>()), wake.mutable_created_at());
   return wake;
 }
 
@@ -773,7 +768,7 @@ v1::Wake WakeFromDraft(const WakeDraft& draft, int64_t id, int64_t created_micro
   *wake.mutable_message() = draft.message;
   wake.set_run_finished_status(draft.run_finished_status);
   wake.set_include_response(draft.include_response);
-  SetTimestamp(FromMicros(created_micros), wake.mutable_created_at());
+  common::ToProto(FromMicros(created_micros), wake.mutable_created_at());
   return wake;
 }
 

@@ -2,6 +2,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/proto_time.h"
 #include "common/status_util.h"
 #include "common/text_check.h"
 #include "google/protobuf/duration.pb.h"
@@ -83,7 +84,7 @@ absl::Status Lease(const std::string& field, bool present,
     *lease = kDefaultLease;
     return absl::OkStatus();
   }
-  const absl::Duration d = absl::Seconds(duration.seconds()) + absl::Nanoseconds(duration.nanos());
+  const absl::Duration d = common::FromProto(duration);
   if (d < absl::Seconds(1) || d > absl::Hours(1)) {
     return InvalidField(field, "must be between 1s and 1h");
   }

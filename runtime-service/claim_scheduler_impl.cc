@@ -4,21 +4,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/proto_time.h"
 #include "common/logging.h"
 
 namespace wake::runtime {
 namespace {
-
-google::protobuf::Duration ToProto(absl::Duration d) {
-  google::protobuf::Duration out;
-  out.set_seconds(absl::IDivDuration(d, absl::Seconds(1), &d));
-  out.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
-  return out;
-}
-
-absl::Time FromProto(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
 
 // The registry no longer knows the claim: acking or releasing it again
 // cannot succeed, so the claim is over for this runtime. ABORTED is not one
@@ -204,7 +194,7 @@ void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
     request.set_tenant_id(key.first);
     request.set_stream(key.second);
     request.set_runner_id(options_.runtime_id);
-    *request.mutable_lease() = ToProto(options_.lease);
+    common::ToProto(options_.lease, request.mutable_lease());
     fx.push_back([this, key, request = std::move(request), sent = time_.MonotonicNow()]() mutable {
       calls_.ClaimWakes(std::move(request),
                         [this, key, sent](absl::StatusOr<v1::ClaimWakesResponse> r) {
@@ -705,7 +695,7 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
   if (claim_next) {
     ack.set_claim_next(true);
     ack.set_runner_id(options_.runtime_id);
-    *ack.mutable_lease() = ToProto(options_.lease);
+    common::ToProto(options_.lease, ack.mutable_lease());
   }
   SendAck(key, std::move(ack), request.wake_ids, /*attempt=*/1, known, std::move(done));
 }
@@ -843,7 +833,7 @@ void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::stri
         ref->set_stream(key.second);
         ref->set_claim_token(claim.message.claim_token());
       }
-      *request.mutable_lease() = ToProto(options_.lease);
+      common::ToProto(options_.lease, request.mutable_lease());
       sent_at = time_.MonotonicNow();
     }
   }
@@ -886,7 +876,7 @@ void ClaimSchedulerImpl::OnExtended(common::MonotonicTime sent_at,
           ++out.extended;
           state.claim->lease_deadline = sent_at + common::ToChrono(options_.lease);
           *state.claim->message.mutable_lease_expires_at() = extended.lease_expires_at();
-          const absl::Time expires = FromProto(extended.lease_expires_at());
+          const absl::Time expires = common::FromProto(extended.lease_expires_at());
           if (!out.lease_expires_at.has_value() || expires < *out.lease_expires_at) {
             out.lease_expires_at = expires;
           }

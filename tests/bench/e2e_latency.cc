@@ -22,15 +22,13 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "tests/bench/cpu_meter.h"
 #include "tests/bench/latency_support.h"
+#include "tests/support/bench_flags.h"
 #include "wake/v1/registry.grpc.pb.h"
 
 namespace {
@@ -60,46 +58,31 @@ struct Options {
 };
 
 bool Parse(int argc, char** argv, Options* options) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    if (!absl::StartsWith(arg, "--") || eq == std::string::npos) return false;
-    const std::string name = arg.substr(2, eq - 2);
-    const std::string value = arg.substr(eq + 1);
-    auto positive = [&value](int* out) { return absl::SimpleAtoi(value, out) && *out >= 0; };
-    if (name == "registry") {
-      options->registry = value;
-    } else if (name == "runtime") {
-      options->runtime = value;
-    } else if (name == "rates") {
-      options->rates.clear();
-      for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-        int rate;
-        if (!absl::SimpleAtoi(part, &rate) || rate < 1) return false;
-        options->rates.push_back(rate);
-      }
-    } else if (name == "seconds") {
-      if (!positive(&options->seconds) || options->seconds < 1) return false;
-    } else if (name == "children") {
-      if (!positive(&options->children) || options->children < 1) return false;
-    } else if (name == "fanout") {
-      if (!positive(&options->fanout) || options->fanout < 1) return false;
-    } else if (name == "siblings") {
-      if (!positive(&options->siblings) || options->siblings < 1) return false;
-    } else if (name == "runners") {
-      if (!positive(&options->runners) || options->runners < 1) return false;
-    } else if (name == "callers") {
-      if (!positive(&options->callers)) return false;
-    } else if (name == "consistency") {
-      if (value != "strong" && value != "local") return false;
-      options->local = value == "local";
-    } else if (name == "prefix") {
-      options->prefix = value;
-    } else if (name == "cpu") {
-      if (!options->cpu.Parse(value)) return false;
-    } else {
-      return false;
-    }
+  wake::testing::BenchFlags flags(
+      "e2e_latency",
+      "Evaluates child runs finishing against registered parents and times each wake from "
+      "EvaluateRunFinished returning to a runner holding its claim: paced rows at each rate, "
+      "then a saturation row.");
+  flags.String("registry", &options->registry, "registry address");
+  flags.String("runtime", &options->runtime, "runtime address");
+  flags.IntList("rates", &options->rates, "paced rows, wakes/s each");
+  flags.Int("seconds", &options->seconds, "length of each row", /*min=*/1);
+  flags.Int("children", &options->children, "children evaluated round robin", /*min=*/1);
+  flags.Int("fanout", &options->fanout, "parents (streams) of each child", /*min=*/1);
+  flags.Int("siblings", &options->siblings, "children sharing each parent", /*min=*/1);
+  flags.Int("runners", &options->runners, "runner sessions", /*min=*/1);
+  flags.Int("callers", &options->callers, "evaluations in flight in the saturation row (0: none)");
+  std::string consistency = "strong";
+  flags.Choice("consistency", &consistency, {"strong", "local"},
+               "evaluation consistency (local skips the read barrier)");
+  flags.String("prefix", &options->prefix, "prefix of the run and stream names");
+  std::string cpu;
+  flags.String("cpu", &cpu, "processes to meter, name=pid[+],... (+: and their children)");
+  if (!flags.Parse(argc, argv)) return false;
+  options->local = consistency == "local";
+  if (!cpu.empty() && !options->cpu.Parse(cpu)) {
+    std::fprintf(stderr, "e2e_latency: --cpu: expected name=pid[+],..., not '%s'\n", cpu.c_str());
+    return false;
   }
   return true;
 }
@@ -261,15 +244,7 @@ bool PrintRow(const std::string& name, const std::string& kind, double offered,
 
 int main(int argc, char** argv) {
   Options options;
-  if (!Parse(argc, argv, &options)) {
-    std::fprintf(stderr,
-                 "usage: e2e_latency --registry=H:P --runtime=H:P [--rates=100,1000] "
-                 "[--seconds=10] [--children=1000] [--fanout=1] [--siblings=1] [--runners=2] "
-                 "[--callers=32] "
-                 "[--consistency=strong|local] [--prefix=bench] "
-                 "[--cpu=name=pid[+],...]\n");
-    return 2;
-  }
+  if (!Parse(argc, argv, &options)) return 2;
   Tracker tracker;
   Evaluator evaluator(options, tracker);
   if (!evaluator.Register()) return 1;
