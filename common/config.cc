@@ -39,7 +39,8 @@ absl::StatusOr<absl::Duration> ConfigValues::GetDuration(const std::string& name
   const std::string& text = GetString(name);
   absl::Duration duration;
   if (!absl::ParseDuration(text, &duration)) {
-    return Invalid(name, absl::StrCat("\"", text, "\" is not a duration (use e.g. 500ms, 30s, 2m)"));
+    return Invalid(name,
+                   absl::StrCat("\"", text, "\" is not a duration (use e.g. 500ms, 30s, 2m)"));
   }
   if (duration < absl::ZeroDuration()) return Invalid(name, "must not be negative");
   return duration;
@@ -101,8 +102,7 @@ absl::StatusOr<ConfigValues> ConfigParser::Parse(const std::vector<std::string>&
     }
     const FlagSpec* spec = Find(name);
     if (spec == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown flag --", name, " (see --help)"));
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
     }
     if (!value.has_value()) {
       if (spec->is_bool) {
@@ -122,8 +122,7 @@ absl::StatusOr<ConfigValues> ConfigParser::Parse(const std::vector<std::string>&
 std::string ConfigParser::Usage() const {
   std::string usage = absl::StrCat("usage: ", program_, " [flags]\n\nflags:\n");
   for (const FlagSpec& spec : specs_) {
-    absl::StrAppend(&usage, "  --", spec.name, spec.is_bool ? "" : "=VALUE", "\n      ",
-                    spec.help);
+    absl::StrAppend(&usage, "  --", spec.name, spec.is_bool ? "" : "=VALUE", "\n      ", spec.help);
     if (!spec.env.empty()) absl::StrAppend(&usage, " (env ", spec.env, ")");
     if (!spec.default_value.empty()) absl::StrAppend(&usage, " [default ", spec.default_value, "]");
     usage.push_back('\n');

@@ -22,7 +22,7 @@ struct FlagSpec {
   std::string env;            // Fallback variable, "" for none.
   std::string default_value;  // Used when neither is set.
   std::string help;
-  bool is_bool = false;       // "--flag" alone means true.
+  bool is_bool = false;  // "--flag" alone means true.
 };
 
 // Looks up an environment variable; nullopt when unset.

@@ -85,8 +85,8 @@ int Run(const std::vector<std::string>& args) {
     std::printf("%s: %s\n", address.c_str(), status.error_message().c_str());
     return 1;
   }
-  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
-                          .c_str());
+  std::printf("%s\n",
+              grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
   return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 

@@ -19,8 +19,7 @@ bool ParseLogLevel(absl::string_view text, LogLevel* level);
 
 struct LogField {
   LogField(absl::string_view k, const absl::AlphaNum& v) : key(k), value(v.Piece()) {}
-  LogField(absl::string_view k, const absl::Status& status)
-      : key(k), value(status.ToString()) {}
+  LogField(absl::string_view k, const absl::Status& status) : key(k), value(status.ToString()) {}
 
   std::string key;
   std::string value;

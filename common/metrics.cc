@@ -64,8 +64,7 @@ class Metrics::Sampled final : public prometheus::Collectable {
 };
 
 Metrics::Metrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
-      sampled_(std::make_shared<Sampled>()) {}
+    : registry_(std::make_shared<prometheus::Registry>()), sampled_(std::make_shared<Sampled>()) {}
 
 Metrics::~Metrics() = default;
 
@@ -99,8 +98,7 @@ void Metrics::AddSampledGauge(const std::string& name, const std::string& help, 
 
 void Metrics::AddSampledCounter(const std::string& name, const std::string& help, Sample sample,
                                 Labels labels) {
-  sampled_->Add(name, help, prometheus::MetricType::Counter, std::move(sample),
-                std::move(labels));
+  sampled_->Add(name, help, prometheus::MetricType::Counter, std::move(sample), std::move(labels));
 }
 
 std::string Metrics::Render() const {
@@ -113,7 +111,7 @@ std::string Metrics::Render() const {
 
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
+          0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 }
 
 prometheus::Histogram::BucketBoundaries BatchSizeBuckets() {

@@ -147,8 +147,7 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> ConnectWithRetry(
   }
   return absl::UnavailableError(absl::StrCat("could not connect to PostgreSQL at ",
                                              RedactConnectionString(url), " within ",
-                                             absl::FormatDuration(timeout), ": ",
-                                             last.message()));
+                                             absl::FormatDuration(timeout), ": ", last.message()));
 }
 
 PgPool::PgPool(std::string url, int size, absl::Duration acquire_timeout,

@@ -4,17 +4,15 @@
 
 #include <functional>
 #include <memory>
+#include <pqxx/connection>
 #include <string>
 #include <vector>
-
-#include <pqxx/connection>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/time_source.h"
-
 
 namespace wake::common {
 

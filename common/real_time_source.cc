@@ -72,9 +72,8 @@ void RealTimeSource::Disarm(uint64_t id) {
   }
   // Wait out a running callback of this timer, unless we are that callback.
   if (std::this_thread::get_id() != thread_id_) {
-    auto not_running = [this, id]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return running_id_ != id;
-    };
+    auto not_running = [this, id]()
+                           ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_id_ != id; };
     mu_.Await(absl::Condition(&not_running));
   }
 }

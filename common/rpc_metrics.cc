@@ -10,14 +10,15 @@
 namespace wake::common {
 namespace {
 
-using Families = std::tuple<prometheus::Family<prometheus::Counter>*,
-                            prometheus::Family<prometheus::Counter>*,
-                            prometheus::Family<prometheus::Histogram>*>;
+using Families =
+    std::tuple<prometheus::Family<prometheus::Counter>*, prometheus::Family<prometheus::Counter>*,
+               prometheus::Family<prometheus::Histogram>*>;
 
 class Interceptor final : public grpc::experimental::Interceptor {
  public:
   Interceptor(const Families& families, grpc::experimental::ServerRpcInfo* info)
-      : families_(families), unary_(info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY) {
+      : families_(families),
+        unary_(info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY) {
     // "/wake.v1.WakeRegistry/RegisterWake" -> service, method.
     std::vector<std::string> parts = absl::StrSplit(info->method(), '/', absl::SkipEmpty());
     service_ = parts.size() == 2 ? parts[0] : "";
@@ -50,23 +51,40 @@ class Interceptor final : public grpc::experimental::Interceptor {
  private:
   static std::string CodeName(const grpc::Status& status) {
     switch (status.error_code()) {
-      case grpc::StatusCode::CANCELLED: return "CANCELLED";
-      case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-      case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-      case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-      case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-      case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-      case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-      case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-      case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-      case grpc::StatusCode::ABORTED: return "ABORTED";
-      case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-      case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-      case grpc::StatusCode::INTERNAL: return "INTERNAL";
-      case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-      case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-      case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-      default: return "OK";
+      case grpc::StatusCode::CANCELLED:
+        return "CANCELLED";
+      case grpc::StatusCode::UNKNOWN:
+        return "UNKNOWN";
+      case grpc::StatusCode::INVALID_ARGUMENT:
+        return "INVALID_ARGUMENT";
+      case grpc::StatusCode::DEADLINE_EXCEEDED:
+        return "DEADLINE_EXCEEDED";
+      case grpc::StatusCode::NOT_FOUND:
+        return "NOT_FOUND";
+      case grpc::StatusCode::ALREADY_EXISTS:
+        return "ALREADY_EXISTS";
+      case grpc::StatusCode::PERMISSION_DENIED:
+        return "PERMISSION_DENIED";
+      case grpc::StatusCode::RESOURCE_EXHAUSTED:
+        return "RESOURCE_EXHAUSTED";
+      case grpc::StatusCode::FAILED_PRECONDITION:
+        return "FAILED_PRECONDITION";
+      case grpc::StatusCode::ABORTED:
+        return "ABORTED";
+      case grpc::StatusCode::OUT_OF_RANGE:
+        return "OUT_OF_RANGE";
+      case grpc::StatusCode::UNIMPLEMENTED:
+        return "UNIMPLEMENTED";
+      case grpc::StatusCode::INTERNAL:
+        return "INTERNAL";
+      case grpc::StatusCode::UNAVAILABLE:
+        return "UNAVAILABLE";
+      case grpc::StatusCode::DATA_LOSS:
+        return "DATA_LOSS";
+      case grpc::StatusCode::UNAUTHENTICATED:
+        return "UNAUTHENTICATED";
+      default:
+        return "OK";
     }
   }
 

@@ -49,8 +49,7 @@ std::optional<v1::ChangeEvent> ToChangeEvent(const sync::CollectionEvent& event)
   return std::nullopt;
 }
 
-ChangeFeed::ChangeFeed(sync::RegistrationCollection& collection, size_t capacity,
-                       std::string epoch)
+ChangeFeed::ChangeFeed(sync::RegistrationCollection& collection, size_t capacity, std::string epoch)
     : collection_(collection),
       capacity_(capacity),
       epoch_(epoch.empty() ? RandomEpoch() : std::move(epoch)) {
@@ -145,10 +144,9 @@ bool FeedCursor::Refill(size_t max, std::deque<v1::ChangeEvent>* out) {
     if (entries.empty()) break;
     for (const auto& entry : entries) {
       after_ = entry->seq;
-      const int kind = entry->event.has_registration() ? v1::ChangeEvent::REGISTRATION
-                                                       : v1::ChangeEvent::WAKE;
-      if ((!filter_.all_tenants && entry->tenant_id != filter_.tenant_id) ||
-          !filter_.Wants(kind)) {
+      const int kind =
+          entry->event.has_registration() ? v1::ChangeEvent::REGISTRATION : v1::ChangeEvent::WAKE;
+      if ((!filter_.all_tenants && entry->tenant_id != filter_.tenant_id) || !filter_.Wants(kind)) {
         ++dropped_;
         continue;
       }

@@ -125,7 +125,7 @@ class FeedCursor {
   const FeedFilter filter_;
   const uint64_t quiet_up_to_date_;
   uint64_t after_;
-  bool owed_ = false;    // Events sent (or a resume) since the last UP_TO_DATE.
+  bool owed_ = false;     // Events sent (or a resume) since the last UP_TO_DATE.
   uint64_t dropped_ = 0;  // Entries filtered out since the last UP_TO_DATE.
 };
 

@@ -46,9 +46,8 @@ class NullStore final : public WakeStore {
                          std::function<void(absl::StatusOr<PersistResult>)> done) override {
     done(PersistWakes(drafts));
   }
-  absl::StatusOr<ClaimResult> ClaimWakes(const std::string&, const std::string&,
-                                         const std::string&, const std::string&,
-                                         absl::Duration) override {
+  absl::StatusOr<ClaimResult> ClaimWakes(const std::string&, const std::string&, const std::string&,
+                                         const std::string&, absl::Duration) override {
     return absl::UnimplementedError("");
   }
   std::vector<absl::StatusOr<ClaimResult>> ClaimStreams(
@@ -181,8 +180,7 @@ int Main() {
   for (int round = 0; round < kRounds; ++round) {
     for (size_t c = 0; c < cases.size(); ++c) {
       for (size_t z = 0; z < sizes.size(); ++z) {
-        best[c][z] = std::max(best[c][z], EvaluationsPerSecond(*sizes[z].evaluator,
-                                                               cases[c].source,
+        best[c][z] = std::max(best[c][z], EvaluationsPerSecond(*sizes[z].evaluator, cases[c].source,
                                                                cases[c].iterations));
       }
     }

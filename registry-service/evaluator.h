@@ -144,8 +144,7 @@ class Evaluator {
   std::map<int64_t, Window> windows_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, Timeout> timeouts_ ABSL_GUARDED_BY(mu_);
   // (deadline, registration id) of every window and timeout, earliest first.
-  absl::btree_set<std::pair<common::MonotonicTime, int64_t>> window_deadlines_
-      ABSL_GUARDED_BY(mu_);
+  absl::btree_set<std::pair<common::MonotonicTime, int64_t>> window_deadlines_ ABSL_GUARDED_BY(mu_);
   absl::btree_set<std::pair<absl::Time, int64_t>> timeout_deadlines_ ABSL_GUARDED_BY(mu_);
   bool process_posted_ ABSL_GUARDED_BY(mu_) = false;
   // False only when timer_ is surely disarmed: most rows have no deadline,

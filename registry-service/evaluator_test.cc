@@ -166,24 +166,23 @@ TEST(MatchesTest, SourceEventKeyIsOffsetElseOpAndKey) {
 TEST_F(EvaluatorTest, RunFinishedPersistsOneWakePerMatch) {
   Load({RunFinished(1, "/p1"), RunFinished(2, "/p2"), RunFinished(3, "/p3", "/other"),
         OnChange(4, {"runs"}, {})});
-  EXPECT_CALL(store_, PersistWakes(SizeIs(2)))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        EXPECT_EQ(drafts[0].stream, "/p1");
-        EXPECT_EQ(drafts[0].registration_id, 1);
-        EXPECT_EQ(drafts[0].source_event_key, "update:run-1");
-        EXPECT_EQ(drafts[0].run_finished_status, v1::COMPLETED);
-        EXPECT_EQ(drafts[0].message.source(), "/child");
-        EXPECT_FALSE(drafts[0].message.timeout());
-        const v1::WakeChange& change = drafts[0].message.changes(0);
-        EXPECT_EQ(change.collection(), "runs");
-        EXPECT_EQ(change.kind(), v1::UPDATE);
-        EXPECT_EQ(change.key(), "run-1");
-        EXPECT_EQ(change.value().string_value(), "done");
-        EXPECT_FALSE(drafts[0].delete_registration);
-        EXPECT_FALSE(drafts[0].consume_timeout);
-        EXPECT_EQ(drafts[1].stream, "/p2");
-        return Persisted(drafts);
-      });
+  EXPECT_CALL(store_, PersistWakes(SizeIs(2))).WillOnce([](const std::vector<WakeDraft>& drafts) {
+    EXPECT_EQ(drafts[0].stream, "/p1");
+    EXPECT_EQ(drafts[0].registration_id, 1);
+    EXPECT_EQ(drafts[0].source_event_key, "update:run-1");
+    EXPECT_EQ(drafts[0].run_finished_status, v1::COMPLETED);
+    EXPECT_EQ(drafts[0].message.source(), "/child");
+    EXPECT_FALSE(drafts[0].message.timeout());
+    const v1::WakeChange& change = drafts[0].message.changes(0);
+    EXPECT_EQ(change.collection(), "runs");
+    EXPECT_EQ(change.kind(), v1::UPDATE);
+    EXPECT_EQ(change.key(), "run-1");
+    EXPECT_EQ(change.value().string_value(), "done");
+    EXPECT_FALSE(drafts[0].delete_registration);
+    EXPECT_FALSE(drafts[0].consume_timeout);
+    EXPECT_EQ(drafts[1].stream, "/p2");
+    return Persisted(drafts);
+  });
   auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest());
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_THAT(result->wakes, SizeIs(2));
@@ -210,11 +209,11 @@ TEST_F(EvaluatorTest, OneShotTimeoutAndIncludeResponseShapeTheDraft) {
   row.timeout_ms = 60000;
   row.include_response = false;
   Load({row});
-  EXPECT_CALL(store_, PersistWakes(ElementsAre(AllOf(
-                          Field(&WakeDraft::delete_registration, true),
-                          Field(&WakeDraft::consume_timeout, true),
-                          Field(&WakeDraft::require_timeout_unconsumed, false),
-                          Field(&WakeDraft::include_response, false)))))
+  EXPECT_CALL(store_,
+              PersistWakes(ElementsAre(AllOf(Field(&WakeDraft::delete_registration, true),
+                                             Field(&WakeDraft::consume_timeout, true),
+                                             Field(&WakeDraft::require_timeout_unconsumed, false),
+                                             Field(&WakeDraft::include_response, false)))))
       .WillOnce([](const std::vector<WakeDraft>& drafts) {
         EXPECT_FALSE(drafts[0].message.changes(0).has_value());
         return Persisted(drafts);
@@ -224,16 +223,16 @@ TEST_F(EvaluatorTest, OneShotTimeoutAndIncludeResponseShapeTheDraft) {
 
 TEST_F(EvaluatorTest, EventKeysSayHowTheyAreRemembered) {
   Load({RunFinished(1, "/p1")});
-  EXPECT_CALL(store_, PersistWakes(ElementsAre(AllOf(
-                          Field(&WakeDraft::source_event_key, "0000_0042"),
-                          Field(&WakeDraft::key_kind, EventKeyKind::kOffset)))))
+  EXPECT_CALL(store_,
+              PersistWakes(ElementsAre(AllOf(Field(&WakeDraft::source_event_key, "0000_0042"),
+                                             Field(&WakeDraft::key_kind, EventKeyKind::kOffset)))))
       .WillOnce(Persisted);
   v1::EvaluateRunFinishedRequest request = RunFinishedRequest();
   request.set_offset("0000_0042");
   ASSERT_TRUE(evaluator_->EvaluateRunFinished(request).ok());
-  EXPECT_CALL(store_, PersistWakes(ElementsAre(AllOf(
-                          Field(&WakeDraft::source_event_key, "update:run-1"),
-                          Field(&WakeDraft::key_kind, EventKeyKind::kEvent)))))
+  EXPECT_CALL(store_,
+              PersistWakes(ElementsAre(AllOf(Field(&WakeDraft::source_event_key, "update:run-1"),
+                                             Field(&WakeDraft::key_kind, EventKeyKind::kEvent)))))
       .WillOnce(Persisted);
   ASSERT_TRUE(evaluator_->EvaluateRunFinished(RunFinishedRequest()).ok());
 }
@@ -245,17 +244,16 @@ TEST_F(EvaluatorTest, ChangeCarriesValuesAndInboxFields) {
   request.mutable_value()->set_number_value(3);
   request.mutable_inbox()->set_from("/agent/a");
   request.mutable_inbox()->set_message_type("text");
-  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        EXPECT_EQ(drafts[0].source_event_key, "0_42");
-        const v1::WakeChange& change = drafts[0].message.changes(0);
-        EXPECT_EQ(change.kind(), v1::INSERT);
-        EXPECT_EQ(change.value().number_value(), 3);
-        EXPECT_EQ(change.inbox().from(), "/agent/a");
-        EXPECT_EQ(change.inbox().message_type(), "text");
-        EXPECT_EQ(drafts[0].run_finished_status, v1::RUN_STATUS_UNSPECIFIED);
-        return Persisted(drafts);
-      });
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1))).WillOnce([](const std::vector<WakeDraft>& drafts) {
+    EXPECT_EQ(drafts[0].source_event_key, "0_42");
+    const v1::WakeChange& change = drafts[0].message.changes(0);
+    EXPECT_EQ(change.kind(), v1::INSERT);
+    EXPECT_EQ(change.value().number_value(), 3);
+    EXPECT_EQ(change.inbox().from(), "/agent/a");
+    EXPECT_EQ(change.inbox().message_type(), "text");
+    EXPECT_EQ(drafts[0].run_finished_status, v1::RUN_STATUS_UNSPECIFIED);
+    return Persisted(drafts);
+  });
   ASSERT_TRUE(evaluator_->EvaluateChange(request).ok());
   // An update of the same collection does not match the insert-only filter.
   auto none = evaluator_->EvaluateChange(ChangeRequest("inbox", v1::UPDATE, "m1"));
@@ -268,12 +266,11 @@ TEST_F(EvaluatorTest, InboxFieldsOnlyTravelForTheInboxCollection) {
   v1::EvaluateChangeRequest request = ChangeRequest("notes", v1::UPDATE, "n1");
   request.mutable_inbox()->set_from("/agent/a");
   request.mutable_old_value()->set_bool_value(true);
-  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        EXPECT_FALSE(drafts[0].message.changes(0).has_inbox());
-        EXPECT_TRUE(drafts[0].message.changes(0).old_value().bool_value());
-        return Persisted(drafts);
-      });
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1))).WillOnce([](const std::vector<WakeDraft>& drafts) {
+    EXPECT_FALSE(drafts[0].message.changes(0).has_inbox());
+    EXPECT_TRUE(drafts[0].message.changes(0).old_value().bool_value());
+    return Persisted(drafts);
+  });
   ASSERT_TRUE(evaluator_->EvaluateChange(request).ok());
 }
 
@@ -323,21 +320,20 @@ TEST_F(EvaluatorTest, DebouncedMatchJoinsItsWindowInTheStore) {
   row.one_shot = true;
   row.timeout_ms = 60000;
   Load({row});
-  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        const WakeDraft& draft = drafts[0];
-        EXPECT_EQ(draft.debounce_ms, 1000);
-        EXPECT_EQ(draft.source_event_key, "update:run-1");
-        EXPECT_EQ(draft.key_kind, EventKeyKind::kEvent);
-        EXPECT_EQ(draft.run_finished_status, v1::COMPLETED);
-        EXPECT_EQ(draft.message.changes_size(), 1);
-        EXPECT_EQ(draft.message.changes(0).key(), "run-1");
-        // The one-shot row goes when the window closes, not now; the match
-        // consumes the timeout at once.
-        EXPECT_FALSE(draft.delete_registration);
-        EXPECT_TRUE(draft.consume_timeout);
-        return Buffered(drafts);
-      });
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1))).WillOnce([](const std::vector<WakeDraft>& drafts) {
+    const WakeDraft& draft = drafts[0];
+    EXPECT_EQ(draft.debounce_ms, 1000);
+    EXPECT_EQ(draft.source_event_key, "update:run-1");
+    EXPECT_EQ(draft.key_kind, EventKeyKind::kEvent);
+    EXPECT_EQ(draft.run_finished_status, v1::COMPLETED);
+    EXPECT_EQ(draft.message.changes_size(), 1);
+    EXPECT_EQ(draft.message.changes(0).key(), "run-1");
+    // The one-shot row goes when the window closes, not now; the match
+    // consumes the timeout at once.
+    EXPECT_FALSE(draft.delete_registration);
+    EXPECT_TRUE(draft.consume_timeout);
+    return Buffered(drafts);
+  });
   auto result = evaluator_->EvaluateRunFinished(RunFinishedRequest());
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->debounced, 1);
@@ -441,15 +437,14 @@ TEST_F(EvaluatorTest, TimeoutFiresOnceWhenNothingMatched) {
   Load({row});
   EXPECT_EQ(evaluator_->ArmedTimeouts(), 1u);
   Advance(absl::Milliseconds(4999));
-  EXPECT_CALL(store_, PersistWakes(SizeIs(1)))
-      .WillOnce([](const std::vector<WakeDraft>& drafts) {
-        EXPECT_TRUE(drafts[0].message.timeout());
-        EXPECT_THAT(drafts[0].message.changes(), IsEmpty());
-        EXPECT_EQ(drafts[0].message.source(), "/child");
-        EXPECT_EQ(drafts[0].source_event_key, "timeout");
-        EXPECT_TRUE(drafts[0].require_timeout_unconsumed);
-        return Persisted(drafts);
-      });
+  EXPECT_CALL(store_, PersistWakes(SizeIs(1))).WillOnce([](const std::vector<WakeDraft>& drafts) {
+    EXPECT_TRUE(drafts[0].message.timeout());
+    EXPECT_THAT(drafts[0].message.changes(), IsEmpty());
+    EXPECT_EQ(drafts[0].message.source(), "/child");
+    EXPECT_EQ(drafts[0].source_event_key, "timeout");
+    EXPECT_TRUE(drafts[0].require_timeout_unconsumed);
+    return Persisted(drafts);
+  });
   Advance(absl::Milliseconds(1));
   EXPECT_EQ(evaluator_->ArmedTimeouts(), 0u);
   // The row now shows timeout_consumed; nothing fires again.

@@ -37,8 +37,7 @@ class GroupCommit {
   using Done = std::function<void(absl::StatusOr<Result>)>;
 
   // `executor` runs the batches of SubmitAsync() callers (only they need it).
-  GroupCommit(int max_in_flight, size_t max_batch, Run run,
-              common::Executor* executor = nullptr)
+  GroupCommit(int max_in_flight, size_t max_batch, Run run, common::Executor* executor = nullptr)
       : max_in_flight_(max_in_flight < 1 ? 1 : max_in_flight),
         max_batch_(max_batch < 1 ? 1 : max_batch),
         run_(std::move(run)),

@@ -49,9 +49,8 @@ class Runner {
 
 TEST(GroupCommitTest, ALoneCallerRunsAtOnceAndAlone) {
   Runner runner;
-  GroupCommit<int, int> group(2, 8, [&](const std::vector<const int*>& items) {
-    return runner(items);
-  });
+  GroupCommit<int, int> group(2, 8,
+                              [&](const std::vector<const int*>& items) { return runner(items); });
   EXPECT_EQ(*group.Submit(4), 40);
   EXPECT_EQ(*group.Submit(5), 50);
   EXPECT_THAT(runner.batches(), ElementsAre(ElementsAre(4), ElementsAre(5)));
@@ -61,9 +60,8 @@ TEST(GroupCommitTest, ALoneCallerRunsAtOnceAndAlone) {
 TEST(GroupCommitTest, CallersArrivingDuringABatchShareTheNextOne) {
   Runner runner;
   runner.hold_first_ = true;
-  GroupCommit<int, int> group(1, 8, [&](const std::vector<const int*>& items) {
-    return runner(items);
-  });
+  GroupCommit<int, int> group(1, 8,
+                              [&](const std::vector<const int*>& items) { return runner(items); });
   std::vector<int> results(5);
   std::vector<std::thread> callers;
   callers.emplace_back([&] { results[0] = *group.Submit(1); });
@@ -82,13 +80,13 @@ TEST(GroupCommitTest, CallersArrivingDuringABatchShareTheNextOne) {
 TEST(GroupCommitTest, BatchesAreCappedAtMaxBatch) {
   Runner runner;
   runner.hold_first_ = true;
-  GroupCommit<int, int> group(1, 2, [&](const std::vector<const int*>& items) {
-    return runner(items);
-  });
+  GroupCommit<int, int> group(1, 2,
+                              [&](const std::vector<const int*>& items) { return runner(items); });
   std::vector<std::thread> callers;
   callers.emplace_back([&] { EXPECT_EQ(*group.Submit(1), 10); });
   runner.entered_.WaitForNotification();
-  for (int i = 2; i <= 6; ++i) callers.emplace_back([&, i] { EXPECT_EQ(*group.Submit(i), i * 10); });
+  for (int i = 2; i <= 6; ++i)
+    callers.emplace_back([&, i] { EXPECT_EQ(*group.Submit(i), i * 10); });
   while (group.queued() < 5) std::this_thread::yield();
   runner.release_.Notify();
   for (std::thread& caller : callers) caller.join();
@@ -151,9 +149,8 @@ TEST(GroupCommitTest, ABlockedCallerCanLeadAsyncItems) {
 }
 
 TEST(GroupCommitTest, AWrongResultCountFailsTheBatchsCallers) {
-  GroupCommit<int, int> group(1, 8, [](const std::vector<const int*>&) {
-    return std::vector<absl::StatusOr<int>>{};
-  });
+  GroupCommit<int, int> group(
+      1, 8, [](const std::vector<const int*>&) { return std::vector<absl::StatusOr<int>>{}; });
   absl::StatusOr<int> result = group.Submit(1);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(std::string(result.status().message()), ::testing::HasSubstr("wrong count"));

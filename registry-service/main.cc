@@ -149,8 +149,9 @@ int Run(int argc, char** argv) {
   prometheus::Histogram& sync_lag =
       prometheus::BuildHistogram()
           .Name("wake_registry_sync_lag_seconds")
-          .Help("Commit of a transaction to its changes reaching the synced collection "
-                "(--sync=postgres only: Electric's messages carry no commit time).")
+          .Help(
+              "Commit of a transaction to its changes reaching the synced collection "
+              "(--sync=postgres only: Electric's messages carry no commit time).")
           .Register(metrics.registry())
           .Add({}, common::LatencyBuckets());
   sync::SyncLagObserver sync_lag_observer(collection, time, [&sync_lag](absl::Duration lag) {

@@ -1,8 +1,7 @@
 #include "registry-service/migrations.h"
 
-#include <set>
-
 #include <pqxx/pqxx>
+#include <set>
 
 #include "common/logging.h"
 #include "common/postgres.h"

@@ -22,15 +22,14 @@ using ::wake::testing::StatusIs;
 
 class RegistryCoreTest : public ::testing::Test {
  protected:
-  RegistryCoreTest()
-      : collection_(time_), evaluator_(collection_, store_, time_, executor_) {
+  RegistryCoreTest() : collection_(time_), evaluator_(collection_, store_, time_, executor_) {
     collection_.OnReset();
     collection_.OnUpToDate();
     RegistryOptions options;
     options.sweep_interval = absl::Seconds(1);
     options.write_confirm_timeout = absl::Seconds(2);
-    core_ = std::make_unique<RegistryCore>(collection_, sync_, store_, evaluator_, time_,
-                                           executor_, options);
+    core_ = std::make_unique<RegistryCore>(collection_, sync_, store_, evaluator_, time_, executor_,
+                                           options);
   }
 
   v1::RegisterWakeRequest Register() {
@@ -142,8 +141,7 @@ TEST_F(RegistryCoreTest, EventKeysAreSweptEveryTenSeconds) {
 
 TEST_F(RegistryCoreTest, SweeperClosesDueWindowsAndForgetsKeysInSmallBatches) {
   EXPECT_CALL(store_, ReleaseExpiredClaims()).WillOnce(Return(0));
-  EXPECT_CALL(store_, DueDebounceWindows(100))
-      .WillOnce(Return(std::vector<WindowKey>{{"t", 3}}));
+  EXPECT_CALL(store_, DueDebounceWindows(100)).WillOnce(Return(std::vector<WindowKey>{{"t", 3}}));
   WindowResult fired;
   fired.outcome = WindowResult::Outcome::kFired;
   EXPECT_CALL(store_, CloseDebounceWindow(Field(&WindowKey::registration_id, 3)))
@@ -210,8 +208,7 @@ class RegistryCoreClaimTest : public RegistryCoreTest {
 
   // A store action that returns `result` and counts the call.
   std::function<absl::StatusOr<ClaimResult>(const std::string&, const std::string&,
-                                            const std::string&, const std::string&,
-                                            absl::Duration)>
+                                            const std::string&, const std::string&, absl::Duration)>
   Counted(ClaimResult result) {
     return [this, result](const std::string&, const std::string&, const std::string&,
                           const std::string&, absl::Duration) -> absl::StatusOr<ClaimResult> {
@@ -442,8 +439,8 @@ TEST_F(RegistryCoreTest, UnregisterHidesRowsAtOnceAndReportsTheCount) {
   v1::UnregisterWakesRequest request;
   request.set_tenant_id("t");
   request.mutable_subscriber()->set_subscriber_url("/p");
-  EXPECT_CALL(store_, DeleteRegistrations(Field(&UnregisterSelector::kind,
-                                                UnregisterSelector::Kind::kSubscriber)))
+  EXPECT_CALL(store_, DeleteRegistrations(
+                          Field(&UnregisterSelector::kind, UnregisterSelector::Kind::kSubscriber)))
       .WillOnce([&](const UnregisterSelector&) {
         sync::SyncBatch batch;
         sync::RowChange change;

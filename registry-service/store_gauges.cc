@@ -8,8 +8,7 @@
 
 namespace wake::registry {
 
-StoreGauges::StoreGauges(std::string database_url, common::TimeSource& time,
-                         absl::Duration max_age)
+StoreGauges::StoreGauges(std::string database_url, common::TimeSource& time, absl::Duration max_age)
     : url_(std::move(database_url)),
       time_(time),
       max_age_(max_age),

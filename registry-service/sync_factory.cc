@@ -20,8 +20,8 @@ class ElectricWithLsnPool final : public sync::SyncSource {
     electric.url = config.electric_url;
     electric.secret = config.electric_secret;
     electric.tenant = config.tenant;
-    source_ = std::make_unique<sync::ElectricSyncSource>(
-        electric, time, sync::MakePostgresElectricDatabase(pool_));
+    source_ = std::make_unique<sync::ElectricSyncSource>(electric, time,
+                                                         sync::MakePostgresElectricDatabase(pool_));
   }
 
   absl::Status Start(sync::SyncObserver& observer, absl::Duration timeout) override {

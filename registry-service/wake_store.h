@@ -176,9 +176,8 @@ class WakeStore {
 
   // UpsertRegistration without blocking the caller: `done` runs once with
   // the result, on a thread of the store's choosing (possibly the caller's).
-  virtual void UpsertRegistrationAsync(
-      const sync::Registration& row,
-      std::function<void(absl::StatusOr<UpsertResult>)> done) = 0;
+  virtual void UpsertRegistrationAsync(const sync::Registration& row,
+                                       std::function<void(absl::StatusOr<UpsertResult>)> done) = 0;
 
   virtual absl::StatusOr<DeleteResult> DeleteRegistrations(const UnregisterSelector& selector) = 0;
 

@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/proto_time.h"
 #include "common/logging.h"
+#include "common/proto_time.h"
 
 namespace wake::runtime {
 namespace {

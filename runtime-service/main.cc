@@ -144,8 +144,9 @@ int Run(int argc, char** argv) {
   prometheus::Histogram& dispatch_latency =
       prometheus::BuildHistogram()
           .Name("wake_runtime_dispatch_latency_seconds")
-          .Help("From a stream's trigger (a wake announced by the registry, more pending, a "
-                "redelivery) to its claim being sent to a runner.")
+          .Help(
+              "From a stream's trigger (a wake announced by the registry, more pending, a "
+              "redelivery) to its claim being sent to a runner.")
           .Register(metrics.registry())
           .Add({}, common::LatencyBuckets());
   scheduler_options.on_dispatch = [&dispatch_latency](absl::Duration latency) {

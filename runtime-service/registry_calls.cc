@@ -135,8 +135,7 @@ RegistryCalls::Entries<Request, Response> RegistryCalls::Next(Queue<Request, Res
   return entries;
 }
 
-void RegistryCalls::ClaimWakes(v1::ClaimWakesRequest request,
-                               Done<v1::ClaimWakesResponse> done) {
+void RegistryCalls::ClaimWakes(v1::ClaimWakesRequest request, Done<v1::ClaimWakesResponse> done) {
   if (!batching_.enabled) {
     ClaimWakesAlone(std::move(request), std::move(done));
     return;
@@ -265,9 +264,8 @@ void RegistryCalls::ClaimWakesAlone(v1::ClaimWakesRequest request,
       [](Stub& stub, grpc::ClientContext* context, const v1::ClaimWakesRequest& req,
          v1::ClaimWakesResponse* resp) { return stub.ClaimWakes(context, req, resp); },
       [](AsyncApi* api, grpc::ClientContext* context, const v1::ClaimWakesRequest* req,
-         v1::ClaimWakesResponse* resp, Callback cb) {
-        api->ClaimWakes(context, req, resp, std::move(cb));
-      });
+         v1::ClaimWakesResponse* resp,
+         Callback cb) { api->ClaimWakes(context, req, resp, std::move(cb)); });
 }
 
 void RegistryCalls::AckWakesAlone(v1::AckWakesRequest request, Done<v1::AckWakesResponse> done) {
@@ -276,9 +274,8 @@ void RegistryCalls::AckWakesAlone(v1::AckWakesRequest request, Done<v1::AckWakes
       [](Stub& stub, grpc::ClientContext* context, const v1::AckWakesRequest& req,
          v1::AckWakesResponse* resp) { return stub.AckWakes(context, req, resp); },
       [](AsyncApi* api, grpc::ClientContext* context, const v1::AckWakesRequest* req,
-         v1::AckWakesResponse* resp, Callback cb) {
-        api->AckWakes(context, req, resp, std::move(cb));
-      });
+         v1::AckWakesResponse* resp,
+         Callback cb) { api->AckWakes(context, req, resp, std::move(cb)); });
 }
 
 void RegistryCalls::ExtendClaims(v1::ExtendClaimsRequest request,
@@ -288,9 +285,8 @@ void RegistryCalls::ExtendClaims(v1::ExtendClaimsRequest request,
       [](Stub& stub, grpc::ClientContext* context, const v1::ExtendClaimsRequest& req,
          v1::ExtendClaimsResponse* resp) { return stub.ExtendClaims(context, req, resp); },
       [](AsyncApi* api, grpc::ClientContext* context, const v1::ExtendClaimsRequest* req,
-         v1::ExtendClaimsResponse* resp, Callback cb) {
-        api->ExtendClaims(context, req, resp, std::move(cb));
-      });
+         v1::ExtendClaimsResponse* resp,
+         Callback cb) { api->ExtendClaims(context, req, resp, std::move(cb)); });
 }
 
 void RegistryCalls::ReleaseClaim(v1::ReleaseClaimRequest request,
@@ -300,9 +296,8 @@ void RegistryCalls::ReleaseClaim(v1::ReleaseClaimRequest request,
       [](Stub& stub, grpc::ClientContext* context, const v1::ReleaseClaimRequest& req,
          v1::ReleaseClaimResponse* resp) { return stub.ReleaseClaim(context, req, resp); },
       [](AsyncApi* api, grpc::ClientContext* context, const v1::ReleaseClaimRequest* req,
-         v1::ReleaseClaimResponse* resp, Callback cb) {
-        api->ReleaseClaim(context, req, resp, std::move(cb));
-      });
+         v1::ReleaseClaimResponse* resp,
+         Callback cb) { api->ReleaseClaim(context, req, resp, std::move(cb)); });
 }
 
 }  // namespace wake::runtime

@@ -68,14 +68,14 @@ class FakeAsyncApi : public AsyncApi {
     acks.push_back({request, response, std::move(done)});
   }
 
-#define WAKE_UNUSED_UNARY(Method)                                                           \
-  void Method(grpc::ClientContext*, const v1::Method##Request*, v1::Method##Response*,     \
-              std::function<void(grpc::Status)>) override {                                 \
-    ADD_FAILURE() << #Method " not expected";                                               \
-  }                                                                                         \
-  void Method(grpc::ClientContext*, const v1::Method##Request*, v1::Method##Response*,     \
-              grpc::ClientUnaryReactor*) override {                                         \
-    ADD_FAILURE() << #Method " not expected";                                               \
+#define WAKE_UNUSED_UNARY(Method)                                                      \
+  void Method(grpc::ClientContext*, const v1::Method##Request*, v1::Method##Response*, \
+              std::function<void(grpc::Status)>) override {                            \
+    ADD_FAILURE() << #Method " not expected";                                          \
+  }                                                                                    \
+  void Method(grpc::ClientContext*, const v1::Method##Request*, v1::Method##Response*, \
+              grpc::ClientUnaryReactor*) override {                                    \
+    ADD_FAILURE() << #Method " not expected";                                          \
   }
   WAKE_UNUSED_UNARY(RegisterWake)
   WAKE_UNUSED_UNARY(UnregisterWakes)
@@ -149,9 +149,8 @@ TEST(RegistryCallsTest, MapsTheCallStatus) {
   common::SimulatedTimeSource time;
   RegistryCalls calls(stub, executor, time, absl::Seconds(5));
   std::optional<absl::StatusOr<v1::ClaimWakesResponse>> result;
-  calls.ClaimWakes(Request("/p"), [&result](absl::StatusOr<v1::ClaimWakesResponse> r) {
-    result = std::move(r);
-  });
+  calls.ClaimWakes(Request("/p"),
+                   [&result](absl::StatusOr<v1::ClaimWakesResponse> r) { result = std::move(r); });
   stub.api.claim->done(grpc::Status(grpc::StatusCode::UNAVAILABLE, "registry down"));
   EXPECT_THAT(*result, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("registry down")));
 }
@@ -166,9 +165,8 @@ TEST(RegistryCallsTest, FallsBackToBlockingCallsOnTheExecutor) {
   EXPECT_CALL(stub, ClaimWakes(_, _, _))
       .WillOnce(DoAll(SetArgPointee<2>(response), Return(grpc::Status::OK)));
   std::optional<absl::StatusOr<v1::ClaimWakesResponse>> result;
-  calls.ClaimWakes(Request("/p"), [&result](absl::StatusOr<v1::ClaimWakesResponse> r) {
-    result = std::move(r);
-  });
+  calls.ClaimWakes(Request("/p"),
+                   [&result](absl::StatusOr<v1::ClaimWakesResponse> r) { result = std::move(r); });
   EXPECT_FALSE(result.has_value());  // Never inline.
   ASSERT_EQ(executor.RunAll(), 1);
   ASSERT_TRUE(result.has_value() && result->ok());
@@ -182,9 +180,8 @@ TEST(RegistryCallsTest, QueuedBlockingCallIsDroppedOnceDestroyed) {
   bool called = false;
   {
     RegistryCalls calls(stub, executor, time, absl::Seconds(5));
-    calls.ClaimWakes(Request("/p"), [&called](absl::StatusOr<v1::ClaimWakesResponse>) {
-      called = true;
-    });
+    calls.ClaimWakes(Request("/p"),
+                     [&called](absl::StatusOr<v1::ClaimWakesResponse>) { called = true; });
   }
   EXPECT_EQ(executor.RunAll(), 1);
   EXPECT_FALSE(called);

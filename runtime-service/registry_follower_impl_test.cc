@@ -88,14 +88,12 @@ TEST_F(RegistryFollowerTest, StreamDropReconnectsAndCatchesUpFromTheLastOffset) 
   {
     InSequence seq;
     EXPECT_CALL(registry_, SubscribeChangesRaw(_, SubscriptionFrom("-1")))
-        .WillOnce(Return(Stream({WakeEvent("o1", "acme", "/p/1", 11),
-                                 Control("o2", v1::UP_TO_DATE),
+        .WillOnce(Return(Stream({WakeEvent("o1", "acme", "/p/1", 11), Control("o2", v1::UP_TO_DATE),
                                  WakeEvent("o3", "acme", "/p/2", 12)},
                                 dropped)));
     EXPECT_CALL(registry_, SubscribeChangesRaw(_, SubscriptionFrom("o3")))
-        .WillOnce(Return(Stream({WakeEvent("o4", "beta", "/p/3", 13),
-                                 Control("o5", v1::UP_TO_DATE)},
-                                dropped)));
+        .WillOnce(Return(
+            Stream({WakeEvent("o4", "beta", "/p/3", 13), Control("o5", v1::UP_TO_DATE)}, dropped)));
   }
   {
     InSequence seq;

@@ -23,10 +23,10 @@ bool ParseOffset(const std::string& offset, std::string* epoch, uint64_t* seq) {
 
 }  // namespace
 
-RescannerImpl::RescannerImpl(v1::WakeRegistry::StubInterface& registry,
-                             RegistryFollower& follower, WakeAccounting& accounting,
-                             TriggerSink& triggers, common::TimeSource& time,
-                             common::Executor& executor, RescanOptions options)
+RescannerImpl::RescannerImpl(v1::WakeRegistry::StubInterface& registry, RegistryFollower& follower,
+                             WakeAccounting& accounting, TriggerSink& triggers,
+                             common::TimeSource& time, common::Executor& executor,
+                             RescanOptions options)
     : registry_(registry),
       follower_(follower),
       accounting_(accounting),
@@ -191,14 +191,14 @@ void RescannerImpl::CatchUp() {
       // does not want (registration changes): in a quiet registry its offset
       // can stay behind the snapshot's for good. Live, and given nothing for
       // the settle time, it has every wake announced before the snapshot.
-      const bool idle = follower.up_to_date &&
-                        common::ToAbsl(now - follower_still_since_) >= options_.settle;
+      const bool idle =
+          follower.up_to_date && common::ToAbsl(now - follower_still_since_) >= options_.settle;
       if (follower_seq < snapshot_seq && !idle) {
         if (waited >= options_.catch_up_timeout) {
-          status_.last_error = absl::StrCat("rescan skipped: the change stream (at ",
-                                            follower_offset, ") did not reach the snapshot (at ",
-                                            snapshot_offset_, ") within ",
-                                            absl::FormatDuration(options_.catch_up_timeout));
+          status_.last_error =
+              absl::StrCat("rescan skipped: the change stream (at ", follower_offset,
+                           ") did not reach the snapshot (at ", snapshot_offset_, ") within ",
+                           absl::FormatDuration(options_.catch_up_timeout));
           common::LogWarn("rescan_skipped", {{"follower_offset", follower_offset},
                                              {"snapshot_offset", snapshot_offset_}});
           FinishLocked(/*completed=*/false);
@@ -252,11 +252,10 @@ void RescannerImpl::Recheck() {
   }
   const std::vector<PendingStream> found = accounting_.Unaccounted(candidates);
   for (const PendingStream& stream : found) {
-    common::LogWarn("rescan_found_unannounced_wakes",
-                    {{"tenant_id", stream.tenant_id},
-                     {"stream", stream.stream},
-                     {"wakes", stream.wake_ids.size()},
-                     {"first_wake_id", stream.wake_ids.front()}});
+    common::LogWarn("rescan_found_unannounced_wakes", {{"tenant_id", stream.tenant_id},
+                                                       {"stream", stream.stream},
+                                                       {"wakes", stream.wake_ids.size()},
+                                                       {"first_wake_id", stream.wake_ids.front()}});
     for (const int64_t id : stream.wake_ids) triggers_.Trigger(stream.tenant_id, stream.stream, id);
   }
   absl::MutexLock lock(&mu_);

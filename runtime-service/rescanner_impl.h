@@ -64,10 +64,10 @@ class RescannerImpl final : public Rescanner {
 
  private:
   enum class Stage {
-    kIdle,       // Waiting for the next rescan (timer armed when started).
-    kReading,    // The snapshot read is on the executor.
+    kIdle,        // Waiting for the next rescan (timer armed when started).
+    kReading,     // The snapshot read is on the executor.
     kCatchingUp,  // Waiting for the follower (or the settle time).
-    kSettling,   // Unaccounted wakes found; looking again after `settle`.
+    kSettling,    // Unaccounted wakes found; looking again after `settle`.
   };
 
   void OnTimer();

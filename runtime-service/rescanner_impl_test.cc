@@ -125,9 +125,9 @@ class RescannerTest : public ::testing::Test {
 TEST_F(RescannerTest, HealthySystemCountsNothingAndTriggersNothing) {
   MakeRescanner(accounting_, triggers_);
   EXPECT_CALL(registry_, SubscribeChangesRaw(_, SnapshotRequest()))
-      .WillOnce(Return(Snapshot({WakeEvent("acme", "/p", 1), WakeEvent("acme", "/p", 2),
-                                 WakeEvent("", "/q", 3)},
-                                "e1_8")));
+      .WillOnce(Return(
+          Snapshot({WakeEvent("acme", "/p", 1), WakeEvent("acme", "/p", 2), WakeEvent("", "/q", 3)},
+                   "e1_8")));
   EXPECT_CALL(follower_, Status()).WillOnce(Return(FollowerAt("e1_8")));
   EXPECT_CALL(accounting_, Unaccounted(ElementsAre(Pending("acme", "/p", {1, 2}),
                                                    Pending("default", "/q", {3}))))
@@ -159,9 +159,9 @@ TEST_F(RescannerTest, HealthySystemCountsNothingAndTriggersNothing) {
 TEST_F(RescannerTest, UnaccountedStreamIsTriggeredAndCounted) {
   MakeRescanner(accounting_, triggers_);
   EXPECT_CALL(registry_, SubscribeChangesRaw(_, _))
-      .WillOnce(Return(Snapshot({WakeEvent("acme", "/p", 1), WakeEvent("acme", "/q", 3),
-                                 WakeEvent("acme", "/q", 4)},
-                                "e1_8")));
+      .WillOnce(Return(Snapshot(
+          {WakeEvent("acme", "/p", 1), WakeEvent("acme", "/q", 3), WakeEvent("acme", "/q", 4)},
+          "e1_8")));
   EXPECT_CALL(follower_, Status()).WillOnce(Return(FollowerAt("e1_8")));
   {
     InSequence seq;
@@ -311,8 +311,8 @@ TEST_F(RescannerTest, FailedReadIsRetriedAtTheNextInterval) {
 TEST_F(RescannerTest, ZeroIntervalTurnsRescanningOff) {
   RescanOptions options = Options();
   options.interval = absl::ZeroDuration();
-  rescanner_ = std::make_unique<RescannerImpl>(registry_, follower_, accounting_, triggers_,
-                                               time_, executor_, options);
+  rescanner_ = std::make_unique<RescannerImpl>(registry_, follower_, accounting_, triggers_, time_,
+                                               executor_, options);
   rescanner_->Start();
   time_.Advance(10 * kInterval);
   EXPECT_EQ(executor_.queued(), 0u);
@@ -410,8 +410,7 @@ TEST_F(RescannerWithSchedulerTest, OnlyTheStreamWhoseWakeWasNeverAnnouncedIsFoun
   // Next time everything is accounted for; /r has left the registry (another
   // runtime took it), so its parked stream is forgotten.
   EXPECT_CALL(registry_, SubscribeChangesRaw(_, _))
-      .WillOnce(Return(Snapshot({WakeEvent("acme", "/p", 1), WakeEvent("acme", "/q", 5)},
-                                "e1_8")));
+      .WillOnce(Return(Snapshot({WakeEvent("acme", "/p", 1), WakeEvent("acme", "/q", 5)}, "e1_8")));
   NextRescan();
   EXPECT_EQ(rescanner_->Status().rescans, 2);
   EXPECT_EQ(rescanner_->Status().found, 1);

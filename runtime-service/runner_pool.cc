@@ -12,10 +12,10 @@ absl::Status RunnerPool::CheckNotSuperseded(const RunnerSpec& spec) const {
   if (it == history_.end() || !it->second.superseded_set.contains(spec.session_id)) {
     return absl::OkStatus();
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "session_id: session \"", spec.session_id, "\" of runner \"", spec.runner_id,
-      "\" was superseded by a newer session (\"", it->second.last_session,
-      "\") and cannot connect again"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("session_id: session \"", spec.session_id, "\" of runner \"", spec.runner_id,
+                   "\" was superseded by a newer session (\"", it->second.last_session,
+                   "\") and cannot connect again"));
 }
 
 void RunnerPool::RecordSession(const RunnerSpec& spec) {

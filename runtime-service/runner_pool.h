@@ -121,7 +121,7 @@ class RunnerPool {
   absl::flat_hash_set<SessionId> grown_;
   SessionId next_id_ = 1;
   absl::flat_hash_map<std::string, RunnerHistory> history_;  // By runner_id.
-  std::set<std::pair<uint64_t, std::string>> history_lru_;  // (touched, runner_id)
+  std::set<std::pair<uint64_t, std::string>> history_lru_;   // (touched, runner_id)
   uint64_t next_touch_ = 1;
   size_t superseded_total_ = 0;
 };

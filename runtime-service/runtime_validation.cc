@@ -44,9 +44,8 @@ absl::StatusOr<RunnerSpec> ToRunnerSpec(const v1::StreamWakeClaimsRequest& reque
   }
   if (request.max_in_flight() < 0 || request.max_in_flight() > kMaxMaxInFlight) {
     return common::InvalidField(
-        "max_in_flight",
-        absl::StrCat("must be between 0 (default ", kDefaultMaxInFlight, ") and ", kMaxMaxInFlight,
-                     ", got ", request.max_in_flight()));
+        "max_in_flight", absl::StrCat("must be between 0 (default ", kDefaultMaxInFlight, ") and ",
+                                      kMaxMaxInFlight, ", got ", request.max_in_flight()));
   }
   spec.runner_id = request.runner_id();
   spec.session_id = request.session_id();

@@ -25,8 +25,7 @@ void Canonicalize(Condition& condition) {
       std::unique(condition.collections.begin(), condition.collections.end()),
       condition.collections.end());
   std::sort(condition.ops.begin(), condition.ops.end());
-  condition.ops.erase(std::unique(condition.ops.begin(), condition.ops.end()),
-                      condition.ops.end());
+  condition.ops.erase(std::unique(condition.ops.begin(), condition.ops.end()), condition.ops.end());
 }
 
 std::string ConditionToJson(const Condition& condition) {
@@ -93,11 +92,10 @@ absl::StatusOr<Condition> ConditionFromJson(absl::string_view json) {
 }
 
 bool Registration::operator==(const Registration& other) const {
-  return id == other.id && tenant_id == other.tenant_id &&
-         subscriber_url == other.subscriber_url && source_url == other.source_url &&
-         condition == other.condition && debounce_ms == other.debounce_ms &&
-         timeout_ms == other.timeout_ms && one_shot == other.one_shot &&
-         timeout_consumed == other.timeout_consumed &&
+  return id == other.id && tenant_id == other.tenant_id && subscriber_url == other.subscriber_url &&
+         source_url == other.source_url && condition == other.condition &&
+         debounce_ms == other.debounce_ms && timeout_ms == other.timeout_ms &&
+         one_shot == other.one_shot && timeout_consumed == other.timeout_consumed &&
          include_response == other.include_response && manifest_key == other.manifest_key &&
          created_at == other.created_at;
 }
@@ -105,7 +103,8 @@ bool Registration::operator==(const Registration& other) const {
 std::string IdentityKey(const Registration& r) {
   // Length-prefixed so no choice of strings can collide.
   std::string key;
-  for (const std::string* part : {&r.tenant_id, &r.subscriber_url, &r.source_url, &r.manifest_key}) {
+  for (const std::string* part :
+       {&r.tenant_id, &r.subscriber_url, &r.source_url, &r.manifest_key}) {
     absl::StrAppend(&key, part->size(), ":", *part, "|");
   }
   const std::string condition = ConditionToJson(r.condition);

@@ -34,8 +34,8 @@ TEST(ConditionJsonTest, ChangeIsCanonicalAndRoundTrips) {
 }
 
 TEST(ConditionJsonTest, RunFinishedParsesInAnySpacing) {
-  for (const char* json : {R"({"on": "runFinished"})", R"({"on":"runFinished"})",
-                           R"( { "on" : "runFinished" } )"}) {
+  for (const char* json :
+       {R"({"on": "runFinished"})", R"({"on":"runFinished"})", R"( { "on" : "runFinished" } )"}) {
     auto parsed = ConditionFromJson(json);
     ASSERT_TRUE(parsed.ok()) << json;
     EXPECT_EQ(parsed->kind, ConditionKind::kRunFinished) << json;
@@ -53,8 +53,8 @@ TEST(ConditionJsonTest, EmptyFiltersMeanAll) {
 }
 
 TEST(ConditionJsonTest, MalformedIsRejected) {
-  EXPECT_THAT(ConditionFromJson("nope"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                  HasSubstr("not a JSON object")));
+  EXPECT_THAT(ConditionFromJson("nope"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a JSON object")));
   EXPECT_THAT(ConditionFromJson(R"({"on":"later"})"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown kind")));
   EXPECT_THAT(ConditionFromJson(R"({"on":"change","ops":["upsert"]})"),

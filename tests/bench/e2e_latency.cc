@@ -51,7 +51,7 @@ struct Options {
   int fanout = 1;
   int siblings = 1;
   int runners = 2;
-  int callers = 32;  // Saturation row; 0 skips it.
+  int callers = 32;    // Saturation row; 0 skips it.
   bool local = false;  // consistency = LOCAL (skip the read barrier).
   std::string prefix = "bench";
   CpuMeter cpu;
@@ -222,16 +222,15 @@ bool PrintRow(const std::string& name, const std::string& kind, double offered,
   int64_t early = 0;
   std::vector<double> latencies = tracker.Latencies(&early);
   const int64_t delivered = static_cast<int64_t>(latencies.size());
-  const wake::bench::RowStats stats =
-      wake::bench::PrintRow(name, offered, seconds, totals.wakes, std::move(latencies), early,
-                            std::move(totals.rpc_ms));
-  std::printf("result kind=%s siblings=%d offered=%.0f delivered=%.0f wakes=%lld p50_ms=%.3f "
-              "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f lost=%lld errors=%lld cpu_us_per_wake %s\n",
-              kind.c_str(), options.siblings, offered, stats.delivered_per_s,
-              static_cast<long long>(totals.wakes), stats.p50_ms, stats.p90_ms, stats.p99_ms,
-              stats.max_ms, static_cast<long long>(stats.lost),
-              static_cast<long long>(totals.errors),
-              CpuMeter::PerWake(cpu, cpu_after, delivered).c_str());
+  const wake::bench::RowStats stats = wake::bench::PrintRow(
+      name, offered, seconds, totals.wakes, std::move(latencies), early, std::move(totals.rpc_ms));
+  std::printf(
+      "result kind=%s siblings=%d offered=%.0f delivered=%.0f wakes=%lld p50_ms=%.3f "
+      "p90_ms=%.3f p99_ms=%.3f max_ms=%.3f lost=%lld errors=%lld cpu_us_per_wake %s\n",
+      kind.c_str(), options.siblings, offered, stats.delivered_per_s,
+      static_cast<long long>(totals.wakes), stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms,
+      static_cast<long long>(stats.lost), static_cast<long long>(totals.errors),
+      CpuMeter::PerWake(cpu, cpu_after, delivered).c_str());
   if (totals.errors > 0) {
     std::printf("  (%lld evaluation errors, last: %s)\n", static_cast<long long>(totals.errors),
                 totals.last_error.c_str());
@@ -272,9 +271,9 @@ int main(int argc, char** argv) {
       evaluator.Start(n, nullptr);
     }
     evaluator.AwaitIdle();
-    ok &= PrintRow(absl::StrCat("open ", rate * options.fanout, "/s"), "paced",
-                   static_cast<double>(rate) * options.fanout, t0, options, cpu, tracker,
-                   evaluator);
+    ok &=
+        PrintRow(absl::StrCat("open ", rate * options.fanout, "/s"), "paced",
+                 static_cast<double>(rate) * options.fanout, t0, options, cpu, tracker, evaluator);
     tracker.Reset();
   }
 
@@ -289,8 +288,8 @@ int main(int argc, char** argv) {
     const Clock::time_point t0 = Clock::now();
     for (int c = 0; c < options.callers; ++c) evaluator.Start(next.fetch_add(1), again);
     evaluator.AwaitIdle();
-    ok &= PrintRow(absl::StrCat("saturate c=", options.callers), "saturation", 0, t0, options,
-                   cpu, tracker, evaluator);
+    ok &= PrintRow(absl::StrCat("saturate c=", options.callers), "saturation", 0, t0, options, cpu,
+                   tracker, evaluator);
   }
 
   int64_t ack_errors = 0;

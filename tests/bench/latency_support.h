@@ -168,18 +168,17 @@ class BenchRunner {
         absl::MutexLock lock(&mu_);
         ++acks_in_flight_;
       }
-      stub_->async()->AckClaim(&ack->context, &ack->request, &ack->response,
-                               [this, ack](grpc::Status status) {
-                                 absl::MutexLock lock(&mu_);
-                                 if (!status.ok()) {
-                                   ++ack_errors_;
-                                   if (first_ack_error_.empty()) {
-                                     first_ack_error_ = absl::StrCat(
-                                         status.error_code(), " ", status.error_message());
-                                   }
-                                 }
-                                 --acks_in_flight_;
-                               });
+      stub_->async()->AckClaim(
+          &ack->context, &ack->request, &ack->response, [this, ack](grpc::Status status) {
+            absl::MutexLock lock(&mu_);
+            if (!status.ok()) {
+              ++ack_errors_;
+              if (first_ack_error_.empty()) {
+                first_ack_error_ = absl::StrCat(status.error_code(), " ", status.error_message());
+              }
+            }
+            --acks_in_flight_;
+          });
     }
     reader_->Finish();
   }
@@ -228,9 +227,9 @@ inline RowStats PrintRow(const std::string& name, double offered, double seconds
   stats.p90_ms = Percentile(latencies, 0.90);
   stats.p99_ms = Percentile(latencies, 0.99);
   stats.max_ms = latencies.empty() ? 0.0 : latencies.back();
-  std::printf("%-16s %10.0f %12.0f %8lld %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %6lld\n",
-              name.c_str(), offered, stats.delivered_per_s, static_cast<long long>(wakes),
-              stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms, Percentile(make_ms, 0.50),
+  std::printf("%-16s %10.0f %12.0f %8lld %8.2f %8.2f %8.2f %8.2f %9.2f %9.2f %6lld\n", name.c_str(),
+              offered, stats.delivered_per_s, static_cast<long long>(wakes), stats.p50_ms,
+              stats.p90_ms, stats.p99_ms, stats.max_ms, Percentile(make_ms, 0.50),
               Percentile(make_ms, 0.99), static_cast<long long>(stats.lost));
   if (early > 0) {
     std::printf("  (%lld wakes reached the runner before their evaluation returned: counted 0)\n",

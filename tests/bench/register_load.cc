@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
           wake::v1::EvaluateRunFinishedResponse response;
           status = stub->EvaluateRunFinished(&context, request, &response);
         }
-        const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - t0;
+        const std::chrono::duration<double, std::milli> took =
+            std::chrono::steady_clock::now() - t0;
         if (!status.ok()) {
           if (errors++ == 0) {
             std::fprintf(stderr, "first error: %d %s\n", status.error_code(),

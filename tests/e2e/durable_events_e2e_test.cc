@@ -172,8 +172,8 @@ TEST_F(DurableEventsE2eTest, DebouncedMatchesSurviveASigkillOfTheRegistryThatBuf
   doomed->process->Signal(SIGKILL);
   ASSERT_EQ(doomed->process->WaitForExit(absl::Seconds(10)), 128 + SIGKILL);
 
-  ASSERT_TRUE(AwaitDeliveries(ledger_, "/parent/d", 1, kWait))
-      << "survivor log:\n" << survivor->process->ReadLog();
+  ASSERT_TRUE(AwaitDeliveries(ledger_, "/parent/d", 1, kWait)) << "survivor log:\n"
+                                                               << survivor->process->ReadLog();
   const std::vector<v1::Wake> wakes = DeliveredWakes(ledger_, "/parent/d");
   ASSERT_EQ(wakes.size(), 1u);
   EXPECT_THAT(ChangeKeys(wakes[0]), ElementsAre("k1", "k2", "k3"));
@@ -284,7 +284,8 @@ TEST_F(DurableEventsE2eTest, TimeoutDueWhileNoRegistryRanFiresWhenOneReturns) {
   auto back = StartRegistry(db_->url(), {absl::StrCat("--listen=", address)});
   ASSERT_TRUE(back.ok()) << back.status();
   ASSERT_TRUE(AwaitDeliveries(ledger_, "/parent/t", 1, kWait))
-      << "registry log:\n" << back->process->ReadLog() << "\nruntime log:\n"
+      << "registry log:\n"
+      << back->process->ReadLog() << "\nruntime log:\n"
       << runtime_.process->ReadLog();
   const std::vector<v1::Wake> wakes = DeliveredWakes(ledger_, "/parent/t");
   ASSERT_EQ(wakes.size(), 1u);

@@ -89,10 +89,9 @@ void Ledger::Acked(size_t index, absl::Time sent, const absl::Status& status) {
 }
 
 bool Ledger::AllAckedLocked(const std::set<int64_t>& ids) {
-  return std::all_of(ids.begin(), ids.end(), [this](int64_t id)
-                                                 ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-                                                   return acked_.count(id) > 0;
-                                                 });
+  return std::all_of(ids.begin(), ids.end(), [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return acked_.count(id) > 0;
+  });
 }
 
 bool Ledger::AwaitAcked(const std::set<int64_t>& ids, absl::Duration timeout) {
@@ -103,9 +102,8 @@ bool Ledger::AwaitAcked(const std::set<int64_t>& ids, absl::Duration timeout) {
 
 bool Ledger::AwaitDeliveries(size_t count, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  auto done = [this, count]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return deliveries_.size() >= count;
-  };
+  auto done = [this, count]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return deliveries_.size() >= count; };
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
@@ -162,11 +160,11 @@ std::vector<std::string> Ledger::OverlappingWindows() {
       const Delivery& before = *windows[i - 1];
       const Delivery& after = *windows[i];
       if (before.ack_sent > after.received) {
-        overlaps.push_back(absl::StrCat(
-            key.second, ": claim ", before.claim.claim_token(), " (", before.runner_id,
-            ") held until ", absl::FormatTime(before.ack_sent), " but claim ",
-            after.claim.claim_token(), " (", after.runner_id, ") arrived at ",
-            absl::FormatTime(after.received)));
+        overlaps.push_back(absl::StrCat(key.second, ": claim ", before.claim.claim_token(), " (",
+                                        before.runner_id, ") held until ",
+                                        absl::FormatTime(before.ack_sent), " but claim ",
+                                        after.claim.claim_token(), " (", after.runner_id,
+                                        ") arrived at ", absl::FormatTime(after.received)));
       }
     }
   }

@@ -51,8 +51,7 @@ class FailoverTest : public ::testing::Test {
   }
 
   // Finishes run `run` of every child; the ids of the wakes made.
-  std::set<int64_t> FinishAll(int first_parent, int parents, int children,
-                              const std::string& run) {
+  std::set<int64_t> FinishAll(int first_parent, int parents, int children, const std::string& run) {
     std::set<int64_t> ids;
     for (int p = first_parent; p < first_parent + parents; ++p) {
       for (int c = 0; c < children; ++c) {
@@ -67,8 +66,8 @@ class FailoverTest : public ::testing::Test {
     return ids;
   }
 
-  std::unique_ptr<RecordingRunner> Runner(const std::string& runtime_address,
-                                          const std::string& id, bool ack) {
+  std::unique_ptr<RecordingRunner> Runner(const std::string& runtime_address, const std::string& id,
+                                          bool ack) {
     RecordingRunnerOptions options;
     options.runner.runner_id = id;
     options.ack = ack;
@@ -104,8 +103,8 @@ TEST_F(FailoverTest, RunnerGoneMidClaimItsWakesGoToAnotherRunner) {
   ASSERT_NE(survivor, nullptr);
   const absl::Time gone = absl::Now();
   doomed->Disconnect();
-  ASSERT_TRUE(ledger_.AwaitAcked(ids, absl::Seconds(20)))
-      << "runtime log:\n" << runtime->process->ReadLog();
+  ASSERT_TRUE(ledger_.AwaitAcked(ids, absl::Seconds(20))) << "runtime log:\n"
+                                                          << runtime->process->ReadLog();
   EXPECT_LT(absl::Now() - gone, absl::Seconds(20));  // Released, not left to expire.
 
   // Each wake twice: held by the doomed runner, then acked by the survivor.

@@ -29,10 +29,8 @@ std::string MetricsAddress(const ServiceProcess& service) {
 absl::StatusOr<std::map<std::string, double>> Scrape(const std::string& address,
                                                      std::string* text = nullptr) {
   sync::CurlHttpClient http(absl::Seconds(5));
-  absl::StatusOr<sync::HttpResponse> response =
-      http.Get(absl::StrCat("http://", address, "/metrics"), absl::Seconds(5), [] {
-        return false;
-      });
+  absl::StatusOr<sync::HttpResponse> response = http.Get(
+      absl::StrCat("http://", address, "/metrics"), absl::Seconds(5), [] { return false; });
   if (!response.ok()) return response.status();
   if (response->status != 200) {
     return absl::UnknownError(absl::StrCat("HTTP ", response->status));

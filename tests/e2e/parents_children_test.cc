@@ -136,7 +136,8 @@ TEST(ParentsChildrenTest, EveryParentReceivesEveryChildWakeOnceAcrossTwoRegistry
            << (*db)->QueryRows(absl::StrCat(
                   "SELECT w.id, w.stream, w.claim_token, c.claim_token, c.runner_id, "
                   "c.lease_expires_at FROM wakes w LEFT JOIN stream_claims c USING (tenant_id, "
-                  "stream) WHERE w.id IN (", absl::StrJoin(missing, ","), ")"))
+                  "stream) WHERE w.id IN (",
+                  absl::StrJoin(missing, ","), ")"))
            << "\nruntime health: " << (health.ok() ? health->DebugString() : "unavailable")
            << "\nruntime log of those streams:\n"
            << LogOf(runtime->process->ReadLog(), missing_streams);

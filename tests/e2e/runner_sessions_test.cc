@@ -109,8 +109,7 @@ TEST_F(RunnerSessionsTest, HeartbeatsKeepAClaimPastSeveralLeasesAndSilenceLosesI
   ASSERT_TRUE(ack.ok()) << ack.status();
   EXPECT_EQ(ack->acked(), 1);
 
-  EXPECT_EQ(db_->QueryValue(absl::StrCat("SELECT count(*) FROM wakes WHERE id = ", kept_id)),
-            "0");
+  EXPECT_EQ(db_->QueryValue(absl::StrCat("SELECT count(*) FROM wakes WHERE id = ", kept_id)), "0");
 
   // The silent runner's claim ran out after a lease and the wake came back
   // under a new token (again after every lease, as it never heartbeats); the
@@ -146,9 +145,8 @@ TEST_F(RunnerSessionsTest, SupersededSessionIsRefusedEverywhereAndTheCurrentOneK
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("session_id")));
   EXPECT_THAT(old_session->Ack(*old_claim),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("claim_token")));
-  EXPECT_THAT(old_session->Ack(*claim),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       HasSubstr("not held by this runner session")));
+  EXPECT_THAT(old_session->Ack(*claim), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                 HasSubstr("not held by this runner session")));
   TestRunnerOptions stale;
   stale.runner_id = "runner-a";
   stale.session_id = "s1";

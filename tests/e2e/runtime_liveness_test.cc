@@ -60,9 +60,9 @@ std::set<int64_t> FinishAll(RegistryClient& client, int parents, int children,
         client.FinishRun(Child(p, c), absl::StrCat(run, "-", p, "-", c));
     absl::MutexLock lock(&mu);
     if (!wakes.ok() || wakes->size() != 1) {
-      errors.push_back(absl::StrCat(Child(p, c), ": ",
-                                    wakes.ok() ? absl::StrCat(wakes->size(), " wakes")
-                                               : wakes.status().ToString()));
+      errors.push_back(absl::StrCat(
+          Child(p, c), ": ",
+          wakes.ok() ? absl::StrCat(wakes->size(), " wakes") : wakes.status().ToString()));
       return;
     }
     ids.insert((*wakes)[0].id());
@@ -165,8 +165,7 @@ TEST_P(RunnersOnOneRuntimeTest, EveryWakeIsAckedOnceWithinSecondsOfTheLastEvalua
   }
   auto busy = RuntimeHealth(with.address);
   ASSERT_TRUE(busy.ok()) << busy.status();
-  EXPECT_EQ(busy->counters().claims_dispatched(),
-            static_cast<int64_t>(ledger.Deliveries().size()));
+  EXPECT_EQ(busy->counters().claims_dispatched(), static_cast<int64_t>(ledger.Deliveries().size()));
   std::cout << "runners on runtime " << GetParam() << ": evaluations took "
             << absl::FormatDuration(last_evaluation - start) << ", last ack "
             << absl::FormatDuration(after_last) << " after the last evaluation, "

@@ -108,9 +108,9 @@ TEST(RuntimeReplicasTest, TwoRuntimesNeverHoldOneStreamAtOnce) {
         client.FinishRun(Child(p, c), absl::StrCat("run-", run));
     absl::MutexLock lock(&mu);
     if (!wakes.ok() || wakes->size() != 1) {
-      errors.push_back(absl::StrCat(Child(p, c), " run ", run, ": ",
-                                    wakes.ok() ? absl::StrCat(wakes->size(), " wakes")
-                                               : wakes.status().ToString()));
+      errors.push_back(absl::StrCat(
+          Child(p, c), " run ", run, ": ",
+          wakes.ok() ? absl::StrCat(wakes->size(), " wakes") : wakes.status().ToString()));
       return;
     }
     ids.insert((*wakes)[0].id());

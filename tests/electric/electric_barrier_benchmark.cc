@@ -14,11 +14,10 @@
 #include <atomic>
 #include <cstdio>
 #include <memory>
+#include <pqxx/pqxx>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"

@@ -70,10 +70,10 @@ class ElectricClientConformanceTest : public ::testing::Test {
   }
 
   void Insert(int id) {
-    Exec(absl::StrCat("INSERT INTO wake_registrations (id, subscriber_url, source_url, "
-                      "condition) VALUES (",
-                      id, ", '/parent/", id, "', '/child/", id,
-                      "', '{\"on\":\"runFinished\"}')"));
+    Exec(
+        absl::StrCat("INSERT INTO wake_registrations (id, subscriber_url, source_url, "
+                     "condition) VALUES (",
+                     id, ", '/parent/", id, "', '/child/", id, "', '{\"on\":\"runFinished\"}')"));
   }
 
   // What the client must hold: PostgreSQL's rows, printed as sync.mjs does.
@@ -128,11 +128,10 @@ TEST_F(ElectricClientConformanceTest, TheTypeScriptClientSyncsThePeerLikeElectri
   for (int id = 1; id <= 3; ++id) Insert(id);
   server_->Rotate(kTable, "reg-2", SnapshotRows());
 
-  auto node = Subprocess::Start(
-      EnvOr("WAKE_NODE", "/usr/bin/node"),
-      {absl::StrCat(client_dir_, "/sync.mjs"), server_->url(), kTable,
-       absl::StrJoin(sync::RegistrationShapeColumns(), ",")},
-      {{"NODE_PATH", absl::StrCat(client_dir_, "/node_modules")}});
+  auto node = Subprocess::Start(EnvOr("WAKE_NODE", "/usr/bin/node"),
+                                {absl::StrCat(client_dir_, "/sync.mjs"), server_->url(), kTable,
+                                 absl::StrJoin(sync::RegistrationShapeColumns(), ",")},
+                                {{"NODE_PATH", absl::StrCat(client_dir_, "/node_modules")}});
   ASSERT_TRUE(node.ok()) << node.status();
   node_ = std::move(*node);
 
@@ -140,10 +139,11 @@ TEST_F(ElectricClientConformanceTest, TheTypeScriptClientSyncsThePeerLikeElectri
   ASSERT_NO_FATAL_FAILURE(WaitForState());
 
   // Live: an insert, an update and a delete in one transaction, then another.
-  Exec("BEGIN; INSERT INTO wake_registrations (id, subscriber_url, source_url, condition) "
-       "VALUES (4, '/parent/4', '/child/4', '{}'); UPDATE wake_registrations SET "
-       "timeout_consumed = true WHERE id = 1; DELETE FROM wake_registrations WHERE id = 2; "
-       "COMMIT");
+  Exec(
+      "BEGIN; INSERT INTO wake_registrations (id, subscriber_url, source_url, condition) "
+      "VALUES (4, '/parent/4', '/child/4', '{}'); UPDATE wake_registrations SET "
+      "timeout_consumed = true WHERE id = 1; DELETE FROM wake_registrations WHERE id = 2; "
+      "COMMIT");
   Insert(5);
   ASSERT_NO_FATAL_FAILURE(WaitForState());
 

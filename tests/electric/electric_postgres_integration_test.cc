@@ -45,14 +45,13 @@ std::vector<nlohmann::json> SnapshotRows(pqxx::connection& connection, const std
   std::vector<std::string> texts;
   for (const std::string& c : columns) texts.push_back(absl::StrCat(c, "::text"));
   std::vector<nlohmann::json> rows;
-  for (const pqxx::row& row :
-       tx.exec(absl::StrCat("SELECT ", absl::StrJoin(texts, ", "), " FROM ", table,
-                            " ORDER BY 1"))) {
+  for (const pqxx::row& row : tx.exec(
+           absl::StrCat("SELECT ", absl::StrJoin(texts, ", "), " FROM ", table, " ORDER BY 1"))) {
     nlohmann::json value = nlohmann::json::object();
     for (size_t i = 0; i < columns.size(); ++i) {
       const int column = static_cast<int>(i);
-      value[columns[i]] = row[column].is_null() ? nlohmann::json(nullptr)
-                                                : nlohmann::json(row[column].c_str());
+      value[columns[i]] =
+          row[column].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[column].c_str());
     }
     rows.push_back(std::move(value));
   }

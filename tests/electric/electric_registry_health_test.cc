@@ -3,9 +3,9 @@
 // up to date, and a request Electric rejects after startup (here a 401 once
 // the secret changed on Electric's side) turns its health NOT_SERVING with
 // the reason in the log, until Electric accepts it again.
-#include <atomic>
 #include <signal.h>
 
+#include <atomic>
 #include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
@@ -54,12 +54,12 @@ TEST(ElectricRegistryHealthTest, RejectionAfterStartupIsNotServingWithTheReasonU
   for (const char* table : {"wake_registrations", "wakes", "wake_sync_markers"}) {
     (*server)->CreateShape(table, absl::StrCat(table, "-1"));
   }
-  auto feeder = PgoutputFeeder::Start((*db)->url(), absl::StrCat("electric_", (*db)->name()),
-                                      {"wake_registrations", "wakes", "wake_sync_markers"},
-                                      **server);
+  auto feeder =
+      PgoutputFeeder::Start((*db)->url(), absl::StrCat("electric_", (*db)->name()),
+                            {"wake_registrations", "wakes", "wake_sync_markers"}, **server);
   ASSERT_TRUE(feeder.ok()) << feeder.status();
-  auto registry = StartRegistry((*db)->url(), {"--sync=electric",
-                                         absl::StrCat("--electric-url=", (*server)->url())});
+  auto registry = StartRegistry(
+      (*db)->url(), {"--sync=electric", absl::StrCat("--electric-url=", (*server)->url())});
   ASSERT_TRUE(registry.ok()) << registry.status();
   EXPECT_EQ(WaitForHealth(registry->address, "SERVING", kWait), "SERVING");
 

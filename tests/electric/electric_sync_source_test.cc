@@ -60,9 +60,8 @@ nlohmann::json Row(int64_t id, const std::string& tenant = "default") {
 }
 
 nlohmann::json WakeRowValue(int64_t id, nlohmann::json token) {
-  return {{"id", std::to_string(id)}, {"tenant_id", "default"},
-          {"stream", "/parent/1"},    {"registration_id", "1"},
-          {"source_event_key", "k"},  {"message", "{}"},
+  return {{"id", std::to_string(id)}, {"tenant_id", "default"},  {"stream", "/parent/1"},
+          {"registration_id", "1"},   {"source_event_key", "k"}, {"message", "{}"},
           {"claim_token", token}};
 }
 
@@ -154,9 +153,11 @@ class ElectricSyncSourceTest : public ::testing::Test {
       if (!marker_error_.ok()) return marker_error_;
       if (markers_reach_electric_) {
         server_->Commit(kMarkersTable, seq == 1 ? "insert" : "update",
-                        {{"replica_id", id}, {"seq", std::to_string(seq)},
+                        {{"replica_id", id},
+                         {"seq", std::to_string(seq)},
                          {"written_at", "2026-01-02 03:04:05+00"}},
-                        {{"replica_id", id}, {"seq", std::to_string(seq - 1)},
+                        {{"replica_id", id},
+                         {"seq", std::to_string(seq - 1)},
                          {"written_at", "2026-01-02 03:04:05+00"}});
       }
       return absl::OkStatus();
@@ -539,11 +540,11 @@ TEST_F(ElectricSyncSourceTest, AnUndecodableRowStopsSyncNamingTableKeyAndColumn)
   for (const auto& e : state.events) {
     if (e.kind == Kind::kDisconnected) why = e.status;
   }
-  EXPECT_THAT(why, StatusIs(absl::StatusCode::kDataLoss,
-                            AllOf(HasSubstr("electric sync stopped"),
-                                  HasSubstr("wake_registrations"),
-                                  HasSubstr(R"(key "public"."wake_registrations"/"61")"),
-                                  HasSubstr("column debounce_ms"), HasSubstr("\"soon\""))));
+  EXPECT_THAT(why,
+              StatusIs(absl::StatusCode::kDataLoss,
+                       AllOf(HasSubstr("electric sync stopped"), HasSubstr("wake_registrations"),
+                             HasSubstr(R"(key "public"."wake_registrations"/"61")"),
+                             HasSubstr("column debounce_ms"), HasSubstr("\"soon\""))));
   EXPECT_FALSE(EverApplied(state, 60));  // Nothing of that transaction.
   EXPECT_THAT(source_->Barrier(absl::Seconds(5)),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("electric sync stopped")));
@@ -737,8 +738,8 @@ TEST_F(ElectricSyncSourceTest, RejectionAfterStartupIsReportedAndRecovers) {
   State state = observer_.Snapshot();
   for (const auto& e : state.events) {
     if (e.kind == Kind::kDisconnected) {
-      EXPECT_THAT(e.status, StatusIs(absl::StatusCode::kUnauthenticated,
-                                     HasSubstr("Invalid API secret")));
+      EXPECT_THAT(e.status,
+                  StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("Invalid API secret")));
     }
   }
 }
@@ -768,10 +769,10 @@ TEST_F(ElectricSyncSourceTest, UnreachableElectricFailsStartWithUnavailable) {
   config.url = absl::StrCat("http://127.0.0.1:", ntohs(addr.sin_port));
   config.backoff_initial = absl::Milliseconds(10);
   source_ = std::make_unique<ElectricSyncSource>(config, time_, ElectricDatabase{});
-  EXPECT_THAT(source_->Start(observer_, absl::Milliseconds(300)),
-              StatusIs(absl::StatusCode::kUnavailable,
-                       AllOf(HasSubstr("not up-to-date within 300ms"), HasSubstr(config.url),
-                             HasSubstr("onnect"))));
+  EXPECT_THAT(
+      source_->Start(observer_, absl::Milliseconds(300)),
+      StatusIs(absl::StatusCode::kUnavailable, AllOf(HasSubstr("not up-to-date within 300ms"),
+                                                     HasSubstr(config.url), HasSubstr("onnect"))));
   EXPECT_GE(observer_.Snapshot().Count(Kind::kDisconnected), 1);
   close(fd);
 }

@@ -294,8 +294,8 @@ absl::StatusOr<std::unique_ptr<ScriptedElectricServer>> ScriptedElectricServer::
     close(fd);
     return absl::InternalError("pipe failed");
   }
-  return std::unique_ptr<ScriptedElectricServer>(new ScriptedElectricServer(
-      options, fd, ntohs(addr.sin_port), pipe_fds[0], pipe_fds[1]));
+  return std::unique_ptr<ScriptedElectricServer>(
+      new ScriptedElectricServer(options, fd, ntohs(addr.sin_port), pipe_fds[0], pipe_fds[1]));
 }
 
 ScriptedElectricServer::ScriptedElectricServer(Options options, int listen_fd, int port,
@@ -385,18 +385,17 @@ void ScriptedElectricServer::Serve(int fd) {
     const size_t question = request.target.find('?');
     request.path = request.target.substr(0, question);
     if (question != std::string::npos) {
-      for (absl::string_view pair :
-           absl::StrSplit(absl::string_view(request.target).substr(question + 1), '&',
-                          absl::SkipEmpty())) {
+      for (absl::string_view pair : absl::StrSplit(
+               absl::string_view(request.target).substr(question + 1), '&', absl::SkipEmpty())) {
         const size_t eq = pair.find('=');
         request.query[UrlDecode(pair.substr(0, eq))] =
             eq == absl::string_view::npos ? "" : UrlDecode(pair.substr(eq + 1));
       }
     }
     CannedResponse response = Handle(std::move(request));
-    std::string out = absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status),
-                                   "\r\nContent-Type: application/json\r\nContent-Length: ",
-                                   response.body.size(), "\r\n");
+    std::string out = absl::StrCat(
+        "HTTP/1.1 ", response.status, " ", Reason(response.status),
+        "\r\nContent-Type: application/json\r\nContent-Length: ", response.body.size(), "\r\n");
     for (const auto& [name, value] : response.headers) {
       absl::StrAppend(&out, name, ": ", value, "\r\n");
     }
@@ -464,10 +463,9 @@ absl::StatusOr<ScriptedElectricServer::Definition> ScriptedElectricServer::Parse
     const std::vector<std::string>& wanted = *parsed;
     if (std::find(wanted.begin(), wanted.end(), all[0]) == wanted.end()) {
       return absl::InvalidArgumentError(
-          InvalidRequest("columns",
-                         absl::StrCat("The list of columns must include all primary key "
-                                      "columns, missing: ",
-                                      all[0]))
+          InvalidRequest("columns", absl::StrCat("The list of columns must include all primary key "
+                                                 "columns, missing: ",
+                                                 all[0]))
               .body);
     }
     std::vector<std::string> unknown;
@@ -507,8 +505,8 @@ absl::StatusOr<ScriptedElectricServer::Definition> ScriptedElectricServer::Parse
     for (;;) {
       skip_space();
       const size_t start = pos;
-      while (pos < where.size() && (absl::ascii_isalnum(static_cast<unsigned char>(where[pos])) ||
-                                    where[pos] == '_')) {
+      while (pos < where.size() &&
+             (absl::ascii_isalnum(static_cast<unsigned char>(where[pos])) || where[pos] == '_')) {
         ++pos;
       }
       if (pos == start) return unsupported();
@@ -542,8 +540,8 @@ absl::StatusOr<ScriptedElectricServer::Definition> ScriptedElectricServer::Parse
       }
       if (!closed) {
         return absl::InvalidArgumentError(
-            InvalidRequest("where", absl::StrCat("At location ", pos,
-                                                 ": unterminated quoted string"))
+            InvalidRequest("where",
+                           absl::StrCat("At location ", pos, ": unterminated quoted string"))
                 .body);
       }
       definition.where.emplace_back(column, literal);
@@ -856,8 +854,7 @@ CannedResponse ScriptedElectricServer::ServeShapeLocked(const ShapeRequest& requ
     // that and the last LSN Electric processed (shapes/api.ex
     // do_serve_shape_log).
     const uint64_t chunk_lsn = end.tx;
-    body.push_back(
-        up_to_date_message(live ? chunk_lsn : std::max(last_processed_lsn_, chunk_lsn)));
+    body.push_back(up_to_date_message(live ? chunk_lsn : std::max(last_processed_lsn_, chunk_lsn)));
   }
   return respond("", end.ToString(), body, up_to_date, false);
 }

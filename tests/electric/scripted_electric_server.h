@@ -18,14 +18,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -40,7 +39,7 @@ struct ShapeRequest {
   std::string target;  // As received, percent-encoded.
   std::string path;
   std::map<std::string, std::string> query;  // Decoded.
-  int status = 0;  // What the server answered (0: not yet, or never).
+  int status = 0;                            // What the server answered (0: not yet, or never).
 
   bool Has(const std::string& name) const { return query.count(name) > 0; }
   std::string Param(const std::string& name) const {
@@ -141,7 +140,7 @@ class ScriptedElectricServer {
 
  private:
   struct Table {
-    std::vector<std::string> columns;  // columns[0] is the primary key.
+    std::vector<std::string> columns;          // columns[0] is the primary key.
     std::map<std::string, std::string> types;  // Postgres type names, where known.
   };
   struct Shape {

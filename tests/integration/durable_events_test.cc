@@ -97,7 +97,8 @@ class DurableEventsTest : public ::testing::Test {
 
   // Claims and acks every wake of `stream`.
   void AckAll(const std::string& stream = "/parent") {
-    absl::StatusOr<ClaimResult> claim = store_->ClaimWakes("t", stream, "r", "s", absl::Seconds(30));
+    absl::StatusOr<ClaimResult> claim =
+        store_->ClaimWakes("t", stream, "r", "s", absl::Seconds(30));
     ASSERT_TRUE(claim.ok()) << claim.status();
     ASSERT_EQ(claim->status, v1::CLAIMED);
     ASSERT_TRUE(store_->AckWakes({"t", stream, claim->claim_token}, {}).ok());
@@ -231,8 +232,7 @@ TEST_F(DurableEventsTest, WindowCollectsMatchesAndClosesIntoOneWake) {
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_THAT(first->buffered, SizeIs(1));
   EXPECT_THAT(first->wakes, IsEmpty());
-  ASSERT_TRUE(
-      store_->PersistWakes({Debounced(id, "update:b", 60000, v1::FAILED)}).ok());
+  ASSERT_TRUE(store_->PersistWakes({Debounced(id, "update:b", 60000, v1::FAILED)}).ok());
   // A replay of a buffered event does not join again.
   absl::StatusOr<PersistResult> replay = store_->PersistWakes({Debounced(id, "update:a", 60000)});
   ASSERT_TRUE(replay.ok());
@@ -305,8 +305,9 @@ TEST_F(DurableEventsTest, AnyReplicaClosesADueWindowExactlyOnce) {
   std::vector<absl::StatusOr<WindowResult>> results(8, absl::UnknownError("not run"));
   std::vector<std::thread> threads;
   for (int i = 0; i < 8; ++i) {
-    threads.emplace_back(
-        [&, i] { results[i] = (i % 2 == 0 ? replica_a : replica_b).CloseDebounceWindow({"t", id}); });
+    threads.emplace_back([&, i] {
+      results[i] = (i % 2 == 0 ? replica_a : replica_b).CloseDebounceWindow({"t", id});
+    });
   }
   for (std::thread& thread : threads) thread.join();
   int wakes = 0;
@@ -425,8 +426,9 @@ TEST_F(DurableEventsTest, EmptyClaimIsDroppedInTheTransactionThatTookIt) {
       [&] { claim = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30)); });
   ASSERT_TRUE(WaitUntil(
       [&] {
-        return db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                               "'Lock' AND query LIKE '%stream_claims%'") == "1";
+        return db_->QueryValue(
+                   "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                   "'Lock' AND query LIKE '%stream_claims%'") == "1";
       },
       absl::Now() + absl::Seconds(10)))
       << "the claim never waited on the wake row";
@@ -459,12 +461,12 @@ TEST_F(DurableEventsTest, SweeperAndHeartbeatLockClaimsInOneOrder) {
   db_->QueryValue(
       "UPDATE stream_claims SET lease_expires_at = now() - CASE stream WHEN '/b' THEN "
       "interval '2 minutes' ELSE interval '1 minute' END");
-  const std::string deadlocks_before = db_->QueryValue(
-      "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+  const std::string deadlocks_before =
+      db_->QueryValue("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
   auto waiting = [&] {
-    return std::stoi(db_->QueryValue(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-        "datname = current_database()"));
+    return std::stoi(
+        db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                        "datname = current_database()"));
   };
   // Another session holds /a for a moment.
   pqxx::connection holder(db_->url());
@@ -472,9 +474,8 @@ TEST_F(DurableEventsTest, SweeperAndHeartbeatLockClaimsInOneOrder) {
   holding.exec("SELECT 1 FROM stream_claims WHERE stream = '/a' FOR UPDATE");
   absl::StatusOr<std::vector<ExtendResult>> extended = absl::UnknownError("not run");
   std::thread heartbeat([&] {
-    extended = store_->ExtendClaims({{"t", "/a", claim_a->claim_token},
-                                     {"t", "/b", claim_b->claim_token}},
-                                    absl::Seconds(30));
+    extended = store_->ExtendClaims(
+        {{"t", "/a", claim_a->claim_token}, {"t", "/b", claim_b->claim_token}}, absl::Seconds(30));
   });
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   ASSERT_TRUE(WaitUntil([&] { return waiting() >= 1; }, deadline))
@@ -502,9 +503,9 @@ TEST_F(DurableEventsTest, SweeperAndHeartbeatLockClaimsInOneOrder) {
   EXPECT_FALSE((*extended)[1].extended);
   EXPECT_EQ(db_->QueryValue("SELECT stream FROM stream_claims"), "/a");
   store_.reset();
-  EXPECT_EQ(db_->QueryValue(
-                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"),
-            deadlocks_before);
+  EXPECT_EQ(
+      db_->QueryValue("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"),
+      deadlocks_before);
 }
 
 TEST_F(DurableEventsTest, ClaimsAcksAndTheSweeperOfManyStreamsNeverDeadlock) {
@@ -518,8 +519,8 @@ TEST_F(DurableEventsTest, ClaimsAcksAndTheSweeperOfManyStreamsNeverDeadlock) {
   // run concurrently with the other's.
   auto other_store = std::make_unique<PostgresWakeStore>(db_->url(), 8, executor_);
   PostgresWakeStore& other = *other_store;
-  const std::string before = db_->QueryValue(
-      "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+  const std::string before =
+      db_->QueryValue("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
   std::atomic<bool> stop{false};
   std::atomic<int64_t> claims{0}, acks{0}, aborted{0}, next_event{0};
   absl::Mutex mu;
@@ -575,13 +576,14 @@ TEST_F(DurableEventsTest, ClaimsAcksAndTheSweeperOfManyStreamsNeverDeadlock) {
   other_store.reset();
   ASSERT_TRUE(WaitUntil(
       [&] {
-        return db_->QueryValue("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                               "current_database() AND pid <> pg_backend_pid()") == "0";
+        return db_->QueryValue(
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                   "current_database() AND pid <> pg_backend_pid()") == "0";
       },
       absl::Now() + absl::Seconds(10)))
       << "store sessions did not end";
-  const std::string after = db_->QueryValue(
-      "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+  const std::string after =
+      db_->QueryValue("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
   EXPECT_EQ(after, before) << "PostgreSQL reported deadlocks";
   std::cout << "claims=" << claims.load() << " acks=" << acks.load() << "\n";
 }

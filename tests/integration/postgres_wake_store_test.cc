@@ -10,11 +10,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "common/executor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "common/executor.h"
 #include "registry-service/migrations.h"
 #include "tests/support/test_database.h"
 #include "tests/support/wait_until.h"
@@ -100,8 +100,7 @@ TEST_F(PostgresWakeStoreTest, ConcurrentUpsertsCreateEachRowOnce) {
   InParallel(kCallers, [&](int i) {
     // Callers 0..7 register the same row (with quotes and a backslash in
     // it); the others one row each.
-    const std::string subscriber =
-        i < 8 ? "/parent \"same\" \\ one" : absl::StrCat("/parent-", i);
+    const std::string subscriber = i < 8 ? "/parent \"same\" \\ one" : absl::StrCat("/parent-", i);
     sync::Registration row = Row(subscriber, "/child");
     if (i % 3 == 0 && i >= 8) {
       row.condition.kind = sync::ConditionKind::kChange;
@@ -123,19 +122,17 @@ TEST_F(PostgresWakeStoreTest, ConcurrentUpsertsCreateEachRowOnce) {
     } else {
       EXPECT_TRUE(result.created) << i;
       EXPECT_EQ(result.row.subscriber_url, absl::StrCat("/parent-", i));
-      EXPECT_EQ(result.row.condition.kind, i % 3 == 0 ? sync::ConditionKind::kChange
-                                                      : sync::ConditionKind::kRunFinished);
+      EXPECT_EQ(result.row.condition.kind,
+                i % 3 == 0 ? sync::ConditionKind::kChange : sync::ConditionKind::kRunFinished);
     }
     ids.insert(result.row.id);
   }
   EXPECT_EQ(created_same, 1);
   EXPECT_EQ(ids.size(), static_cast<size_t>(kCallers - 7));
-  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"),
-            absl::StrCat(kCallers - 7));
+  EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wake_registrations"), absl::StrCat(kCallers - 7));
   // Registering them all again finds every one, writes nothing.
   InParallel(kCallers, [&](int i) {
-    const std::string subscriber =
-        i < 8 ? "/parent \"same\" \\ one" : absl::StrCat("/parent-", i);
+    const std::string subscriber = i < 8 ? "/parent \"same\" \\ one" : absl::StrCat("/parent-", i);
     sync::Registration row = Row(subscriber, "/child");
     if (i % 3 == 0 && i >= 8) {
       row.condition.kind = sync::ConditionKind::kChange;
@@ -217,13 +214,15 @@ TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
   ASSERT_TRUE(registration.ok());
   const int64_t id = registration->row.id;
   // Nothing to claim yet, and no claim row is left behind.
-  absl::StatusOr<ClaimResult> empty = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> empty =
+      store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
   ASSERT_TRUE(empty.ok()) << empty.status();
   EXPECT_EQ(empty->status, v1::NOTHING_PENDING);
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM stream_claims"), "0");
 
   ASSERT_TRUE(store_->PersistWakes({Draft(id, "a"), Draft(id, "b"), Draft(id, "c")}).ok());
-  absl::StatusOr<ClaimResult> claim = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> claim =
+      store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
   ASSERT_TRUE(claim.ok()) << claim.status();
   ASSERT_EQ(claim->status, v1::CLAIMED);
   ASSERT_EQ(claim->wakes.size(), 3u);
@@ -232,10 +231,12 @@ TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
   EXPECT_EQ(claim->wakes[0].message().source(), "/child \"quoted\" \\ and\ttab");
   EXPECT_GT(claim->lease_expires_at, absl::Now() + absl::Seconds(20));
   // A live claim wins over a second claimer; another stream is unaffected.
-  absl::StatusOr<ClaimResult> second = store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> second =
+      store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->status, v1::ALREADY_CLAIMED);
-  absl::StatusOr<ClaimResult> other = store_->ClaimWakes("t", "/other", "r2", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> other =
+      store_->ClaimWakes("t", "/other", "r2", "s", absl::Seconds(30));
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->status, v1::NOTHING_PENDING);
 
@@ -253,7 +254,8 @@ TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
   EXPECT_EQ(store_->ReleaseClaim(key).status().code(), absl::StatusCode::kFailedPrecondition);
 
   // Release returns every wake of the claim.
-  absl::StatusOr<ClaimResult> again = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> again =
+      store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
   ASSERT_TRUE(again.ok());
   ASSERT_EQ(again->status, v1::CLAIMED);
   EXPECT_EQ(again->wakes.size(), 2u);
@@ -262,7 +264,8 @@ TEST_F(PostgresWakeStoreTest, ClaimAckAndReleaseEachInOneStatement) {
   EXPECT_EQ(*released, 2);
 
   // An empty ack list acks the whole claim; nothing is left.
-  absl::StatusOr<ClaimResult> last = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> last =
+      store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
   ASSERT_TRUE(last.ok());
   ASSERT_EQ(last->status, v1::CLAIMED);
   absl::StatusOr<AckResult> all = store_->AckWakes({"t", "/parent", last->claim_token}, {});
@@ -373,14 +376,16 @@ TEST_F(PostgresWakeStoreTest, ExpiredClaimIsTakenOverAndItsTokenDies) {
   absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
   ASSERT_TRUE(registration.ok());
   ASSERT_TRUE(store_->PersistWakes({Draft(registration->row.id, "a")}).ok());
-  absl::StatusOr<ClaimResult> first = store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> first =
+      store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
   ASSERT_TRUE(first.ok());
   ASSERT_EQ(first->status, v1::CLAIMED);
   // The lease runs out (moved into the past rather than waited for).
   ASSERT_EQ(db_->QueryValue("UPDATE stream_claims SET lease_expires_at = now() - interval '1 s' "
                             "RETURNING 1"),
             "1");
-  absl::StatusOr<ClaimResult> taken = store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
+  absl::StatusOr<ClaimResult> taken =
+      store_->ClaimWakes("t", "/parent", "r2", "s", absl::Seconds(30));
   ASSERT_TRUE(taken.ok());
   ASSERT_EQ(taken->status, v1::CLAIMED);
   ASSERT_EQ(taken->wakes.size(), 1u);
@@ -424,14 +429,14 @@ TEST_F(PostgresWakeStoreTest, ConcurrentClaimsAndAcksOfManyStreamsKeepTheirMeani
   absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
   ASSERT_TRUE(registration.ok());
   auto stream = [](int i) { return absl::StrCat("/stream-", i, i % 5 == 0 ? " \"quoted\"" : ""); };
-  ASSERT_TRUE(
-      store_->PersistWakes(TwoWakesPerStream(registration->row.id, kStreams, stream)).ok());
+  ASSERT_TRUE(store_->PersistWakes(TwoWakesPerStream(registration->row.id, kStreams, stream)).ok());
   // Every stream claimed once, plus streams 0..9 a second time and a stream
   // with nothing pending: all at once, so batches hold several of each.
   std::vector<absl::StatusOr<ClaimResult>> claims(kStreams + 11, absl::UnknownError("not run"));
   InParallel(kStreams + 11, [&](int i) {
-    const std::string name = i < kStreams ? stream(i) : i < kStreams + 10 ? stream(i - kStreams)
-                                                                         : "/empty";
+    const std::string name = i < kStreams        ? stream(i)
+                             : i < kStreams + 10 ? stream(i - kStreams)
+                                                 : "/empty";
     claims[i] = store_->ClaimWakes("t", name, "r", "s", absl::Seconds(30));
   });
   for (int i = 0; i < kStreams; ++i) {
@@ -508,18 +513,18 @@ int64_t SeqScansOnceCounted(const testing::TestDatabase& db, const std::string& 
 TEST_F(PostgresWakeStoreTest, WakesClaimsAndAcksFindRowsByIndexNotByScanningTables) {
   // The migrations' own scans (index builds), counted once their session's
   // statistics arrived (it wrote the schema_migrations rows).
-  SeqScansOnceCounted(*db_, "schema_migrations", "n_tup_ins",
-                      absl::StrCat(Migrations().size()));
+  SeqScansOnceCounted(*db_, "schema_migrations", "n_tup_ins", absl::StrCat(Migrations().size()));
   const std::string wakes_before = TableStat(*db_, "wakes", "seq_scan");
   const std::string claims_before = TableStat(*db_, "stream_claims", "seq_scan");
 
   constexpr int kStreams = 24;
   absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
   ASSERT_TRUE(registration.ok());
-  ASSERT_TRUE(store_
-                  ->PersistWakes(TwoWakesPerStream(registration->row.id, kStreams,
-                                                   [](int i) { return absl::StrCat("/stream-", i); }))
-                  .ok());
+  ASSERT_TRUE(
+      store_
+          ->PersistWakes(TwoWakesPerStream(registration->row.id, kStreams,
+                                           [](int i) { return absl::StrCat("/stream-", i); }))
+          .ok());
   // Claim and ack every stream, concurrently so that batches form; odd
   // streams ack one of their two wakes (the other returns to pending).
   std::vector<absl::StatusOr<ClaimResult>> claims(kStreams, absl::UnknownError("not run"));
@@ -540,12 +545,11 @@ TEST_F(PostgresWakeStoreTest, WakesClaimsAndAcksFindRowsByIndexNotByScanningTabl
 
   // 48 wakes in, 48 claimed and 12 of them returned to pending, 36 acked;
   // 24 claim rows in and out. Not one full scan of either table.
-  EXPECT_EQ(absl::StrCat(SeqScansOnceCounted(*db_, "wakes",
-                                             "n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del",
-                                             "48/60/36")),
+  EXPECT_EQ(absl::StrCat(SeqScansOnceCounted(
+                *db_, "wakes", "n_tup_ins || '/' || n_tup_upd || '/' || n_tup_del", "48/60/36")),
             wakes_before);
-  EXPECT_EQ(absl::StrCat(SeqScansOnceCounted(*db_, "stream_claims",
-                                             "n_tup_ins || '/' || n_tup_del", "24/24")),
+  EXPECT_EQ(absl::StrCat(SeqScansOnceCounted(*db_, "stream_claims", "n_tup_ins || '/' || n_tup_del",
+                                             "24/24")),
             claims_before);
 }
 
@@ -565,8 +569,8 @@ TEST_F(PostgresWakeStoreTest, ExtendClaimsExtendsOnlyLiveClaimsInOneStatement) {
   }
   // Acked (so no longer live), a token under the wrong stream, and a repeat.
   ASSERT_TRUE(store_->AckWakes(keys[2], {}).ok());
-  std::vector<ClaimKey> asked = {keys[0], keys[1], keys[2], {"t", "/s0", keys[1].claim_token},
-                                 keys[0]};
+  std::vector<ClaimKey> asked = {
+      keys[0], keys[1], keys[2], {"t", "/s0", keys[1].claim_token}, keys[0]};
   absl::StatusOr<std::vector<ExtendResult>> results = store_->ExtendClaims(asked, absl::Minutes(5));
   ASSERT_TRUE(results.ok()) << results.status();
   ASSERT_EQ(results->size(), asked.size());

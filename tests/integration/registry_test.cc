@@ -3,15 +3,14 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
-
 #include <pqxx/pqxx>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/support/private_cluster.h"
 #include "tests/support/grpc_status_matchers.h"
+#include "tests/support/private_cluster.h"
 #include "tests/support/service_process.h"
 #include "tests/support/status_matchers.h"
 #include "tests/support/test_database.h"
@@ -209,8 +208,8 @@ std::vector<std::string> Rows(Registry& client, const std::string& tenant) {
   v1::ListRegistrationsResponse listed;
   EXPECT_TRUE(client.List(list, &listed).ok());
   for (const v1::Registration& row : listed.registrations()) {
-    rows.push_back(absl::StrCat(row.subscriber_url(), " ", row.source_url(), " ",
-                                row.manifest_key()));
+    rows.push_back(
+        absl::StrCat(row.subscriber_url(), " ", row.source_url(), " ", row.manifest_key()));
   }
   std::sort(rows.begin(), rows.end());
   return rows;
@@ -448,8 +447,8 @@ TEST_F(RegistryTest, RegistrationOnAIsMatchedOnBImmediately1000Times) {
   for (int i = 0; i < 1000; ++i) {
     const std::string child = absl::StrCat("/child/", i);
     v1::RegisterWakeResponse registered;
-    ASSERT_TRUE(client_->Register(OnRunFinished(absl::StrCat("/parent/", i), child), &registered)
-                    .ok());
+    ASSERT_TRUE(
+        client_->Register(OnRunFinished(absl::StrCat("/parent/", i), child), &registered).ok());
     v1::EvaluateRunFinishedResponse evaluated;
     ASSERT_TRUE(b.RunFinished(Finished(child, "r"), &evaluated).ok());
     if (evaluated.wakes_size() != 1) ++misses;
@@ -476,7 +475,8 @@ TEST_F(RegistryTest, BarrierHoldsWhenTheDatabaseDefaultsToAsynchronousCommit) {
     const std::string parent = absl::StrCat("/parent/", i);
     const std::string child = absl::StrCat("/child/", i);
     v1::RegisterWakeResponse registered;
-    const grpc::Status status = a.Register(OnRunFinished(parent, child, /*one_shot=*/true), &registered);
+    const grpc::Status status =
+        a.Register(OnRunFinished(parent, child, /*one_shot=*/true), &registered);
     ASSERT_TRUE(status.ok()) << status.error_message();
     // The wake deletes the one-shot registration; nothing waits for the
     // stream to show that delete.
@@ -595,9 +595,9 @@ TEST(RegistryUnixSocketTest, WritesAreConfirmedAndMatchedOverTheSocket) {
                      "WHERE backend_type = 'walsender' AND client_addr IS NULL")[0]
                 .as<int>(),
             1);
-  EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_stat_activity WHERE client_addr IS NOT NULL")[0]
-                .as<int>(),
-            0);
+  EXPECT_EQ(
+      tx.exec1("SELECT count(*) FROM pg_stat_activity WHERE client_addr IS NOT NULL")[0].as<int>(),
+      0);
 }
 
 }  // namespace

@@ -31,8 +31,8 @@ absl::StatusOr<std::unique_ptr<TestDatabase>> TestDatabase::Create() {
   }
   static std::atomic<int> counter{0};
   std::random_device rd;
-  const std::string name =
-      absl::StrCat("wt_", getpid(), "_", counter++, "_", std::uniform_int_distribution<int>(0, 1 << 20)(rd));
+  const std::string name = absl::StrCat("wt_", getpid(), "_", counter++, "_",
+                                        std::uniform_int_distribution<int>(0, 1 << 20)(rd));
   try {
     pqxx::connection connection(admin);
     pqxx::nontransaction tx(connection);

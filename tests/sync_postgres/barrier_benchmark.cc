@@ -19,8 +19,8 @@
 #include "common/real_time_source.h"
 #include "common/sync/postgres/postgres_sync_source.h"
 #include "registry-service/migrations.h"
-#include "tests/support/test_database.h"
 #include "tests/support/recording_observer.h"
+#include "tests/support/test_database.h"
 
 namespace wake::testing {
 namespace {
@@ -98,9 +98,10 @@ int Main() {
     for (int i = 0; i < 2000; ++i) {
       {
         pqxx::work tx(writer);
-        tx.exec0(absl::StrCat("INSERT INTO wake_registrations (subscriber_url, source_url, "
-                              "condition) VALUES ('/bench/",
-                              i, "', '/c', '{\"on\":\"runFinished\"}')"));
+        tx.exec0(
+            absl::StrCat("INSERT INTO wake_registrations (subscriber_url, source_url, "
+                         "condition) VALUES ('/bench/",
+                         i, "', '/c', '{\"on\":\"runFinished\"}')"));
         tx.commit();
       }
       const absl::Time t0 = absl::Now();
@@ -122,16 +123,17 @@ int Main() {
       int64_t id;
       {
         pqxx::work tx(writer);
-        id = tx.exec1(absl::StrCat("INSERT INTO wake_registrations (subscriber_url, source_url, "
-                                   "condition) VALUES ('/stream/",
-                                   i, "', '/c', '{\"on\":\"runFinished\"}') RETURNING id"))[0]
-                 .as<int64_t>();
+        id =
+            tx.exec1(absl::StrCat("INSERT INTO wake_registrations (subscriber_url, source_url, "
+                                  "condition) VALUES ('/stream/",
+                                  i, "', '/c', '{\"on\":\"runFinished\"}') RETURNING id"))[0]
+                .as<int64_t>();
         tx.commit();
       }
       const absl::Time t0 = absl::Now();
-      observer.WaitFor([id](const RecordingObserver::State& s) {
-        return s.registrations.count(id) > 0;
-      }, kTimeout);
+      observer.WaitFor(
+          [id](const RecordingObserver::State& s) { return s.registrations.count(id) > 0; },
+          kTimeout);
       samples.push_back(absl::Now() - t0);
     }
     Report("commit -> OnBatch (no barrier)", samples, absl::Now() - start);

@@ -24,13 +24,13 @@
 namespace wake::testing {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
 using sync::ChangeOp;
 using sync::PostgresSyncSource;
 using sync::PostgresSyncSourceOptions;
 using sync::SyncTable;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using Kind = RecordingObserver::Kind;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
@@ -66,9 +66,8 @@ class PostgresSyncSourceTest : public ::testing::Test {
   }
 
   // Inserts a registration in its own transaction; returns (id, txid).
-  std::pair<int64_t, int64_t> InsertRegistration(const std::string& subscriber,
-                                                 const std::string& condition =
-                                                     R"({"on":"runFinished"})") {
+  std::pair<int64_t, int64_t> InsertRegistration(
+      const std::string& subscriber, const std::string& condition = R"({"on":"runFinished"})") {
     pqxx::work tx(*writer_);
     const pqxx::row row = tx.exec1(absl::StrCat(
         "INSERT INTO wake_registrations (tenant_id, subscriber_url, source_url, condition, "
@@ -103,9 +102,8 @@ class PostgresSyncSourceTest : public ::testing::Test {
 
 TEST_F(PostgresSyncSourceTest, SnapshotHoldsExistingRowsThenUpToDate) {
   const auto [first, first_txid] = InsertRegistration("/parent/1");
-  const auto [second, second_txid] =
-      InsertRegistration("/parent/2",
-                         R"({"on":"change","collections":["inbox"],"ops":["insert"]})");
+  const auto [second, second_txid] = InsertRegistration(
+      "/parent/2", R"({"on":"change","collections":["inbox"],"ops":["insert"]})");
   (void)first_txid;
   (void)second_txid;
   db_->QueryValue(absl::StrCat(
@@ -175,9 +173,10 @@ TEST_F(PostgresSyncSourceTest, RegistrationChangesArriveWithTheirTxids) {
   int64_t update_txid;
   {
     pqxx::work tx(*writer_);
-    tx.exec0(absl::StrCat("UPDATE wake_registrations SET timeout_consumed = true, "
-                          "source_url = '/child/2' WHERE id = ",
-                          id));
+    tx.exec0(
+        absl::StrCat("UPDATE wake_registrations SET timeout_consumed = true, "
+                     "source_url = '/child/2' WHERE id = ",
+                     id));
     update_txid = tx.exec1("SELECT pg_current_xact_id()::text::bigint")[0].as<int64_t>();
     tx.commit();
   }
@@ -222,8 +221,9 @@ TEST_F(PostgresSyncSourceTest, OneBatchPerTransactionInCommitOrder) {
           "', '/c', '{\"on\":\"runFinished\"}')"));
     }
     // A table the publication does not cover is not delivered.
-    tx.exec0("INSERT INTO stream_claims (tenant_id, stream, claim_token, lease_expires_at) "
-             "VALUES ('acme', '/p/0', 'c1', now())");
+    tx.exec0(
+        "INSERT INTO stream_claims (tenant_id, stream, claim_token, lease_expires_at) "
+        "VALUES ('acme', '/p/0', 'c1', now())");
     txid = tx.exec1("SELECT pg_current_xact_id()::text::bigint")[0].as<int64_t>();
     tx.commit();
   }
@@ -244,9 +244,10 @@ TEST_F(PostgresSyncSourceTest, WakeInsertsClaimsAndDeletesArrive) {
   int64_t insert_txid;
   {
     pqxx::work tx(*writer_);
-    wake_id = tx.exec1("INSERT INTO wakes (tenant_id, stream, registration_id, "
-                       "source_event_key, message) VALUES ('acme', '/parent/1', 42, 'k1', "
-                       "'{\"x\":1}') RETURNING id")[0]
+    wake_id = tx.exec1(
+                    "INSERT INTO wakes (tenant_id, stream, registration_id, "
+                    "source_event_key, message) VALUES ('acme', '/parent/1', 42, 'k1', "
+                    "'{\"x\":1}') RETURNING id")[0]
                   .as<int64_t>();
     insert_txid = tx.exec1("SELECT pg_current_xact_id()::text::bigint")[0].as<int64_t>();
     tx.commit();
@@ -341,10 +342,10 @@ TEST_F(PostgresSyncSourceTest, ConcurrentBarrierCallersShareQueriesAndNeverMiss)
         int64_t id;
         {
           pqxx::work tx(connection);
-          id = tx.exec1(absl::StrCat("INSERT INTO wake_registrations (subscriber_url, "
-                                     "source_url, condition) VALUES ('/t/",
-                                     t, "/", i,
-                                     "', '/c', '{\"on\":\"runFinished\"}') RETURNING id"))[0]
+          id = tx.exec1(absl::StrCat(
+              "INSERT INTO wake_registrations (subscriber_url, "
+              "source_url, condition) VALUES ('/t/",
+              t, "/", i, "', '/c', '{\"on\":\"runFinished\"}') RETURNING id"))[0]
                    .as<int64_t>();
           tx.commit();
         }
@@ -391,8 +392,8 @@ TEST_F(PostgresSyncSourceTest, StopDropsTheSlotAndReturnsPromptly) {
   const absl::Time deadline = absl::Now() + kWait;
   std::string count;
   do {
-    count = db_->QueryValue(absl::StrCat(
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '", slot, "'"));
+    count = db_->QueryValue(
+        absl::StrCat("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '", slot, "'"));
   } while (count != "0" && absl::Now() < deadline);
   EXPECT_EQ(count, "0");
   EXPECT_THAT(source_->Barrier(absl::Seconds(1)),
@@ -518,8 +519,8 @@ TEST_F(PostgresSyncSourceTest, StartFailsWhenThePublicationLacksOurTables) {
 
 TEST_F(PostgresSyncSourceTest, StartFailsWithTheCauseWhenTheServerIsUnreachable) {
   // A port nobody listens on (the test cluster's port plus nothing bound).
-  source_ = std::make_unique<PostgresSyncSource>(
-      "postgresql://postgres@127.0.0.1:1/postgres", time_, FastOptions());
+  source_ = std::make_unique<PostgresSyncSource>("postgresql://postgres@127.0.0.1:1/postgres",
+                                                 time_, FastOptions());
   EXPECT_THAT(source_->Start(observer_, absl::Seconds(1)),
               StatusIs(absl::StatusCode::kUnavailable,
                        ::testing::AllOf(HasSubstr("not up to date within 1s"),

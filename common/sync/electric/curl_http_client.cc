@@ -42,8 +42,7 @@ long Millis(absl::Duration d) {
 
 }  // namespace
 
-CurlHttpClient::CurlHttpClient(absl::Duration connect_timeout)
-    : connect_timeout_(connect_timeout) {
+CurlHttpClient::CurlHttpClient(absl::Duration connect_timeout) : connect_timeout_(connect_timeout) {
   GlobalInitOnce();
   multi_ = curl_multi_init();
   easy_ = curl_easy_init();

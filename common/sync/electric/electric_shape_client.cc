@@ -47,9 +47,7 @@ std::string ServerMessage(const std::string& body) {
   return std::string(trimmed);
 }
 
-bool IsRetryableClientError(int status) {
-  return status == 408 || status == 425 || status == 429;
-}
+bool IsRetryableClientError(int status) { return status == 408 || status == 425 || status == 429; }
 
 // Electric sends txids as JSON numbers (lib/electric/log_items.ex); older
 // servers and proxies may send decimal strings.
@@ -149,8 +147,8 @@ std::string ElectricShapeClient::Describe(const ShapePosition& position, bool li
 absl::StatusOr<ShapeResponse> ElectricShapeClient::Fetch(
     const ShapePosition& position, bool live, const std::function<bool()>& should_abort) {
   absl::StatusOr<HttpResponse> http =
-      http_.Get(RequestUrl(position, live),
-                live ? options_.live_timeout : options_.request_timeout, should_abort);
+      http_.Get(RequestUrl(position, live), live ? options_.live_timeout : options_.request_timeout,
+                should_abort);
   if (!http.ok()) {
     if (absl::IsCancelled(http.status())) return http.status();
     return absl::Status(http.status().code(),
@@ -160,7 +158,7 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Fetch(
 }
 
 absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse& http,
-                                                            const std::string& request) {
+                                                             const std::string& request) {
   ShapeResponse response;
   response.handle = http.Header("electric-handle");
   if (http.status == 409) {
@@ -168,16 +166,16 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
     return response;
   }
   if (http.status >= 400 && http.status < 500 && !IsRetryableClientError(http.status)) {
-    const std::string message = absl::StrCat("electric rejected ", request, ": HTTP ",
-                                             http.status, ": ", ServerMessage(http.body));
+    const std::string message = absl::StrCat("electric rejected ", request, ": HTTP ", http.status,
+                                             ": ", ServerMessage(http.body));
     // 401 is a missing or wrong secret (lib/electric/plug/router.ex authenticate).
     if (http.status == 401) return absl::UnauthenticatedError(message);
     if (http.status == 403) return absl::PermissionDeniedError(message);
     return absl::InvalidArgumentError(message);
   }
   if (http.status != 200 && http.status != 204) {
-    return WithRetryAfter(absl::UnavailableError(absl::StrCat(request, ": HTTP ", http.status,
-                                                              ": ", ServerMessage(http.body))),
+    return WithRetryAfter(absl::UnavailableError(absl::StrCat(request, ": HTTP ", http.status, ": ",
+                                                              ServerMessage(http.body))),
                           http);
   }
 
@@ -214,8 +212,8 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
           const std::string text = lsn->is_string() ? lsn->get<std::string>() : lsn->dump();
           absl::StatusOr<uint64_t> parsed = ParseLsn(text);
           if (!parsed.ok()) {
-            return Malformed(request,
-                             absl::StrCat(where, "global_last_seen_lsn ", parsed.status().message()));
+            return Malformed(
+                request, absl::StrCat(where, "global_last_seen_lsn ", parsed.status().message()));
           }
           response.global_last_seen_lsn = *parsed;
         }
@@ -227,8 +225,8 @@ absl::StatusOr<ShapeResponse> ElectricShapeClient::Interpret(const HttpResponse&
         if (auto xmin = headers.find("xmin"); xmin != headers.end()) {
           absl::StatusOr<int64_t> parsed = ParseTxid(*xmin);
           if (!parsed.ok()) {
-            return Malformed(request, absl::StrCat(where, "snapshot-end xmin ",
-                                                   parsed.status().message()));
+            return Malformed(request,
+                             absl::StrCat(where, "snapshot-end xmin ", parsed.status().message()));
           }
           response.snapshot_xmin = *parsed;
         }

@@ -7,11 +7,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -41,9 +40,9 @@ struct ShapeClientOptions {
 
 // Where a follower stands in a shape log.
 struct ShapePosition {
-  std::string handle;     // Empty before the first response.
+  std::string handle;  // Empty before the first response.
   std::string offset = "-1";
-  std::string cursor;     // From electric-cursor, echoed on live requests.
+  std::string cursor;  // From electric-cursor, echoed on live requests.
 };
 
 struct ShapeChange {

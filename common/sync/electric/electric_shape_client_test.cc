@@ -177,10 +177,11 @@ TEST_F(ElectricShapeClientTest, ServerErrorsAndThrottlingAreUnavailable) {
 
 TEST_F(ElectricShapeClientTest, TransportErrorsNameTheRequest) {
   http_.next = absl::UnavailableError("Connection refused");
-  EXPECT_THAT(Client().Fetch(ShapePosition{}, false, nullptr),
-              StatusIs(absl::StatusCode::kUnavailable,
-                       AllOf(HasSubstr("GET http://electric:3000/v1/shape?table=wake_registrations"),
-                             HasSubstr("Connection refused"))));
+  EXPECT_THAT(
+      Client().Fetch(ShapePosition{}, false, nullptr),
+      StatusIs(absl::StatusCode::kUnavailable,
+               AllOf(HasSubstr("GET http://electric:3000/v1/shape?table=wake_registrations"),
+                     HasSubstr("Connection refused"))));
   http_.next = absl::CancelledError("request abandoned");
   EXPECT_THAT(Client().Fetch(ShapePosition{}, true, nullptr),
               StatusIs(absl::StatusCode::kCancelled, HasSubstr("abandoned")));
@@ -194,7 +195,8 @@ TEST_F(ElectricShapeClientTest, MalformedResponsesAreClearErrors) {
       {R"([{"headers":{"operation":"upsert"},"value":{}}])", "unknown operation \"upsert\""},
       {R"([{"headers":{"operation":"insert"},"value":"x"}])", "value is not an object"},
       {R"([{"headers":{"operation":"insert","txids":["x"]},"value":{}}])", "is not an xid"},
-      {R"([{"headers":{"control":"up-to-date","global_last_seen_lsn":"zz"}}])", "global_last_seen_lsn"},
+      {R"([{"headers":{"control":"up-to-date","global_last_seen_lsn":"zz"}}])",
+       "global_last_seen_lsn"},
   };
   for (const auto& [body, message] : cases) {
     http_.next = Ok(body);

@@ -134,11 +134,11 @@ absl::Status ElectricSyncSource::Start(SyncObserver& observer, absl::Duration st
       } else if (stopping_) {
         result = absl::UnavailableError("electric sync: stopped while starting");
       } else {
-        result = absl::UnavailableError(absl::StrCat(
-            "electric sync: shapes at ", config_.url, " not up-to-date within ",
-            absl::FormatDuration(startup_timeout), ": ",
-            last_error_.ok() ? "no up-to-date message received"
-                             : std::string(last_error_.message())));
+        result = absl::UnavailableError(
+            absl::StrCat("electric sync: shapes at ", config_.url, " not up-to-date within ",
+                         absl::FormatDuration(startup_timeout), ": ",
+                         last_error_.ok() ? "no up-to-date message received"
+                                          : std::string(last_error_.message())));
       }
     }
   }
@@ -248,9 +248,9 @@ absl::Status ElectricSyncSource::Barrier(absl::Duration timeout) {
             if (shapes_[i]->markers) continue;
             delivered = std::min(delivered, progress_[i].synced ? progress_[i].lsn : 0);
           }
-          result = describe(absl::StrCat("electric has not delivered position ",
-                                         FormatLsn(target), " (the marker's) to every shape",
-                                         "; delivered up to ", FormatLsn(delivered)));
+          result = describe(absl::StrCat("electric has not delivered position ", FormatLsn(target),
+                                         " (the marker's) to every shape", "; delivered up to ",
+                                         FormatLsn(delivered)));
         }
       }
     }
@@ -311,9 +311,7 @@ bool ElectricSyncSource::Pause(absl::Duration delay) {
   bool stopping;
   {
     absl::MutexLock lock(&mu_);
-    auto done = [this, &fired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return *fired || stopping_;
-    };
+    auto done = [this, &fired]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return *fired || stopping_; };
     mu_.Await(absl::Condition(&done));
     stopping = stopping_;
   }
@@ -326,8 +324,7 @@ uint64_t ElectricSyncSource::BeginReset(size_t index, uint64_t epoch) {
   if (epoch_ == epoch) {
     ++epoch_;
     for (Progress& p : progress_) p = Progress{};
-    common::LogInfo("electric_must_refetch",
-                    {{"shape", shapes_[index]->name}, {"epoch", epoch_}});
+    common::LogInfo("electric_must_refetch", {{"shape", shapes_[index]->name}, {"epoch", epoch_}});
     WakeShapes();  // The other shapes drop their position too.
   }
   return epoch_;
@@ -540,8 +537,7 @@ void ElectricSyncSource::RunShape(size_t index) {
     }
     auto should_abort = [this, index, epoch, live] {
       absl::MutexLock lock(&mu_);
-      return stopping_ || !stopped_.ok() || epoch_ != epoch ||
-             (live && BarrierWantedLocked(index));
+      return stopping_ || !stopped_.ok() || epoch_ != epoch || (live && BarrierWantedLocked(index));
     };
     absl::StatusOr<ShapeResponse> response = shape.client->Fetch(position, live, should_abort);
 

@@ -95,8 +95,8 @@ using HttpClientFactory = std::function<HttpClientPtr()>;
 
 class ElectricSyncSource final : public SyncSource {
  public:
-  ElectricSyncSource(ElectricSyncConfig config, common::TimeSource& time,
-                     ElectricDatabase database, HttpClientFactory http_factory = nullptr);
+  ElectricSyncSource(ElectricSyncConfig config, common::TimeSource& time, ElectricDatabase database,
+                     HttpClientFactory http_factory = nullptr);
   ~ElectricSyncSource() override;
 
   ElectricSyncSource(const ElectricSyncSource&) = delete;
@@ -200,8 +200,8 @@ class ElectricSyncSource final : public SyncSource {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool up_to_date_once_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status fatal_ ABSL_GUARDED_BY(mu_);    // Rejected configuration (startup).
-  absl::Status stopped_ ABSL_GUARDED_BY(mu_);  // Stopped by an undecodable row.
+  absl::Status fatal_ ABSL_GUARDED_BY(mu_);       // Rejected configuration (startup).
+  absl::Status stopped_ ABSL_GUARDED_BY(mu_);     // Stopped by an undecodable row.
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);  // For startup / barrier messages.
   uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t reset_delivered_epoch_ ABSL_GUARDED_BY(mu_) = 0;

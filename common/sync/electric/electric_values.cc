@@ -175,9 +175,9 @@ class RowReader {
     std::optional<std::string> text = ColumnText(row_, column);
     if (!text.has_value()) {
       if (full_row_) {
-        status_ = ColumnError(column, absl::StrCat(table_, ".", column,
-                                                   Has(column) ? ": unexpected NULL"
-                                                               : ": missing from the row"));
+        status_ = ColumnError(
+            column, absl::StrCat(table_, ".", column,
+                                 Has(column) ? ": unexpected NULL" : ": missing from the row"));
       }
       return;
     }
@@ -205,9 +205,9 @@ absl::Status CheckObject(const nlohmann::json& value, absl::string_view table) {
 
 const std::vector<std::string>& RegistrationShapeColumns() {
   static const std::vector<std::string>* columns = new std::vector<std::string>{
-      "id",          "tenant_id",        "subscriber_url",   "source_url",
-      "condition",   "debounce_ms",      "timeout_ms",       "one_shot",
-      "timeout_consumed", "include_response", "manifest_key", "created_at"};
+      "id",           "tenant_id",  "subscriber_url", "source_url",       "condition",
+      "debounce_ms",  "timeout_ms", "one_shot",       "timeout_consumed", "include_response",
+      "manifest_key", "created_at"};
   return *columns;
 }
 
@@ -235,8 +235,8 @@ absl::StatusOr<MarkerRow> MarkerRowFromShapeValue(const nlohmann::json& value, b
 }
 
 const std::vector<std::string>& WakeShapeColumns() {
-  static const std::vector<std::string>* columns = new std::vector<std::string>{
-      "id", "tenant_id", "stream", "registration_id", "claim_token"};
+  static const std::vector<std::string>* columns =
+      new std::vector<std::string>{"id", "tenant_id", "stream", "registration_id", "claim_token"};
   return *columns;
 }
 
@@ -288,8 +288,7 @@ absl::StatusOr<absl::Time> ParsePgTimestamptz(absl::string_view text) {
     return NotA(text, "a timestamptz (no time zone)");
   }
   if (!s.Done()) return NotA(text, "a timestamptz (BC dates are not supported)");
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
-      second > 59) {
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59) {
     return NotA(text, "a timestamptz");
   }
   const absl::CivilSecond civil(year, static_cast<int>(month), static_cast<int>(day),

@@ -6,10 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -41,8 +40,7 @@ std::string FormatLsn(uint64_t lsn);
 // A row of a shape message `value`. With `full_row` every column must be
 // present (inserts and replica=full updates); otherwise only `id` is required
 // (deletes) and whatever else is present is decoded.
-absl::StatusOr<Registration> RegistrationFromShapeValue(const nlohmann::json& value,
-                                                        bool full_row);
+absl::StatusOr<Registration> RegistrationFromShapeValue(const nlohmann::json& value, bool full_row);
 // pending = (claim_token IS NULL).
 absl::StatusOr<WakeRow> WakeRowFromShapeValue(const nlohmann::json& value, bool full_row);
 

@@ -17,18 +17,19 @@ absl::Time Utc(int y, int mo, int d, int h, int mi, int s) {
 }
 
 nlohmann::json RegistrationValue() {
-  return {{"id", "42"},
-          {"tenant_id", "acme"},
-          {"subscriber_url", "/parent/1"},
-          {"source_url", "/child/7"},
-          {"condition", R"({"on": "change", "ops": ["update", "insert"], "collections": ["inbox"]})"},
-          {"debounce_ms", "250"},
-          {"timeout_ms", "0"},
-          {"one_shot", "t"},
-          {"timeout_consumed", "f"},
-          {"include_response", "true"},
-          {"manifest_key", ""},
-          {"created_at", "2026-03-04 05:06:07.123456+00"}};
+  return {
+      {"id", "42"},
+      {"tenant_id", "acme"},
+      {"subscriber_url", "/parent/1"},
+      {"source_url", "/child/7"},
+      {"condition", R"({"on": "change", "ops": ["update", "insert"], "collections": ["inbox"]})"},
+      {"debounce_ms", "250"},
+      {"timeout_ms", "0"},
+      {"one_shot", "t"},
+      {"timeout_consumed", "f"},
+      {"include_response", "true"},
+      {"manifest_key", ""},
+      {"created_at", "2026-03-04 05:06:07.123456+00"}};
 }
 
 TEST(ElectricValuesTest, IntegersAreStrict) {
@@ -67,9 +68,9 @@ TEST(ElectricValuesTest, TimestamptzForms) {
 }
 
 TEST(ElectricValuesTest, TimestamptzRejectsNonsense) {
-  for (const char* bad : {"2026-02-30 00:00:00+00", "2026-13-01 00:00:00+00",
-                          "2026-03-04 05:06:07", "2026-03-04 25:06:07+00", "yesterday",
-                          "2026-03-04 05:06:07+00 BC", "2026-03-04 05:06:07.+00"}) {
+  for (const char* bad : {"2026-02-30 00:00:00+00", "2026-13-01 00:00:00+00", "2026-03-04 05:06:07",
+                          "2026-03-04 25:06:07+00", "yesterday", "2026-03-04 05:06:07+00 BC",
+                          "2026-03-04 05:06:07.+00"}) {
     EXPECT_THAT(ParsePgTimestamptz(bad),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("timestamptz")))
         << bad;
@@ -124,9 +125,9 @@ TEST(ElectricValuesTest, BadColumnsAreNamed) {
                        HasSubstr("wake_registrations.created_at: missing")));
   value = RegistrationValue();
   value["subscriber_url"] = nullptr;
-  EXPECT_THAT(RegistrationFromShapeValue(value, true),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("subscriber_url: unexpected NULL")));
+  EXPECT_THAT(
+      RegistrationFromShapeValue(value, true),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("subscriber_url: unexpected NULL")));
   EXPECT_THAT(RegistrationFromShapeValue(nlohmann::json::array(), true),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a JSON object")));
 }

@@ -24,32 +24,32 @@ ElectricDatabase MakePostgresElectricDatabase(common::PgPool& pool) {
                                          int64_t seq) -> absl::Status {
     const bool sweep = !swept->exchange(true);
     return Named(pool.Run([&](pqxx::connection& connection) -> absl::Status {
-                   pqxx::work tx(connection);
-                   // The marker must reach Electric promptly whatever the
-                   // server's default: Electric only sees flushed WAL.
-                   tx.exec0("SET LOCAL synchronous_commit = local");
-                   if (sweep) {
-                     tx.exec_params0(
-                         "DELETE FROM wake_sync_markers WHERE replica_id <> $1 "
-                         "AND written_at < now() - interval '1 day'",
-                         marker_id);
-                   }
-                   tx.exec_params0(
-                       "INSERT INTO wake_sync_markers (replica_id, seq) VALUES ($1, $2) "
-                       "ON CONFLICT (replica_id) DO UPDATE SET seq = EXCLUDED.seq, "
-                       "written_at = now()",
-                       marker_id, seq);
-                   tx.commit();
-                   return absl::OkStatus();
-                 }),
+      pqxx::work tx(connection);
+      // The marker must reach Electric promptly whatever the
+      // server's default: Electric only sees flushed WAL.
+      tx.exec0("SET LOCAL synchronous_commit = local");
+      if (sweep) {
+        tx.exec_params0(
+            "DELETE FROM wake_sync_markers WHERE replica_id <> $1 "
+            "AND written_at < now() - interval '1 day'",
+            marker_id);
+      }
+      tx.exec_params0(
+          "INSERT INTO wake_sync_markers (replica_id, seq) VALUES ($1, $2) "
+          "ON CONFLICT (replica_id) DO UPDATE SET seq = EXCLUDED.seq, "
+          "written_at = now()",
+          marker_id, seq);
+      tx.commit();
+      return absl::OkStatus();
+    }),
                  "writing the wake_sync_markers row");
   };
   database.next_xid = [&pool]() -> absl::StatusOr<int64_t> {
     int64_t next = 0;
     absl::Status status = pool.Run([&next](pqxx::connection& connection) -> absl::Status {
       pqxx::nontransaction tx(connection);
-      next = tx.exec1("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")[0]
-                 .as<int64_t>();
+      next =
+          tx.exec1("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")[0].as<int64_t>();
       return absl::OkStatus();
     });
     if (!status.ok()) return Named(status, "reading pg_current_snapshot()");

@@ -91,10 +91,10 @@ class Reader {
   size_t pos_ = 0;
 };
 
-#define PGO_RETURN_IF_ERROR(expr)   \
-  do {                              \
-    absl::Status _st = (expr);      \
-    if (!_st.ok()) return _st;      \
+#define PGO_RETURN_IF_ERROR(expr) \
+  do {                            \
+    absl::Status _st = (expr);    \
+    if (!_st.ok()) return _st;    \
   } while (0)
 
 void AppendBE(std::string* out, uint64_t v, int bytes) {
@@ -321,8 +321,8 @@ absl::StatusOr<CopyMessage> ParseCopyMessage(absl::string_view data) {
       return k;
     }
     default:
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "replication message: unknown type 0x%02x", static_cast<uint8_t>(data[0])));
+      return absl::InvalidArgumentError(absl::StrFormat("replication message: unknown type 0x%02x",
+                                                        static_cast<uint8_t>(data[0])));
   }
 }
 

@@ -147,9 +147,8 @@ struct LogicalMessage {
   std::string content;
 };
 
-using Message =
-    std::variant<Begin, Commit, Origin, Relation, Type, Insert, Update, Delete, Truncate,
-                 LogicalMessage>;
+using Message = std::variant<Begin, Commit, Origin, Relation, Type, Insert, Update, Delete,
+                             Truncate, LogicalMessage>;
 
 // Decodes one pgoutput message. INVALID_ARGUMENT naming the field for a
 // truncated or malformed message, UNIMPLEMENTED for a message type that

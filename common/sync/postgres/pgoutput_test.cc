@@ -64,8 +64,7 @@ TEST(PgOutputTest, DecodesBegin) {
 }
 
 TEST(PgOutputTest, DecodesCommit) {
-  const std::string data =
-      Bytes().U8('C').U8(0).Int(0x100, 8).Int(0x128, 8).I64(5).str();
+  const std::string data = Bytes().U8('C').U8(0).Int(0x100, 8).Int(0x128, 8).I64(5).str();
   absl::StatusOr<Message> m = DecodeMessage(data);
   ASSERT_TRUE(m.ok()) << m.status();
   const auto& commit = std::get<Commit>(*m);
@@ -236,9 +235,9 @@ TEST(PgOutputTest, ParsesXLogDataAndKeepalive) {
 
 TEST(PgOutputTest, EncodesStandbyStatusUpdate) {
   const std::string encoded = EncodeStandbyStatus(0x0102, 0x0304, 0x0506, 0x0708, true);
-  EXPECT_EQ(encoded, Bytes().U8('r').Int(0x0102, 8).Int(0x0304, 8).Int(0x0506, 8).Int(0x0708, 8)
-                         .U8(1)
-                         .str());
+  EXPECT_EQ(
+      encoded,
+      Bytes().U8('r').Int(0x0102, 8).Int(0x0304, 8).Int(0x0506, 8).Int(0x0708, 8).U8(1).str());
   EXPECT_EQ(encoded.size(), 34u);
   EXPECT_EQ(EncodeStandbyStatus(1, 1, 1, 1, false).back(), '\0');
 }
@@ -258,8 +257,8 @@ TEST(PgOutputTest, ParsesAndFormatsLsn) {
 }
 
 TEST(PgOutputTest, ConvertsReplicationTimestamps) {
-  EXPECT_EQ(FromPgTimestamp(0), absl::FromCivil(absl::CivilSecond(2000, 1, 1, 0, 0, 0),
-                                                absl::UTCTimeZone()));
+  EXPECT_EQ(FromPgTimestamp(0),
+            absl::FromCivil(absl::CivilSecond(2000, 1, 1, 0, 0, 0), absl::UTCTimeZone()));
   const absl::Time t = absl::FromUnixMicros(1767225600123456);
   EXPECT_EQ(FromPgTimestamp(ToPgTimestamp(t)), t);
 }

@@ -4,9 +4,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 
 namespace wake::sync::pgrows {
 namespace {
@@ -15,9 +15,9 @@ using pgoutput::Tuple;
 using pgoutput::TupleValue;
 
 constexpr const char* kRegistrationColumns[RowLayout::kRegFieldCount] = {
-    "id",          "tenant_id",  "subscriber_url", "source_url",
-    "condition",   "debounce_ms", "timeout_ms",    "one_shot",
-    "timeout_consumed", "include_response", "manifest_key", "created_at",
+    "id",           "tenant_id",  "subscriber_url", "source_url",       "condition",
+    "debounce_ms",  "timeout_ms", "one_shot",       "timeout_consumed", "include_response",
+    "manifest_key", "created_at",
 };
 constexpr const char* kWakeColumns[RowLayout::kWakeFieldCount] = {
     "id", "tenant_id", "stream", "registration_id", "claim_token", "pending",
@@ -201,8 +201,7 @@ absl::StatusOr<absl::Time> ParseTimestamptz(absl::string_view text) {
     if (TakeChar(s, ':') && !TakeDigits(s, 2, &off_s)) return bad("offset");
   }
   if (!s.empty()) return bad("trailing characters");
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 24 || minute > 59 ||
-      second > 60) {
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 24 || minute > 59 || second > 60) {
     return bad("field out of range");
   }
   const absl::CivilSecond civil(year, month, day, hour, minute, second);
@@ -214,8 +213,8 @@ absl::StatusOr<absl::Time> ParseTimestamptz(absl::string_view text) {
 
 RowLayout::RowLayout(SyncTable table, const std::vector<std::string>& columns)
     : table_(table), index_(std::max<int>(kRegFieldCount, kWakeFieldCount), -1) {
-  const char* const* names = table == SyncTable::kRegistrations ? kRegistrationColumns
-                                                                : kWakeColumns;
+  const char* const* names =
+      table == SyncTable::kRegistrations ? kRegistrationColumns : kWakeColumns;
   const int count = table == SyncTable::kRegistrations ? static_cast<int>(kRegFieldCount)
                                                        : static_cast<int>(kWakeFieldCount);
   for (int field = 0; field < count; ++field) {

@@ -85,8 +85,7 @@ enum class RowNeed {
 
 // Decodes a registration. A column marked unchanged-TOAST ('u') takes its
 // value from `old_row` (the update's old tuple) when that has it.
-absl::StatusOr<Registration> DecodeRegistration(const RowLayout& layout,
-                                                const pgoutput::Tuple& row,
+absl::StatusOr<Registration> DecodeRegistration(const RowLayout& layout, const pgoutput::Tuple& row,
                                                 const pgoutput::Tuple* old_row, RowNeed need);
 
 // Decodes a wake. Columns that are unchanged-TOAST, or absent from a

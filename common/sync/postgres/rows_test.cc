@@ -7,11 +7,11 @@
 namespace wake::sync::pgrows {
 namespace {
 
+using pgoutput::Tuple;
+using pgoutput::TupleValue;
 using ::testing::HasSubstr;
 using ::wake::testing::IsOkAndHolds;
 using ::wake::testing::StatusIs;
-using pgoutput::Tuple;
-using pgoutput::TupleValue;
 
 TupleValue T(const std::string& s) { return {TupleValue::Kind::kText, s}; }
 TupleValue N() { return {TupleValue::Kind::kNull, ""}; }
@@ -23,9 +23,9 @@ absl::Time Utc(int y, int mo, int d, int h, int mi, int s) {
 
 // The table's real column order (0001_init.sql).
 const std::vector<std::string> kRegistrationColumns = {
-    "id",          "tenant_id",        "subscriber_url",   "source_url",
-    "condition",   "debounce_ms",      "timeout_ms",       "one_shot",
-    "timeout_consumed", "include_response", "manifest_key", "created_at"};
+    "id",           "tenant_id",  "subscriber_url", "source_url",       "condition",
+    "debounce_ms",  "timeout_ms", "one_shot",       "timeout_consumed", "include_response",
+    "manifest_key", "created_at"};
 
 Tuple RegistrationRow() {
   return {T("17"),
@@ -65,15 +65,15 @@ TEST(RowsTest, ParsesIsoTimestamptz) {
               IsOkAndHolds(Utc(2026, 3, 4, 5, 6, 7)));
   EXPECT_THAT(ParseTimestamptz("1900-01-01 00:00:00-00:17:30"),
               IsOkAndHolds(Utc(1900, 1, 1, 0, 17, 30)));
-  EXPECT_THAT(ParseTimestamptz("0044-03-15 12:00:00+00 BC"),
-              IsOkAndHolds(absl::FromCivil(absl::CivilSecond(-43, 3, 15, 12, 0, 0),
-                                           absl::UTCTimeZone())));
+  EXPECT_THAT(
+      ParseTimestamptz("0044-03-15 12:00:00+00 BC"),
+      IsOkAndHolds(absl::FromCivil(absl::CivilSecond(-43, 3, 15, 12, 0, 0), absl::UTCTimeZone())));
   EXPECT_THAT(ParseTimestamptz("infinity"), IsOkAndHolds(absl::InfiniteFuture()));
   EXPECT_THAT(ParseTimestamptz("-infinity"), IsOkAndHolds(absl::InfinitePast()));
-  for (const char* bad : {"", "2026-03-04", "2026-03-04 05:06:07", "2026-3-04 05:06:07+00",
-                          "2026-02-30 05:06:07+00", "2026-03-04T05:06:07+00",
-                          "2026-03-04 05:06:07.1234567+00", "2026-03-04 05:06:07+00 junk",
-                          "Tue Mar 04 05:06:07 2026 UTC"}) {
+  for (const char* bad :
+       {"", "2026-03-04", "2026-03-04 05:06:07", "2026-3-04 05:06:07+00", "2026-02-30 05:06:07+00",
+        "2026-03-04T05:06:07+00", "2026-03-04 05:06:07.1234567+00", "2026-03-04 05:06:07+00 junk",
+        "Tue Mar 04 05:06:07 2026 UTC"}) {
     EXPECT_THAT(ParseTimestamptz(bad),
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("timestamptz")))
         << bad;
@@ -109,8 +109,8 @@ TEST(RowsTest, MatchesColumnsByNameWhateverTheOrderAndExtras) {
   std::reverse(row.begin(), row.end());
   columns.push_back("added_later");
   row.push_back(T("whatever"));
-  absl::StatusOr<Registration> r = DecodeRegistration(
-      RowLayout(SyncTable::kRegistrations, columns), row, nullptr, RowNeed::kComplete);
+  absl::StatusOr<Registration> r = DecodeRegistration(RowLayout(SyncTable::kRegistrations, columns),
+                                                      row, nullptr, RowNeed::kComplete);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->id, 17);
   EXPECT_EQ(r->manifest_key, "m1");
@@ -168,12 +168,15 @@ TEST(RowsTest, KeyOnlyRegistrationDeleteKeepsTheId) {
 }
 
 const std::vector<std::string> kWakeColumns = {
-    "id",      "tenant_id",  "stream",      "registration_id", "source_event_key", "message",
-    "run_finished_status", "include_response", "created_at", "claim_token", "claimed_at"};
+    "id",        "tenant_id",           "stream",           "registration_id", "source_event_key",
+    "message",   "run_finished_status", "include_response", "created_at",      "claim_token",
+    "claimed_at"};
 
 Tuple WakeTuple(const TupleValue& claim_token) {
-  return {T("5"), T("acme"), T("/parent/1"), T("17"), T("k"), T("{}"),
-          N(),    T("t"),    T("2026-03-04 05:06:07+00"), claim_token, N()};
+  return {T("5"),      T("acme"), T("/parent/1"),
+          T("17"),     T("k"),    T("{}"),
+          N(),         T("t"),    T("2026-03-04 05:06:07+00"),
+          claim_token, N()};
 }
 
 TEST(RowsTest, DecodesWakesFromTheStreamAndTheSnapshot) {
@@ -194,8 +197,8 @@ TEST(RowsTest, DecodesWakesFromTheStreamAndTheSnapshot) {
   const RowLayout snapshot(SyncTable::kWakes,
                            {"id", "tenant_id", "stream", "registration_id", "pending"});
   ASSERT_TRUE(snapshot.CheckComplete().ok());
-  absl::StatusOr<WakeRow> w = DecodeWake(snapshot, {T("6"), T("t1"), T("s"), T("2"), T("f")},
-                                         nullptr, RowNeed::kComplete);
+  absl::StatusOr<WakeRow> w =
+      DecodeWake(snapshot, {T("6"), T("t1"), T("s"), T("2"), T("f")}, nullptr, RowNeed::kComplete);
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ(w->id, 6);
   EXPECT_FALSE(w->pending);
