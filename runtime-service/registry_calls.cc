@@ -93,12 +93,9 @@ absl::Status EntryStatus(int32_t code, const std::string& message) {
 }  // namespace
 
 template <typename Request, typename Response>
-RegistryCalls::Entries<Request, Response> RegistryCalls::Enqueue(Queue<Request, Response>& queue,
-                                                                 Request& request,
-                                                                 Done<Response>& done,
-                                                                 bool* alone) {
+RegistryCalls::Entries<Request, Response> RegistryCalls::EnqueueLocked(
+    Queue<Request, Response>& queue, Request& request, Done<Response>& done, bool* alone) {
   Entries<Request, Response> entries;
-  absl::MutexLock lock(&batch_mu_);
   if (queue.unsupported) {
     *alone = true;
     return entries;
@@ -115,10 +112,9 @@ RegistryCalls::Entries<Request, Response> RegistryCalls::Enqueue(Queue<Request, 
 }
 
 template <typename Request, typename Response>
-RegistryCalls::Entries<Request, Response> RegistryCalls::Next(Queue<Request, Response>& queue,
-                                                              bool* alone) {
+RegistryCalls::Entries<Request, Response> RegistryCalls::NextLocked(Queue<Request, Response>& queue,
+                                                                    bool* alone) {
   Entries<Request, Response> entries;
-  absl::MutexLock lock(&batch_mu_);
   *alone = queue.unsupported;
   if (queue.waiting.empty() || queue.unsupported) {
     // Without batches, every waiting call goes on its own.
@@ -141,7 +137,11 @@ void RegistryCalls::ClaimWakes(v1::ClaimWakesRequest request, Done<v1::ClaimWake
     return;
   }
   bool alone = false;
-  auto entries = Enqueue(claims_, request, done, &alone);
+  Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> entries;
+  {
+    absl::MutexLock lock(&batch_mu_);
+    entries = EnqueueLocked(claims_, request, done, &alone);
+  }
   if (alone) {
     ClaimWakesAlone(std::move(request), std::move(done));
     return;
@@ -155,7 +155,11 @@ void RegistryCalls::AckWakes(v1::AckWakesRequest request, Done<v1::AckWakesRespo
     return;
   }
   bool alone = false;
-  auto entries = Enqueue(acks_, request, done, &alone);
+  Entries<v1::AckWakesRequest, v1::AckWakesResponse> entries;
+  {
+    absl::MutexLock lock(&batch_mu_);
+    entries = EnqueueLocked(acks_, request, done, &alone);
+  }
   if (alone) {
     AckWakesAlone(std::move(request), std::move(done));
     return;
@@ -198,7 +202,11 @@ void RegistryCalls::SendClaims(Entries<v1::ClaimWakesRequest, v1::ClaimWakesResp
           }
         }
         bool alone = false;
-        auto next = Next(claims_, &alone);
+        Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> next;
+        {
+          absl::MutexLock lock(&batch_mu_);
+          next = NextLocked(claims_, &alone);
+        }
         if (alone) {
           for (auto& [request, done] : next) ClaimWakesAlone(std::move(request), std::move(done));
         } else if (!next.empty()) {
@@ -243,7 +251,11 @@ void RegistryCalls::SendAcks(Entries<v1::AckWakesRequest, v1::AckWakesResponse> 
           }
         }
         bool alone = false;
-        auto next = Next(acks_, &alone);
+        Entries<v1::AckWakesRequest, v1::AckWakesResponse> next;
+        {
+          absl::MutexLock lock(&batch_mu_);
+          next = NextLocked(acks_, &alone);
+        }
         if (alone) {
           for (auto& [request, done] : next) AckWakesAlone(std::move(request), std::move(done));
         } else if (!next.empty()) {

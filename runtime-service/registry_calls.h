@@ -115,12 +115,14 @@ class RegistryCalls {
   // now, if one may start; with *alone, batches are unsupported and the call
   // is left as it was.
   template <typename Request, typename Response>
-  Entries<Request, Response> Enqueue(Queue<Request, Response>& queue, Request& request,
-                                     Done<Response>& done, bool* alone);
+  Entries<Request, Response> EnqueueLocked(Queue<Request, Response>& queue, Request& request,
+                                           Done<Response>& done, bool* alone)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_);
   // After a batch of `queue` completed: the next batch to send, if any, or
   // with *alone (batches unsupported) every waiting call, to send singly.
   template <typename Request, typename Response>
-  Entries<Request, Response> Next(Queue<Request, Response>& queue, bool* alone);
+  Entries<Request, Response> NextLocked(Queue<Request, Response>& queue, bool* alone)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_);
   void SendClaims(Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> entries);
   void SendAcks(Entries<v1::AckWakesRequest, v1::AckWakesResponse> entries);
 
