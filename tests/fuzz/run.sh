@@ -45,11 +45,14 @@ CXXFLAGS=(-std=c++17 -O1 -g -fno-omit-frame-pointer
   -I. -I"$GEN" -Iproto -Wno-deprecated-declarations)
 LIBS=(-lgrpc++ -lgrpc -lgpr -lprotobuf -lssl -lcrypto -lpthread "${ABSL_LIBS[@]}")
 
-build() {  # build TARGET: the sources Bazel knows for its corpus test, minus the plain main
+# build TARGET: the sources Bazel knows for its corpus test, minus the plain
+# main and //bazel/tsan (`query` follows both branches of a select(); that
+# library belongs to --config=tsan builds only).
+build() {
   local target=$1 sources=()
   mapfile -t sources < <(
     bazel_cmd query "kind('source file', deps(//tests/fuzz:${target}_fuzz_corpus_test))" \
-      2>/dev/null | grep -E '^//[^@]*\.cc$' | grep -v 'fuzz_main.cc' |
+      2>/dev/null | grep -E '^//[^@]*\.cc$' | grep -v -e 'fuzz_main.cc' -e '^//bazel/tsan:' |
       sed -e 's|^//||' -e 's|:|/|' -e 's|^/||')
   local generated=()
   mapfile -t generated < <(
