@@ -1,6 +1,7 @@
 #include "registry-service/postgres_wake_store.h"
 
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include <algorithm>
 #include <pqxx/pqxx>
@@ -329,18 +330,18 @@ void Prepare(pqxx::connection& c) {
   // Undoes a claim row that found its wakes gone (acked by a claim that ended
   // between the statement's snapshot and its row lock).
   c.prepare("drop_empty_claim",
-            "DELETE FROM stream_claims s WHERE s.claim_token = $1 AND NOT EXISTS "
-            "(SELECT 1 FROM wakes w WHERE w.tenant_id = s.tenant_id AND w.stream = s.stream AND "
-            "w.claim_token = $1)");
+            "DELETE FROM stream_claims s WHERE s.tenant_id = $1 AND s.stream = $2 AND "
+            "s.claim_token = $3 AND NOT EXISTS (SELECT 1 FROM wakes w WHERE "
+            "w.tenant_id = s.tenant_id AND w.stream = s.stream AND w.claim_token = $3)");
   // Claims of one or more streams (distinct within a batch) in one statement,
   // in one transaction with the drop_empty_claim that may follow it. `pending` keeps the streams
   // that have any wake; only for those is the claim row inserted, or taken over when its lease has
-  // expired (the primary key arbitrates between claimers), in key order so concurrent batches
-  // cannot deadlock; only where the row was taken are the stream's wakes marked with the token: in
-  // id order, as many as fit in $2 wakes and $3 bytes (always the first); the others of the stream
-  // become pending again (an expired claim's token is cleared), so the ack's
-  // more_pending brings them in the next claim. Each input row comes back
-  // at least once: a claimed wake's columns (NULL when none), whether the
+  // expired or was taken with the same idempotency key (a retry whose answer was lost; the primary
+  // key arbitrates between claimers), in key order so concurrent batches cannot deadlock; only
+  // where the row was taken are the stream's wakes marked with the token: in id order, as many as
+  // fit in $2 wakes and $3 bytes (always the first); the others of the stream become pending again
+  // (an expired claim's token is cleared), so the ack's more_pending brings them in the next claim.
+  // Each input row comes back at least once: a claimed wake's columns (NULL when none), whether the
   // stream had wakes, the lease (NULL when a live claim won) and n. With $4
   // the transaction commits without waiting for its WAL flush (set_config
   // is local to the transaction; the last column only carries it out).
@@ -358,6 +359,7 @@ void Prepare(pqxx::connection& c) {
             "runner_id = EXCLUDED.runner_id, session_id = EXCLUDED.session_id, claimed_at = now(), "
             "lease_expires_at = EXCLUDED.lease_expires_at "
             "WHERE stream_claims.lease_expires_at <= now() "
+            "OR stream_claims.claim_token = EXCLUDED.claim_token "
             "RETURNING tenant_id, stream, claim_token, "
             "(extract(epoch from lease_expires_at) * 1000000)::bigint AS lease), "
             "ranked AS (SELECT w.id, t.claim_token, row_number() OVER win AS rn, "
@@ -380,8 +382,10 @@ void Prepare(pqxx::connection& c) {
             "p.n IS NOT NULL, t.lease, i.n, set_config('synchronous_commit', CASE WHEN "
             "$4::bool THEN 'off' ELSE current_setting('synchronous_commit') END, true) "
             "FROM input i LEFT JOIN pending p ON p.n = i.n "
-            "LEFT JOIN taken t ON t.claim_token = i.claim_token "
-            "LEFT JOIN claimed c ON c.token = i.claim_token");
+            "LEFT JOIN taken t ON t.tenant_id = i.tenant_id AND t.stream = i.stream AND "
+            "t.claim_token = i.claim_token "
+            "LEFT JOIN claimed c ON c.tenant_id = i.tenant_id AND c.stream = i.stream AND "
+            "c.token = i.claim_token");
   // Acks of one or more claims (tokens distinct within a batch) in one
   // statement: the claim rows are locked in key order (as claims, heartbeats
   // and the sweeper lock them, so no two of these statements can deadlock),
@@ -495,7 +499,36 @@ absl::StatusOr<std::string> NewClaimToken() {
       absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
+// The token of a claim made with an idempotency key: the same for every
+// attempt with that key on that stream, and different on any other stream or
+// tenant (tokens are unique across stream_claims). As unguessable as the key.
+std::string IdempotentClaimToken(const ClaimSpec& claim) {
+  std::string input = "wakeline claim token v1";
+  for (const std::string* part : {&claim.tenant_id, &claim.stream, &claim.idempotency_key}) {
+    // Each part with its length first, so no two tuples give the same input.
+    absl::StrAppend(&input, "|", part->size(), ":", *part);
+  }
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+  // 128 bits, the size of a random token.
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), 16));
+}
+
 int64_t LeaseMillis(absl::Duration lease) { return absl::ToInt64Milliseconds(lease); }
+
+// A claim or ack statement slower than this is logged: its callers' deadlines
+// (the runtime's is 10 s) may pass before the answer arrives, and a claim the
+// caller never hears of holds its stream until the caller retries with the
+// same token or the lease runs out.
+constexpr absl::Duration kSlowStatement = absl::Seconds(1);
+
+void WarnIfSlow(const char* event, absl::Time started, size_t entries, const absl::Status& status) {
+  const absl::Duration took = absl::Now() - started;
+  if (took < kSlowStatement) return;
+  common::LogWarn(event, {{"entries", static_cast<int64_t>(entries)},
+                          {"ms", absl::ToInt64Milliseconds(took)},
+                          {"status", status}});
+}
 
 }  // namespace
 
@@ -913,7 +946,8 @@ absl::StatusOr<ClaimResult> PostgresWakeStore::ClaimWakes(const std::string& ten
                                                           const std::string& runner_id,
                                                           const std::string& session_id,
                                                           absl::Duration lease) {
-  return claims_.Submit(ClaimSpec{tenant_id, stream, runner_id, session_id, lease});
+  return claims_.Submit(
+      ClaimSpec{tenant_id, stream, runner_id, session_id, lease, /*idempotency_key=*/""});
 }
 
 std::vector<absl::StatusOr<ClaimResult>> PostgresWakeStore::ClaimStreams(
@@ -934,6 +968,7 @@ std::vector<absl::StatusOr<AckResult>> PostgresWakeStore::AckClaims(
 absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::ClaimStatement(
     const std::vector<const ClaimSpec*>& calls) {
   std::vector<ClaimResult> claimed;
+  const absl::Time started = absl::Now();
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     // One transaction: an empty claim row (see drop_empty_claim) is never
     // visible to other claimers. Nothing waits for its flush: a claim lost
@@ -945,6 +980,7 @@ absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> PostgresWakeStore::Clai
     claimed = *std::move(results);
     return absl::OkStatus();
   });
+  WarnIfSlow("slow_claim_statement", started, calls.size(), status);
   if (!status.ok()) return status;
   std::vector<absl::StatusOr<ClaimResult>> results;
   results.reserve(claimed.size());
@@ -965,9 +1001,13 @@ absl::StatusOr<std::vector<ClaimResult>> PostgresWakeStore::RunClaims(
     auto [it, fresh] = seen.try_emplace(std::make_pair(call.tenant_id, call.stream), n);
     first[n] = it->second;
     if (!fresh) continue;
-    absl::StatusOr<std::string> token = NewClaimToken();
-    if (!token.ok()) return token.status();
-    tokens[n] = *std::move(token);
+    if (!call.idempotency_key.empty()) {
+      tokens[n] = IdempotentClaimToken(call);
+    } else {
+      absl::StatusOr<std::string> token = NewClaimToken();
+      if (!token.ok()) return token.status();
+      tokens[n] = *std::move(token);
+    }
     absl::StrAppend(&input, input.size() == 1 ? "" : ",", "{\"n\":", n, ",\"tenant_id\":");
     AppendJsonString(&input, call.tenant_id);
     input.append(",\"stream\":");
@@ -980,7 +1020,7 @@ absl::StatusOr<std::vector<ClaimResult>> PostgresWakeStore::RunClaims(
   }
   input.append("]");
   std::vector<ClaimResult> settled(calls.size());
-  std::vector<std::string> empty_claims;
+  std::vector<size_t> empty_claims;
   pqxx::result rows = tx.exec_prepared("claim_streams", input, limits_.max_claim_wakes,
                                        limits_.max_claim_bytes, async);
   constexpr int kHasWakes = 9;
@@ -998,7 +1038,7 @@ absl::StatusOr<std::vector<ClaimResult>> PostgresWakeStore::RunClaims(
       result.status = v1::ALREADY_CLAIMED;
     } else if (row[0].is_null()) {
       result.status = v1::NOTHING_PENDING;
-      empty_claims.push_back(tokens[n]);
+      empty_claims.push_back(n);
     } else {
       absl::StatusOr<v1::Wake> wake = RowToWake(row);
       if (!wake.ok()) return wake.status();
@@ -1008,7 +1048,9 @@ absl::StatusOr<std::vector<ClaimResult>> PostgresWakeStore::RunClaims(
       result.wakes.push_back(*std::move(wake));
     }
   }
-  for (const std::string& token : empty_claims) tx.exec_prepared("drop_empty_claim", token);
+  for (const size_t n : empty_claims) {
+    tx.exec_prepared("drop_empty_claim", calls[n]->tenant_id, calls[n]->stream, tokens[n]);
+  }
   for (size_t n = 0; n < calls.size(); ++n) {
     if (first[n] == n) {
       std::sort(settled[n].wakes.begin(), settled[n].wakes.end(),
@@ -1048,6 +1090,7 @@ absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckSta
   }
   input.append("]");
   std::vector<std::optional<AckResult>> settled(calls.size());
+  const absl::Time started = absl::Now();
   absl::Status status = pool_.Run([&](pqxx::connection& c) -> absl::Status {
     settled.assign(calls.size(), std::nullopt);
     auto ack = [&](pqxx::transaction_base& tx) -> absl::Status {
@@ -1086,6 +1129,7 @@ absl::StatusOr<std::vector<absl::StatusOr<AckResult>>> PostgresWakeStore::AckSta
     tx.commit();
     return absl::OkStatus();
   });
+  WarnIfSlow("slow_ack_statement", started, calls.size(), status);
   if (!status.ok()) return status;
   std::vector<absl::StatusOr<AckResult>> results;
   results.reserve(calls.size());

@@ -362,14 +362,18 @@ void ToResponse(ClaimResult result, v1::ClaimWakesResponse* response) {
 }
 
 ClaimSpec SpecOf(const v1::ClaimWakesRequest& request, absl::Duration lease) {
-  return ClaimSpec{request.tenant_id(), request.stream(), request.runner_id(), request.session_id(),
-                   lease};
+  return ClaimSpec{
+      request.tenant_id(),      request.stream(), request.runner_id(), request.session_id(), lease,
+      request.idempotency_key()};
 }
 
 }  // namespace
 
 std::vector<absl::StatusOr<ClaimResult>> RegistryCore::Claim(const std::vector<ClaimSpec>& claims) {
-  if (claims.size() != 1) return store_.ClaimStreams(claims);
+  // The single-claim entry point takes no idempotency key.
+  if (claims.size() != 1 || !claims.front().idempotency_key.empty()) {
+    return store_.ClaimStreams(claims);
+  }
   const ClaimSpec& claim = claims.front();
   return {store_.ClaimWakes(claim.tenant_id, claim.stream, claim.runner_id, claim.session_id,
                             claim.lease)};
@@ -475,8 +479,9 @@ AckSpec AckSpecOf(const v1::AckWakesRequest& request, absl::Duration lease) {
                std::vector<int64_t>(request.wake_ids().begin(), request.wake_ids().end()),
                std::nullopt};
   if (request.claim_next()) {
-    spec.next = ClaimSpec{request.tenant_id(), request.stream(), request.runner_id(),
-                          request.session_id(), lease};
+    spec.next = ClaimSpec{
+        request.tenant_id(),   request.stream(), request.runner_id(), request.session_id(), lease,
+        /*idempotency_key=*/""};
   }
   return spec;
 }

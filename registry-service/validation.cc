@@ -1,5 +1,6 @@
 #include "registry-service/validation.h"
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/proto_time.h"
@@ -233,6 +234,21 @@ absl::Status ValidateSubscribeChanges(v1::SubscribeChangesRequest& request) {
   return absl::OkStatus();
 }
 
+// A claim's idempotency key: long enough to be random, and of characters
+// that need no escaping anywhere it is logged or quoted.
+absl::Status IdempotencyKey(const std::string& field, const std::string& key) {
+  if (key.empty()) return absl::OkStatus();
+  if (key.size() < 16 || key.size() > 128) {
+    return InvalidField(field, absl::StrCat("must be 16 to 128 characters, got ", key.size()));
+  }
+  for (const char c : key) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') {
+      return InvalidField(field, "may hold only A-Z, a-z, 0-9, '_' and '-'");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateClaimWakes(v1::ClaimWakesRequest& request, absl::Duration* lease) {
   if (auto s = Tenant(request.mutable_tenant_id()); !s.ok()) return s;
   if (auto s = Url("stream", request.stream()); !s.ok()) return s;
@@ -240,6 +256,7 @@ absl::Status ValidateClaimWakes(v1::ClaimWakesRequest& request, absl::Duration* 
   if (auto s = Text("session_id", request.session_id(), kMaxTenantBytes, false); !s.ok()) {
     return s;
   }
+  if (auto s = IdempotencyKey("idempotency_key", request.idempotency_key()); !s.ok()) return s;
   return Lease("lease", request.has_lease(), request.lease(), lease);
 }
 

@@ -173,6 +173,15 @@ TEST(ValidationTest, ClaimsCheckLeaseAndTokens) {
   EXPECT_EQ(lease, absl::Seconds(30));
   claim.mutable_lease()->set_nanos(1000);
   EXPECT_FIELD_ERROR(ValidateClaimWakes(claim, &lease), "lease");
+  claim.clear_lease();
+  claim.set_idempotency_key("too-short");
+  EXPECT_FIELD_ERROR(ValidateClaimWakes(claim, &lease), "idempotency_key: must be 16 to 128");
+  claim.set_idempotency_key(std::string(129, 'k'));
+  EXPECT_FIELD_ERROR(ValidateClaimWakes(claim, &lease), "idempotency_key: must be 16 to 128");
+  claim.set_idempotency_key("key with spaces in it");
+  EXPECT_FIELD_ERROR(ValidateClaimWakes(claim, &lease), "idempotency_key: may hold only");
+  claim.set_idempotency_key("0123456789abcdef_-XYZ");
+  EXPECT_THAT(ValidateClaimWakes(claim, &lease), IsOk());
 
   v1::AckWakesRequest ack;
   ack.set_stream("/p");
@@ -223,6 +232,9 @@ TEST(ValidationTest, BatchesNameTheEntryAndCarryEachLease) {
   claims.mutable_claims(2)->set_tenant_id("t\n");
   EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims[2].tenant_id");
   claims.mutable_claims(2)->set_tenant_id("t");
+  claims.mutable_claims(1)->set_idempotency_key("short");
+  EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims[1].idempotency_key");
+  claims.mutable_claims(1)->clear_idempotency_key();
   while (claims.claims_size() <= kMaxBatchEntries) *claims.add_claims() = claims.claims(0);
   EXPECT_FIELD_ERROR(ValidateClaimStreams(claims, &leases), "claims: more than 256 entries");
 

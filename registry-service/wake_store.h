@@ -135,6 +135,10 @@ struct ClaimSpec {
   std::string runner_id;
   std::string session_id;
   absl::Duration lease;
+  // ClaimWakesRequest.idempotency_key; empty: none. The claim's token is
+  // derived from it (and the tenant and stream), so a retry with the same key
+  // finds the claim its first attempt took.
+  std::string idempotency_key;
 };
 
 struct AckResult {
@@ -203,7 +207,9 @@ class WakeStore {
 
   // ClaimWakes for each entry, in one statement and one transaction where
   // possible; one result per entry, in order. An entry naming a stream an
-  // earlier entry claimed is ALREADY_CLAIMED.
+  // earlier entry claimed is ALREADY_CLAIMED. An entry whose idempotency key
+  // took the stream's live claim takes that claim again (a retry whose first
+  // answer was lost): CLAIMED, the same token, its lease renewed.
   virtual std::vector<absl::StatusOr<ClaimResult>> ClaimStreams(
       const std::vector<ClaimSpec>& claims) = 0;
 

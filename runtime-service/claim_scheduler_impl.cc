@@ -1,14 +1,26 @@
 #include "runtime-service/claim_scheduler_impl.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/proto_time.h"
 
 namespace wake::runtime {
 namespace {
+
+// A claim attempt's idempotency key: 128 random bits in hex. Empty if the
+// kernel has no randomness to give (the claim then simply has no key).
+std::string NewClaimKey() {
+  unsigned char bytes[16];
+  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) return "";
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
 
 // The registry no longer knows the claim: acking or releasing it again
 // cannot succeed, so the claim is over for this runtime. ABORTED is not one
@@ -195,6 +207,8 @@ void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
     request.set_stream(key.second);
     request.set_runner_id(options_.runtime_id);
     common::ToProto(options_.lease, request.mutable_lease());
+    if (state.claim_key.empty()) state.claim_key = NewClaimKey();
+    request.set_idempotency_key(state.claim_key);
     fx.push_back([this, key, request = std::move(request), sent = time_.MonotonicNow()]() mutable {
       calls_.ClaimWakes(std::move(request),
                         [this, key, sent](absl::StatusOr<v1::ClaimWakesResponse> r) {
@@ -331,6 +345,9 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
                                    {"rtt_us", common::ToAbsl(time_.MonotonicNow() - sent) /
                                                   absl::Microseconds(1)}});
     }
+    // Without an answer the registry may have taken the claim all the same
+    // (the answer was lost): the retry sends the same key and gets it back.
+    if (result.ok()) state.claim_key.clear();
     absl::Status failure;
     if (!result.ok()) {
       failure = result.status();

@@ -155,6 +155,11 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
     // Sequence of the trigger the current claim attempt serves (kept when a
     // failed attempt is retried, so the retry keeps its place).
     uint64_t attempt_seq = 0;
+    // The idempotency key of the claim attempt under way, kept while it is
+    // retried after a failure: a claim the registry took but whose answer
+    // was lost comes back to the retry instead of holding the stream until
+    // its lease runs out. Cleared when an answer arrives.
+    std::string claim_key;
     // While kClaiming: the session whose room the claim is reserved in.
     SessionId reserved = 0;
     std::optional<Claim> claim;

@@ -23,6 +23,7 @@ using ::testing::DoAll;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::InSequence;
+using ::testing::Invoke;
 using ::testing::Property;
 using ::testing::Return;
 using ::testing::SetArgPointee;
@@ -639,6 +640,47 @@ TEST_F(ClaimSchedulerTest, FailedClaimIsRetriedWithBackoffAndCounted) {
   Captured<AckResult> ack;
   scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
   executor_.RunAll();
+}
+
+// The registry may take a claim whose answer never arrives (the call's
+// deadline passes after the commit). The retry carries the same idempotency
+// key, so it gets that claim back instead of ALREADY_CLAIMED for a lease; a
+// claim attempt after an answer has a key of its own.
+TEST_F(ClaimSchedulerTest, ClaimRetriedAfterALostAnswerCarriesTheSameIdempotencyKey) {
+  auto sink = ConnectRunner("runner-a", "s1");
+  std::vector<std::string> keys;
+  auto key_of = [&keys](grpc::ClientContext*, const v1::ClaimWakesRequest& request,
+                        v1::ClaimWakesResponse*) { keys.push_back(request.idempotency_key()); };
+  {
+    InSequence seq;
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(DoAll(Invoke(key_of), Return(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                                            "Deadline Exceeded"))));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(DoAll(Invoke(key_of), Replies(Claimed("tok-1", "/p", {1}))));
+    EXPECT_CALL(registry_, AckWakes(_, TokenIs<v1::AckWakesRequest>("tok-1"), _))
+        .WillOnce(Replies(Acked(1, false)));
+    EXPECT_CALL(registry_, ClaimWakes(_, ClaimOf("/p"), _))
+        .WillOnce(DoAll(Invoke(key_of), Replies(Claimed("tok-2", "/p", {2}))));
+  }
+  scheduler_->Trigger(kTenant, "/p", 1);
+  executor_.RunAll();
+  time_.Advance(absl::Milliseconds(100));  // The first backoff is at most retry_initial.
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1"));
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(keys[0].size(), 32u);
+  EXPECT_EQ(keys[1], keys[0]);
+
+  Captured<AckResult> ack;
+  scheduler_->Ack(AckOf("runner-a", "s1", sink->claims[0]), ack.Callback());
+  executor_.RunAll();
+  scheduler_->Trigger(kTenant, "/p", 2);
+  executor_.RunAll();
+  ASSERT_THAT(sink->Tokens(), ElementsAre("tok-1", "tok-2"));
+  ASSERT_EQ(keys.size(), 3u);
+  EXPECT_EQ(keys[2].size(), 32u);
+  EXPECT_NE(keys[2], keys[0]);
 }
 
 TEST_F(ClaimSchedulerTest, AnotherPrincipalCannotTakeOverAckOrHeartbeatARunnersSession) {

@@ -284,7 +284,7 @@ TEST_F(PostgresWakeStoreTest, ClaimStreamsClaimsEachEntryAndAnswersRepeatsAsClai
       id, 2, [](int i) { return i == 0 ? std::string("/a") : std::string("/b"); });
   ASSERT_TRUE(store_->PersistWakes(drafts).ok());
   auto spec = [](const std::string& stream) {
-    return ClaimSpec{"t", stream, "r", "s", absl::Seconds(30)};
+    return ClaimSpec{"t", stream, "r", "s", absl::Seconds(30), /*idempotency_key=*/""};
   };
   std::vector<absl::StatusOr<ClaimResult>> claimed =
       store_->ClaimStreams({spec("/a"), spec("/empty"), spec("/b"), spec("/a")});
@@ -324,8 +324,8 @@ TEST_F(PostgresWakeStoreTest, AckClaimsEndsEachClaimAndClaimsWhatIsPendingInTheS
   WakeDraft late = Draft(id, "late");
   late.stream = "/s0";
   ASSERT_TRUE(store_->PersistWakes({late}).ok());
-  const ClaimSpec next0{"t", "/s0", "r2", "s2", absl::Seconds(30)};
-  const ClaimSpec next1{"t", "/s1", "r2", "s2", absl::Seconds(30)};
+  const ClaimSpec next0{"t", "/s0", "r2", "s2", absl::Seconds(30), /*idempotency_key=*/""};
+  const ClaimSpec next1{"t", "/s1", "r2", "s2", absl::Seconds(30), /*idempotency_key=*/""};
   std::vector<AckSpec> acks = {
       // /s0: all acked; the late wake is claimed at once for r2.
       {{"t", "/s0", claims[0].claim_token}, {}, next0},
@@ -395,6 +395,82 @@ TEST_F(PostgresWakeStoreTest, ExpiredClaimIsTakenOverAndItsTokenDies) {
   absl::StatusOr<AckResult> acked = store_->AckWakes({"t", "/parent", taken->claim_token}, {});
   ASSERT_TRUE(acked.ok());
   EXPECT_EQ(acked->acked, 1);
+}
+
+// A claim whose answer is lost (the caller's deadline passed after the
+// commit) holds its stream. The caller retries with the same idempotency key:
+// it gets that claim back, lease renewed, instead of ALREADY_CLAIMED until
+// the lease runs out. Anyone else still finds the stream claimed.
+TEST_F(PostgresWakeStoreTest, ARetryWithTheSameIdempotencyKeyGetsBackTheClaimItsLostAnswerTook) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/parent", "/child"));
+  ASSERT_TRUE(registration.ok());
+  const int64_t id = registration->row.id;
+  ASSERT_TRUE(store_->PersistWakes({Draft(id, "a"), Draft(id, "b")}).ok());
+  const ClaimSpec spec{"t", "/parent", "r", "s", absl::Seconds(30), "attempt-key-0000000001"};
+  std::vector<absl::StatusOr<ClaimResult>> first = store_->ClaimStreams({spec});
+  ASSERT_TRUE(first[0].ok()) << first[0].status();
+  ASSERT_EQ(first[0]->status, v1::CLAIMED);
+  ASSERT_EQ(first[0]->wakes.size(), 2u);
+  // The answer never arrives; a wake comes in meanwhile.
+  ASSERT_TRUE(store_->PersistWakes({Draft(id, "c")}).ok());
+
+  // Another attempt (another key, or none) finds the stream claimed.
+  ClaimSpec other = spec;
+  other.idempotency_key = "attempt-key-0000000002";
+  std::vector<absl::StatusOr<ClaimResult>> rival = store_->ClaimStreams({other});
+  ASSERT_TRUE(rival[0].ok());
+  EXPECT_EQ(rival[0]->status, v1::ALREADY_CLAIMED);
+  absl::StatusOr<ClaimResult> keyless =
+      store_->ClaimWakes("t", "/parent", "r", "s", absl::Seconds(30));
+  ASSERT_TRUE(keyless.ok());
+  EXPECT_EQ(keyless->status, v1::ALREADY_CLAIMED);
+
+  // The retry gets the claim: the same token, every wake pending on the
+  // stream (the new one too), a fresh lease.
+  ClaimSpec retry = spec;
+  retry.lease = absl::Seconds(60);
+  std::vector<absl::StatusOr<ClaimResult>> again = store_->ClaimStreams({retry});
+  ASSERT_TRUE(again[0].ok()) << again[0].status();
+  ASSERT_EQ(again[0]->status, v1::CLAIMED);
+  EXPECT_EQ(again[0]->claim_token, first[0]->claim_token);
+  ASSERT_EQ(again[0]->wakes.size(), 3u);
+  EXPECT_EQ(again[0]->wakes[0].id(), first[0]->wakes[0].id());
+  EXPECT_EQ(again[0]->wakes[2].source_event_key(), "c");
+  EXPECT_GT(again[0]->lease_expires_at, absl::Now() + absl::Seconds(45));
+
+  // And it acks like any claim: everything is gone, nothing pending.
+  absl::StatusOr<AckResult> acked = store_->AckWakes({"t", "/parent", again[0]->claim_token}, {});
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(acked->acked, 3);
+  EXPECT_FALSE(acked->more_pending);
+}
+
+// An idempotency key names an attempt on one stream: the same key sent for
+// two streams makes two claims with tokens of their own (claim tokens are
+// unique across streams, and a key must not let one caller's batch fail on
+// another's).
+TEST_F(PostgresWakeStoreTest, TheSameIdempotencyKeyOnTwoStreamsMakesTwoClaims) {
+  absl::StatusOr<UpsertResult> registration = store_->UpsertRegistration(Row("/a", "/child"));
+  ASSERT_TRUE(registration.ok());
+  std::vector<WakeDraft> drafts = TwoWakesPerStream(registration->row.id, 2, [](int i) {
+    return i == 0 ? std::string("/a") : std::string("/b");
+  });
+  ASSERT_TRUE(store_->PersistWakes(drafts).ok());
+  const std::string key = "one-key-for-two-streams";
+  std::vector<absl::StatusOr<ClaimResult>> claimed =
+      store_->ClaimStreams({ClaimSpec{"t", "/a", "r", "s", absl::Seconds(30), key},
+                            ClaimSpec{"t", "/b", "r", "s", absl::Seconds(30), key}});
+  ASSERT_EQ(claimed.size(), 2u);
+  for (const auto& result : claimed) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_EQ(result->status, v1::CLAIMED);
+    ASSERT_EQ(result->wakes.size(), 2u);
+  }
+  EXPECT_NE(claimed[0]->claim_token, claimed[1]->claim_token);
+  EXPECT_EQ(claimed[0]->wakes[0].stream(), "/a");
+  EXPECT_EQ(claimed[0]->wakes[1].stream(), "/a");
+  EXPECT_EQ(claimed[1]->wakes[0].stream(), "/b");
+  EXPECT_EQ(claimed[1]->wakes[1].stream(), "/b");
 }
 
 TEST_F(PostgresWakeStoreTest, ConcurrentClaimersOfOneStreamGetOneClaim) {
