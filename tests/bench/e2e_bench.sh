@@ -104,11 +104,55 @@ REGISTRY_PORT=$(free_port 58151)
 start registry "$WORK/registry.log" "$BIN/registry-service/registry-service" \
   --listen="127.0.0.1:$REGISTRY_PORT" --database-url="$DB" --plaintext --no-auth
 RUNTIME_PORT=$(free_port $((REGISTRY_PORT + 1)))
+RUNTIME_METRICS_PORT=$(free_port $((RUNTIME_PORT + 1)))
 start runtime "$WORK/runtime.log" "$BIN/runtime-service/runtime-service" \
   --listen="127.0.0.1:$RUNTIME_PORT" --registry="127.0.0.1:$REGISTRY_PORT" \
+  --metrics-listen="127.0.0.1:$RUNTIME_METRICS_PORT" \
   --plaintext --no-auth --registry-plaintext
 POSTMASTER=$(head -n 1 "$WORK/pg/postmaster.pid")
 CPU_SPEC="registry=${PIDS[0]},runtime=${PIDS[1]},postgres=${POSTMASTER}+"
+
+# What went wrong during a row, if anything: the runtime's claim outcomes,
+# change-stream reconnects and rescan finds (its /metrics), and the warnings
+# and errors both services logged. A row far below the others (a stall) is
+# then explained by its own output.
+runtime_counters() {
+  python3 - "http://127.0.0.1:$RUNTIME_METRICS_PORT/metrics" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+want = {
+    'wake_runtime_claims_total{outcome="succeeded"}': "claimed",
+    'wake_runtime_claims_total{outcome="skipped"}': "skipped",
+    'wake_runtime_claims_total{outcome="failed"}': "failed",
+    'wake_runtime_claims_total{outcome="released"}': "released",
+    "wake_runtime_registry_reconnects_total": "reconnects",
+    "wake_runtime_rescan_found_total": "rescan_found",
+}
+got = {}
+for line in text.splitlines():
+    parts = line.rsplit(" ", 1)
+    if len(parts) == 2 and parts[0] in want:
+        got[want[parts[0]]] = int(float(parts[1]))
+print(" ".join(f"{name}={got.get(name, 0)}" for name in want.values()))
+PY
+}
+log_problems() { grep -cE 'level=(warn|error)' "$1" || true; }
+# row_health BEFORE_COUNTERS REGISTRY_LINES RUNTIME_LINES: prints the row's deltas.
+row_health() {
+  local before=$1 registry_from=$2 runtime_from=$3 after events
+  after=$(runtime_counters)
+  python3 - "$before" "$after" <<'PY'
+import sys
+b = dict(kv.split("=") for kv in sys.argv[1].split())
+a = dict(kv.split("=") for kv in sys.argv[2].split())
+print("runtime during the rows: " + " ".join(f"{k}=+{int(a[k]) - int(b.get(k, 0))}" for k in a))
+PY
+  events=$( (tail -n +$((registry_from + 1)) "$WORK/registry.log" | sed 's/^/registry /'
+    tail -n +$((runtime_from + 1)) "$WORK/runtime.log" | sed 's/^/runtime /') |
+    grep -E 'level=(warn|error)' | sed -E 's/^([a-z]+) .*event=([a-z_]+).*/\1:\2/' |
+    sort | uniq -c | awk '{printf " %s=%s", $2, $1}' || true)
+  echo "warnings and errors logged during the rows:${events:- none}"
+}
 
 # CPU ticks (user+system) of a process, 0 once it is gone; of PostgreSQL:
 # the postmaster, its children alive now (backends, walsender, ...) and
@@ -196,6 +240,10 @@ pipeline() {
         sleep "$SECONDS_PER_ROW" >/dev/null 2>&1) &
     perf_pid=$!
   fi
+  local counters_before registry_lines runtime_lines
+  counters_before=$(runtime_counters)
+  registry_lines=$(wc -l <"$WORK/registry.log")
+  runtime_lines=$(wc -l <"$WORK/runtime.log")
   out=$("$BIN/tests/bench/e2e_latency" --registry="127.0.0.1:$REGISTRY_PORT" \
     --runtime="127.0.0.1:$RUNTIME_PORT" --seconds="$SECONDS_PER_ROW" --rates="$rate" \
     --prefix="$name" --cpu="$CPU_SPEC" "$@" "${EXTRA[@]}") || status=1
@@ -204,6 +252,7 @@ pipeline() {
   grep '^result ' <<<"$out" | sed 's/^result //; s/ cpu_us_per_wake / /' |
     sed "s/^/round=$round section=$name /" >>"$RESULTS"
   grep '^result ' <<<"$out" | sed -n 's/.*kind=\([a-z]*\).*cpu_us_per_wake \(.*\)/cpu us per wake (\1): \2/p'
+  row_health "$counters_before" "$registry_lines" "$runtime_lines"
   echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
