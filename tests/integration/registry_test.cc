@@ -443,6 +443,56 @@ TEST_F(RegistryTest, ClaimAckAndLeaseExpiry) {
   EXPECT_EQ(db_->QueryValue("SELECT count(*) FROM wakes"), "1");
 }
 
+// A ClaimWakes whose answer was lost, sent again with its idempotency key,
+// is answered with the claim it took, over gRPC as over the store; without
+// the key the stream stays claimed. A malformed key is refused by name.
+TEST_F(RegistryTest, ClaimRetriedWithItsIdempotencyKeyGetsItsClaimBack) {
+  v1::RegisterWakeResponse registered;
+  ASSERT_TRUE(client_->Register(OnRunFinished("/parent/k", "/child/k"), &registered).ok());
+  v1::EvaluateRunFinishedResponse evaluated;
+  ASSERT_TRUE(client_->RunFinished(Finished("/child/k", "r1"), &evaluated).ok());
+  v1::ClaimWakesRequest claim;
+  claim.set_stream("/parent/k");
+  claim.set_runner_id("runner-1");
+  claim.set_idempotency_key("0123456789abcdef0123456789abcdef");
+  auto claim_wakes = [this](const v1::ClaimWakesRequest& request, v1::ClaimWakesResponse* out) {
+    grpc::ClientContext context;
+    return client_->stub().ClaimWakes(&context, request, out);
+  };
+  v1::ClaimWakesResponse first;
+  ASSERT_THAT(claim_wakes(claim, &first), IsOk());
+  ASSERT_EQ(first.status(), v1::CLAIMED);
+  ASSERT_THAT(first.wakes(), SizeIs(1));
+
+  v1::ClaimWakesRequest keyless = claim;
+  keyless.clear_idempotency_key();
+  v1::ClaimWakesResponse other;
+  ASSERT_THAT(claim_wakes(keyless, &other), IsOk());
+  EXPECT_EQ(other.status(), v1::ALREADY_CLAIMED);
+
+  v1::ClaimWakesResponse retried;
+  ASSERT_THAT(claim_wakes(claim, &retried), IsOk());
+  ASSERT_EQ(retried.status(), v1::CLAIMED);
+  EXPECT_EQ(retried.claim_token(), first.claim_token());
+  ASSERT_THAT(retried.wakes(), SizeIs(1));
+  EXPECT_EQ(retried.wakes(0).id(), first.wakes(0).id());
+
+  v1::ClaimWakesRequest bad = claim;
+  bad.set_idempotency_key("short");
+  v1::ClaimWakesResponse refused;
+  grpc::Status status = claim_wakes(bad, &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("idempotency_key"));
+
+  v1::AckWakesRequest ack;
+  ack.set_stream("/parent/k");
+  ack.set_claim_token(first.claim_token());
+  v1::AckWakesResponse acked;
+  grpc::ClientContext context;
+  ASSERT_THAT(client_->stub().AckWakes(&context, ack, &acked), IsOk());
+  EXPECT_EQ(acked.acked(), 1);
+}
+
 // The core guarantee: a RegisterWake that returned on replica A is seen by
 // an evaluation on replica B right after, every time.
 TEST_F(RegistryTest, RegistrationOnAIsMatchedOnBImmediately1000Times) {
