@@ -126,35 +126,35 @@ absl::Status CheckTenants(const Principal& principal, const RegistryCore& core,
 
 }  // namespace
 
-RegistryServiceImpl::RegistryServiceImpl(common::Executor& executor,
-                                         common::auth::Authenticator& authenticator)
+RegistryService::RegistryService(common::Executor& executor,
+                                 common::auth::Authenticator& authenticator)
     : executor_(executor), authenticator_(authenticator) {}
 
-void RegistryServiceImpl::Attach(RegistryCore* core, ChangeFeed* feed,
-                                 sync::RegistrationCollection* collection) {
+void RegistryService::Attach(RegistryCore* core, ChangeFeed* feed,
+                             sync::RegistrationCollection* collection) {
   feed_.store(feed);
   collection_.store(collection);
   core_.store(core);
 }
 
-absl::StatusOr<PrincipalPtr> RegistryServiceImpl::Authorize(grpc::CallbackServerContext* context,
-                                                            std::initializer_list<Role> roles,
-                                                            const char* method) {
+absl::StatusOr<PrincipalPtr> RegistryService::Authorize(grpc::CallbackServerContext* context,
+                                                        std::initializer_list<Role> roles,
+                                                        const char* method) {
   absl::StatusOr<PrincipalPtr> principal = common::auth::AuthenticateCall(authenticator_, *context);
   if (!principal.ok()) return principal.status();
   if (absl::Status s = common::auth::RequireRole(**principal, roles, method); !s.ok()) return s;
   return principal;
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::Reject(grpc::CallbackServerContext* context,
-                                                      const absl::Status& status) {
+grpc::ServerUnaryReactor* RegistryService::Reject(grpc::CallbackServerContext* context,
+                                                  const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(common::ToGrpcStatus(status));
   return reactor;
 }
 
 template <typename Request, typename Validate>
-absl::StatusOr<RegistryServiceImpl::Admitted<Request>> RegistryServiceImpl::Admit(
+absl::StatusOr<RegistryService::Admitted<Request>> RegistryService::Admit(
     grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
     const Request& request, Validate validate) {
   absl::StatusOr<PrincipalPtr> principal = Authorize(context, roles, method);
@@ -168,8 +168,8 @@ absl::StatusOr<RegistryServiceImpl::Admitted<Request>> RegistryServiceImpl::Admi
 }
 
 template <typename Work>
-void RegistryServiceImpl::Post(grpc::CallbackServerContext* context,
-                               grpc::ServerUnaryReactor* reactor, Work work) {
+void RegistryService::Post(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+                           Work work) {
   const bool queued = executor_.TryPost([context, reactor, work = std::move(work)]() mutable {
     // The client gave up while the call waited: its work would be wasted.
     if (context->IsCancelled()) {
@@ -182,9 +182,11 @@ void RegistryServiceImpl::Post(grpc::CallbackServerContext* context,
 }
 
 template <typename Request, typename Response, typename Call>
-grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(
-    grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
-    const Request& request, Response* response, absl::Status (*validate)(Request&), Call call) {
+grpc::ServerUnaryReactor* RegistryService::Serve(grpc::CallbackServerContext* context,
+                                                 const char* method,
+                                                 std::initializer_list<Role> roles,
+                                                 const Request& request, Response* response,
+                                                 absl::Status (*validate)(Request&), Call call) {
   absl::StatusOr<Admitted<Request>> admitted = Admit(context, method, roles, request, validate);
   if (!admitted.ok()) return Reject(context, admitted.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
@@ -195,12 +197,12 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(
 }
 
 template <typename Request, typename Parsed, typename Response, typename Call>
-grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext* context,
-                                                     const char* method,
-                                                     std::initializer_list<Role> roles,
-                                                     const Request& request, Response* response,
-                                                     absl::Status (*validate)(Request&, Parsed*),
-                                                     Call call) {
+grpc::ServerUnaryReactor* RegistryService::Serve(grpc::CallbackServerContext* context,
+                                                 const char* method,
+                                                 std::initializer_list<Role> roles,
+                                                 const Request& request, Response* response,
+                                                 absl::Status (*validate)(Request&, Parsed*),
+                                                 Call call) {
   Parsed parsed{};
   absl::StatusOr<Admitted<Request>> admitted =
       Admit(context, method, roles, request,
@@ -215,7 +217,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext
 }
 
 template <typename Request, typename Response, typename Start>
-grpc::ServerUnaryReactor* RegistryServiceImpl::ServeEvaluation(
+grpc::ServerUnaryReactor* RegistryService::ServeEvaluation(
     grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
     const Request& request, Response* response, absl::Status (*validate)(Request&), Start start) {
   absl::StatusOr<Admitted<Request>> admitted = Admit(context, method, roles, request, validate);
@@ -235,7 +237,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ServeEvaluation(
 }
 
 template <typename Request, typename Response, typename Start>
-grpc::ServerUnaryReactor* RegistryServiceImpl::ServeNonBlocking(
+grpc::ServerUnaryReactor* RegistryService::ServeNonBlocking(
     grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
     const Request& request, Response* response, absl::Status (*validate)(Request&), Start start) {
   absl::StatusOr<Admitted<Request>> admitted = Admit(context, method, roles, request, validate);
@@ -245,9 +247,9 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ServeNonBlocking(
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(grpc::CallbackServerContext* context,
-                                                            const v1::RegisterWakeRequest* request,
-                                                            v1::RegisterWakeResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::RegisterWake(grpc::CallbackServerContext* context,
+                                                        const v1::RegisterWakeRequest* request,
+                                                        v1::RegisterWakeResponse* response) {
   // No thread waits for the write: the group commit's batch runner and then
   // the sync stream (which confirms the txid) finish the call.
   return ServeNonBlocking(
@@ -256,7 +258,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(grpc::CallbackServer
          RegistryCore::RegisterDone done) { core->RegisterWakeAsync(valid, std::move(done)); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
+grpc::ServerUnaryReactor* RegistryService::UnregisterWakes(
     grpc::CallbackServerContext* context, const v1::UnregisterWakesRequest* request,
     v1::UnregisterWakesResponse* response) {
   return Serve(context, "UnregisterWakes", kClientRoles, *request, response,
@@ -266,7 +268,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
                });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
+grpc::ServerUnaryReactor* RegistryService::EvaluateRunFinished(
     grpc::CallbackServerContext* context, const v1::EvaluateRunFinishedRequest* request,
     v1::EvaluateRunFinishedResponse* response) {
   // The worker waits for the read barrier only; the wakes' group commit
@@ -279,9 +281,9 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
                          });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
-    grpc::CallbackServerContext* context, const v1::EvaluateChangeRequest* request,
-    v1::EvaluateChangeResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::EvaluateChange(grpc::CallbackServerContext* context,
+                                                          const v1::EvaluateChangeRequest* request,
+                                                          v1::EvaluateChangeResponse* response) {
   return ServeEvaluation(context, "EvaluateChange", kClientRoles, *request, response,
                          ValidateEvaluateChange,
                          [](RegistryCore* core, const v1::EvaluateChangeRequest& valid,
@@ -290,7 +292,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
                          });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
+grpc::ServerUnaryReactor* RegistryService::ListRegistrations(
     grpc::CallbackServerContext* context, const v1::ListRegistrationsRequest* request,
     v1::ListRegistrationsResponse* response) {
   return Serve(context, "ListRegistrations", kClientRoles, *request, response,
@@ -301,7 +303,7 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
 }
 
 // Streaming, so not Serve: the same Admit, then a reactor of its own.
-grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryServiceImpl::SubscribeChanges(
+grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryService::SubscribeChanges(
     grpc::CallbackServerContext* context, const v1::SubscribeChangesRequest* request) {
   absl::StatusOr<Admitted<v1::SubscribeChangesRequest>> admitted =
       Admit(context, "SubscribeChanges", kSubscriberRoles, *request, ValidateSubscribeChanges);
@@ -319,54 +321,54 @@ grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryServiceImpl::SubscribeChanges
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerContext* context,
-                                                          const v1::ClaimWakesRequest* request,
-                                                          v1::ClaimWakesResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::ClaimWakes(grpc::CallbackServerContext* context,
+                                                      const v1::ClaimWakesRequest* request,
+                                                      v1::ClaimWakesResponse* response) {
   return Serve(context, "ClaimWakes", kRuntimeRoles, *request, response, ValidateClaimWakes,
                [](RegistryCore* core, const v1::ClaimWakesRequest& valid, absl::Duration lease) {
                  return core->ClaimWakes(valid, lease);
                });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimStreams(grpc::CallbackServerContext* context,
-                                                            const v1::ClaimStreamsRequest* request,
-                                                            v1::ClaimStreamsResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::ClaimStreams(grpc::CallbackServerContext* context,
+                                                        const v1::ClaimStreamsRequest* request,
+                                                        v1::ClaimStreamsResponse* response) {
   return Serve(
       context, "ClaimStreams", kRuntimeRoles, *request, response, ValidateClaimStreams,
       [](RegistryCore* core, const v1::ClaimStreamsRequest& valid,
          const std::vector<absl::Duration>& leases) { return core->ClaimStreams(valid, leases); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::AckWakes(grpc::CallbackServerContext* context,
-                                                        const v1::AckWakesRequest* request,
-                                                        v1::AckWakesResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::AckWakes(grpc::CallbackServerContext* context,
+                                                    const v1::AckWakesRequest* request,
+                                                    v1::AckWakesResponse* response) {
   return Serve(context, "AckWakes", kRuntimeRoles, *request, response, ValidateAckWakes,
                [](RegistryCore* core, const v1::AckWakesRequest& valid, absl::Duration lease) {
                  return core->AckWakes(valid, lease);
                });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::AckClaims(grpc::CallbackServerContext* context,
-                                                         const v1::AckClaimsRequest* request,
-                                                         v1::AckClaimsResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::AckClaims(grpc::CallbackServerContext* context,
+                                                     const v1::AckClaimsRequest* request,
+                                                     v1::AckClaimsResponse* response) {
   return Serve(
       context, "AckClaims", kRuntimeRoles, *request, response, ValidateAckClaims,
       [](RegistryCore* core, const v1::AckClaimsRequest& valid,
          const std::vector<absl::Duration>& leases) { return core->AckClaims(valid, leases); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(grpc::CallbackServerContext* context,
-                                                            const v1::ExtendClaimsRequest* request,
-                                                            v1::ExtendClaimsResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::ExtendClaims(grpc::CallbackServerContext* context,
+                                                        const v1::ExtendClaimsRequest* request,
+                                                        v1::ExtendClaimsResponse* response) {
   return Serve(context, "ExtendClaims", kRuntimeRoles, *request, response, ValidateExtendClaims,
                [](RegistryCore* core, const v1::ExtendClaimsRequest& valid, absl::Duration lease) {
                  return core->ExtendClaims(valid, lease);
                });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ReleaseClaim(grpc::CallbackServerContext* context,
-                                                            const v1::ReleaseClaimRequest* request,
-                                                            v1::ReleaseClaimResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::ReleaseClaim(grpc::CallbackServerContext* context,
+                                                        const v1::ReleaseClaimRequest* request,
+                                                        v1::ReleaseClaimResponse* response) {
   return Serve(context, "ReleaseClaim", kRuntimeRoles, *request, response, ValidateReleaseClaim,
                [](RegistryCore* core, const v1::ReleaseClaimRequest& valid) {
                  return core->ReleaseClaim(valid);

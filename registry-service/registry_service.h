@@ -20,11 +20,11 @@
 
 namespace wake::registry {
 
-class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
+class RegistryService final : public v1::WakeRegistry::CallbackService {
  public:
   // `executor` runs the blocking part of each call (database, barrier);
   // `authenticator` says who calls. Both must outlive the server.
-  RegistryServiceImpl(common::Executor& executor, common::auth::Authenticator& authenticator);
+  RegistryService(common::Executor& executor, common::auth::Authenticator& authenticator);
 
   // Makes the service live. The objects must outlive the server.
   void Attach(RegistryCore* core, ChangeFeed* feed, sync::RegistrationCollection* collection);
