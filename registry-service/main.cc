@@ -95,7 +95,7 @@ int Run(int argc, char** argv) {
   // (RESOURCE_EXHAUSTED) rather than queued without end.
   auto rpc_executor = std::make_unique<common::ThreadPoolExecutor>(
       kRpcThreads, static_cast<size_t>(config->max_queued_calls));
-  RegistryServiceImpl service(*rpc_executor, *authenticator);
+  RegistryService service(*rpc_executor, *authenticator);
   absl::StatusOr<common::StartedServer> server =
       common::StartGrpcServer(config->listen_address, {&service}, kHealthNames, config->server,
                               authenticator.get(), std::move(interceptors));

@@ -1,12 +1,14 @@
 #include "registry-service/registry_service.h"
 
-#include <deque>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
-#include "absl/synchronization/mutex.h"
+#include "absl/strings/str_cat.h"
 #include "common/auth/grpc_auth.h"
 #include "common/status_util.h"
-#include "registry-service/conversions.h"
+#include "registry-service/subscribe_reactor.h"
 #include "registry-service/validation.h"
 
 namespace wake::registry {
@@ -18,8 +20,11 @@ using common::auth::Role;
 
 // Registrations and evaluations.
 constexpr std::initializer_list<Role> kClientRoles = {Role::kClient, Role::kAdmin};
-// The claim RPCs.
+// The claim RPCs, and SubscribeChanges with all_tenants.
 constexpr std::initializer_list<Role> kRuntimeRoles = {Role::kRuntime, Role::kAdmin};
+// SubscribeChanges.
+constexpr std::initializer_list<Role> kSubscriberRoles = {Role::kClient, Role::kRuntime,
+                                                          Role::kAdmin};
 
 // Every worker is busy and --max-queued-calls calls already wait.
 absl::Status Overloaded() {
@@ -34,299 +39,226 @@ const absl::Status& Starting() {
   return *kStarting;
 }
 
-// Where a subscriber's snapshot has got to. At namespace scope: clang cannot
-// use the member initializers of a class nested in SubscribeReactor for the
-// std::optional member inside SubscribeReactor's own definition.
-struct Snapshot {
-  std::string offset;
-  std::optional<std::string> tenant;
-  sync::RegistrationCollection::SnapshotCursor registrations;
-  int64_t wakes_after = 0;
-  bool wakes_done = false;
-};
+// The callback that answers a unary call with `result`.
+template <typename Response>
+auto FinishWith(grpc::ServerUnaryReactor* reactor, Response* response) {
+  return [reactor, response](absl::StatusOr<Response> result) {
+    if (result.ok()) *response = std::move(*result);
+    reactor->Finish(common::ToGrpcStatus(result.status()));
+  };
+}
 
-// Streams one subscriber: snapshot (for "-1"), then the feed from its cursor,
-// with UP_TO_DATE as FeedCursor decides. Writes one event at a time; the
-// feed pokes it when new entries arrive.
-class SubscribeReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
- public:
-  SubscribeReactor(ChangeFeed& feed, sync::RegistrationCollection& collection,
-                   const v1::SubscribeChangesRequest& request)
-      : feed_(feed), collection_(collection) {
-    FeedFilter filter;
-    filter.all_tenants = request.all_tenants();
-    filter.tenant_id = request.tenant_id();
-    for (int kind : request.kinds()) filter.kinds.insert(kind);
-    const std::string& from = request.from_offset();
-    {
-      // Never hold mu_ while calling Watch: the feed calls Pump (which takes
-      // mu_) with its watcher lock held.
-      absl::MutexLock lock(&mu_);
-      if (from.empty() || from == "-1") {
-        // Head first, then the snapshot: anything in between is sent twice,
-        // never missed (consumers apply events idempotently by id). The
-        // snapshot is read a page at a time as the client takes it (Pump),
-        // so no subscriber copies the collection.
-        const uint64_t head = feed_.head();
-        snapshot_.emplace();
-        snapshot_->offset = feed_.Offset(head);
-        snapshot_->tenant =
-            filter.all_tenants ? std::nullopt : std::optional<std::string>(filter.tenant_id);
-        snapshot_->registrations.done = !filter.Wants(v1::ChangeEvent::REGISTRATION);
-        snapshot_->wakes_done = !filter.Wants(v1::ChangeEvent::WAKE);
-        cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
-      } else if (from == "now") {
-        const uint64_t head = feed_.head();
-        queue_.push_back(ControlEvent(v1::UP_TO_DATE, feed_.Offset(head)));
-        cursor_.emplace(feed_, std::move(filter), head, FeedCursor::Start::kUpToDate);
-      } else {
-        uint64_t after = 0;
-        if (!feed_.ParseOffset(from, &after) || after > feed_.head()) {
-          queue_.push_back(ControlEvent(v1::MUST_REFETCH, from));
-          finish_when_drained_ = true;
-        } else {
-          cursor_.emplace(feed_, std::move(filter), after, FeedCursor::Start::kResumed);
-        }
-      }
+// The tenant checks of Admit, one overload per shape of request.
+
+// One tenant: the principal holds it (PERMISSION_DENIED naming `field`), and
+// this registry serves it.
+absl::Status CheckTenant(const Principal& principal, const RegistryCore& core,
+                         const std::string& tenant, absl::string_view field = "tenant_id") {
+  if (absl::Status s = common::auth::RequireTenant(principal, tenant, field); !s.ok()) return s;
+  return core.CheckTenant(tenant);
+}
+
+// A request of one tenant, its tenant_id.
+template <typename Request>
+absl::Status CheckTenants(const Principal& principal, const RegistryCore& core,
+                          const Request& request) {
+  return CheckTenant(principal, core, request.tenant_id());
+}
+
+// The entries of a batch, one after the other; errors name `field`[i].
+template <typename Entries>
+absl::Status CheckEntryTenants(const Principal& principal, const RegistryCore& core,
+                               const char* field, const Entries& entries) {
+  for (int i = 0; i < entries.size(); ++i) {
+    if (absl::Status s = CheckTenant(principal, core, entries.Get(i).tenant_id(),
+                                     absl::StrCat(field, "[", i, "].tenant_id"));
+        !s.ok()) {
+      return s;
     }
-    watch_ = feed_.Watch([this] { Pump(); });
   }
+  return absl::OkStatus();
+}
 
-  void Start() { Pump(); }
+absl::Status CheckTenants(const Principal& principal, const RegistryCore& core,
+                          const v1::ClaimStreamsRequest& request) {
+  return CheckEntryTenants(principal, core, "claims", request.claims());
+}
 
-  void OnWriteDone(bool ok) override {
-    {
-      absl::MutexLock lock(&mu_);
-      writing_ = false;
-      if (!ok) {
-        FinishLocked(grpc::Status::OK);
-        return;
-      }
+absl::Status CheckTenants(const Principal& principal, const RegistryCore& core,
+                          const v1::AckClaimsRequest& request) {
+  return CheckEntryTenants(principal, core, "acks", request.acks());
+}
+
+// ExtendClaims checks the principal against every entry before asking the
+// core about any (unlike CheckEntryTenants, one entry at a time): kept as it
+// is, since the order decides which error a request with two bad entries gets.
+absl::Status CheckTenants(const Principal& principal, const RegistryCore& core,
+                          const v1::ExtendClaimsRequest& request) {
+  for (int i = 0; i < request.claims_size(); ++i) {
+    if (auto s = common::auth::RequireTenant(principal, request.claims(i).tenant_id(),
+                                             absl::StrCat("claims[", i, "].tenant_id"));
+        !s.ok()) {
+      return s;
     }
-    Pump();
   }
-
-  void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    FinishLocked(grpc::Status::CANCELLED);
+  for (const v1::ClaimRef& claim : request.claims()) {
+    if (absl::Status s = core.CheckTenant(claim.tenant_id()); !s.ok()) return s;
   }
+  return absl::OkStatus();
+}
 
-  void OnDone() override {
-    feed_.Unwatch(watch_);
-    delete this;
+// SubscribeChanges with all_tenants needs a runtime role and a principal
+// that holds every tenant; without, it is a request of one tenant.
+absl::Status CheckTenants(const Principal& principal, const RegistryCore& core,
+                          const v1::SubscribeChangesRequest& request) {
+  if (!request.all_tenants()) return CheckTenant(principal, core, request.tenant_id());
+  if (auto s =
+          common::auth::RequireRole(principal, kRuntimeRoles, "SubscribeChanges with all_tenants");
+      !s.ok()) {
+    return s;
   }
-
- private:
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(status);
+  if (!principal.all_tenants) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("all_tenants: principal \"", principal.name, "\" does not hold every tenant"));
   }
-
-  void Pump() {
-    absl::MutexLock lock(&mu_);
-    if (writing_ || finished_) return;
-    if (queue_.empty() && snapshot_.has_value()) RefillSnapshotLocked();
-    if (queue_.empty()) {
-      if (finish_when_drained_) {
-        FinishLocked(grpc::Status::OK);
-        return;
-      }
-      if (cursor_.has_value() && !cursor_->Refill(256, &queue_)) finish_when_drained_ = true;
-    }
-    if (queue_.empty()) return;  // Idle until the feed pokes us.
-    current_ = std::move(queue_.front());
-    queue_.pop_front();
-    writing_ = true;
-    StartWrite(&current_);
-  }
-
-  // The next page of the snapshot; after its last page, UP_TO_DATE, and the
-  // snapshot is over (the feed cursor takes over).
-  void RefillSnapshotLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    constexpr size_t kPage = 256;
-    Snapshot& snapshot = *snapshot_;
-    if (!snapshot.registrations.done) {
-      for (const sync::Registration& row :
-           collection_.SnapshotPage(snapshot.tenant, &snapshot.registrations, kPage)) {
-        v1::ChangeEvent event;
-        event.set_offset(snapshot.offset);
-        event.mutable_registration()->set_op(v1::INSERT);
-        ToProto(row, event.mutable_registration()->mutable_registration());
-        queue_.push_back(std::move(event));
-      }
-      if (!queue_.empty()) return;
-    }
-    if (!snapshot.wakes_done) {
-      for (const sync::WakeRow& wake :
-           collection_.PendingWakesPage(snapshot.tenant, &snapshot.wakes_after, kPage)) {
-        v1::ChangeEvent event;
-        event.set_offset(snapshot.offset);
-        v1::WakeAvailable* available = event.mutable_wake();
-        available->set_tenant_id(wake.tenant_id);
-        available->set_stream(wake.stream);
-        available->set_wake_id(wake.id);
-        available->set_registration_id(wake.registration_id);
-        queue_.push_back(std::move(event));
-      }
-      if (!queue_.empty()) return;
-      snapshot.wakes_done = true;
-    }
-    queue_.push_back(ControlEvent(v1::UP_TO_DATE, snapshot.offset));
-    snapshot_.reset();
-  }
-
-  ChangeFeed& feed_;
-  sync::RegistrationCollection& collection_;
-  int watch_ = 0;
-
-  absl::Mutex mu_;
-  std::deque<v1::ChangeEvent> queue_ ABSL_GUARDED_BY(mu_);
-  v1::ChangeEvent current_ ABSL_GUARDED_BY(mu_);
-  std::optional<FeedCursor> cursor_ ABSL_GUARDED_BY(mu_);  // Unset after a bad offset.
-  std::optional<Snapshot> snapshot_ ABSL_GUARDED_BY(mu_);  // While the snapshot is sent.
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool finish_when_drained_ ABSL_GUARDED_BY(mu_) = false;
-};
-
-class RejectReactor final : public grpc::ServerWriteReactor<v1::ChangeEvent> {
- public:
-  explicit RejectReactor(const absl::Status& status) { Finish(common::ToGrpcStatus(status)); }
-  void OnDone() override { delete this; }
-};
+  return absl::OkStatus();
+}
 
 }  // namespace
 
-RegistryServiceImpl::RegistryServiceImpl(common::Executor& executor,
-                                         common::auth::Authenticator& authenticator)
+RegistryService::RegistryService(common::Executor& executor,
+                                 common::auth::Authenticator& authenticator)
     : executor_(executor), authenticator_(authenticator) {}
 
-absl::StatusOr<PrincipalPtr> RegistryServiceImpl::Authorize(grpc::CallbackServerContext* context,
-                                                            std::initializer_list<Role> roles,
-                                                            const char* method) {
+void RegistryService::Attach(RegistryCore* core, ChangeFeed* feed,
+                             sync::RegistrationCollection* collection) {
+  feed_.store(feed);
+  collection_.store(collection);
+  core_.store(core);
+}
+
+absl::StatusOr<PrincipalPtr> RegistryService::Authorize(grpc::CallbackServerContext* context,
+                                                        std::initializer_list<Role> roles,
+                                                        const char* method) {
   absl::StatusOr<PrincipalPtr> principal = common::auth::AuthenticateCall(authenticator_, *context);
   if (!principal.ok()) return principal.status();
   if (absl::Status s = common::auth::RequireRole(**principal, roles, method); !s.ok()) return s;
   return principal;
 }
 
-void RegistryServiceImpl::Attach(RegistryCore* core, ChangeFeed* feed,
-                                 sync::RegistrationCollection* collection) {
-  feed_.store(feed);
-  collection_.store(collection);
-  core_.store(core);
-}
-
-grpc::ServerUnaryReactor* RegistryServiceImpl::Reject(grpc::CallbackServerContext* context,
-                                                      const absl::Status& status) {
+grpc::ServerUnaryReactor* RegistryService::Reject(grpc::CallbackServerContext* context,
+                                                  const absl::Status& status) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(common::ToGrpcStatus(status));
   return reactor;
 }
 
-template <typename Response, typename Work>
-grpc::ServerUnaryReactor* RegistryServiceImpl::Offload(grpc::CallbackServerContext* context,
-                                                       Response* response, Work work) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const bool queued =
-      executor_.TryPost([context, reactor, response, work = std::move(work)]() mutable {
-        // The client gave up while the call waited: its work would be wasted.
-        if (context->IsCancelled()) {
-          reactor->Finish(grpc::Status::CANCELLED);
-          return;
-        }
-        absl::StatusOr<Response> result = work();
-        if (result.ok()) *response = std::move(*result);
-        reactor->Finish(common::ToGrpcStatus(result.status()));
-      });
+template <typename Request, typename Validate>
+absl::StatusOr<RegistryService::Admitted<Request>> RegistryService::Admit(
+    grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
+    const Request& request, Validate validate) {
+  absl::StatusOr<PrincipalPtr> principal = Authorize(context, roles, method);
+  if (!principal.ok()) return principal.status();
+  RegistryCore* core = core_.load();
+  if (core == nullptr) return Starting();
+  Request valid = request;
+  if (absl::Status s = validate(valid); !s.ok()) return s;
+  if (absl::Status s = CheckTenants(**principal, *core, valid); !s.ok()) return s;
+  return Admitted<Request>{core, std::move(valid)};
+}
+
+template <typename Work>
+void RegistryService::Post(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor,
+                           Work work) {
+  const bool queued = executor_.TryPost([context, reactor, work = std::move(work)]() mutable {
+    // The client gave up while the call waited: its work would be wasted.
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status::CANCELLED);
+      return;
+    }
+    work();
+  });
   if (!queued) reactor->Finish(common::ToGrpcStatus(Overloaded()));
+}
+
+template <typename Request, typename Response, typename Call>
+grpc::ServerUnaryReactor* RegistryService::Serve(grpc::CallbackServerContext* context,
+                                                 const char* method,
+                                                 std::initializer_list<Role> roles,
+                                                 const Request& request, Response* response,
+                                                 absl::Status (*validate)(Request&), Call call) {
+  absl::StatusOr<Admitted<Request>> admitted = Admit(context, method, roles, request, validate);
+  if (!admitted.ok()) return Reject(context, admitted.status());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Post(context, reactor,
+       [finish = FinishWith(reactor, response), call = std::move(call),
+        admitted = *std::move(admitted)] { finish(call(admitted.core, admitted.request)); });
   return reactor;
 }
 
-template <typename Request, typename Response, typename Validate, typename Call>
-grpc::ServerUnaryReactor* RegistryServiceImpl::Serve(grpc::CallbackServerContext* context,
-                                                     const char* method,
-                                                     std::initializer_list<Role> roles,
-                                                     const Request& request, Response* response,
-                                                     Validate validate, Call call) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, roles, method);
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  Request valid = request;
-  if (absl::Status s = validate(valid); !s.ok()) return Reject(context, s);
-  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response, [core, call = std::move(call), valid = std::move(valid)] {
-    return call(core, valid);
-  });
+template <typename Request, typename Parsed, typename Response, typename Call>
+grpc::ServerUnaryReactor* RegistryService::Serve(grpc::CallbackServerContext* context,
+                                                 const char* method,
+                                                 std::initializer_list<Role> roles,
+                                                 const Request& request, Response* response,
+                                                 absl::Status (*validate)(Request&, Parsed*),
+                                                 Call call) {
+  Parsed parsed{};
+  absl::StatusOr<Admitted<Request>> admitted =
+      Admit(context, method, roles, request,
+            [validate, &parsed](Request& valid) { return validate(valid, &parsed); });
+  if (!admitted.ok()) return Reject(context, admitted.status());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Post(context, reactor,
+       [finish = FinishWith(reactor, response), call = std::move(call),
+        admitted = *std::move(admitted),
+        parsed = std::move(parsed)] { finish(call(admitted.core, admitted.request, parsed)); });
+  return reactor;
 }
 
-template <typename Request, typename Response, typename Validate, typename Start>
-grpc::ServerUnaryReactor* RegistryServiceImpl::ServeAsync(grpc::CallbackServerContext* context,
-                                                          const char* method,
-                                                          const Request& request,
-                                                          Response* response, Validate validate,
-                                                          Start start) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kClientRoles, method);
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  Request valid = request;
-  if (absl::Status s = validate(valid); !s.ok()) return Reject(context, s);
-  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+template <typename Request, typename Response, typename Start>
+grpc::ServerUnaryReactor* RegistryService::ServeEvaluation(
+    grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
+    const Request& request, Response* response, absl::Status (*validate)(Request&), Start start) {
+  absl::StatusOr<Admitted<Request>> admitted = Admit(context, method, roles, request, validate);
+  if (!admitted.ok()) return Reject(context, admitted.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  RegistryCore* core = admitted->core;
+  const Request& valid = admitted->request;
   if (valid.consistency() == v1::LOCAL &&
       core->NoCandidates(valid.tenant_id(), valid.source_url())) {
     reactor->Finish(grpc::Status::OK);  // Nothing can match: answer on the gRPC thread.
     return reactor;
   }
-  const bool queued = executor_.TryPost(
-      [context, core, reactor, response, start = std::move(start), valid = std::move(valid)] {
-        if (context->IsCancelled()) {
-          reactor->Finish(grpc::Status::CANCELLED);
-          return;
-        }
-        start(core, valid, [reactor, response](absl::StatusOr<Response> result) {
-          if (result.ok()) *response = std::move(*result);
-          reactor->Finish(common::ToGrpcStatus(result.status()));
-        });
-      });
-  if (!queued) reactor->Finish(common::ToGrpcStatus(Overloaded()));
+  Post(context, reactor,
+       [finish = FinishWith(reactor, response), start = std::move(start),
+        admitted = *std::move(admitted)] { start(admitted.core, admitted.request, finish); });
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::RegisterWake(grpc::CallbackServerContext* context,
-                                                            const v1::RegisterWakeRequest* request,
-                                                            v1::RegisterWakeResponse* response) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kClientRoles, "RegisterWake");
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::RegisterWakeRequest valid = *request;
-  if (absl::Status s = ValidateRegisterWake(valid); !s.ok()) return Reject(context, s);
-  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
+template <typename Request, typename Response, typename Start>
+grpc::ServerUnaryReactor* RegistryService::ServeNonBlocking(
+    grpc::CallbackServerContext* context, const char* method, std::initializer_list<Role> roles,
+    const Request& request, Response* response, absl::Status (*validate)(Request&), Start start) {
+  absl::StatusOr<Admitted<Request>> admitted = Admit(context, method, roles, request, validate);
+  if (!admitted.ok()) return Reject(context, admitted.status());
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  start(admitted->core, admitted->request, FinishWith(reactor, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* RegistryService::RegisterWake(grpc::CallbackServerContext* context,
+                                                        const v1::RegisterWakeRequest* request,
+                                                        v1::RegisterWakeResponse* response) {
   // No thread waits for the write: the group commit's batch runner and then
   // the sync stream (which confirms the txid) finish the call.
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  core->RegisterWakeAsync(valid,
-                          [reactor, response](absl::StatusOr<v1::RegisterWakeResponse> result) {
-                            if (result.ok()) *response = std::move(*result);
-                            reactor->Finish(common::ToGrpcStatus(result.status()));
-                          });
-  return reactor;
+  return ServeNonBlocking(
+      context, "RegisterWake", kClientRoles, *request, response, ValidateRegisterWake,
+      [](RegistryCore* core, const v1::RegisterWakeRequest& valid,
+         RegistryCore::RegisterDone done) { core->RegisterWakeAsync(valid, std::move(done)); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
+grpc::ServerUnaryReactor* RegistryService::UnregisterWakes(
     grpc::CallbackServerContext* context, const v1::UnregisterWakesRequest* request,
     v1::UnregisterWakesResponse* response) {
   return Serve(context, "UnregisterWakes", kClientRoles, *request, response,
@@ -336,202 +268,107 @@ grpc::ServerUnaryReactor* RegistryServiceImpl::UnregisterWakes(
                });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateRunFinished(
+grpc::ServerUnaryReactor* RegistryService::EvaluateRunFinished(
     grpc::CallbackServerContext* context, const v1::EvaluateRunFinishedRequest* request,
     v1::EvaluateRunFinishedResponse* response) {
   // The worker waits for the read barrier only; the wakes' group commit
   // finishes the call.
-  return ServeAsync(context, "EvaluateRunFinished", *request, response, ValidateEvaluateRunFinished,
-                    [](RegistryCore* core, const v1::EvaluateRunFinishedRequest& valid,
-                       RegistryCore::Done<v1::EvaluateRunFinishedResponse> done) {
-                      core->EvaluateRunFinishedAsync(valid, std::move(done));
-                    });
+  return ServeEvaluation(context, "EvaluateRunFinished", kClientRoles, *request, response,
+                         ValidateEvaluateRunFinished,
+                         [](RegistryCore* core, const v1::EvaluateRunFinishedRequest& valid,
+                            RegistryCore::Done<v1::EvaluateRunFinishedResponse> done) {
+                           core->EvaluateRunFinishedAsync(valid, std::move(done));
+                         });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::EvaluateChange(
-    grpc::CallbackServerContext* context, const v1::EvaluateChangeRequest* request,
-    v1::EvaluateChangeResponse* response) {
-  return ServeAsync(context, "EvaluateChange", *request, response, ValidateEvaluateChange,
-                    [](RegistryCore* core, const v1::EvaluateChangeRequest& valid,
-                       RegistryCore::Done<v1::EvaluateChangeResponse> done) {
-                      core->EvaluateChangeAsync(valid, std::move(done));
-                    });
+grpc::ServerUnaryReactor* RegistryService::EvaluateChange(grpc::CallbackServerContext* context,
+                                                          const v1::EvaluateChangeRequest* request,
+                                                          v1::EvaluateChangeResponse* response) {
+  return ServeEvaluation(context, "EvaluateChange", kClientRoles, *request, response,
+                         ValidateEvaluateChange,
+                         [](RegistryCore* core, const v1::EvaluateChangeRequest& valid,
+                            RegistryCore::Done<v1::EvaluateChangeResponse> done) {
+                           core->EvaluateChangeAsync(valid, std::move(done));
+                         });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ListRegistrations(
+grpc::ServerUnaryReactor* RegistryService::ListRegistrations(
     grpc::CallbackServerContext* context, const v1::ListRegistrationsRequest* request,
     v1::ListRegistrationsResponse* response) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kClientRoles, "ListRegistrations");
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::ListRegistrationsRequest valid = *request;
-  int64_t after_id = 0;
-  if (absl::Status s = ValidateListRegistrations(valid, &after_id); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response, [core, valid = std::move(valid), after_id] {
-    return core->ListRegistrations(valid, after_id);
-  });
+  return Serve(context, "ListRegistrations", kClientRoles, *request, response,
+               ValidateListRegistrations,
+               [](RegistryCore* core, const v1::ListRegistrationsRequest& valid, int64_t after_id) {
+                 return core->ListRegistrations(valid, after_id);
+               });
 }
 
-grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryServiceImpl::SubscribeChanges(
+// Streaming, so not Serve: the same Admit, then a reactor of its own.
+grpc::ServerWriteReactor<v1::ChangeEvent>* RegistryService::SubscribeChanges(
     grpc::CallbackServerContext* context, const v1::SubscribeChangesRequest* request) {
-  absl::StatusOr<PrincipalPtr> principal =
-      Authorize(context, {Role::kClient, Role::kRuntime, Role::kAdmin}, "SubscribeChanges");
-  if (!principal.ok()) return new RejectReactor(principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return new RejectReactor(Starting());
-  v1::SubscribeChangesRequest valid = *request;
-  if (absl::Status s = ValidateSubscribeChanges(valid); !s.ok()) return new RejectReactor(s);
-  if (valid.all_tenants()) {
-    if (auto s = common::auth::RequireRole(**principal, kRuntimeRoles,
-                                           "SubscribeChanges with "
-                                           "all_tenants");
-        !s.ok()) {
-      return new RejectReactor(s);
-    }
-    if (!(*principal)->all_tenants) {
-      return new RejectReactor(absl::PermissionDeniedError(absl::StrCat(
-          "all_tenants: principal \"", (*principal)->name, "\" does not hold every tenant")));
-    }
-    // A registry serving one tenant never streams another's, whatever its
-    // collection holds (the postgres sync source follows every tenant).
-    if (core->tenant().has_value()) {
-      valid.set_all_tenants(false);
-      valid.set_tenant_id(*core->tenant());
-    }
-  } else {
-    if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-      return new RejectReactor(s);
-    }
-    if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) {
-      return new RejectReactor(s);
-    }
+  absl::StatusOr<Admitted<v1::SubscribeChangesRequest>> admitted =
+      Admit(context, "SubscribeChanges", kSubscriberRoles, *request, ValidateSubscribeChanges);
+  if (!admitted.ok()) return new RejectReactor(admitted.status());
+  v1::SubscribeChangesRequest& valid = admitted->request;
+  // A registry serving one tenant never streams another's, whatever its
+  // collection holds (the postgres sync source follows every tenant).
+  const std::optional<std::string>& tenant = admitted->core->tenant();
+  if (valid.all_tenants() && tenant.has_value()) {
+    valid.set_all_tenants(false);
+    valid.set_tenant_id(*tenant);
   }
   auto* reactor = new SubscribeReactor(*feed_.load(), *collection_.load(), valid);
   reactor->Start();
   return reactor;
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimWakes(grpc::CallbackServerContext* context,
-                                                          const v1::ClaimWakesRequest* request,
-                                                          v1::ClaimWakesResponse* response) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, "ClaimWakes");
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::ClaimWakesRequest valid = *request;
-  absl::Duration lease;
-  if (absl::Status s = ValidateClaimWakes(valid, &lease); !s.ok()) return Reject(context, s);
-  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response, [core, valid = std::move(valid), lease] {
-    return core->ClaimWakes(valid, lease);
-  });
+grpc::ServerUnaryReactor* RegistryService::ClaimWakes(grpc::CallbackServerContext* context,
+                                                      const v1::ClaimWakesRequest* request,
+                                                      v1::ClaimWakesResponse* response) {
+  return Serve(context, "ClaimWakes", kRuntimeRoles, *request, response, ValidateClaimWakes,
+               [](RegistryCore* core, const v1::ClaimWakesRequest& valid, absl::Duration lease) {
+                 return core->ClaimWakes(valid, lease);
+               });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::AckWakes(grpc::CallbackServerContext* context,
-                                                        const v1::AckWakesRequest* request,
-                                                        v1::AckWakesResponse* response) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, "AckWakes");
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::AckWakesRequest valid = *request;
-  absl::Duration lease;
-  if (absl::Status s = ValidateAckWakes(valid, &lease); !s.ok()) return Reject(context, s);
-  if (auto s = common::auth::RequireTenant(**principal, valid.tenant_id()); !s.ok()) {
-    return Reject(context, s);
-  }
-  if (absl::Status s = core->CheckTenant(valid.tenant_id()); !s.ok()) return Reject(context, s);
-  return Offload(context, response,
-                 [core, valid = std::move(valid), lease] { return core->AckWakes(valid, lease); });
-}
-
-template <typename Request, typename Response, typename Validate, typename Entries, typename Call>
-grpc::ServerUnaryReactor* RegistryServiceImpl::ServeBatch(grpc::CallbackServerContext* context,
-                                                          const char* method, const char* field,
-                                                          const Request& request,
-                                                          Response* response, Validate validate,
-                                                          Entries entries, Call call) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, method);
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  Request valid = request;
-  std::vector<absl::Duration> leases;
-  if (absl::Status s = validate(valid, &leases); !s.ok()) return Reject(context, s);
-  const auto& list = entries(valid);
-  for (int i = 0; i < list.size(); ++i) {
-    if (auto s = common::auth::RequireTenant(**principal, list.Get(i).tenant_id(),
-                                             absl::StrCat(field, "[", i, "].tenant_id"));
-        !s.ok()) {
-      return Reject(context, s);
-    }
-    if (absl::Status s = core->CheckTenant(list.Get(i).tenant_id()); !s.ok()) {
-      return Reject(context, s);
-    }
-  }
-  return Offload(context, response,
-                 [core, call = std::move(call), valid = std::move(valid),
-                  leases = std::move(leases)] { return call(core, valid, leases); });
-}
-
-grpc::ServerUnaryReactor* RegistryServiceImpl::ClaimStreams(grpc::CallbackServerContext* context,
-                                                            const v1::ClaimStreamsRequest* request,
-                                                            v1::ClaimStreamsResponse* response) {
-  return ServeBatch(
-      context, "ClaimStreams", "claims", *request, response, ValidateClaimStreams,
-      [](const v1::ClaimStreamsRequest& valid) -> const auto& { return valid.claims(); },
+grpc::ServerUnaryReactor* RegistryService::ClaimStreams(grpc::CallbackServerContext* context,
+                                                        const v1::ClaimStreamsRequest* request,
+                                                        v1::ClaimStreamsResponse* response) {
+  return Serve(
+      context, "ClaimStreams", kRuntimeRoles, *request, response, ValidateClaimStreams,
       [](RegistryCore* core, const v1::ClaimStreamsRequest& valid,
          const std::vector<absl::Duration>& leases) { return core->ClaimStreams(valid, leases); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::AckClaims(grpc::CallbackServerContext* context,
-                                                         const v1::AckClaimsRequest* request,
-                                                         v1::AckClaimsResponse* response) {
-  return ServeBatch(
-      context, "AckClaims", "acks", *request, response, ValidateAckClaims,
-      [](const v1::AckClaimsRequest& valid) -> const auto& { return valid.acks(); },
+grpc::ServerUnaryReactor* RegistryService::AckWakes(grpc::CallbackServerContext* context,
+                                                    const v1::AckWakesRequest* request,
+                                                    v1::AckWakesResponse* response) {
+  return Serve(context, "AckWakes", kRuntimeRoles, *request, response, ValidateAckWakes,
+               [](RegistryCore* core, const v1::AckWakesRequest& valid, absl::Duration lease) {
+                 return core->AckWakes(valid, lease);
+               });
+}
+
+grpc::ServerUnaryReactor* RegistryService::AckClaims(grpc::CallbackServerContext* context,
+                                                     const v1::AckClaimsRequest* request,
+                                                     v1::AckClaimsResponse* response) {
+  return Serve(
+      context, "AckClaims", kRuntimeRoles, *request, response, ValidateAckClaims,
       [](RegistryCore* core, const v1::AckClaimsRequest& valid,
          const std::vector<absl::Duration>& leases) { return core->AckClaims(valid, leases); });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ExtendClaims(grpc::CallbackServerContext* context,
-                                                            const v1::ExtendClaimsRequest* request,
-                                                            v1::ExtendClaimsResponse* response) {
-  absl::StatusOr<PrincipalPtr> principal = Authorize(context, kRuntimeRoles, "ExtendClaims");
-  if (!principal.ok()) return Reject(context, principal.status());
-  RegistryCore* core = core_.load();
-  if (core == nullptr) return Reject(context, Starting());
-  v1::ExtendClaimsRequest valid = *request;
-  absl::Duration lease;
-  if (absl::Status s = ValidateExtendClaims(valid, &lease); !s.ok()) return Reject(context, s);
-  for (int i = 0; i < valid.claims_size(); ++i) {
-    if (auto s = common::auth::RequireTenant(**principal, valid.claims(i).tenant_id(),
-                                             absl::StrCat("claims[", i, "].tenant_id"));
-        !s.ok()) {
-      return Reject(context, s);
-    }
-  }
-  for (const v1::ClaimRef& claim : valid.claims()) {
-    if (absl::Status s = core->CheckTenant(claim.tenant_id()); !s.ok()) return Reject(context, s);
-  }
-  return Offload(context, response, [core, valid = std::move(valid), lease] {
-    return core->ExtendClaims(valid, lease);
-  });
+grpc::ServerUnaryReactor* RegistryService::ExtendClaims(grpc::CallbackServerContext* context,
+                                                        const v1::ExtendClaimsRequest* request,
+                                                        v1::ExtendClaimsResponse* response) {
+  return Serve(context, "ExtendClaims", kRuntimeRoles, *request, response, ValidateExtendClaims,
+               [](RegistryCore* core, const v1::ExtendClaimsRequest& valid, absl::Duration lease) {
+                 return core->ExtendClaims(valid, lease);
+               });
 }
 
-grpc::ServerUnaryReactor* RegistryServiceImpl::ReleaseClaim(grpc::CallbackServerContext* context,
-                                                            const v1::ReleaseClaimRequest* request,
-                                                            v1::ReleaseClaimResponse* response) {
+grpc::ServerUnaryReactor* RegistryService::ReleaseClaim(grpc::CallbackServerContext* context,
+                                                        const v1::ReleaseClaimRequest* request,
+                                                        v1::ReleaseClaimResponse* response) {
   return Serve(context, "ReleaseClaim", kRuntimeRoles, *request, response, ValidateReleaseClaim,
                [](RegistryCore* core, const v1::ReleaseClaimRequest& valid) {
                  return core->ReleaseClaim(valid);

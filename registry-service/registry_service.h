@@ -20,11 +20,11 @@
 
 namespace wake::registry {
 
-class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
+class RegistryService final : public v1::WakeRegistry::CallbackService {
  public:
   // `executor` runs the blocking part of each call (database, barrier);
   // `authenticator` says who calls. Both must outlive the server.
-  RegistryServiceImpl(common::Executor& executor, common::auth::Authenticator& authenticator);
+  RegistryService(common::Executor& executor, common::auth::Authenticator& authenticator);
 
   // Makes the service live. The objects must outlive the server.
   void Attach(RegistryCore* core, ChangeFeed* feed, sync::RegistrationCollection* collection);
@@ -66,38 +66,63 @@ class RegistryServiceImpl final : public v1::WakeRegistry::CallbackService {
                                          v1::ReleaseClaimResponse* response) override;
 
  private:
-  template <typename Response, typename Work>
-  grpc::ServerUnaryReactor* Offload(grpc::CallbackServerContext* context, Response* response,
-                                    Work work);
-  // The common shape of a unary handler: UNAVAILABLE while starting, then
-  // `validate` on a copy of the request, the tenant check, and `call(core,
-  // request)` on the executor. With `answer_now(core, request)` true the call
-  // finishes at once with an empty response (nothing can match).
-  template <typename Request, typename Response, typename Validate, typename Call>
+  // A request that passed Admit, and the core that serves it.
+  template <typename Request>
+  struct Admitted {
+    RegistryCore* core;
+    Request request;
+  };
+
+  // What every call checks before any work, in this order: the caller holds
+  // one of `roles`, the service has started (else UNAVAILABLE), `validate`
+  // accepts a copy of the request (and fills in its defaults), and the
+  // request's tenants are ones the principal holds and this registry serves.
+  template <typename Request, typename Validate>
+  absl::StatusOr<Admitted<Request>> Admit(grpc::CallbackServerContext* context, const char* method,
+                                          std::initializer_list<common::auth::Role> roles,
+                                          const Request& request, Validate validate);
+  // The common shape of a unary handler: Admit, then `call(core, request)` on
+  // the executor, whose result answers the call.
+  template <typename Request, typename Response, typename Call>
   grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const char* method,
                                   std::initializer_list<common::auth::Role> roles,
-                                  const Request& request, Response* response, Validate validate,
-                                  Call call);
-  // The batched claim RPCs (runtime roles): `validate(request, &leases)`,
-  // the tenant checks of every entry of `entries(request)` (named
-  // `field`[i] in errors), then `call(core, request, leases)` on the
-  // executor.
-  template <typename Request, typename Response, typename Validate, typename Entries, typename Call>
-  grpc::ServerUnaryReactor* ServeBatch(grpc::CallbackServerContext* context, const char* method,
-                                       const char* field, const Request& request,
-                                       Response* response, Validate validate, Entries entries,
-                                       Call call);
+                                  const Request& request, Response* response,
+                                  absl::Status (*validate)(Request&), Call call);
+  // Serve for requests whose validation also parses something out of them
+  // (a lease, the lease of each entry of a batch, a page token): then
+  // `call(core, request, parsed)`.
+  template <typename Request, typename Parsed, typename Response, typename Call>
+  grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* context, const char* method,
+                                  std::initializer_list<common::auth::Role> roles,
+                                  const Request& request, Response* response,
+                                  absl::Status (*validate)(Request&, Parsed*), Call call);
+  // Serve for the evaluations, which finish themselves: a LOCAL evaluation
+  // that cannot match anything is answered at once with an empty response;
+  // otherwise `start(core, request, done)` runs on the executor and calls
+  // `done` once, on whatever thread has the result.
+  template <typename Request, typename Response, typename Start>
+  grpc::ServerUnaryReactor* ServeEvaluation(grpc::CallbackServerContext* context,
+                                            const char* method,
+                                            std::initializer_list<common::auth::Role> roles,
+                                            const Request& request, Response* response,
+                                            absl::Status (*validate)(Request&), Start start);
+  // Serve for work that never blocks, so needs no worker: `start(core,
+  // request, done)` runs on the gRPC thread, and `done` finishes the call.
+  template <typename Request, typename Response, typename Start>
+  grpc::ServerUnaryReactor* ServeNonBlocking(grpc::CallbackServerContext* context,
+                                             const char* method,
+                                             std::initializer_list<common::auth::Role> roles,
+                                             const Request& request, Response* response,
+                                             absl::Status (*validate)(Request&), Start start);
+  // Runs `work()` on the executor, unless the client gave up while it waited
+  // (CANCELLED); RESOURCE_EXHAUSTED at once when too many calls wait.
+  template <typename Work>
+  void Post(grpc::CallbackServerContext* context, grpc::ServerUnaryReactor* reactor, Work work);
   // The caller's principal if it has one of `roles` (UNAUTHENTICATED,
   // PERMISSION_DENIED otherwise).
   absl::StatusOr<common::auth::PrincipalPtr> Authorize(
       grpc::CallbackServerContext* context, std::initializer_list<common::auth::Role> roles,
       const char* method);
-  // Serve for calls that finish themselves: `start(core, request, done)` runs
-  // on the executor and calls `done` once, on whatever thread has the result.
-  template <typename Request, typename Response, typename Validate, typename Start>
-  grpc::ServerUnaryReactor* ServeAsync(grpc::CallbackServerContext* context, const char* method,
-                                       const Request& request, Response* response,
-                                       Validate validate, Start start);
   static grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context,
                                           const absl::Status& status);
 

@@ -188,7 +188,7 @@ int Run(int argc, char** argv) {
   if (config->server.plaintext) {
     common::LogWarn("tls_off", {{"note", "--plaintext: loopback development only"}});
   }
-  WakeRuntimeService runtime_service(scheduler, follower, *authenticator, &rescanner);
+  RuntimeService runtime_service(scheduler, follower, *authenticator, &rescanner);
   AddRuntimeMetrics(metrics, scheduler, follower, rescanner);
   absl::StatusOr<common::StartedServer> server =
       common::StartGrpcServer(config->listen_address, {&runtime_service}, kHealthNames,

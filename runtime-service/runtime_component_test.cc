@@ -50,7 +50,7 @@ class RuntimeComponentTest : public ::testing::Test {
     SchedulerOptions options;
     options.runtime_id = "rt-1";
     scheduler_ = std::make_unique<ClaimSchedulerImpl>(registry_, time_, executor_, options);
-    service_ = std::make_unique<WakeRuntimeService>(*scheduler_, follower_, authenticator_);
+    service_ = std::make_unique<RuntimeService>(*scheduler_, follower_, authenticator_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -78,7 +78,7 @@ class RuntimeComponentTest : public ::testing::Test {
   common::ThreadPoolExecutor executor_{2};
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   common::auth::OpenAuthenticator authenticator_;
-  std::unique_ptr<WakeRuntimeService> service_;
+  std::unique_ptr<RuntimeService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
 };

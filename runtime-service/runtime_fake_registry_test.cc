@@ -59,7 +59,7 @@ class RuntimeFakeRegistryTest : public ::testing::Test {
     };
     follower_ =
         std::make_unique<RegistryFollowerImpl>(*stub_, *scheduler_, time_, follower_options);
-    service_ = std::make_unique<WakeRuntimeService>(*scheduler_, *follower_, authenticator_);
+    service_ = std::make_unique<RuntimeService>(*scheduler_, *follower_, authenticator_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     runtime_server_ = builder.BuildAndStart();
@@ -98,7 +98,7 @@ class RuntimeFakeRegistryTest : public ::testing::Test {
   std::unique_ptr<ClaimSchedulerImpl> scheduler_;
   std::unique_ptr<RegistryFollowerImpl> follower_;
   common::auth::OpenAuthenticator authenticator_;
-  std::unique_ptr<WakeRuntimeService> service_;
+  std::unique_ptr<RuntimeService> service_;
   std::unique_ptr<grpc::Server> runtime_server_;
   std::thread follower_thread_;
 };

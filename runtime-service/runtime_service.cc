@@ -211,22 +211,21 @@ class ClaimStreamReactor final : public grpc::ServerWriteReactor<v1::WakeClaim> 
 
 }  // namespace
 
-WakeRuntimeService::WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
-                                       common::auth::Authenticator& authenticator,
-                                       Rescanner* rescanner)
+RuntimeService::RuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
+                               common::auth::Authenticator& authenticator, Rescanner* rescanner)
     : scheduler_(scheduler),
       follower_(follower),
       authenticator_(authenticator),
       rescanner_(rescanner) {}
 
-grpc::ServerWriteReactor<v1::WakeClaim>* WakeRuntimeService::StreamWakeClaims(
+grpc::ServerWriteReactor<v1::WakeClaim>* RuntimeService::StreamWakeClaims(
     grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) {
   return new ClaimStreamReactor(scheduler_, authenticator_, context, *request);
 }
 
-grpc::ServerUnaryReactor* WakeRuntimeService::AckClaim(grpc::CallbackServerContext* context,
-                                                       const v1::AckClaimRequest* request,
-                                                       v1::AckClaimResponse* response) {
+grpc::ServerUnaryReactor* RuntimeService::AckClaim(grpc::CallbackServerContext* context,
+                                                   const v1::AckClaimRequest* request,
+                                                   v1::AckClaimResponse* response) {
   absl::StatusOr<PrincipalPtr> principal =
       Authorize(authenticator_, *context, kRunnerRoles, "AckClaim");
   if (!principal.ok()) return Reject(context, principal.status());
@@ -249,9 +248,9 @@ grpc::ServerUnaryReactor* WakeRuntimeService::AckClaim(grpc::CallbackServerConte
   return reactor;
 }
 
-grpc::ServerUnaryReactor* WakeRuntimeService::Heartbeat(grpc::CallbackServerContext* context,
-                                                        const v1::HeartbeatRequest* request,
-                                                        v1::HeartbeatResponse* response) {
+grpc::ServerUnaryReactor* RuntimeService::Heartbeat(grpc::CallbackServerContext* context,
+                                                    const v1::HeartbeatRequest* request,
+                                                    v1::HeartbeatResponse* response) {
   absl::StatusOr<PrincipalPtr> principal =
       Authorize(authenticator_, *context, kRunnerRoles, "Heartbeat");
   if (!principal.ok()) return Reject(context, principal.status());
@@ -265,9 +264,9 @@ grpc::ServerUnaryReactor* WakeRuntimeService::Heartbeat(grpc::CallbackServerCont
   return reactor;
 }
 
-grpc::ServerUnaryReactor* WakeRuntimeService::GetHealth(grpc::CallbackServerContext* context,
-                                                        const v1::GetHealthRequest* /*request*/,
-                                                        v1::GetHealthResponse* response) {
+grpc::ServerUnaryReactor* RuntimeService::GetHealth(grpc::CallbackServerContext* context,
+                                                    const v1::GetHealthRequest* /*request*/,
+                                                    v1::GetHealthResponse* response) {
   absl::StatusOr<PrincipalPtr> principal =
       Authorize(authenticator_, *context, {Role::kRuntime, Role::kAdmin}, "GetHealth");
   if (!principal.ok()) return Reject(context, principal.status());

@@ -19,12 +19,12 @@ namespace wake::runtime {
 // session is registered, so a runner can wait for it before relying on it.
 inline constexpr char kSessionMetadataKey[] = "wake-session-id";
 
-class WakeRuntimeService final : public v1::WakeRuntime::CallbackService {
+class RuntimeService final : public v1::WakeRuntime::CallbackService {
  public:
   // The references must outlive the server this service is registered with;
   // `rescanner` may be null (no rescan counters).
-  WakeRuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
-                     common::auth::Authenticator& authenticator, Rescanner* rescanner = nullptr);
+  RuntimeService(ClaimScheduler& scheduler, RegistryFollower& follower,
+                 common::auth::Authenticator& authenticator, Rescanner* rescanner = nullptr);
 
   grpc::ServerWriteReactor<v1::WakeClaim>* StreamWakeClaims(
       grpc::CallbackServerContext* context, const v1::StreamWakeClaimsRequest* request) override;

@@ -35,11 +35,10 @@ v1::WakeClaim ClaimFor(const std::string& token) {
   return claim;
 }
 
-class WakeRuntimeServiceTest : public ::testing::Test {
+class RuntimeServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    service_ =
-        std::make_unique<WakeRuntimeService>(scheduler_, follower_, authenticator_, &rescanner_);
+    service_ = std::make_unique<RuntimeService>(scheduler_, follower_, authenticator_, &rescanner_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
@@ -61,12 +60,12 @@ class WakeRuntimeServiceTest : public ::testing::Test {
   StrictMock<MockClaimScheduler> scheduler_;
   StrictMock<MockRegistryFollower> follower_;
   StrictMock<MockRescanner> rescanner_;
-  std::unique_ptr<WakeRuntimeService> service_;
+  std::unique_ptr<RuntimeService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<v1::WakeRuntime::Stub> stub_;
 };
 
-TEST_F(WakeRuntimeServiceTest, StreamWakeClaimsRejectsBadRequestsNamingTheField) {
+TEST_F(RuntimeServiceTest, StreamWakeClaimsRejectsBadRequestsNamingTheField) {
   v1::StreamWakeClaimsRequest request = Connect();
   request.set_max_in_flight(5000);
   grpc::ClientContext context;
@@ -78,7 +77,7 @@ TEST_F(WakeRuntimeServiceTest, StreamWakeClaimsRejectsBadRequestsNamingTheField)
   EXPECT_THAT(status.error_message(), HasSubstr("max_in_flight"));
 }
 
-TEST_F(WakeRuntimeServiceTest, StreamWakeClaimsDeliversClaimsUntilTheRunnerLeaves) {
+TEST_F(RuntimeServiceTest, StreamWakeClaimsDeliversClaimsUntilTheRunnerLeaves) {
   ClaimSinkPtr sink;
   absl::Notification connected;
   absl::Notification disconnected;
@@ -115,7 +114,7 @@ TEST_F(WakeRuntimeServiceTest, StreamWakeClaimsDeliversClaimsUntilTheRunnerLeave
   EXPECT_FALSE(sink->Send(ClaimFor("tok-3")));  // The stream is gone.
 }
 
-TEST_F(WakeRuntimeServiceTest, SupersededSessionEndsWithAborted) {
+TEST_F(RuntimeServiceTest, SupersededSessionEndsWithAborted) {
   ClaimSinkPtr sink;
   absl::Notification connected;
   absl::Notification disconnected;
@@ -139,7 +138,7 @@ TEST_F(WakeRuntimeServiceTest, SupersededSessionEndsWithAborted) {
   ASSERT_TRUE(disconnected.WaitForNotificationWithTimeout(kWait));
 }
 
-TEST_F(WakeRuntimeServiceTest, ConnectRefusedByTheSchedulerEndsTheStream) {
+TEST_F(RuntimeServiceTest, ConnectRefusedByTheSchedulerEndsTheStream) {
   EXPECT_CALL(scheduler_, Connect(_, _))
       .WillOnce(Return(absl::UnavailableError("runtime is shutting down")));
   grpc::ClientContext context;
@@ -150,7 +149,7 @@ TEST_F(WakeRuntimeServiceTest, ConnectRefusedByTheSchedulerEndsTheStream) {
   EXPECT_EQ(context.GetServerInitialMetadata().count(kSessionMetadataKey), 0u);
 }
 
-TEST_F(WakeRuntimeServiceTest, AckClaimConvertsAndMapsTheStatus) {
+TEST_F(RuntimeServiceTest, AckClaimConvertsAndMapsTheStatus) {
   EXPECT_CALL(scheduler_, Ack(AllOf(Field(&AckRequest::claim_token, "tok-1"),
                                     Field(&AckRequest::tenant_id, "default"),
                                     Field(&AckRequest::wake_ids, ElementsAre(3, 4))),
@@ -193,7 +192,7 @@ TEST_F(WakeRuntimeServiceTest, AckClaimConvertsAndMapsTheStatus) {
   }
 }
 
-TEST_F(WakeRuntimeServiceTest, HeartbeatOfAnOldSessionIsFailedPrecondition) {
+TEST_F(RuntimeServiceTest, HeartbeatOfAnOldSessionIsFailedPrecondition) {
   EXPECT_CALL(scheduler_, Heartbeat("runner-a", "s1", "anonymous", _))
       .WillOnce([](const std::string&, const std::string&, const std::string&,
                    ClaimScheduler::Callback<HeartbeatResult> done) {
@@ -224,7 +223,7 @@ TEST_F(WakeRuntimeServiceTest, HeartbeatOfAnOldSessionIsFailedPrecondition) {
   }
 }
 
-TEST_F(WakeRuntimeServiceTest, GetHealthReportsCounters) {
+TEST_F(RuntimeServiceTest, GetHealthReportsCounters) {
   SchedulerHealth health;
   health.connected_runners = 3;
   health.waiting_for_runner = 5;
@@ -271,10 +270,10 @@ class TwoTokens final : public common::auth::Authenticator {
   }
 };
 
-class AuthorizedRuntimeServiceTest : public WakeRuntimeServiceTest {
+class AuthorizedRuntimeServiceTest : public RuntimeServiceTest {
  protected:
   void SetUp() override {
-    service_ = std::make_unique<WakeRuntimeService>(scheduler_, follower_, tokens_, &rescanner_);
+    service_ = std::make_unique<RuntimeService>(scheduler_, follower_, tokens_, &rescanner_);
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
