@@ -131,142 +131,143 @@ RegistryCalls::Entries<Request, Response> RegistryCalls::NextLocked(Queue<Reques
   return entries;
 }
 
+// What differs between the two kinds of batch: their messages, where the
+// answer of each entry is, and the batch RPC.
+struct RegistryCalls::ClaimKind {
+  using Request = v1::ClaimWakesRequest;
+  using Response = v1::ClaimWakesResponse;
+  using BatchRequest = v1::ClaimStreamsRequest;
+  using BatchResponse = v1::ClaimStreamsResponse;
+  static constexpr const char* kWrongCount = "ClaimStreams: wrong number of answers";
+  // The claims together outgrew the answer: such an entry goes alone.
+  static constexpr bool kExhaustedGoesAlone = true;
+  static Request* Add(BatchRequest& batch) { return batch.add_claims(); }
+  static int Answers(const BatchResponse& batch) { return batch.claims_size(); }
+  static v1::ClaimOutcome& Outcome(BatchResponse& batch, int i) { return *batch.mutable_claims(i); }
+  static Response& Answer(v1::ClaimOutcome& outcome) { return *outcome.mutable_claim(); }
+  static grpc::Status Call(Stub& stub, grpc::ClientContext* context, const BatchRequest& request,
+                           BatchResponse* response) {
+    return stub.ClaimStreams(context, request, response);
+  }
+  static void CallAsync(AsyncApi* api, grpc::ClientContext* context, const BatchRequest* request,
+                        BatchResponse* response, Callback done) {
+    api->ClaimStreams(context, request, response, std::move(done));
+  }
+};
+
+struct RegistryCalls::AckKind {
+  using Request = v1::AckWakesRequest;
+  using Response = v1::AckWakesResponse;
+  using BatchRequest = v1::AckClaimsRequest;
+  using BatchResponse = v1::AckClaimsResponse;
+  static constexpr const char* kWrongCount = "AckClaims: wrong number of answers";
+  // The registry drops an ack's `next` claim instead of failing the entry.
+  static constexpr bool kExhaustedGoesAlone = false;
+  static Request* Add(BatchRequest& batch) { return batch.add_acks(); }
+  static int Answers(const BatchResponse& batch) { return batch.acks_size(); }
+  static v1::AckOutcome& Outcome(BatchResponse& batch, int i) { return *batch.mutable_acks(i); }
+  static Response& Answer(v1::AckOutcome& outcome) { return *outcome.mutable_ack(); }
+  static grpc::Status Call(Stub& stub, grpc::ClientContext* context, const BatchRequest& request,
+                           BatchResponse* response) {
+    return stub.AckClaims(context, request, response);
+  }
+  static void CallAsync(AsyncApi* api, grpc::ClientContext* context, const BatchRequest* request,
+                        BatchResponse* response, Callback done) {
+    api->AckClaims(context, request, response, std::move(done));
+  }
+};
+
+RegistryCalls::ClaimQueue& RegistryCalls::QueueLocked(ClaimKind) { return claims_; }
+
+RegistryCalls::AckQueue& RegistryCalls::QueueLocked(AckKind) { return acks_; }
+
+void RegistryCalls::Alone(ClaimKind, v1::ClaimWakesRequest request,
+                          Done<v1::ClaimWakesResponse> done) {
+  ClaimWakesAlone(std::move(request), std::move(done));
+}
+
+void RegistryCalls::Alone(AckKind, v1::AckWakesRequest request, Done<v1::AckWakesResponse> done) {
+  AckWakesAlone(std::move(request), std::move(done));
+}
+
 void RegistryCalls::ClaimWakes(v1::ClaimWakesRequest request, Done<v1::ClaimWakesResponse> done) {
-  if (!batching_.enabled) {
-    ClaimWakesAlone(std::move(request), std::move(done));
-    return;
-  }
-  bool alone = false;
-  Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> entries;
-  {
-    absl::MutexLock lock(&batch_mu_);
-    entries = EnqueueLocked(claims_, request, done, &alone);
-  }
-  if (alone) {
-    ClaimWakesAlone(std::move(request), std::move(done));
-    return;
-  }
-  if (!entries.empty()) SendClaims(std::move(entries));
+  Submit(ClaimKind(), std::move(request), std::move(done));
 }
 
 void RegistryCalls::AckWakes(v1::AckWakesRequest request, Done<v1::AckWakesResponse> done) {
+  Submit(AckKind(), std::move(request), std::move(done));
+}
+
+template <typename Kind>
+void RegistryCalls::Submit(Kind kind, typename Kind::Request request,
+                           Done<typename Kind::Response> done) {
   if (!batching_.enabled) {
-    AckWakesAlone(std::move(request), std::move(done));
+    Alone(kind, std::move(request), std::move(done));
     return;
   }
   bool alone = false;
-  Entries<v1::AckWakesRequest, v1::AckWakesResponse> entries;
+  Entries<typename Kind::Request, typename Kind::Response> entries;
   {
     absl::MutexLock lock(&batch_mu_);
-    entries = EnqueueLocked(acks_, request, done, &alone);
+    entries = EnqueueLocked(QueueLocked(kind), request, done, &alone);
   }
   if (alone) {
-    AckWakesAlone(std::move(request), std::move(done));
+    Alone(kind, std::move(request), std::move(done));
     return;
   }
-  if (!entries.empty()) SendAcks(std::move(entries));
+  if (!entries.empty()) SendBatch(kind, std::move(entries));
 }
 
-void RegistryCalls::SendClaims(Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> entries) {
-  v1::ClaimStreamsRequest batch;
-  for (const auto& entry : entries) *batch.add_claims() = entry.first;
+template <typename Kind>
+void RegistryCalls::SendBatch(Kind kind,
+                              Entries<typename Kind::Request, typename Kind::Response> entries) {
+  using Response = typename Kind::Response;
+  using BatchRequest = typename Kind::BatchRequest;
+  using BatchResponse = typename Kind::BatchResponse;
+  BatchRequest batch;
+  for (const auto& entry : entries) *Kind::Add(batch) = entry.first;
   auto held = std::make_shared<decltype(entries)>(std::move(entries));
-  Start<v1::ClaimStreamsRequest, v1::ClaimStreamsResponse>(
+  Start<BatchRequest, BatchResponse>(
       std::move(batch),
-      [this, held](absl::StatusOr<v1::ClaimStreamsResponse> result) {
+      [this, kind, held](absl::StatusOr<BatchResponse> result) {
         auto& entries = *held;
         if (!result.ok() && absl::IsUnimplemented(result.status())) {
           {
             absl::MutexLock lock(&batch_mu_);
-            claims_.unsupported = true;
+            QueueLocked(kind).unsupported = true;
           }
-          for (auto& [request, done] : entries) {
-            ClaimWakesAlone(std::move(request), std::move(done));
-          }
+          for (auto& [request, done] : entries) Alone(kind, std::move(request), std::move(done));
         } else {
           for (size_t i = 0; i < entries.size(); ++i) {
-            Done<v1::ClaimWakesResponse>& done = entries[i].second;
+            Done<Response>& done = entries[i].second;
             if (!result.ok()) {
               done(result.status());
-            } else if (result->claims_size() != static_cast<int>(entries.size())) {
-              done(absl::InternalError("ClaimStreams: wrong number of answers"));
-            } else if (v1::ClaimOutcome& outcome = *result->mutable_claims(i);
+            } else if (Kind::Answers(*result) != static_cast<int>(entries.size())) {
+              done(absl::InternalError(Kind::kWrongCount));
+            } else if (auto& outcome = Kind::Outcome(*result, static_cast<int>(i));
+                       Kind::kExhaustedGoesAlone &&
                        outcome.code() == static_cast<int>(absl::StatusCode::kResourceExhausted)) {
-              // The claims together outgrew the answer: this one goes alone.
-              ClaimWakesAlone(std::move(entries[i].first), std::move(done));
+              Alone(kind, std::move(entries[i].first), std::move(done));
             } else if (outcome.code() != 0) {
               done(EntryStatus(outcome.code(), outcome.message()));
             } else {
-              done(std::move(*outcome.mutable_claim()));
+              done(std::move(Kind::Answer(outcome)));
             }
           }
         }
         bool alone = false;
-        Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> next;
+        Entries<typename Kind::Request, Response> next;
         {
           absl::MutexLock lock(&batch_mu_);
-          next = NextLocked(claims_, &alone);
+          next = NextLocked(QueueLocked(kind), &alone);
         }
         if (alone) {
-          for (auto& [request, done] : next) ClaimWakesAlone(std::move(request), std::move(done));
+          for (auto& [request, done] : next) Alone(kind, std::move(request), std::move(done));
         } else if (!next.empty()) {
-          SendClaims(std::move(next));
+          SendBatch(kind, std::move(next));
         }
       },
-      [](Stub& stub, grpc::ClientContext* context, const v1::ClaimStreamsRequest& req,
-         v1::ClaimStreamsResponse* resp) { return stub.ClaimStreams(context, req, resp); },
-      [](AsyncApi* api, grpc::ClientContext* context, const v1::ClaimStreamsRequest* req,
-         v1::ClaimStreamsResponse* resp,
-         Callback cb) { api->ClaimStreams(context, req, resp, std::move(cb)); });
-}
-
-void RegistryCalls::SendAcks(Entries<v1::AckWakesRequest, v1::AckWakesResponse> entries) {
-  v1::AckClaimsRequest batch;
-  for (const auto& entry : entries) *batch.add_acks() = entry.first;
-  auto held = std::make_shared<decltype(entries)>(std::move(entries));
-  Start<v1::AckClaimsRequest, v1::AckClaimsResponse>(
-      std::move(batch),
-      [this, held](absl::StatusOr<v1::AckClaimsResponse> result) {
-        auto& entries = *held;
-        if (!result.ok() && absl::IsUnimplemented(result.status())) {
-          {
-            absl::MutexLock lock(&batch_mu_);
-            acks_.unsupported = true;
-          }
-          for (auto& [request, done] : entries) {
-            AckWakesAlone(std::move(request), std::move(done));
-          }
-        } else {
-          for (size_t i = 0; i < entries.size(); ++i) {
-            Done<v1::AckWakesResponse>& done = entries[i].second;
-            if (!result.ok()) {
-              done(result.status());
-            } else if (result->acks_size() != static_cast<int>(entries.size())) {
-              done(absl::InternalError("AckClaims: wrong number of answers"));
-            } else if (v1::AckOutcome& outcome = *result->mutable_acks(i); outcome.code() != 0) {
-              done(EntryStatus(outcome.code(), outcome.message()));
-            } else {
-              done(std::move(*outcome.mutable_ack()));
-            }
-          }
-        }
-        bool alone = false;
-        Entries<v1::AckWakesRequest, v1::AckWakesResponse> next;
-        {
-          absl::MutexLock lock(&batch_mu_);
-          next = NextLocked(acks_, &alone);
-        }
-        if (alone) {
-          for (auto& [request, done] : next) AckWakesAlone(std::move(request), std::move(done));
-        } else if (!next.empty()) {
-          SendAcks(std::move(next));
-        }
-      },
-      [](Stub& stub, grpc::ClientContext* context, const v1::AckClaimsRequest& req,
-         v1::AckClaimsResponse* resp) { return stub.AckClaims(context, req, resp); },
-      [](AsyncApi* api, grpc::ClientContext* context, const v1::AckClaimsRequest* req,
-         v1::AckClaimsResponse* resp,
-         Callback cb) { api->AckClaims(context, req, resp, std::move(cb)); });
+      &Kind::Call, &Kind::CallAsync);
 }
 
 void RegistryCalls::ClaimWakesAlone(v1::ClaimWakesRequest request,

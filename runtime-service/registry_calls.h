@@ -123,8 +123,19 @@ class RegistryCalls {
   template <typename Request, typename Response>
   Entries<Request, Response> NextLocked(Queue<Request, Response>& queue, bool* alone)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_);
-  void SendClaims(Entries<v1::ClaimWakesRequest, v1::ClaimWakesResponse> entries);
-  void SendAcks(Entries<v1::AckWakesRequest, v1::AckWakesResponse> entries);
+  // The two kinds of batched call (registry_calls.cc): their messages and RPCs.
+  struct ClaimKind;
+  struct AckKind;
+  ClaimQueue& QueueLocked(ClaimKind) ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_);
+  AckQueue& QueueLocked(AckKind) ABSL_EXCLUSIVE_LOCKS_REQUIRED(batch_mu_);
+  void Alone(ClaimKind, v1::ClaimWakesRequest request, Done<v1::ClaimWakesResponse> done);
+  void Alone(AckKind, v1::AckWakesRequest request, Done<v1::AckWakesResponse> done);
+  // A call of `Kind`: alone, or into its queue and maybe out in a batch.
+  template <typename Kind>
+  void Submit(Kind kind, typename Kind::Request request, Done<typename Kind::Response> done);
+  // Sends one batch and answers each of its calls; then the next batch.
+  template <typename Kind>
+  void SendBatch(Kind kind, Entries<typename Kind::Request, typename Kind::Response> entries);
 
   v1::WakeRegistry::StubInterface& stub_;
   common::Executor& executor_;
