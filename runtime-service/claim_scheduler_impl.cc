@@ -28,6 +28,23 @@ absl::Duration AbortRetryDelay(const SchedulerOptions& options, int attempt) {
   return delay;
 }
 
+// Why a ClaimWakes call failed: the call's error, or INTERNAL for an answer
+// the registry must never give. OK for the outcomes the scheduler handles:
+// CLAIMED (with wakes), NOTHING_PENDING and ALREADY_CLAIMED.
+absl::Status ClaimFailure(const absl::StatusOr<v1::ClaimWakesResponse>& result) {
+  if (!result.ok()) return result.status();
+  if (result->status() == v1::CLAIMED && result->wakes().empty()) {
+    // Broken invariant on the registry side.
+    return absl::InternalError("ClaimWakes: CLAIMED with no wakes");
+  }
+  if (result->status() != v1::CLAIMED && result->status() != v1::NOTHING_PENDING &&
+      result->status() != v1::ALREADY_CLAIMED) {
+    return absl::InternalError(
+        absl::StrCat("ClaimWakes: unknown claim status ", static_cast<int>(result->status())));
+  }
+  return absl::OkStatus();
+}
+
 // How many acked wake ids are remembered (about 1 MB).
 constexpr size_t kAckedIdsKept = 1 << 16;
 // How many announced wake ids are remembered for the rescan (about 3 MB).
@@ -331,83 +348,83 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
                                    {"rtt_us", common::ToAbsl(time_.MonotonicNow() - sent) /
                                                   absl::Microseconds(1)}});
     }
-    absl::Status failure;
-    if (!result.ok()) {
-      failure = result.status();
-    } else if (result->status() == v1::CLAIMED && result->wakes().empty()) {
-      // Broken invariant on the registry side; give the claim back.
-      failure = absl::InternalError("ClaimWakes: CLAIMED with no wakes");
-      v1::ReleaseClaimRequest release;
-      release.set_tenant_id(key.first);
-      release.set_stream(key.second);
-      release.set_claim_token(result->claim_token());
-      fx.push_back([this, release = std::move(release)]() mutable {
-        calls_.ReleaseClaim(std::move(release), [](absl::StatusOr<v1::ReleaseClaimResponse>) {});
-      });
-    } else if (result->status() != v1::CLAIMED && result->status() != v1::NOTHING_PENDING &&
-               result->status() != v1::ALREADY_CLAIMED) {
-      failure = absl::InternalError(
-          absl::StrCat("ClaimWakes: unknown claim status ", static_cast<int>(result->status())));
-    }
-
-    if (!failure.ok()) {
-      ++counters_.claims_failed;
-      RecordErrorLocked(absl::StrCat("claim ", key.first, "/", key.second), failure);
-      if (stopping_) {
-        GoIdleLocked(key, state);
-      } else {
-        if (!state.backoff) {
-          state.backoff =
-              std::make_unique<common::Backoff>(options_.retry_initial, options_.retry_max);
-        }
-        // The retry serves the failed attempt's trigger, in its old place.
-        state.queued = true;
-        state.queued_anonymous = true;
-        state.queued_seq = state.attempt_seq;
-        state.phase = Phase::kBackoff;
-        ScheduleRetryLocked(key, state,
-                            time_.MonotonicNow() + common::ToChrono(state.backoff->Next()));
-      }
+    if (const absl::Status failure = ClaimFailure(result); !failure.ok()) {
+      OnClaimFailedLocked(key, state, result, failure, fx);
     } else if (result->status() == v1::CLAIMED) {
       TakeClaimLocked(key, state, *result, sent, reserved, fx);
     } else {
-      // NOTHING_PENDING, or another replica holds the stream. That holder's
-      // ack (more_pending) or lease expiry makes the wakes available again,
-      // but look again after one lease anyway so nothing can be stranded.
-      ++counters_.claims_skipped;
-      state.backoff.reset();
-      GoIdleLocked(key, state);
-      if (result->status() == v1::ALREADY_CLAIMED) {
-        // The holder claims whatever is pending when it acks (more_pending).
-        state.unseen.clear();
-        state.rechecks = 0;
-        if (!stopping_ && !state.queued) {
-          ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
-        }
-      } else if (state.unseen.empty() || stopping_) {
-        state.unseen.clear();
-        state.rechecks = 0;
-      } else if (!state.queued) {
-        if (state.rechecks < options_.max_rechecks) {
-          absl::Duration delay = options_.recheck_initial;
-          for (int i = 0; i < state.rechecks; ++i) delay *= 10;
-          ++state.rechecks;
-          ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(delay));
-        } else {
-          common::LogWarn("announced_wakes_not_found",
-                          {{"tenant_id", key.first},
-                           {"stream", key.second},
-                           {"wakes", state.unseen.size()},
-                           {"note", "taken as claimed by another runtime"}});
-          state.unseen.clear();
-          state.rechecks = 0;
-        }
-      }
+      OnClaimSkippedLocked(key, state, result->status());
     }
     MaybeForgetLocked(key);
     PumpLocked(fx);
   }
   Run(fx);
+}
+
+void ClaimSchedulerImpl::OnClaimFailedLocked(const Key& key, StreamState& state,
+                                             const absl::StatusOr<v1::ClaimWakesResponse>& result,
+                                             const absl::Status& failure, Effects& fx) {
+  if (result.ok() && result->status() == v1::CLAIMED) {
+    // CLAIMED with no wakes: give the claim back.
+    v1::ReleaseClaimRequest release;
+    release.set_tenant_id(key.first);
+    release.set_stream(key.second);
+    release.set_claim_token(result->claim_token());
+    fx.push_back([this, release = std::move(release)]() mutable {
+      calls_.ReleaseClaim(std::move(release), [](absl::StatusOr<v1::ReleaseClaimResponse>) {});
+    });
+  }
+  ++counters_.claims_failed;
+  RecordErrorLocked(absl::StrCat("claim ", key.first, "/", key.second), failure);
+  if (stopping_) {
+    GoIdleLocked(key, state);
+    return;
+  }
+  if (!state.backoff) {
+    state.backoff = std::make_unique<common::Backoff>(options_.retry_initial, options_.retry_max);
+  }
+  // The retry serves the failed attempt's trigger, in its old place.
+  state.queued = true;
+  state.queued_anonymous = true;
+  state.queued_seq = state.attempt_seq;
+  state.phase = Phase::kBackoff;
+  ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(state.backoff->Next()));
+}
+
+void ClaimSchedulerImpl::OnClaimSkippedLocked(const Key& key, StreamState& state,
+                                              v1::ClaimStatus status) {
+  // NOTHING_PENDING, or another replica holds the stream. That holder's
+  // ack (more_pending) or lease expiry makes the wakes available again,
+  // but look again after one lease anyway so nothing can be stranded.
+  ++counters_.claims_skipped;
+  state.backoff.reset();
+  GoIdleLocked(key, state);
+  if (status == v1::ALREADY_CLAIMED) {
+    // The holder claims whatever is pending when it acks (more_pending).
+    state.unseen.clear();
+    state.rechecks = 0;
+    if (!stopping_ && !state.queued) {
+      ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
+    }
+  } else if (state.unseen.empty() || stopping_) {
+    state.unseen.clear();
+    state.rechecks = 0;
+  } else if (!state.queued) {
+    if (state.rechecks < options_.max_rechecks) {
+      absl::Duration delay = options_.recheck_initial;
+      for (int i = 0; i < state.rechecks; ++i) delay *= 10;
+      ++state.rechecks;
+      ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(delay));
+    } else {
+      common::LogWarn("announced_wakes_not_found",
+                      {{"tenant_id", key.first},
+                       {"stream", key.second},
+                       {"wakes", state.unseen.size()},
+                       {"note", "taken as claimed by another runtime"}});
+      state.unseen.clear();
+      state.rechecks = 0;
+    }
+  }
 }
 
 void ClaimSchedulerImpl::TakeClaimLocked(const Key& key, StreamState& state,

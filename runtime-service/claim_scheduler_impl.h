@@ -226,8 +226,20 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   void RecordErrorLocked(const std::string& what, const absl::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Completion of ClaimWakes: classifies the answer and hands it to the
+  // handler of its outcome below (or to TakeClaimLocked).
   void OnClaimed(const Key& key, common::MonotonicTime sent,
                  absl::StatusOr<v1::ClaimWakesResponse> result);
+  // The call failed, or the answer broke the protocol (a CLAIMED answer
+  // without wakes is given back): the attempt is retried after a backoff.
+  void OnClaimFailedLocked(const Key& key, StreamState& state,
+                           const absl::StatusOr<v1::ClaimWakesResponse>& result,
+                           const absl::Status& failure, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOTHING_PENDING or ALREADY_CLAIMED: the stream goes idle, and is looked
+  // at again later if a wake may still be stranded.
+  void OnClaimSkippedLocked(const Key& key, StreamState& state, v1::ClaimStatus status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A CLAIMED answer (of ClaimWakes, or of an ack's claim_next) sent at
   // `sent`: the stream's claim, delivered to `runner` if it has room, else
   // held for another.
