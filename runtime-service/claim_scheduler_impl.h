@@ -4,6 +4,14 @@
 // lock and collects what must happen outside it (registry calls, sends to
 // runners) as effects, run after unlocking, so completions may re-enter the
 // scheduler from any thread, including inline from a synchronous mock.
+//
+// One class, its member functions spread over files by concern (the private
+// declarations below are grouped the same way): claim_scheduler_impl.cc
+// (triggers, the per-stream state machine, ClaimWakes and its outcomes),
+// claim_scheduler_dispatch.cc (runner sessions, holding and delivering
+// claims), claim_scheduler_acks.cc, claim_scheduler_leases.cc (heartbeats,
+// lease expiry, releases) and claim_scheduler_health.cc (health, the rescan's
+// accounting, graceful shutdown).
 #pragma once
 
 #include <cstdint>
@@ -176,11 +184,17 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
     std::unique_ptr<common::Backoff> release_backoff;
   };
 
-  void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
+  // --- claim_scheduler_impl.cc: plumbing, triggers, the per-stream state
+  // machine up to a claim, and the outcomes of ClaimWakes.
+
+  // Runs the effects collected under mu_; called after unlocking.
+  static void Run(Effects& fx);
+  // Runs `work` (outside mu_) once `delay` has passed.
+  void DelayLocked(absl::Duration delay, std::function<void()> work)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Remembers wakes acked through this runtime: gone for good, so a late
-  // announcement of one needs no claim to account for it.
-  void RememberAckedLocked(const Claim& claim, const std::vector<int64_t>& wake_ids)
+  void OnDelayTimer();
+
+  void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `for_announcements`: queued only to find announced wakes (see
   // StreamState::queued_anonymous).
@@ -205,26 +219,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelRetryLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ArmRetryTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ArmHoldTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Detaches the claim from its session or from held_ (not from the stream).
-  void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs `work` (outside mu_) once `delay` has passed.
-  void DelayLocked(absl::Duration delay, std::function<void()> work)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The claim ended without an ack (lease lost, claim gone): claim the stream
-  // again so its wakes are redelivered.
-  void DropClaimLocked(const Key& key, StreamState& state, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RecordErrorLocked(const std::string& what, const absl::Status& status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnRetryTimer();
 
   // Completion of ClaimWakes: classifies the answer and hands it to the
   // handler of its outcome below (or to TakeClaimLocked).
@@ -246,24 +241,56 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   void TakeClaimLocked(const Key& key, StreamState& state, v1::ClaimWakesResponse& claimed,
                        common::MonotonicTime sent, SessionId runner, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- claim_scheduler_dispatch.cc: runner sessions, holding and delivering
+  // claims.
+
+  void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmHoldTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnHoldTimer();
+  void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Detaches the claim from its session or from held_ (not from the stream).
+  void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- claim_scheduler_acks.cc: acks.
+
   // Attempt `attempt` of an ack; `known`: of a claim this runtime holds.
   void SendAck(const Key& key, v1::AckWakesRequest ack, std::vector<int64_t> wake_ids, int attempt,
                bool known, Callback<AckResult> done);
   void OnAcked(const Key& key, v1::AckWakesRequest request, std::vector<int64_t> wake_ids,
                int attempt, bool known, common::MonotonicTime sent,
                absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
-  void SendRelease(const Key& key, const std::string& token);
-  void OnReleased(const Key& key, const std::string& token,
-                  absl::StatusOr<v1::ReleaseClaimResponse> result);
+  // Remembers wakes acked through this runtime: gone for good, so a late
+  // announcement of one needs no claim to account for it.
+  void RememberAckedLocked(const Claim& claim, const std::vector<int64_t>& wake_ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- claim_scheduler_leases.cc: heartbeats, lease expiry, releases.
+
+  // Whether an ack or release failed because the registry no longer knows
+  // the claim.
+  static bool ClaimIsGone(const absl::Status& status);
   // Applies the ExtendClaims answer of a heartbeat; `done` gets the result.
   void OnExtended(common::MonotonicTime sent_at, absl::StatusOr<v1::ExtendClaimsResponse> result,
                   Callback<HeartbeatResult> done);
-  void OnRetryTimer();
   void OnLeaseTimer();
-  void OnHoldTimer();
-  void OnDelayTimer();
+  // The claim ended without an ack (lease lost, claim gone): claim the stream
+  // again so its wakes are redelivered.
+  void DropClaimLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendRelease(const Key& key, const std::string& token);
+  void OnReleased(const Key& key, const std::string& token,
+                  absl::StatusOr<v1::ReleaseClaimResponse> result);
 
-  static void Run(Effects& fx);
+  // --- claim_scheduler_health.cc: health, the rescan's accounting, shutdown.
+
+  void RecordErrorLocked(const std::string& what, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   common::TimeSource& time_;
   const SchedulerOptions options_;
