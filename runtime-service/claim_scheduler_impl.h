@@ -11,14 +11,13 @@
 // claim_scheduler_dispatch.cc (runner sessions, holding and delivering
 // claims), claim_scheduler_acks.cc, claim_scheduler_leases.cc (heartbeats,
 // lease expiry, releases) and claim_scheduler_health.cc (health, the rescan's
-// accounting, graceful shutdown).
+// accounting, graceful shutdown). The per-stream state and its phases are in
+// stream_state.h.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -26,16 +25,15 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
-#include "common/backoff.h"
 #include "common/executor.h"
 #include "common/time_source.h"
 #include "runtime-service/bounded_id_set.h"
 #include "runtime-service/claim_scheduler.h"
 #include "runtime-service/registry_calls.h"
 #include "runtime-service/runner_pool.h"
+#include "runtime-service/stream_state.h"
 #include "runtime-service/wake_accounting.h"
 #include "wake/v1/registry.grpc.pb.h"
 
@@ -126,63 +124,10 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   using Key = StreamKey;
   using Effects = std::vector<std::function<void()>>;
 
-  enum class Phase {
-    kIdle,       // No claim; may wait in ready_ or parked_ for its turn to claim.
-    kClaiming,   // ClaimWakes in flight.
-    kBackoff,    // ClaimWakes failed; retried when retry_at passes.
-    kHeld,       // Claimed, waiting in held_ (hold_timeout) for a runner with room.
-    kDelivered,  // Sent to a runner session.
-    kAcking,     // AckWakes in flight.
-    kReleasing,  // ReleaseClaim in flight.
-  };
-
-  struct Claim {
-    v1::WakeClaim message;
-    absl::flat_hash_set<int64_t> wake_ids;  // Of message.wakes().
-    // Local, monotonic view of the lease: past it the claim is considered lost.
-    common::MonotonicTime lease_deadline;
-    SessionId session = 0;                // Holder while kDelivered / kAcking.
-    uint64_t held_seq = 0;                // Position in held_ while kHeld.
-    common::MonotonicTime hold_deadline;  // Released then, while kHeld.
-  };
-
-  struct StreamState {
-    Phase phase = Phase::kIdle;
-    // A trigger is waiting for the next claim; `queued_seq` orders it among
-    // the other waiting streams by the arrival of its first trigger.
-    bool queued = false;
-    uint64_t queued_seq = 0;
-    // Some queued trigger names no particular wake (or is a retry, a
-    // redelivery, more_pending): the next claim is needed whatever the
-    // current one carries. Otherwise the queued triggers were announcements,
-    // and a claim carrying all of them makes the next one unnecessary.
-    bool queued_anonymous = false;
-    // Queued and idle, but no connected runner may take the stream now: it
-    // waits in parked_ (keeping queued_seq) until one connects or gains room.
-    bool parked = false;
-    // Sequence of the trigger the current claim attempt serves (kept when a
-    // failed attempt is retried, so the retry keeps its place).
-    uint64_t attempt_seq = 0;
-    // While kClaiming: the session whose room the claim is reserved in.
-    SessionId reserved = 0;
-    std::optional<Claim> claim;
-    std::unique_ptr<common::Backoff> backoff;  // While ClaimWakes fails.
-    std::optional<common::MonotonicTime> retry_at;
-    // Wakes announced for the stream that no claim of this runtime has
-    // carried yet: while any is left, the stream is claimed again (see
-    // SchedulerOptions::recheck_initial).
-    absl::flat_hash_set<int64_t> unseen;
-    // Looks again since a claim last found wakes.
-    int rechecks = 0;
-    // When a trigger (or a redelivery) last queued the stream.
-    common::MonotonicTime last_queued;
-    // When the stream last became queued (from not queued), and that time
-    // for the claim attempt under way: dispatch latency (metrics).
-    std::optional<common::MonotonicTime> queued_since;
-    std::optional<common::MonotonicTime> attempt_since;
-    // While a ReleaseClaim failing with ABORTED is retried.
-    std::unique_ptr<common::Backoff> release_backoff;
-  };
+  // The per-stream state (stream_state.h); the member functions below move
+  // it between phases.
+  using Phase = StreamPhase;
+  using Claim = StreamClaim;
 
   // --- claim_scheduler_impl.cc: plumbing, triggers, the per-stream state
   // machine up to a claim, and the outcomes of ClaimWakes.
