@@ -57,9 +57,8 @@ void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done
         // transaction, for this session (its room is the acked claim's),
         // unless that would keep the room from other streams waiting for
         // it: then the stream queues like any other.
-        claim_next =
-            options_.claim_next_in_ack && !stopping_ &&
-            (pool_.Room(state.claim->session) > 0 || (ready_.empty() && parked_count_ == 0));
+        claim_next = options_.claim_next_in_ack && !stopping_ &&
+                     (pool_.Room(state.claim->session) > 0 || (ready_.empty() && parked_.empty()));
       }
     }
   }

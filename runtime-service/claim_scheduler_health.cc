@@ -30,7 +30,7 @@ SchedulerHealth ClaimSchedulerImpl::Health() {
   for (const auto& [key, state] : streams_) {
     if (state.queued) ++health.queued_streams;
   }
-  health.waiting_for_runner = parked_count_;
+  health.waiting_for_runner = parked_.size();
   health.counters = counters_;
   health.last_error = last_error_;
   return health;
@@ -69,7 +69,7 @@ int ClaimSchedulerImpl::ForgetParkedWithoutPending(const std::vector<PendingStre
   }
   absl::MutexLock lock(&mu_);
   std::vector<Key> forget;
-  for (const auto& [tenant, parked] : parked_) {
+  for (const auto& [tenant, parked] : parked_.by_tenant()) {
     for (const auto& [seq, key] : parked) {
       if (streams_.at(key).last_queued < since && !pending_streams.contains(key)) {
         forget.push_back(key);
@@ -99,11 +99,10 @@ void ClaimSchedulerImpl::BeginShutdown() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     ready_.clear();
-    for (auto& [tenant, parked] : parked_) {
+    for (const auto& [tenant, parked] : parked_.by_tenant()) {
       for (const auto& [seq, key] : parked) streams_.at(key).parked = false;
     }
-    parked_.clear();
-    parked_count_ = 0;
+    parked_.Clear();
     std::vector<Key> held;
     for (const auto& [seq, key] : held_) held.push_back(key);
     for (const Key& key : held) ReleaseLocked(key, streams_.at(key), fx);

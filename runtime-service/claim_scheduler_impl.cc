@@ -152,18 +152,13 @@ void ClaimSchedulerImpl::EnqueueLocked(const Key& key, StreamState& state) {
 void ClaimSchedulerImpl::ParkLocked(const Key& key, StreamState& state) {
   CancelRetryLocked(key, state);
   state.parked = true;
-  parked_[key.first].emplace(state.queued_seq, key);
-  ++parked_count_;
+  parked_.Park(state.queued_seq, key);
 }
 
 void ClaimSchedulerImpl::UnparkLocked(const Key& key, StreamState& state) {
   if (!state.parked) return;
   state.parked = false;
-  --parked_count_;
-  if (auto it = parked_.find(key.first); it != parked_.end()) {
-    it->second.erase({state.queued_seq, key});
-    if (it->second.empty()) parked_.erase(it);
-  }
+  parked_.Unpark(state.queued_seq, key);
 }
 
 void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
@@ -210,7 +205,7 @@ void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
 }
 
 bool ClaimSchedulerImpl::RefillLocked() {
-  if (parked_count_ == 0) {
+  if (parked_.empty()) {
     pool_.ClearAllGrown();
     return false;
   }
@@ -219,12 +214,13 @@ bool ClaimSchedulerImpl::RefillLocked() {
   for (const SessionId id : grown) {
     const RunnerPool::Session* session = pool_.Find(id);
     int room = pool_.Room(id);
-    auto tenant = session == nullptr ? parked_.end() : parked_.find(session->spec.tenant_id);
+    const ParkedStreams::Queue* tenant =
+        session == nullptr ? nullptr : parked_.OfTenant(session->spec.tenant_id);
     int taken = 0;
-    if (tenant != parked_.end()) {
+    if (tenant != nullptr) {
       // Copies: UnparkLocked erases from the set being walked.
       std::vector<Key> take;
-      for (const auto& [seq, key] : tenant->second) {
+      for (const auto& [seq, key] : *tenant) {
         if (static_cast<int>(take.size()) >= room) break;
         if (pool_.Serves(*session, key)) take.push_back(key);
       }

@@ -24,13 +24,13 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "common/executor.h"
 #include "common/time_source.h"
 #include "runtime-service/bounded_id_set.h"
 #include "runtime-service/claim_scheduler.h"
+#include "runtime-service/parked_streams.h"
 #include "runtime-service/registry_calls.h"
 #include "runtime-service/runner_pool.h"
 #include "runtime-service/stream_state.h"
@@ -246,8 +246,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   std::set<std::pair<uint64_t, Key>> ready_ ABSL_GUARDED_BY(mu_);
   // Idle streams with a queued trigger that no connected runner can take
   // now, per tenant, by trigger arrival.
-  absl::flat_hash_map<std::string, std::set<std::pair<uint64_t, Key>>> parked_ ABSL_GUARDED_BY(mu_);
-  int parked_count_ ABSL_GUARDED_BY(mu_) = 0;
+  ParkedStreams parked_ ABSL_GUARDED_BY(mu_);
   // Claims waiting for a runner, in the order they were claimed.
   std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<common::MonotonicTime, Key>> retries_ ABSL_GUARDED_BY(mu_);
