@@ -1,8 +1,14 @@
+// ClaimSchedulerImpl, part 1 of 5: construction, the plumbing every part
+// shares (effects run after unlocking, delayed work), and the per-stream
+// state machine up to a claim: triggers queue a stream, the pump claims
+// queued streams for runners that serve them (or parks them until one
+// can), failed claims back off, and each ClaimWakes answer is handled by
+// its outcome. claim_scheduler_impl.h lists the other parts.
 #include "runtime-service/claim_scheduler_impl.h"
 
 #include <sys/random.h>
 
-#include <algorithm>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -22,22 +28,21 @@ std::string NewClaimKey() {
       absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
-// The registry no longer knows the claim: acking or releasing it again
-// cannot succeed, so the claim is over for this runtime. ABORTED is not one
-// of these: the store maps deadlocks and serialization failures to it, and
-// the same call made again succeeds.
-bool ClaimIsGone(const absl::Status& status) {
-  return absl::IsNotFound(status) || absl::IsFailedPrecondition(status) ||
-         absl::IsPermissionDenied(status);
-}
-
-// Delay before retry number `attempt` (1 = the first retry) of a call that
-// failed with ABORTED.
-absl::Duration AbortRetryDelay(const SchedulerOptions& options, int attempt) {
-  common::Backoff backoff(options.abort_retry_initial, options.abort_retry_max);
-  absl::Duration delay;
-  for (int i = 0; i < attempt; ++i) delay = backoff.Next();
-  return delay;
+// Why a ClaimWakes call failed: the call's error, or INTERNAL for an answer
+// the registry must never give. OK for the outcomes the scheduler handles:
+// CLAIMED (with wakes), NOTHING_PENDING and ALREADY_CLAIMED.
+absl::Status ClaimFailure(const absl::StatusOr<v1::ClaimWakesResponse>& result) {
+  if (!result.ok()) return result.status();
+  if (result->status() == v1::CLAIMED && result->wakes().empty()) {
+    // Broken invariant on the registry side.
+    return absl::InternalError("ClaimWakes: CLAIMED with no wakes");
+  }
+  if (result->status() != v1::CLAIMED && result->status() != v1::NOTHING_PENDING &&
+      result->status() != v1::ALREADY_CLAIMED) {
+    return absl::InternalError(
+        absl::StrCat("ClaimWakes: unknown claim status ", static_cast<int>(result->status())));
+  }
+  return absl::OkStatus();
 }
 
 // How many acked wake ids are remembered (about 1 MB).
@@ -159,18 +164,13 @@ void ClaimSchedulerImpl::EnqueueLocked(const Key& key, StreamState& state) {
 void ClaimSchedulerImpl::ParkLocked(const Key& key, StreamState& state) {
   CancelRetryLocked(key, state);
   state.parked = true;
-  parked_[key.first].emplace(state.queued_seq, key);
-  ++parked_count_;
+  parked_.Park(state.queued_seq, key);
 }
 
 void ClaimSchedulerImpl::UnparkLocked(const Key& key, StreamState& state) {
   if (!state.parked) return;
   state.parked = false;
-  --parked_count_;
-  if (auto it = parked_.find(key.first); it != parked_.end()) {
-    it->second.erase({state.queued_seq, key});
-    if (it->second.empty()) parked_.erase(it);
-  }
+  parked_.Unpark(state.queued_seq, key);
 }
 
 void ClaimSchedulerImpl::PumpLocked(Effects& fx) {
@@ -219,7 +219,7 @@ void ClaimSchedulerImpl::ClaimReadyLocked(Effects& fx) {
 }
 
 bool ClaimSchedulerImpl::RefillLocked() {
-  if (parked_count_ == 0) {
+  if (parked_.empty()) {
     pool_.ClearAllGrown();
     return false;
   }
@@ -228,12 +228,13 @@ bool ClaimSchedulerImpl::RefillLocked() {
   for (const SessionId id : grown) {
     const RunnerPool::Session* session = pool_.Find(id);
     int room = pool_.Room(id);
-    auto tenant = session == nullptr ? parked_.end() : parked_.find(session->spec.tenant_id);
+    const ParkedStreams::Queue* tenant =
+        session == nullptr ? nullptr : parked_.OfTenant(session->spec.tenant_id);
     int taken = 0;
-    if (tenant != parked_.end()) {
+    if (tenant != nullptr) {
       // Copies: UnparkLocked erases from the set being walked.
       std::vector<Key> take;
-      for (const auto& [seq, key] : tenant->second) {
+      for (const auto& [seq, key] : *tenant) {
         if (static_cast<int>(take.size()) >= room) break;
         if (pool_.Serves(*session, key)) take.push_back(key);
       }
@@ -324,6 +325,10 @@ void ClaimSchedulerImpl::OnRetryTimer() {
   Run(fx);
 }
 
+// ---------------------------------------------------------------------------
+// ClaimWakes outcomes
+// ---------------------------------------------------------------------------
+
 void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
                                    absl::StatusOr<v1::ClaimWakesResponse> result) {
   Effects fx;
@@ -348,83 +353,83 @@ void ClaimSchedulerImpl::OnClaimed(const Key& key, common::MonotonicTime sent,
     // Without an answer the registry may have taken the claim all the same
     // (the answer was lost): the retry sends the same key and gets it back.
     if (result.ok()) state.claim_key.clear();
-    absl::Status failure;
-    if (!result.ok()) {
-      failure = result.status();
-    } else if (result->status() == v1::CLAIMED && result->wakes().empty()) {
-      // Broken invariant on the registry side; give the claim back.
-      failure = absl::InternalError("ClaimWakes: CLAIMED with no wakes");
-      v1::ReleaseClaimRequest release;
-      release.set_tenant_id(key.first);
-      release.set_stream(key.second);
-      release.set_claim_token(result->claim_token());
-      fx.push_back([this, release = std::move(release)]() mutable {
-        calls_.ReleaseClaim(std::move(release), [](absl::StatusOr<v1::ReleaseClaimResponse>) {});
-      });
-    } else if (result->status() != v1::CLAIMED && result->status() != v1::NOTHING_PENDING &&
-               result->status() != v1::ALREADY_CLAIMED) {
-      failure = absl::InternalError(
-          absl::StrCat("ClaimWakes: unknown claim status ", static_cast<int>(result->status())));
-    }
-
-    if (!failure.ok()) {
-      ++counters_.claims_failed;
-      RecordErrorLocked(absl::StrCat("claim ", key.first, "/", key.second), failure);
-      if (stopping_) {
-        GoIdleLocked(key, state);
-      } else {
-        if (!state.backoff) {
-          state.backoff =
-              std::make_unique<common::Backoff>(options_.retry_initial, options_.retry_max);
-        }
-        // The retry serves the failed attempt's trigger, in its old place.
-        state.queued = true;
-        state.queued_anonymous = true;
-        state.queued_seq = state.attempt_seq;
-        state.phase = Phase::kBackoff;
-        ScheduleRetryLocked(key, state,
-                            time_.MonotonicNow() + common::ToChrono(state.backoff->Next()));
-      }
+    if (const absl::Status failure = ClaimFailure(result); !failure.ok()) {
+      OnClaimFailedLocked(key, state, result, failure, fx);
     } else if (result->status() == v1::CLAIMED) {
       TakeClaimLocked(key, state, *result, sent, reserved, fx);
     } else {
-      // NOTHING_PENDING, or another replica holds the stream. That holder's
-      // ack (more_pending) or lease expiry makes the wakes available again,
-      // but look again after one lease anyway so nothing can be stranded.
-      ++counters_.claims_skipped;
-      state.backoff.reset();
-      GoIdleLocked(key, state);
-      if (result->status() == v1::ALREADY_CLAIMED) {
-        // The holder claims whatever is pending when it acks (more_pending).
-        state.unseen.clear();
-        state.rechecks = 0;
-        if (!stopping_ && !state.queued) {
-          ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
-        }
-      } else if (state.unseen.empty() || stopping_) {
-        state.unseen.clear();
-        state.rechecks = 0;
-      } else if (!state.queued) {
-        if (state.rechecks < options_.max_rechecks) {
-          absl::Duration delay = options_.recheck_initial;
-          for (int i = 0; i < state.rechecks; ++i) delay *= 10;
-          ++state.rechecks;
-          ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(delay));
-        } else {
-          common::LogWarn("announced_wakes_not_found",
-                          {{"tenant_id", key.first},
-                           {"stream", key.second},
-                           {"wakes", state.unseen.size()},
-                           {"note", "taken as claimed by another runtime"}});
-          state.unseen.clear();
-          state.rechecks = 0;
-        }
-      }
+      OnClaimSkippedLocked(key, state, result->status());
     }
     MaybeForgetLocked(key);
     PumpLocked(fx);
   }
   Run(fx);
+}
+
+void ClaimSchedulerImpl::OnClaimFailedLocked(const Key& key, StreamState& state,
+                                             const absl::StatusOr<v1::ClaimWakesResponse>& result,
+                                             const absl::Status& failure, Effects& fx) {
+  if (result.ok() && result->status() == v1::CLAIMED) {
+    // CLAIMED with no wakes: give the claim back.
+    v1::ReleaseClaimRequest release;
+    release.set_tenant_id(key.first);
+    release.set_stream(key.second);
+    release.set_claim_token(result->claim_token());
+    fx.push_back([this, release = std::move(release)]() mutable {
+      calls_.ReleaseClaim(std::move(release), [](absl::StatusOr<v1::ReleaseClaimResponse>) {});
+    });
+  }
+  ++counters_.claims_failed;
+  RecordErrorLocked(absl::StrCat("claim ", key.first, "/", key.second), failure);
+  if (stopping_) {
+    GoIdleLocked(key, state);
+    return;
+  }
+  if (!state.backoff) {
+    state.backoff = std::make_unique<common::Backoff>(options_.retry_initial, options_.retry_max);
+  }
+  // The retry serves the failed attempt's trigger, in its old place.
+  state.queued = true;
+  state.queued_anonymous = true;
+  state.queued_seq = state.attempt_seq;
+  state.phase = Phase::kBackoff;
+  ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(state.backoff->Next()));
+}
+
+void ClaimSchedulerImpl::OnClaimSkippedLocked(const Key& key, StreamState& state,
+                                              v1::ClaimStatus status) {
+  // NOTHING_PENDING, or another replica holds the stream. That holder's
+  // ack (more_pending) or lease expiry makes the wakes available again,
+  // but look again after one lease anyway so nothing can be stranded.
+  ++counters_.claims_skipped;
+  state.backoff.reset();
+  GoIdleLocked(key, state);
+  if (status == v1::ALREADY_CLAIMED) {
+    // The holder claims whatever is pending when it acks (more_pending).
+    state.unseen.clear();
+    state.rechecks = 0;
+    if (!stopping_ && !state.queued) {
+      ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(options_.lease));
+    }
+  } else if (state.unseen.empty() || stopping_) {
+    state.unseen.clear();
+    state.rechecks = 0;
+  } else if (!state.queued) {
+    if (state.rechecks < options_.max_rechecks) {
+      absl::Duration delay = options_.recheck_initial;
+      for (int i = 0; i < state.rechecks; ++i) delay *= 10;
+      ++state.rechecks;
+      ScheduleRetryLocked(key, state, time_.MonotonicNow() + common::ToChrono(delay));
+    } else {
+      common::LogWarn("announced_wakes_not_found",
+                      {{"tenant_id", key.first},
+                       {"stream", key.second},
+                       {"wakes", state.unseen.size()},
+                       {"note", "taken as claimed by another runtime"}});
+      state.unseen.clear();
+      state.rechecks = 0;
+    }
+  }
 }
 
 void ClaimSchedulerImpl::TakeClaimLocked(const Key& key, StreamState& state,
@@ -465,626 +470,6 @@ void ClaimSchedulerImpl::TakeClaimLocked(const Key& key, StreamState& state,
     HoldLocked(key, state);
     DispatchHeldLocked(fx);
   }
-}
-
-// ---------------------------------------------------------------------------
-// Dispatch to runners
-// ---------------------------------------------------------------------------
-
-void ClaimSchedulerImpl::HoldLocked(const Key& key, StreamState& state) {
-  state.phase = Phase::kHeld;
-  state.claim->session = 0;
-  state.claim->held_seq = next_seq_++;
-  state.claim->hold_deadline = time_.MonotonicNow() + common::ToChrono(options_.hold_timeout);
-  const bool first = held_.empty();
-  held_.emplace(state.claim->held_seq, key);
-  if (first) ArmHoldTimerLocked();
-}
-
-void ClaimSchedulerImpl::DispatchHeldLocked(Effects& fx) {
-  if (pool_.size() == 0 || held_.empty()) return;
-  for (auto it = held_.begin(); it != held_.end();) {
-    const Key key = it->second;
-    const SessionId id = pool_.Pick(key);
-    if (id == 0) {
-      ++it;
-      continue;
-    }
-    it = held_.erase(it);
-    DeliverLocked(key, streams_[key], id, fx);
-  }
-}
-
-void ClaimSchedulerImpl::DeliverLocked(const Key& key, StreamState& state, SessionId session,
-                                       Effects& fx) {
-  state.phase = Phase::kDelivered;
-  state.claim->session = session;
-  ++delivered_claims_;
-  if (state.attempt_since.has_value() && options_.on_dispatch) {
-    options_.on_dispatch(common::ToAbsl(time_.MonotonicNow() - *state.attempt_since));
-  }
-  state.attempt_since.reset();
-  pool_.AddClaim(session, key);
-  ++counters_.claims_dispatched;
-  fx.push_back([sink = pool_.Find(session)->sink, message = state.claim->message] {
-    // A closed stream is followed by its Disconnect, which releases this claim.
-    sink->Send(message);
-  });
-}
-
-absl::StatusOr<SessionId> ClaimSchedulerImpl::Connect(const RunnerSpec& spec, ClaimSinkPtr sink) {
-  Effects fx;
-  SessionId id;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("runtime is shutting down");
-    // A superseded session changes nothing: it must not take the runner's
-    // current session (and its claims) away again.
-    if (absl::Status s = pool_.CheckNotSuperseded(spec); !s.ok()) return s;
-    if (const SessionId old = pool_.CurrentOf(spec.runner_id); old != 0) {
-      const RunnerPool::Session& old_session = *pool_.Find(old);
-      // Another principal must not take a connected runner's claims away.
-      if (old_session.spec.principal != spec.principal) {
-        return absl::PermissionDeniedError(absl::StrCat("runner_id: runner \"", spec.runner_id,
-                                                        "\" is connected as another principal"));
-      }
-      const absl::Status superseded = absl::AbortedError(
-          absl::StrCat("session_id: session \"", old_session.spec.session_id, "\" of runner \"",
-                       spec.runner_id, "\" was superseded by session \"", spec.session_id, "\""));
-      fx.push_back([old_sink = old_session.sink, superseded] { old_sink->Close(superseded); });
-      RemoveSessionLocked(old, fx);
-    }
-    id = pool_.Add(spec, std::move(sink));
-    common::LogInfo("runner_connected", {{"runner_id", spec.runner_id},
-                                         {"session_id", spec.session_id},
-                                         {"tenant_id", spec.tenant_id},
-                                         {"max_in_flight", spec.max_in_flight}});
-    // Held claims, then the parked streams it serves.
-    PumpLocked(fx);
-  }
-  Run(fx);
-  return id;
-}
-
-void ClaimSchedulerImpl::Disconnect(SessionId session) {
-  Effects fx;
-  {
-    absl::MutexLock lock(&mu_);
-    const RunnerPool::Session* found = pool_.Find(session);
-    if (found == nullptr) return;
-    common::LogInfo("runner_disconnected", {{"runner_id", found->spec.runner_id},
-                                            {"session_id", found->spec.session_id},
-                                            {"claims", found->claims.size()}});
-    RemoveSessionLocked(session, fx);
-  }
-  Run(fx);
-}
-
-void ClaimSchedulerImpl::RemoveSessionLocked(SessionId id, Effects& fx) {
-  std::optional<RunnerPool::Session> session = pool_.Remove(id);
-  if (!session.has_value()) return;
-  for (const Key& key : session->claims) {
-    StreamState& state = streams_[key];
-    // A claim being acked stays with its AckWakes; its completion finds the
-    // session gone.
-    if (state.phase == Phase::kDelivered) ReleaseLocked(key, state, fx);
-  }
-}
-
-void ClaimSchedulerImpl::DetachClaimLocked(const Key& key, StreamState& state) {
-  if (!state.claim.has_value()) return;
-  if (state.phase == Phase::kHeld) held_.erase({state.claim->held_seq, key});
-  if (state.claim->session != 0) {
-    --delivered_claims_;
-    pool_.RemoveClaim(state.claim->session, key);
-    state.claim->session = 0;
-  }
-}
-
-void ClaimSchedulerImpl::ReleaseLocked(const Key& key, StreamState& state, Effects& fx) {
-  DetachClaimLocked(key, state);
-  state.phase = Phase::kReleasing;
-  state.release_backoff.reset();
-  ++releases_in_flight_;
-  fx.push_back(
-      [this, key, token = state.claim->message.claim_token()] { SendRelease(key, token); });
-}
-
-void ClaimSchedulerImpl::SendRelease(const Key& key, const std::string& token) {
-  v1::ReleaseClaimRequest request;
-  request.set_tenant_id(key.first);
-  request.set_stream(key.second);
-  request.set_claim_token(token);
-  calls_.ReleaseClaim(std::move(request),
-                      [this, key, token](absl::StatusOr<v1::ReleaseClaimResponse> r) {
-                        OnReleased(key, token, std::move(r));
-                      });
-}
-
-void ClaimSchedulerImpl::OnReleased(const Key& key, const std::string& token,
-                                    absl::StatusOr<v1::ReleaseClaimResponse> result) {
-  Effects fx;
-  {
-    absl::MutexLock lock(&mu_);
-    --releases_in_flight_;
-    StreamState& state = streams_[key];
-    if (state.phase != Phase::kReleasing || !state.claim.has_value() ||
-        state.claim->message.claim_token() != token) {
-      MaybeForgetLocked(key);
-      return;
-    }
-    if (!result.ok() && absl::IsAborted(result.status()) && !destroying_) {
-      // A deadlock or serialization failure: the claim is still ours and the
-      // release is made again until it lands or the claim is gone.
-      RecordErrorLocked(absl::StrCat("release ", key.first, "/", key.second), result.status());
-      if (!state.release_backoff) {
-        state.release_backoff = std::make_unique<common::Backoff>(options_.abort_retry_initial,
-                                                                  options_.abort_retry_max);
-      }
-      ++releases_in_flight_;  // Until the retry completes.
-      DelayLocked(state.release_backoff->Next(), [this, key, token] { SendRelease(key, token); });
-      return;
-    }
-    state.release_backoff.reset();
-    if (result.ok() || ClaimIsGone(result.status())) {
-      if (result.ok()) ++counters_.claims_released;
-      // Redeliver: the released wakes are pending again; claim them anew.
-      QueueLocked(state);
-      GoIdleLocked(key, state);
-    } else {
-      RecordErrorLocked(absl::StrCat("release ", key.first, "/", key.second), result.status());
-      if (stopping_) {
-        // Its lease runs out by itself.
-        GoIdleLocked(key, state);
-      } else {
-        // The claim is still ours: hand it to another runner as it is.
-        HoldLocked(key, state);
-        DispatchHeldLocked(fx);
-      }
-    }
-    MaybeForgetLocked(key);
-    PumpLocked(fx);
-  }
-  Run(fx);
-}
-
-void ClaimSchedulerImpl::DropClaimLocked(const Key& key, StreamState& state, Effects& fx) {
-  common::LogWarn("claim_lost", {{"tenant_id", key.first},
-                                 {"stream", key.second},
-                                 {"claim_token", state.claim->message.claim_token()}});
-  DetachClaimLocked(key, state);
-  QueueLocked(state);
-  GoIdleLocked(key, state);
-  DispatchHeldLocked(fx);
-}
-
-// ---------------------------------------------------------------------------
-// Acks
-// ---------------------------------------------------------------------------
-
-void ClaimSchedulerImpl::Ack(const AckRequest& request, Callback<AckResult> done) {
-  absl::Status rejected;
-  bool known = false;
-  bool claim_next = false;
-  const Key key(request.tenant_id, request.stream);
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = streams_.find(key);
-    known = it != streams_.end() && it->second.claim.has_value() &&
-            it->second.claim->message.claim_token() == request.claim_token;
-    if (known) {
-      StreamState& state = it->second;
-      const RunnerPool::Session* session = pool_.Find(state.claim->session);
-      if (state.phase == Phase::kAcking) {
-        rejected = absl::FailedPreconditionError(
-            "claim_token: an ack of this claim is already in progress");
-      } else if (session != nullptr && session->spec.principal != request.principal) {
-        rejected = absl::PermissionDeniedError(
-            "claim_token: the claim is held by another principal's runner session");
-      } else if (state.phase != Phase::kDelivered || session == nullptr ||
-                 session->spec.runner_id != request.runner_id ||
-                 session->spec.session_id != request.session_id) {
-        rejected = absl::FailedPreconditionError(
-            "claim_token: the claim is not held by this runner session");
-      } else {
-        state.phase = Phase::kAcking;
-        // Whatever is pending once the claim ends is claimed in the ack's
-        // transaction, for this session (its room is the acked claim's),
-        // unless that would keep the room from other streams waiting for
-        // it: then the stream queues like any other.
-        claim_next =
-            options_.claim_next_in_ack && !stopping_ &&
-            (pool_.Room(state.claim->session) > 0 || (ready_.empty() && parked_count_ == 0));
-      }
-    }
-  }
-  if (!rejected.ok()) {
-    done(rejected);
-    return;
-  }
-  // A claim that is not ours (any more) goes to the registry, which checks
-  // the token; if the ack lands, its more_pending is followed like any other.
-  v1::AckWakesRequest ack;
-  ack.set_tenant_id(request.tenant_id);
-  ack.set_stream(request.stream);
-  ack.set_claim_token(request.claim_token);
-  for (int64_t id : request.wake_ids) ack.add_wake_ids(id);
-  if (claim_next) {
-    ack.set_claim_next(true);
-    ack.set_runner_id(options_.runtime_id);
-    common::ToProto(options_.lease, ack.mutable_lease());
-  }
-  SendAck(key, std::move(ack), request.wake_ids, /*attempt=*/1, known, std::move(done));
-}
-
-void ClaimSchedulerImpl::SendAck(const Key& key, v1::AckWakesRequest ack,
-                                 std::vector<int64_t> wake_ids, int attempt, bool known,
-                                 Callback<AckResult> done) {
-  v1::AckWakesRequest again = ack;  // For a retry.
-  calls_.AckWakes(std::move(ack),
-                  [this, key, again = std::move(again), wake_ids = std::move(wake_ids), attempt,
-                   known, done = std::move(done),
-                   sent = time_.MonotonicNow()](absl::StatusOr<v1::AckWakesResponse> r) mutable {
-                    OnAcked(key, std::move(again), std::move(wake_ids), attempt, known, sent,
-                            std::move(r), std::move(done));
-                  });
-}
-
-void ClaimSchedulerImpl::RememberAckedLocked(const Claim& claim,
-                                             const std::vector<int64_t>& wake_ids) {
-  auto remember = [this](int64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { acked_ids_.Insert(id); };
-  if (wake_ids.empty()) {
-    for (const v1::Wake& wake : claim.message.wakes()) remember(wake.id());
-  } else {
-    for (int64_t id : wake_ids) {
-      if (claim.wake_ids.contains(id)) remember(id);
-    }
-  }
-}
-
-void ClaimSchedulerImpl::OnAcked(const Key& key, v1::AckWakesRequest request,
-                                 std::vector<int64_t> wake_ids, int attempt, bool known,
-                                 common::MonotonicTime sent,
-                                 absl::StatusOr<v1::AckWakesResponse> result,
-                                 Callback<AckResult> done) {
-  Effects fx;
-  std::optional<absl::StatusOr<AckResult>> reply;
-  {
-    absl::MutexLock lock(&mu_);
-    const std::string what = absl::StrCat("ack ", key.first, "/", key.second);
-    if (!result.ok() && absl::IsAborted(result.status()) && attempt < options_.max_ack_attempts &&
-        !destroying_) {
-      // A deadlock or serialization failure in the store: the same ack
-      // succeeds when made again. The claim stays in kAcking meanwhile.
-      RecordErrorLocked(what, result.status());
-      DelayLocked(AbortRetryDelay(options_, attempt), [this, key, request = std::move(request),
-                                                       wake_ids = std::move(wake_ids), attempt,
-                                                       known, done = std::move(done)]() mutable {
-        SendAck(key, std::move(request), std::move(wake_ids), attempt + 1, known, std::move(done));
-      });
-      return;
-    }
-    if (!known) {
-      if (result.ok()) {
-        ++counters_.claims_acked;
-        if (result->more_pending()) TriggerLocked(key, 0, fx);
-        reply = AckResult{result->acked(), result->more_pending()};
-      } else {
-        reply = result.status();
-      }
-    } else {
-      StreamState& state = streams_[key];
-      if (state.phase != Phase::kAcking || !state.claim.has_value() ||
-          state.claim->message.claim_token() != request.claim_token()) {
-        reply = absl::InternalError("claim changed while its ack was in flight");
-      } else if (result.ok()) {
-        ++counters_.claims_acked;
-        RememberAckedLocked(*state.claim, wake_ids);
-        const SessionId session = state.claim->session;
-        DetachClaimLocked(key, state);
-        if (result->has_next() && result->next().status() == v1::CLAIMED) {
-          // The ack's transaction claimed what was pending: that claim goes
-          // to the session that acked, whose room the acked claim held.
-          state.claim.reset();
-          --active_claims_;
-          state.attempt_since = state.queued ? state.queued_since : time_.MonotonicNow();
-          TakeClaimLocked(key, state, *result->mutable_next(), sent, session, fx);
-        } else {
-          if (result->more_pending()) QueueLocked(state);
-          GoIdleLocked(key, state);
-        }
-        DispatchHeldLocked(fx);  // The runner has room again.
-        reply = AckResult{result->acked(), result->more_pending() && !stopping_};
-      } else if (ClaimIsGone(result.status())) {
-        RecordErrorLocked(what, result.status());
-        DropClaimLocked(key, state, fx);
-        reply = result.status();
-      } else {
-        // Transient (ABORTED included, once its retries are spent): the claim
-        // is still held; the runner may ack again.
-        RecordErrorLocked(what, result.status());
-        if (pool_.Find(state.claim->session) != nullptr) {
-          state.phase = Phase::kDelivered;
-        } else {
-          ReleaseLocked(key, state, fx);
-        }
-        reply = result.status();
-      }
-      MaybeForgetLocked(key);
-    }
-    PumpLocked(fx);
-  }
-  Run(fx);
-  done(*std::move(reply));
-}
-
-// ---------------------------------------------------------------------------
-// Leases
-// ---------------------------------------------------------------------------
-
-void ClaimSchedulerImpl::Heartbeat(const std::string& runner_id, const std::string& session_id,
-                                   const std::string& principal, Callback<HeartbeatResult> done) {
-  v1::ExtendClaimsRequest request;
-  absl::Status rejected;
-  common::MonotonicTime sent_at;
-  {
-    absl::MutexLock lock(&mu_);
-    const SessionId current = pool_.CurrentOf(runner_id);
-    if (current == 0) {
-      rejected = absl::FailedPreconditionError(
-          absl::StrCat("session_id: runner \"", runner_id, "\" has no connected session"));
-    } else if (pool_.Find(current)->spec.principal != principal) {
-      rejected = absl::PermissionDeniedError(
-          absl::StrCat("runner_id: runner \"", runner_id, "\" is connected as another principal"));
-    } else if (const RunnerPool::Session& session = *pool_.Find(current);
-               session.spec.session_id != session_id) {
-      // An older (or unknown) session: never touches the current one's leases.
-      rejected = absl::FailedPreconditionError(
-          absl::StrCat("session_id: \"", session_id, "\" is not the current session of runner \"",
-                       runner_id, "\""));
-    } else {
-      for (const Key& key : session.claims) {
-        const Claim& claim = *streams_.at(key).claim;
-        v1::ClaimRef* ref = request.add_claims();
-        ref->set_tenant_id(key.first);
-        ref->set_stream(key.second);
-        ref->set_claim_token(claim.message.claim_token());
-      }
-      common::ToProto(options_.lease, request.mutable_lease());
-      sent_at = time_.MonotonicNow();
-    }
-  }
-  if (!rejected.ok()) {
-    done(rejected);
-    return;
-  }
-  if (request.claims().empty()) {
-    done(HeartbeatResult{});
-    return;
-  }
-  calls_.ExtendClaims(std::move(request), [this, sent_at, done = std::move(done)](
-                                              absl::StatusOr<v1::ExtendClaimsResponse> r) mutable {
-    OnExtended(sent_at, std::move(r), std::move(done));
-  });
-}
-
-void ClaimSchedulerImpl::OnExtended(common::MonotonicTime sent_at,
-                                    absl::StatusOr<v1::ExtendClaimsResponse> result,
-                                    Callback<HeartbeatResult> done) {
-  Effects fx;
-  absl::StatusOr<HeartbeatResult> reply;
-  {
-    absl::MutexLock lock(&mu_);
-    if (!result.ok()) {
-      RecordErrorLocked("extend claims", result.status());
-      reply = result.status();
-    } else {
-      HeartbeatResult out;
-      for (const v1::ExtendedClaim& extended : result->claims()) {
-        const Key key(extended.claim().tenant_id(), extended.claim().stream());
-        auto it = streams_.find(key);
-        if (it == streams_.end()) continue;
-        StreamState& state = it->second;
-        if (!state.claim.has_value() ||
-            state.claim->message.claim_token() != extended.claim().claim_token()) {
-          continue;
-        }
-        if (extended.extended()) {
-          ++out.extended;
-          state.claim->lease_deadline = sent_at + common::ToChrono(options_.lease);
-          *state.claim->message.mutable_lease_expires_at() = extended.lease_expires_at();
-          const absl::Time expires = common::FromProto(extended.lease_expires_at());
-          if (!out.lease_expires_at.has_value() || expires < *out.lease_expires_at) {
-            out.lease_expires_at = expires;
-          }
-        } else if (state.phase == Phase::kHeld || state.phase == Phase::kDelivered) {
-          DropClaimLocked(key, state, fx);
-          MaybeForgetLocked(key);
-        }
-      }
-      reply = out;
-    }
-    PumpLocked(fx);
-  }
-  Run(fx);
-  done(std::move(reply));
-}
-
-void ClaimSchedulerImpl::OnLeaseTimer() {
-  Effects fx;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    const common::MonotonicTime now = time_.MonotonicNow();
-    // Runners heartbeat their claims; one that stopped loses them here, and
-    // the stream is claimed again so its wakes are redelivered.
-    std::vector<Key> lost;
-    for (auto& [key, state] : streams_) {
-      if (!state.claim.has_value()) continue;
-      if (state.phase != Phase::kHeld && state.phase != Phase::kDelivered) continue;
-      if (state.claim->lease_deadline <= now) lost.push_back(key);
-    }
-    for (const Key& key : lost) {
-      DropClaimLocked(key, streams_.at(key), fx);
-      MaybeForgetLocked(key);
-    }
-    PumpLocked(fx);
-    lease_timer_->Enable(options_.lease / 3);
-  }
-  Run(fx);
-}
-
-void ClaimSchedulerImpl::OnHoldTimer() {
-  Effects fx;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    const common::MonotonicTime now = time_.MonotonicNow();
-    // held_ is in hold order, and every hold lasts hold_timeout.
-    while (!held_.empty()) {
-      const Key key = held_.begin()->second;
-      StreamState& state = streams_.at(key);
-      if (state.claim->hold_deadline > now) break;
-      // Keeping it would keep its wakes from any runtime that has a runner
-      // for them: give it back (the registry announces the release).
-      common::LogInfo("held_claim_released", {{"tenant_id", key.first},
-                                              {"stream", key.second},
-                                              {"claim_token", state.claim->message.claim_token()}});
-      ReleaseLocked(key, state, fx);
-    }
-    ArmHoldTimerLocked();
-    PumpLocked(fx);
-  }
-  Run(fx);
-}
-
-void ClaimSchedulerImpl::ArmHoldTimerLocked() {
-  if (held_.empty()) return;
-  const StreamState& first = streams_.at(held_.begin()->second);
-  hold_timer_->Enable(common::ToAbsl(first.claim->hold_deadline - time_.MonotonicNow()));
-}
-
-// ---------------------------------------------------------------------------
-// Accounting for the rescan
-// ---------------------------------------------------------------------------
-
-std::vector<PendingStream> ClaimSchedulerImpl::Unaccounted(
-    const std::vector<PendingStream>& pending) {
-  absl::MutexLock lock(&mu_);
-  std::vector<PendingStream> out;
-  for (const PendingStream& stream : pending) {
-    auto it = streams_.find(Key(stream.tenant_id, stream.stream));
-    const StreamState* state = it == streams_.end() ? nullptr : &it->second;
-    PendingStream missing{stream.tenant_id, stream.stream, {}};
-    for (const int64_t id : stream.wake_ids) {
-      if (announced_ids_.Contains(id) || acked_ids_.Contains(id)) continue;
-      if (state != nullptr && (state->unseen.contains(id) ||
-                               (state->claim.has_value() && state->claim->wake_ids.contains(id)))) {
-        continue;
-      }
-      missing.wake_ids.push_back(id);
-    }
-    if (!missing.wake_ids.empty()) out.push_back(std::move(missing));
-  }
-  return out;
-}
-
-int ClaimSchedulerImpl::ForgetParkedWithoutPending(const std::vector<PendingStream>& pending,
-                                                   common::MonotonicTime since) {
-  absl::flat_hash_set<Key> pending_streams;
-  for (const PendingStream& stream : pending) {
-    pending_streams.emplace(stream.tenant_id, stream.stream);
-  }
-  absl::MutexLock lock(&mu_);
-  std::vector<Key> forget;
-  for (const auto& [tenant, parked] : parked_) {
-    for (const auto& [seq, key] : parked) {
-      if (streams_.at(key).last_queued < since && !pending_streams.contains(key)) {
-        forget.push_back(key);
-      }
-    }
-  }
-  for (const Key& key : forget) {
-    StreamState& state = streams_.at(key);
-    UnparkLocked(key, state);
-    state.queued = false;
-    state.queued_anonymous = false;
-    state.unseen.clear();
-    state.rechecks = 0;
-    CancelRetryLocked(key, state);
-    MaybeForgetLocked(key);
-  }
-  return static_cast<int>(forget.size());
-}
-
-// ---------------------------------------------------------------------------
-// Health and shutdown
-// ---------------------------------------------------------------------------
-
-void ClaimSchedulerImpl::RecordErrorLocked(const std::string& what, const absl::Status& status) {
-  last_error_ = absl::StrCat(what, ": ", status.ToString());
-  common::LogWarn("registry_call_failed", {{"what", what}, {"error", status}});
-}
-
-SchedulerHealth ClaimSchedulerImpl::Health() {
-  absl::MutexLock lock(&mu_);
-  SchedulerHealth health;
-  health.connected_runners = static_cast<int>(pool_.size());
-  health.active_claims = active_claims_;
-  for (const auto& [key, state] : streams_) {
-    if (state.queued) ++health.queued_streams;
-  }
-  health.waiting_for_runner = parked_count_;
-  health.counters = counters_;
-  health.last_error = last_error_;
-  return health;
-}
-
-void ClaimSchedulerImpl::BeginShutdown() {
-  Effects fx;
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    ready_.clear();
-    for (auto& [tenant, parked] : parked_) {
-      for (const auto& [seq, key] : parked) streams_.at(key).parked = false;
-    }
-    parked_.clear();
-    parked_count_ = 0;
-    std::vector<Key> held;
-    for (const auto& [seq, key] : held_) held.push_back(key);
-    for (const Key& key : held) ReleaseLocked(key, streams_.at(key), fx);
-  }
-  Run(fx);
-}
-
-void ClaimSchedulerImpl::ReleaseAll() {
-  Effects fx;
-  {
-    absl::MutexLock lock(&mu_);
-    std::vector<Key> delivered;
-    for (const auto& [key, state] : streams_) {
-      if (state.phase == Phase::kDelivered || state.phase == Phase::kHeld) {
-        delivered.push_back(key);
-      }
-    }
-    for (const Key& key : delivered) ReleaseLocked(key, streams_.at(key), fx);
-  }
-  Run(fx);
-}
-
-bool ClaimSchedulerImpl::AwaitSettled(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return active_claims_ == 0 && claims_in_flight_ == 0 && releases_in_flight_ == 0;
-  };
-  return mu_.AwaitWithTimeout(absl::Condition(&settled), timeout);
-}
-
-bool ClaimSchedulerImpl::AwaitRunnersDone(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return delivered_claims_ == 0; };
-  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
 }  // namespace wake::runtime

@@ -4,30 +4,36 @@
 // lock and collects what must happen outside it (registry calls, sends to
 // runners) as effects, run after unlocking, so completions may re-enter the
 // scheduler from any thread, including inline from a synchronous mock.
+//
+// One class, its member functions spread over files by concern (the private
+// declarations below are grouped the same way): claim_scheduler_impl.cc
+// (triggers, the per-stream state machine, ClaimWakes and its outcomes),
+// claim_scheduler_dispatch.cc (runner sessions, holding and delivering
+// claims), claim_scheduler_acks.cc, claim_scheduler_leases.cc (heartbeats,
+// lease expiry, releases) and claim_scheduler_health.cc (health, the rescan's
+// accounting, graceful shutdown). The per-stream state and its phases are in
+// stream_state.h.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
-#include "common/backoff.h"
 #include "common/executor.h"
 #include "common/time_source.h"
 #include "runtime-service/bounded_id_set.h"
 #include "runtime-service/claim_scheduler.h"
+#include "runtime-service/parked_streams.h"
 #include "runtime-service/registry_calls.h"
 #include "runtime-service/runner_pool.h"
+#include "runtime-service/stream_state.h"
 #include "runtime-service/wake_accounting.h"
 #include "wake/v1/registry.grpc.pb.h"
 
@@ -118,74 +124,22 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   using Key = StreamKey;
   using Effects = std::vector<std::function<void()>>;
 
-  enum class Phase {
-    kIdle,       // No claim; may wait in ready_ or parked_ for its turn to claim.
-    kClaiming,   // ClaimWakes in flight.
-    kBackoff,    // ClaimWakes failed; retried when retry_at passes.
-    kHeld,       // Claimed, waiting in held_ (hold_timeout) for a runner with room.
-    kDelivered,  // Sent to a runner session.
-    kAcking,     // AckWakes in flight.
-    kReleasing,  // ReleaseClaim in flight.
-  };
+  // The per-stream state (stream_state.h); the member functions below move
+  // it between phases.
+  using Phase = StreamPhase;
+  using Claim = StreamClaim;
 
-  struct Claim {
-    v1::WakeClaim message;
-    absl::flat_hash_set<int64_t> wake_ids;  // Of message.wakes().
-    // Local, monotonic view of the lease: past it the claim is considered lost.
-    common::MonotonicTime lease_deadline;
-    SessionId session = 0;                // Holder while kDelivered / kAcking.
-    uint64_t held_seq = 0;                // Position in held_ while kHeld.
-    common::MonotonicTime hold_deadline;  // Released then, while kHeld.
-  };
+  // --- claim_scheduler_impl.cc: plumbing, triggers, the per-stream state
+  // machine up to a claim, and the outcomes of ClaimWakes.
 
-  struct StreamState {
-    Phase phase = Phase::kIdle;
-    // A trigger is waiting for the next claim; `queued_seq` orders it among
-    // the other waiting streams by the arrival of its first trigger.
-    bool queued = false;
-    uint64_t queued_seq = 0;
-    // Some queued trigger names no particular wake (or is a retry, a
-    // redelivery, more_pending): the next claim is needed whatever the
-    // current one carries. Otherwise the queued triggers were announcements,
-    // and a claim carrying all of them makes the next one unnecessary.
-    bool queued_anonymous = false;
-    // Queued and idle, but no connected runner may take the stream now: it
-    // waits in parked_ (keeping queued_seq) until one connects or gains room.
-    bool parked = false;
-    // Sequence of the trigger the current claim attempt serves (kept when a
-    // failed attempt is retried, so the retry keeps its place).
-    uint64_t attempt_seq = 0;
-    // The idempotency key of the claim attempt under way, kept while it is
-    // retried after a failure: a claim the registry took but whose answer
-    // was lost comes back to the retry instead of holding the stream until
-    // its lease runs out. Cleared when an answer arrives.
-    std::string claim_key;
-    // While kClaiming: the session whose room the claim is reserved in.
-    SessionId reserved = 0;
-    std::optional<Claim> claim;
-    std::unique_ptr<common::Backoff> backoff;  // While ClaimWakes fails.
-    std::optional<common::MonotonicTime> retry_at;
-    // Wakes announced for the stream that no claim of this runtime has
-    // carried yet: while any is left, the stream is claimed again (see
-    // SchedulerOptions::recheck_initial).
-    absl::flat_hash_set<int64_t> unseen;
-    // Looks again since a claim last found wakes.
-    int rechecks = 0;
-    // When a trigger (or a redelivery) last queued the stream.
-    common::MonotonicTime last_queued;
-    // When the stream last became queued (from not queued), and that time
-    // for the claim attempt under way: dispatch latency (metrics).
-    std::optional<common::MonotonicTime> queued_since;
-    std::optional<common::MonotonicTime> attempt_since;
-    // While a ReleaseClaim failing with ABORTED is retried.
-    std::unique_ptr<common::Backoff> release_backoff;
-  };
+  // Runs the effects collected under mu_; called after unlocking.
+  static void Run(Effects& fx);
+  // Runs `work` (outside mu_) once `delay` has passed.
+  void DelayLocked(absl::Duration delay, std::function<void()> work)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnDelayTimer();
 
   void TriggerLocked(const Key& key, int64_t wake_id, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Remembers wakes acked through this runtime: gone for good, so a late
-  // announcement of one needs no claim to account for it.
-  void RememberAckedLocked(const Claim& claim, const std::vector<int64_t>& wake_ids)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `for_announcements`: queued only to find announced wakes (see
   // StreamState::queued_anonymous).
@@ -210,53 +164,78 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CancelRetryLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ArmRetryTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnRetryTimer();
 
-  void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ArmHoldTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Detaches the claim from its session or from held_ (not from the stream).
-  void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Runs `work` (outside mu_) once `delay` has passed.
-  void DelayLocked(absl::Duration delay, std::function<void()> work)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The claim ended without an ack (lease lost, claim gone): claim the stream
-  // again so its wakes are redelivered.
-  void DropClaimLocked(const Key& key, StreamState& state, Effects& fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RecordErrorLocked(const std::string& what, const absl::Status& status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
+  // Completion of ClaimWakes: classifies the answer and hands it to the
+  // handler of its outcome below (or to TakeClaimLocked).
   void OnClaimed(const Key& key, common::MonotonicTime sent,
                  absl::StatusOr<v1::ClaimWakesResponse> result);
+  // The call failed, or the answer broke the protocol (a CLAIMED answer
+  // without wakes is given back): the attempt is retried after a backoff.
+  void OnClaimFailedLocked(const Key& key, StreamState& state,
+                           const absl::StatusOr<v1::ClaimWakesResponse>& result,
+                           const absl::Status& failure, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NOTHING_PENDING or ALREADY_CLAIMED: the stream goes idle, and is looked
+  // at again later if a wake may still be stranded.
+  void OnClaimSkippedLocked(const Key& key, StreamState& state, v1::ClaimStatus status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A CLAIMED answer (of ClaimWakes, or of an ack's claim_next) sent at
   // `sent`: the stream's claim, delivered to `runner` if it has room, else
   // held for another.
   void TakeClaimLocked(const Key& key, StreamState& state, v1::ClaimWakesResponse& claimed,
                        common::MonotonicTime sent, SessionId runner, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- claim_scheduler_dispatch.cc: runner sessions, holding and delivering
+  // claims.
+
+  void RemoveSessionLocked(SessionId id, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void HoldLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmHoldTimerLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnHoldTimer();
+  void DispatchHeldLocked(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeliverLocked(const Key& key, StreamState& state, SessionId session, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Detaches the claim from its session or from held_ (not from the stream).
+  void DetachClaimLocked(const Key& key, StreamState& state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- claim_scheduler_acks.cc: acks.
+
   // Attempt `attempt` of an ack; `known`: of a claim this runtime holds.
   void SendAck(const Key& key, v1::AckWakesRequest ack, std::vector<int64_t> wake_ids, int attempt,
                bool known, Callback<AckResult> done);
   void OnAcked(const Key& key, v1::AckWakesRequest request, std::vector<int64_t> wake_ids,
                int attempt, bool known, common::MonotonicTime sent,
                absl::StatusOr<v1::AckWakesResponse> result, Callback<AckResult> done);
-  void SendRelease(const Key& key, const std::string& token);
-  void OnReleased(const Key& key, const std::string& token,
-                  absl::StatusOr<v1::ReleaseClaimResponse> result);
+  // Remembers wakes acked through this runtime: gone for good, so a late
+  // announcement of one needs no claim to account for it.
+  void RememberAckedLocked(const Claim& claim, const std::vector<int64_t>& wake_ids)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // --- claim_scheduler_leases.cc: heartbeats, lease expiry, releases.
+
+  // Whether an ack or release failed because the registry no longer knows
+  // the claim.
+  static bool ClaimIsGone(const absl::Status& status);
   // Applies the ExtendClaims answer of a heartbeat; `done` gets the result.
   void OnExtended(common::MonotonicTime sent_at, absl::StatusOr<v1::ExtendClaimsResponse> result,
                   Callback<HeartbeatResult> done);
-  void OnRetryTimer();
   void OnLeaseTimer();
-  void OnHoldTimer();
-  void OnDelayTimer();
+  // The claim ended without an ack (lease lost, claim gone): claim the stream
+  // again so its wakes are redelivered.
+  void DropClaimLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseLocked(const Key& key, StreamState& state, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendRelease(const Key& key, const std::string& token);
+  void OnReleased(const Key& key, const std::string& token,
+                  absl::StatusOr<v1::ReleaseClaimResponse> result);
 
-  static void Run(Effects& fx);
+  // --- claim_scheduler_health.cc: health, the rescan's accounting, shutdown.
+
+  void RecordErrorLocked(const std::string& what, const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   common::TimeSource& time_;
   const SchedulerOptions options_;
@@ -267,8 +246,7 @@ class ClaimSchedulerImpl final : public ClaimScheduler, public WakeAccounting {
   std::set<std::pair<uint64_t, Key>> ready_ ABSL_GUARDED_BY(mu_);
   // Idle streams with a queued trigger that no connected runner can take
   // now, per tenant, by trigger arrival.
-  absl::flat_hash_map<std::string, std::set<std::pair<uint64_t, Key>>> parked_ ABSL_GUARDED_BY(mu_);
-  int parked_count_ ABSL_GUARDED_BY(mu_) = 0;
+  ParkedStreams parked_ ABSL_GUARDED_BY(mu_);
   // Claims waiting for a runner, in the order they were claimed.
   std::set<std::pair<uint64_t, Key>> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<common::MonotonicTime, Key>> retries_ ABSL_GUARDED_BY(mu_);
