@@ -1,7 +1,8 @@
 // The SQL of PostgresWakeStore: every statement its connections prepare, by
 // name, with what each one does and why it is written the way it is. The C++
-// that runs them (postgres_wake_store.cc) refers to them by these names; the
-// columns they return are read there by position.
+// that runs them (postgres_wake_store.cc, postgres_wake_store_claims.cc)
+// refers to them by these names; the columns they return are read there by
+// position.
 #include "registry-service/store_sql.h"
 
 #include "absl/strings/str_cat.h"
@@ -15,7 +16,7 @@ constexpr char kRegistrationColumns[] =
     "one_shot, timeout_consumed, include_response, manifest_key, "
     "(extract(epoch from created_at) * 1000000)::bigint";
 
-// A wake row as RowToWake (postgres_wake_store.cc) reads it.
+// A wake row as RowToWake (store_rows.cc) reads it.
 constexpr char kWakeColumns[] =
     "id, tenant_id, stream, registration_id, source_event_key, message::text, "
     "run_finished_status, include_response, (extract(epoch from created_at) * 1000000)::bigint";
@@ -282,7 +283,7 @@ std::vector<PreparedStatement> StoreStatements() {
           kTxid,
           " FROM admitted i JOIN inserted r USING (tenant_id, registration_id, "
           "source_event_key)"));
-  // Claims, acks, heartbeats and releases.
+  // Claims, acks, heartbeats and releases (postgres_wake_store_claims.cc).
   //
   // Undoes a claim row that found its wakes gone (acked by a claim that ended
   // between the statement's snapshot and its row lock).
