@@ -2,7 +2,9 @@
 // statements; single-statement operations run in autocommit (one round trip).
 // Concurrent upserts, concurrent wakes without one-shot or timeout gates, and
 // concurrent claims and acks (of different streams) are group-committed: one
-// statement and one transaction for many callers.
+// statement and one transaction for many callers. The claim methods are in
+// postgres_wake_store_claims.cc, the rest in postgres_wake_store.cc, and the
+// SQL of every statement in store_sql.cc.
 #pragma once
 
 #include <atomic>
@@ -51,6 +53,11 @@ class PostgresWakeStore final : public WakeStore {
   absl::StatusOr<PersistResult> PersistWakes(const std::vector<WakeDraft>& drafts) override;
   void PersistWakesAsync(const std::vector<WakeDraft>& drafts,
                          std::function<void(absl::StatusOr<PersistResult>)> done) override;
+  absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey& window) override;
+  absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) override;
+  absl::StatusOr<int64_t> SweepEventKeys(const KeyRetention& retention, int limit) override;
+
+  // ClaimStore, in postgres_wake_store_claims.cc.
   absl::StatusOr<ClaimResult> ClaimWakes(const std::string& tenant_id, const std::string& stream,
                                          const std::string& runner_id,
                                          const std::string& session_id,
@@ -64,9 +71,6 @@ class PostgresWakeStore final : public WakeStore {
                                                          absl::Duration lease) override;
   absl::StatusOr<int64_t> ReleaseClaim(const ClaimKey& claim) override;
   absl::StatusOr<int64_t> ReleaseExpiredClaims() override;
-  absl::StatusOr<WindowResult> CloseDebounceWindow(const WindowKey& window) override;
-  absl::StatusOr<std::vector<WindowKey>> DueDebounceWindows(int limit) override;
-  absl::StatusOr<int64_t> SweepEventKeys(const KeyRetention& retention, int limit) override;
 
   // Told the kind ("upsert", "persist", "claim", "ack") and number of calls
   // of every group-commit batch (metrics). Set before the first call.
@@ -86,6 +90,8 @@ class PostgresWakeStore final : public WakeStore {
   std::vector<absl::StatusOr<PersistResult>> PersistBatch(
       const std::vector<const std::vector<WakeDraft>*>& calls);
 
+  // Claims and acks (postgres_wake_store_claims.cc).
+  //
   // One claim_streams / ack_claims statement for `calls` (one or more); an
   // error status when the statement itself failed.
   absl::StatusOr<std::vector<absl::StatusOr<ClaimResult>>> ClaimStatement(

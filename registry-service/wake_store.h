@@ -1,6 +1,7 @@
 // The registry's durable store: registrations, wakes and stream claims in
 // PostgreSQL. Every method is one transaction; every write returns its
 // transaction id (xid8) so callers can wait for the sync stream to show it.
+// The claim methods are their own interface, ClaimStore (claim_store.h).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/sync/registration.h"
+#include "registry-service/claim_store.h"
 #include "wake/v1/registry.pb.h"
 
 namespace wake::registry {
@@ -121,58 +123,9 @@ struct WindowKey {
   int64_t registration_id = 0;
 };
 
-struct ClaimResult {
-  v1::ClaimStatus status = v1::CLAIM_STATUS_UNSPECIFIED;
-  std::string claim_token;
-  std::vector<v1::Wake> wakes;  // Ordered by id.
-  absl::Time lease_expires_at;
-};
-
-// One stream to claim, for a holder, under a lease.
-struct ClaimSpec {
-  std::string tenant_id;
-  std::string stream;
-  std::string runner_id;
-  std::string session_id;
-  absl::Duration lease;
-  // ClaimWakesRequest.idempotency_key; empty: none. The claim's token is
-  // derived from it (and the tenant and stream), so a retry with the same key
-  // finds the claim its first attempt took.
-  std::string idempotency_key;
-};
-
-struct AckResult {
-  int64_t acked = 0;
-  bool more_pending = false;
-  // Asked for (AckSpec::next) and more_pending: the stream's next claim,
-  // taken in the ack's transaction.
-  std::optional<ClaimResult> next;
-};
-
-struct ClaimKey {
-  std::string tenant_id;
-  std::string stream;
-  std::string claim_token;
-};
-
-// One claim to ack: its wakes to delete (all when empty), and, with `next`,
-// the claim of the stream's wakes still pending once it ended, in the same
-// transaction.
-struct AckSpec {
-  ClaimKey claim;
-  std::vector<int64_t> wake_ids;
-  std::optional<ClaimSpec> next;
-};
-
-struct ExtendResult {
-  ClaimKey claim;
-  bool extended = false;
-  absl::Time lease_expires_at;
-};
-
-class WakeStore {
+class WakeStore : public ClaimStore {
  public:
-  virtual ~WakeStore() = default;
+  ~WakeStore() override = default;
 
   // Inserts `row` (id and created_at ignored) or returns the identical
   // existing one. UNAVAILABLE when the database is unreachable.
@@ -194,46 +147,6 @@ class WakeStore {
   // which may then block on the database).
   virtual void PersistWakesAsync(const std::vector<WakeDraft>& drafts,
                                  std::function<void(absl::StatusOr<PersistResult>)> done) = 0;
-
-  // Claims every pending wake of the stream (and wakes of an expired claim).
-  // The claim's commit is not waited for (synchronous_commit off): a claim
-  // lost in a database crash only makes its wakes pending again, and its
-  // ack then fails. So for ClaimStreams.
-  virtual absl::StatusOr<ClaimResult> ClaimWakes(const std::string& tenant_id,
-                                                 const std::string& stream,
-                                                 const std::string& runner_id,
-                                                 const std::string& session_id,
-                                                 absl::Duration lease) = 0;
-
-  // ClaimWakes for each entry, in one statement and one transaction where
-  // possible; one result per entry, in order. An entry naming a stream an
-  // earlier entry claimed is ALREADY_CLAIMED. An entry whose idempotency key
-  // took the stream's live claim takes that claim again (a retry whose first
-  // answer was lost): CLAIMED, the same token, its lease renewed.
-  virtual std::vector<absl::StatusOr<ClaimResult>> ClaimStreams(
-      const std::vector<ClaimSpec>& claims) = 0;
-
-  // Deletes the acked wakes of a live claim and ends it; the claim's other
-  // wakes become pending. FAILED_PRECONDITION when the claim is not live.
-  // Returns once the commit is flushed: an ack is never lost.
-  virtual absl::StatusOr<AckResult> AckWakes(const ClaimKey& claim,
-                                             const std::vector<int64_t>& wake_ids) = 0;
-
-  // AckWakes for each entry in one transaction where possible, each with its
-  // own result, in order; an entry with `next` claims its stream again in
-  // that transaction when wakes are pending after the ack.
-  virtual std::vector<absl::StatusOr<AckResult>> AckClaims(const std::vector<AckSpec>& acks) = 0;
-
-  virtual absl::StatusOr<std::vector<ExtendResult>> ExtendClaims(
-      const std::vector<ClaimKey>& claims, absl::Duration lease) = 0;
-
-  // Ends the claim; returns how many wakes are pending again.
-  // FAILED_PRECONDITION when the claim is not live.
-  virtual absl::StatusOr<int64_t> ReleaseClaim(const ClaimKey& claim) = 0;
-
-  // Ends every claim whose lease has expired; its wakes become pending.
-  // Returns how many claims were ended.
-  virtual absl::StatusOr<int64_t> ReleaseExpiredClaims() = 0;
 
   // Closes the registration's debounce window if its deadline has passed
   // (database time), turning its changes into one wake; deletes a one-shot
