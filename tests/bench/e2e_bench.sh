@@ -170,7 +170,7 @@ us_per_wake() {
 }
 
 # The durable minimum of one wake, as the store writes it: registry-service/
-# postgres_wake_store.cc "persist_wake" with an event key ("update:<run>",
+# store_sql.cc "persist_wake" with an event key ("update:<run>",
 # as EvaluateRunFinished without an offset makes), no one-shot or timeout
 # gate, and the message e2e_latency's wakes carry; then the delete of that
 # wake, as an ack makes it. Two autocommit statements: two transactions, two

@@ -34,7 +34,7 @@ for migration in registry-service/migrations/*.sql; do psql_bench -f "$migration
 psql_bench -c "INSERT INTO wake_registrations (subscriber_url, source_url, condition)
   SELECT '/parents/p' || g, '/children/c' || g, '{\"on\":\"runFinished\"}' FROM generate_series(1, 5000) g"
 
-# The statements follow registry-service/postgres_wake_store.cc (persist_wake
+# The statements follow registry-service/store_sql.cc (persist_wake
 # without gates, and the ack's delete). Keys are ordered offsets.
 MESSAGE='{"source":"/children/c1","changes":[{"collection":"runs","kind":"UPDATE","key":"run-1"}]}'
 cat >"$WORK/plain.sql" <<SQL
