@@ -12,7 +12,6 @@
 #include "common/logging.h"
 #include "common/proto_time.h"
 #include "google/protobuf/util/json_util.h"
-#include "google/protobuf/util/time_util.h"
 #include "registry-service/store_rows.h"
 #include "registry-service/store_sql.h"
 
